@@ -1,0 +1,53 @@
+# Quick start: `make run` (local sandbox) and `make test` (whole suite).
+# Both set up what they need: Debian packages (once), then .venv.
+
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+# Debian packages the tests and the sandbox need (real compiler, cross
+# toolchain for aarch64 ISA audits, patchelf for auditwheel, chromium for
+# the web UI test, ngircd as a real IRC server).
+APT_PACKAGES := git cmake gcc g++ ccache patchelf binutils-aarch64-linux-gnu \
+                gcc-aarch64-linux-gnu chromium ngircd
+APT_STAMP := $(VENV)/.apt-done
+PIP_STAMP := $(VENV)/.pip-done
+
+.PHONY: setup run test lint clean help
+help:
+	@echo "make run   - start the local sandbox (ONCE=1: release once and exit)"
+	@echo "make test  - set up and run the whole test suite"
+	@echo "make lint  - ruff"
+
+$(APT_STAMP):
+	@mkdir -p $(VENV)
+	@missing=$$(for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages: $$missing"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
+	@touch $@
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+
+$(PIP_STAMP): pyproject.toml detector/pyproject.toml | $(PY)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test]'
+	@touch $@
+
+setup: $(APT_STAMP) $(PIP_STAMP)
+
+lint: setup
+	$(VENV)/bin/ruff check .
+
+test: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
+
+run: setup
+	$(PY) -m master.sandbox $(if $(ONCE),--once,)
+
+clean:
+	rm -rf $(VENV) .sandbox .pytest_cache
