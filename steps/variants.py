@@ -143,6 +143,11 @@ class Catalog:
         return None
 
 
+def format_spec(spec: SpecifierSet) -> str:
+    """``>=0.10.0, <0.17.0`` (lower bounds first), not packaging's sorted ``<0.17.0,>=0.10.0``."""
+    return ", ".join(sorted((str(s) for s in spec), key=lambda s: (not s.startswith(">"), s)))
+
+
 def _spec(where: str, value: object) -> SpecifierSet:
     if not isinstance(value, str):
         raise VariantsError(f"{where}: must be a version specifier string, got {value!r}")
@@ -244,12 +249,11 @@ def parse(raw: object, path: Path = DEFAULT_PATH) -> Catalog:
     out: list[Variant] = []
     seen: dict[str, set[str]] = {"package": set(), "short": set()}
     for i, rv in enumerate(raw["variants"]):
-        where = f"variants[{i}]"
+        pkg = rv.get("package") if isinstance(rv, dict) else None
+        where = f"variant {pkg}" if isinstance(pkg, str) else f"variants[{i}]"
         rv = _keys(where, rv, _VARIANT_KEYS)
-        pkg = rv["package"]
         if not isinstance(pkg, str) or canonicalize_name(pkg) != pkg:
             raise VariantsError(f"{where}.package: {pkg!r} is not a normalized package name")
-        where = f"variant {pkg}"
         for key, val in (("package", pkg), ("short", rv["short"])):
             if val in seen[key]:
                 raise VariantsError(f"{where}: duplicate {key} {val!r}")
