@@ -1,0 +1,194 @@
+"""Fetch and cache upstream vLLM source distributions.
+
+``pip download vllm==X --no-binary :all:`` cannot be used: pip builds the
+sdist's metadata, which needs torch.  So we read the package index's simple
+JSON page for ``vllm`` (PEP 691), take the ``vllm-X.tar.gz`` file listed
+there, check its sha256 against the page, and keep it in a cache shared by
+every build on the host (``$VLLM_CPU_CACHE/sdists``, default
+``~/.cache/vllm-cpu-buildbot/sdists``).
+
+The index is the one pip is configured with (``PIP_INDEX_URL``, then
+``pip config`` ``global.index-url``), defaulting to pip's own default, so a
+worker behind a mirror uses its mirror and no host name lives in this code.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+from collections.abc import Iterable
+from pathlib import Path, PurePosixPath
+from urllib.parse import urljoin
+
+import requests
+from packaging.utils import InvalidSdistFilename, parse_sdist_filename
+from packaging.version import Version
+
+PROJECT = "vllm"
+SIMPLE_JSON = "application/vnd.pypi.simple.v1+json"
+_TIMEOUT = 60
+
+
+class SdistError(RuntimeError):
+    """The index has no such release or the download is corrupt."""
+
+
+def cache_dir() -> Path:
+    root = os.environ.get("VLLM_CPU_CACHE") or Path.home() / ".cache" / "vllm-cpu-buildbot"
+    return Path(root) / "sdists"
+
+
+def index_url() -> str:
+    """Simple-index base URL pip would use on this host."""
+    url = os.environ.get("PIP_INDEX_URL")
+    if not url:
+        try:
+            out = subprocess.run(
+                [sys.executable, "-m", "pip", "config", "get", "global.index-url"],
+                capture_output=True, text=True, timeout=60, check=False,
+            )
+            url = out.stdout.strip() if out.returncode == 0 else ""
+        except (OSError, subprocess.TimeoutExpired):
+            url = ""
+    if not url:
+        try:
+            from pip._internal.models.index import PyPI
+        except ImportError:
+            raise SdistError("no package index configured: set PIP_INDEX_URL") from None
+        url = PyPI.simple_url
+    return url.rstrip("/") + "/"
+
+
+def _project_page(session: requests.Session | None = None) -> tuple[str, dict]:
+    page_url = urljoin(index_url(), f"{PROJECT}/")
+    http = session or requests
+    resp = http.get(page_url, headers={"Accept": SIMPLE_JSON}, timeout=_TIMEOUT)
+    if resp.status_code != 200:
+        raise SdistError(f"{page_url}: HTTP {resp.status_code}")
+    if not resp.headers.get("Content-Type", "").startswith(SIMPLE_JSON):
+        got = resp.headers.get("Content-Type")
+        raise SdistError(f"{page_url}: index does not speak the simple JSON API (got {got})")
+    return page_url, resp.json()
+
+
+def _sdists(page: dict) -> dict[Version, dict]:
+    out: dict[Version, dict] = {}
+    for f in page.get("files", []):
+        if f.get("yanked"):
+            continue
+        try:
+            name, ver = parse_sdist_filename(f["filename"])
+        except InvalidSdistFilename:
+            continue  # wheels and odd files
+        if name == PROJECT and f["filename"].endswith(".tar.gz"):
+            out[ver] = f
+    return out
+
+
+def available_versions() -> list[Version]:
+    """Every release (with an sdist) on the index, oldest first."""
+    _, page = _project_page()
+    return sorted(_sdists(page))
+
+
+def newest_release() -> str:
+    """Newest non-prerelease version of vLLM that has an sdist on the index."""
+    finals = [v for v in available_versions() if not v.is_prerelease and not v.is_devrelease]
+    if not finals:
+        raise SdistError("no final release of vllm on the index")
+    return str(finals[-1])
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def fetch(version: str, *, quiet: bool = False) -> Path:
+    """Path of the cached ``vllm-<version>.tar.gz``, downloading it if needed.
+
+    A cached file is trusted only with its ``.sha256`` companion (written
+    after a verified download), so a half-written file is never used.
+    """
+    ver = Version(version)
+    dest = cache_dir() / f"{PROJECT}-{ver}.tar.gz"
+    stamp = dest.with_name(dest.name + ".sha256")
+    if dest.is_file() and stamp.is_file() and stamp.read_text().strip() == _sha256(dest):
+        return dest
+    with requests.Session() as http:
+        page_url, page = _project_page(http)
+        entry = _sdists(page).get(ver)
+        if entry is None:
+            raise SdistError(f"{page_url}: no sdist for vllm {ver}")
+        want = entry.get("hashes", {}).get("sha256")
+        if not want:
+            raise SdistError(f"{page_url}: {entry['filename']} has no sha256 on the index")
+        if dest.is_file() and _sha256(dest) == want:  # pre-seeded cache without stamp
+            stamp.write_text(want + "\n")
+            return dest
+        url = urljoin(page_url, entry["url"])
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        if not quiet:
+            print(f"downloading {entry['filename']} ({entry.get('size', '?')} bytes)", file=sys.stderr)
+        with tempfile.NamedTemporaryFile(dir=dest.parent, prefix=".part-", delete=False) as tmp:
+            try:
+                with http.get(url, stream=True, timeout=_TIMEOUT) as resp:
+                    resp.raise_for_status()
+                    for chunk in resp.iter_content(1 << 20):
+                        tmp.write(chunk)
+                tmp.close()
+                got = _sha256(Path(tmp.name))
+                if got != want:
+                    raise SdistError(f"{entry['filename']}: sha256 {got} != index {want}")
+                os.replace(tmp.name, dest)
+            finally:
+                if os.path.exists(tmp.name):
+                    os.unlink(tmp.name)
+    stamp.write_text(want + "\n")
+    return dest
+
+
+def extract(version: str, dest: str | os.PathLike, members: Iterable[str] | None = None) -> Path:
+    """Unpack the sdist of ``version`` into ``dest`` (the tree root, no ``vllm-X/`` prefix).
+
+    ``members``: optional paths relative to the tree root; a path names a file
+    or a whole directory (``cmake/``).  Returns ``dest``.
+    """
+    archive = fetch(version)
+    out = Path(dest)
+    out.mkdir(parents=True, exist_ok=True)
+    wanted = [m.strip("/") for m in members] if members is not None else None
+    with tarfile.open(archive, "r:gz") as tar:
+        for info in tar:
+            parts = PurePosixPath(info.name).parts
+            if len(parts) < 2:
+                continue
+            rel = PurePosixPath(*parts[1:])
+            if ".." in rel.parts or rel.is_absolute():
+                raise SdistError(f"{archive.name}: unsafe member path {info.name!r}")
+            if wanted is not None and not any(
+                str(rel) == w or str(rel).startswith(w + "/") for w in wanted
+            ):
+                continue
+            if not (info.isfile() or info.isdir()):
+                continue  # sdists need no links or devices
+            target = out / rel
+            if info.isdir():
+                target.mkdir(parents=True, exist_ok=True)
+                continue
+            target.parent.mkdir(parents=True, exist_ok=True)
+            src = tar.extractfile(info)
+            assert src is not None
+            with src, target.open("wb") as fh:
+                shutil.copyfileobj(src, fh)
+            if info.mode & 0o111:
+                target.chmod(0o755)
+    return out
