@@ -85,7 +85,7 @@ VARIANTS = [
         "short": "amxbf16",
         "summary": "vLLM for x86_64 CPUs with AMX BF16 (Intel Sapphire Rapids and newer)",
         "target_cpus": "Intel Sapphire Rapids, Emerald Rapids, Granite Rapids and newer Xeon (Linux 5.16+, AMX exposed by the hypervisor)",
-        "releases": ">=0.11.0,<0.17.0",
+        "releases": ">=0.11.1,<0.17.0",
         "cpu_flags": {
             "x86_64": [
                 "avx2",

