@@ -1,0 +1,55 @@
+"""Builders: one per variant × arch from variants.json, plus release and recheck."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from buildbot import config
+from buildbot.plugins import util
+
+from master import factories
+from master.settings import Settings
+from master.workers import LOCAL_WORKER
+from steps.variants import Catalog
+
+RELEASE = "release"
+RECHECK = "recheck"
+
+
+def builder_name(package: str, arch: str) -> str:
+    return f"{package}-{arch}"
+
+
+def trigger_name(package: str, arch: str) -> str:
+    return f"build-{package}-{arch}"
+
+
+def make_builders(settings: Settings, catalog: Catalog, workers_by_arch: dict[str, list[str]],
+                  tarball: Path, list_versions) -> list[util.BuilderConfig]:
+    schedulers_for = {(v.package, a): trigger_name(v.package, a) for v, a in catalog.builds()}
+    out = [
+        util.BuilderConfig(
+            name=RELEASE, workernames=[LOCAL_WORKER], collapseRequests=False, tags=["release"],
+            factory=factories.release_factory(settings, tarball, schedulers_for),
+            description="plan one vLLM version, skip what is published, build every variant × arch",
+        ),
+        util.BuilderConfig(
+            name=RECHECK, workernames=[LOCAL_WORKER], collapseRequests=False, tags=["release"],
+            factory=factories.recheck_factory(settings, "release-trigger", catalog.names(), list_versions),
+            description="list upstream release tags and start releases nothing was published for",
+        ),
+    ]
+    for variant, arch in catalog.builds():
+        workers = workers_by_arch.get(arch, [])
+        if not workers:
+            config.error(f"no worker of arch {arch} in {settings.workers_registry}: "
+                         f"builder {builder_name(variant.package, arch)} could never run")
+        out.append(util.BuilderConfig(
+            name=builder_name(variant.package, arch),
+            # Only workers of this arch: a request waits until one connects.
+            workernames=workers,
+            collapseRequests=False, tags=[variant.short, arch],
+            factory=factories.variant_factory(settings, tarball, variant, arch),
+            description=f"{variant.package} for {arch}: {variant.target_cpus}"[:200],
+        ))
+    return out

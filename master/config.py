@@ -1,0 +1,49 @@
+"""``build_config(settings)``: the whole BuildmasterConfig from small parts."""
+
+from __future__ import annotations
+
+import functools
+import tempfile
+from pathlib import Path
+
+from buildbot.plugins import util
+from twisted.python import log
+
+from master import builders, schedulers, toolchain, workers, www
+from master.settings import Settings
+from steps import variants
+
+
+def build_config(settings: Settings, basedir: str | Path) -> dict:
+    catalog = variants.load()
+    entries = workers.load_entries(settings)
+    # A real master keeps the tarball in its basedir; `checkconfig` of the
+    # source file must not write into the repository.
+    base = Path(basedir)
+    out_dir = base / "toolchain"
+    if not (base / "buildbot.tac").exists():
+        out_dir = Path(tempfile.gettempdir()) / "vllm-cpu-toolchain"
+    tarball = toolchain.build_tarball(out_dir)
+    list_versions = functools.partial(schedulers.list_upstream_versions, settings)
+    c: dict = {
+        "title": settings.title,
+        "titleURL": settings.web_url_slash,
+        "buildbotURL": settings.web_url_slash,
+        "db": {"db_url": settings.db_url},
+        "protocols": {"pb": {"port": f"tcp:{settings.worker_port}:interface={settings.worker_interface}"}},
+        "workers": workers.make_workers(entries),
+        "change_source": schedulers.make_change_sources(settings),
+        "schedulers": schedulers.make_schedulers(settings, catalog, list_versions),
+        "builders": builders.make_builders(settings, catalog, workers.names_by_arch(entries), tarball,
+                                           list_versions),
+        # Never merge queued requests: each carries its own version/parameters.
+        "collapseRequests": False,
+        "www": www.make_www(settings),
+        "buildbotNetUsageData": None,
+        "secretsProviders": [],
+    }
+    if settings.secrets_dir.is_dir():
+        c["secretsProviders"].append(util.SecretInAFile(dirname=str(settings.secrets_dir)))
+    else:
+        log.msg(f"vllm-cpu: secrets directory {settings.secrets_dir} missing; workers cannot log in")
+    return c

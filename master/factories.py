@@ -1,0 +1,139 @@
+"""Build factories: the release orchestration and one variant × arch build."""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+from buildbot.plugins import steps as bb_steps
+from buildbot.plugins import util
+from buildbot.process.factory import BuildFactory
+
+from master import published, versions
+from master.settings import Settings
+from steps import buildbot_steps as s
+from steps.variants import Variant
+
+# Properties a release passes to every variant build it triggers.
+RELEASE_PROPS = ["version", "tag", "postfix", "dry_run", "skip_upload"]
+
+
+def _opt(flag: str, prop: str) -> util.Renderer:
+    """``[flag, value]`` when the property is set and non-empty, else nothing."""
+
+    @util.renderer
+    def render(props):
+        val = props.getProperty(prop)
+        return [flag, ",".join(val) if isinstance(val, list) else str(val)] if val else []
+
+    return render
+
+
+def _args(*parts) -> util.Renderer:
+    """Render a list of strings and list-renderers into one flat argument list."""
+
+    @util.renderer
+    def render(props):
+        def flat(items):
+            out = []
+            for p in items:
+                out.extend(flat(p) if isinstance(p, list | tuple) else [p])
+            return out
+
+        d = props.render(list(parts))
+        return d.addCallback(flat)
+
+    return render
+
+
+def checkout(settings: Settings) -> bb_steps.Git:
+    return bb_steps.Git(
+        name="checkout tag", repourl=settings.upstream_url, branch=util.Property("tag"),
+        alwaysUseLatest=True, mode="full", method="clobber", workdir="src", logEnviron=False,
+        haltOnFailure=True, progress=False,
+    )
+
+
+def ship_toolchain(tarball: Path) -> list:
+    return [
+        bb_steps.FileDownload(name="ship toolchain", mastersrc=str(tarball), workerdest="toolchain.tar.gz",
+                              workdir=".", haltOnFailure=True),
+        s.UnpackToolchain(tarball_name=tarball.name),
+    ]
+
+
+def release_factory(settings: Settings, tarball: Path, schedulers_for: dict[tuple[str, str], str]) -> BuildFactory:
+    pattern = settings.tag_pattern
+
+    def tag_version(tag: str) -> str | None:
+        v = versions.tag_version(tag, pattern)
+        if v is None or (v.is_prerelease and not settings.build_prereleases):
+            return None
+        return str(v)
+
+    check = functools.partial(_check_published, settings.simple_url)
+    f = BuildFactory()
+    f.addStep(s.ResolveRelease(tag_version=tag_version, haltOnFailure=True))
+    f.addStep(checkout(settings))
+    f.addSteps(ship_toolchain(tarball))
+    f.addStep(s.PlanRelease(cli_args=_args(
+        "--src", "src", "--version", util.Property("version"),
+        _opt("--variants", "variants"), _opt("--arches", "arches"),
+        "--python-versions", util.Property("python_versions", default=settings.python_versions),
+    )))
+    f.addStep(s.DropPublished(check=check, haltOnFailure=True))
+    f.addStep(s.FanOut(schedulerNames=sorted(schedulers_for.values()),
+                       scheduler_for=lambda variant, arch: schedulers_for[(variant, arch)],
+                       common_props=RELEASE_PROPS))
+    return f
+
+
+def _check_published(simple_url: str, builds: list[dict], version: str, include_posts: bool):
+    return published.filter_published(builds, simple_url, version, include_posts)
+
+
+def variant_factory(settings: Settings, tarball: Path, variant: Variant, arch: str) -> BuildFactory:
+    pkg = variant.package
+    f = BuildFactory()
+    f.addStep(checkout(settings))
+    f.addSteps(ship_toolchain(tarball))
+    f.addStep(s.PatchSource(cli_args=_args(
+        "--variant", pkg, "--src", "src", "--arch", arch,
+        _opt("--version-postfix", "postfix"), _opt("--python-versions", "pythons"),
+    )))
+    f.addStep(s.QueueWheelBuilds(build_args=["--variant", pkg, "--src", "src", "--out", "out"]))
+    token_name = settings.token_secret.replace("{short}", variant.short)
+
+    def uploading(step) -> bool:
+        return not (step.getProperty("dry_run") or step.getProperty("skip_upload"))
+
+    f.addStep(s.UploadWheels(
+        wheels=util.Property("wheels"), variant=pkg, repository_url=settings.upload_url,
+        simple_url=settings.simple_url, username=settings.index_username, token=util.Secret(token_name),
+        doStepIf=uploading, hideStepIf=lambda results, step: False,
+    ))
+    return f
+
+
+def recheck_factory(settings: Settings, release_trigger: str, packages: list[str],
+                    list_versions) -> BuildFactory:
+    since = settings.recheck_since
+
+    def find_missing() -> list[tuple[str, str]]:
+        from packaging.version import Version
+
+        from steps.variants import load
+
+        first = Version(since or load().project["first_release"])
+        out = []
+        for version, tag in list_versions().items():
+            if Version(version) < first:
+                continue
+            applicable = [v.package for v in load().for_release(version)]
+            if applicable and not published.release_published(settings.simple_url, applicable, version):
+                out.append((version, tag))
+        return out
+
+    f = BuildFactory()
+    f.addStep(s.Recheck(schedulerNames=[release_trigger], find_missing=find_missing, release_builder="release"))
+    return f

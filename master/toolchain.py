@@ -1,0 +1,86 @@
+"""Ship the worker-side toolchain of the master's own revision with every build.
+
+At (re)config the master packs ``steps/``, ``variants.json`` and ``readmes/``
+plus a tiny bootstrap into ``<basedir>/toolchain/toolchain-<hash>.tar.gz``;
+each build downloads it (FileDownload) and runs ``python -m steps.cli`` from
+the unpacked copy, so a worker never needs this repository installed and
+can never run a toolchain older or newer than the master's.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import tarfile
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+PARTS = ("steps", "variants.json", "readmes")
+# What the toolchain imports on the worker (pip name, import name).
+REQUIREMENTS = (
+    ("packaging>=24", "packaging"), ("requests>=2.31", "requests"), ("twine>=5", "twine"),
+    ("pyelftools>=0.31", "elftools"), ("iced-x86>=1.21", "iced_x86"), ("capstone>=5.0.1", "capstone"),
+    ("abi3audit>=0.0.20", "abi3audit"), ("wheel>=0.43", "wheel"), ("setuptools>=68", "setuptools"),
+)
+
+# Runs on the worker with its python: use that interpreter when it already has
+# every module, else a venv cached per requirements hash (system site packages
+# visible so a provisioned host's packages are reused). Prints the interpreter.
+BOOTSTRAP = '''\
+import hashlib, importlib.util, os, subprocess, sys, venv
+here = os.path.dirname(os.path.abspath(__file__))
+reqs = [line.split("#")[0].strip() for line in open(os.path.join(here, "requirements.txt"))]
+reqs = [r for r in reqs if r]
+modules = [line.split("#")[1].strip() for line in open(os.path.join(here, "requirements.txt")) if "#" in line]
+missing = [m for m in modules if importlib.util.find_spec(m) is None]
+if not missing:
+    print(sys.executable)
+    sys.exit(0)
+print("toolchain: missing " + ", ".join(missing) + " in " + sys.executable, file=sys.stderr)
+key = hashlib.sha256("\\n".join(reqs).encode()).hexdigest()[:16]
+root = os.path.join(os.path.expanduser("~"), ".cache", "vllm-cpu-buildbot", "venv-" + key)
+py = os.path.join(root, "bin", "python")
+if not os.path.exists(os.path.join(root, ".ok")):
+    print("toolchain: creating " + root, file=sys.stderr)
+    venv.create(root, with_pip=True, system_site_packages=True, clear=True)
+    subprocess.check_call([py, "-m", "pip", "install", "-q", *reqs], stdout=sys.stderr)
+    open(os.path.join(root, ".ok"), "w").close()
+print(py)
+'''
+
+
+def _add_bytes(tar: tarfile.TarFile, name: str, data: bytes, mode: int = 0o644) -> None:
+    info = tarfile.TarInfo(name)
+    info.size, info.mode, info.mtime = len(data), mode, 0
+    tar.addfile(info, io.BytesIO(data))
+
+
+def files(root: Path = REPO_ROOT) -> list[Path]:
+    out: list[Path] = []
+    for part in PARTS:
+        p = root / part
+        if p.is_file():
+            out.append(p)
+        else:
+            out.extend(f for f in sorted(p.rglob("*")) if f.is_file() and "__pycache__" not in f.parts
+                       and f.suffix != ".pyc")
+    return out
+
+
+def build_tarball(dest_dir: Path, root: Path = REPO_ROOT) -> Path:
+    """Write the toolchain tarball (deterministic: sorted, mtime 0) and return its path."""
+    buf = io.BytesIO()
+    reqs = "".join(f"{pip}  # {mod}\n" for pip, mod in REQUIREMENTS).encode()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for f in files(root):
+            _add_bytes(tar, str(f.relative_to(root)), f.read_bytes())
+        _add_bytes(tar, "requirements.txt", reqs)
+        _add_bytes(tar, "bootstrap.py", BOOTSTRAP.encode())
+    data = gzip.compress(buf.getvalue(), mtime=0)
+    digest = hashlib.sha256(data).hexdigest()[:12]
+    dest_dir.mkdir(parents=True, exist_ok=True)
+    path = dest_dir / f"toolchain-{digest}.tar.gz"
+    if not path.exists():
+        path.write_bytes(data)
+    return path

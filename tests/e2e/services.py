@@ -1,0 +1,91 @@
+"""Real local services for the master tests: a pypiserver index and small wheels.
+
+Only 127.0.0.1, free ports chosen by the OS.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import socket
+import subprocess
+import sys
+import time
+import zipfile
+from pathlib import Path
+
+import requests
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_http(url: str, timeout: float = 30, proc: subprocess.Popen | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"{proc.args[0]} exited {proc.returncode} before {url} answered")
+        try:
+            if requests.get(url, timeout=2).status_code < 500:
+                return
+        except requests.RequestException:
+            pass
+        time.sleep(0.2)
+    raise TimeoutError(f"{url} did not answer in {timeout}s")
+
+
+class PyPIServer:
+    """``pypi-server`` on 127.0.0.1 serving (and accepting uploads into) ``root``."""
+
+    def __init__(self, root: Path, port: int | None = None) -> None:
+        self.root = root
+        self.port = port or free_port()
+        root.mkdir(parents=True, exist_ok=True)
+        exe = Path(sys.executable).with_name("pypi-server")
+        self.proc = subprocess.Popen(
+            [str(exe), "run", "-p", str(self.port), "-i", "127.0.0.1", "-a", ".", "-P", ".",
+             "--disable-fallback", str(root)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )
+        wait_http(self.simple_url, proc=self.proc)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/"
+
+    @property
+    def simple_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/simple/"
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+
+def make_wheel(dest: Path, dist: str, version: str, tag: str) -> Path:
+    """A minimal valid wheel (METADATA, WHEEL, RECORD) named ``dist-version-tag.whl``."""
+    name = f"{dist}-{version}-{tag}.whl"
+    di = f"{dist}-{version}.dist-info"
+    files = {
+        f"{dist}/__init__.py": b"",
+        f"{di}/METADATA": f"Metadata-Version: 2.1\nName: {dist.replace('_', '-')}\nVersion: {version}\n"
+                          f"Summary: test wheel\n".encode(),
+        f"{di}/WHEEL": f"Wheel-Version: 1.0\nGenerator: test\nRoot-Is-Purelib: false\nTag: {tag}\n".encode(),
+    }
+    record = []
+    for path, data in files.items():
+        digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
+        record.append(f"{path},sha256={digest},{len(data)}")
+    record.append(f"{di}/RECORD,,")
+    files[f"{di}/RECORD"] = ("\n".join(record) + "\n").encode()
+    dest.mkdir(parents=True, exist_ok=True)
+    with zipfile.ZipFile(dest / name, "w") as z:
+        for path, data in files.items():
+            z.writestr(path, data)
+    return dest / name

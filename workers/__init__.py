@@ -1,0 +1,1 @@
+"""The worker registry (``workers/registry.toml``) and its CLI (``python -m workers``)."""

@@ -1,0 +1,59 @@
+"""``python -m workers list|add|check``: manage the worker registry.
+
+``add`` prints the password once (for ``buildbot-worker create-worker`` on
+the new host, see ``workers/provision.sh``); the master reads it from the
+secrets directory.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from master import settings as settings_mod
+from workers import registry
+
+
+def main(argv: list[str] | None = None) -> int:
+    s = settings_mod.load()
+    p = argparse.ArgumentParser(prog="python -m workers", description=__doc__.splitlines()[0])
+    p.add_argument("--registry", type=Path, default=s.workers_registry, help="registry file (from settings)")
+    p.add_argument("--secrets-dir", type=Path, default=s.secrets_dir, help="secrets directory (from settings)")
+    sub = p.add_subparsers(dest="cmd", required=True)
+    sub.add_parser("list", help="show the registered workers")
+    a = sub.add_parser("add", help="register a worker and create its password secret")
+    a.add_argument("--name", required=True)
+    a.add_argument("--arch", required=True, choices=["x86_64", "aarch64"])
+    a.add_argument("--admin", required=True, help="who to contact about this host")
+    a.add_argument("--max-builds", type=int, default=1)
+    a.add_argument("--notes", default="")
+    sub.add_parser("check", help="check the registry and every worker's secret file")
+    args = p.parse_args(argv)
+    try:
+        if args.cmd == "list":
+            for e in registry.load(args.registry):
+                print(f"{e.name:20} {e.arch:8} max_builds={e.max_builds}  {e.admin}  {e.notes}")
+        elif args.cmd == "add":
+            e, password = registry.add(args.registry, args.secrets_dir, args.name, args.arch, args.admin,
+                                       args.max_builds, args.notes)
+            print(f"added {e.name} ({e.arch}) to {args.registry}")
+            print(f"secret {args.secrets_dir / e.secret_name} written (0600)")
+            print(f"on the worker host: WORKER_NAME={e.name} WORKER_PASSWORD='{password}' "
+                  f"MASTER=<master-host>:{s.worker_port} sh workers/provision.sh")
+            print("then reconfigure the master: buildbot reconfig <master basedir>")
+        else:
+            problems = registry.check(args.registry, args.secrets_dir)
+            for line in problems:
+                print(f"problem: {line}")
+            n = len(registry.load(args.registry))
+            print(f"{n} worker(s), {len(problems)} problem(s)")
+            return 1 if problems else 0
+    except registry.RegistryError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

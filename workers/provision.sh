@@ -1,0 +1,28 @@
+#!/bin/sh
+# Provision a build host (e.g. an ARM64 Graviton2+ machine) as a vllm-cpu worker.
+# On the master first:  python -m workers add --name NAME --arch aarch64 --admin you@example.org
+# then here, as the user that will run builds:
+#   WORKER_NAME=NAME WORKER_PASSWORD='...' MASTER=master.example.org:9989 sh provision.sh
+# Needs: Debian/Ubuntu with sudo. Installs git, a C/C++ toolchain (GCC >= 12.3 for the
+# ISA flags), cmake, python3-venv; buildbot-worker into ~/vllm-cpu-worker/venv; the worker's
+# toolchain dependencies are installed by the first build (cached venv per requirements hash).
+set -eu
+: "${WORKER_NAME:?set WORKER_NAME}" "${WORKER_PASSWORD:?set WORKER_PASSWORD}" "${MASTER:?set MASTER host:port}"
+BASE="${BASE:-$HOME/vllm-cpu-worker}"
+sudo apt-get update -qq
+sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+  git gcc g++ cmake ccache make python3 python3-venv python3-dev
+gcc -dumpfullversion
+python3 -m venv "$BASE/venv"
+"$BASE/venv/bin/pip" install -q 'buildbot-worker>=4.3,<5'
+"$BASE/venv/bin/buildbot-worker" create-worker --umask=0o22 "$BASE/worker" "$MASTER" "$WORKER_NAME" "$WORKER_PASSWORD"
+echo "$(whoami)@$(hostname)" > "$BASE/worker/info/admin"
+(uname -m; grep -m1 -E '^(Features|flags)' /proc/cpuinfo) > "$BASE/worker/info/host"
+# The toolchain is started with the worker's python3: put the venv first on PATH.
+cat > "$BASE/start.sh" <<EOS
+#!/bin/sh
+PATH="$BASE/venv/bin:\$PATH" exec "$BASE/venv/bin/buildbot-worker" start "$BASE/worker"
+EOS
+chmod +x "$BASE/start.sh"
+"$BASE/start.sh"
+echo "worker $WORKER_NAME started; add '@reboot $BASE/start.sh' to crontab to keep it running"
