@@ -46,7 +46,8 @@ CMAKE = "cmake/cpu_extension.cmake"
 
 CMAKE_BEGIN = "# >>> vllm-cpu-build: pinned ISA >>>"
 CMAKE_END = "# <<< vllm-cpu-build: pinned ISA <<<"
-_CAT_ORIG = re.compile(r"execute_process\(\s*COMMAND\s+cat\s+/proc/cpuinfo\b")
+# Code lines only: a comment may quote the anchor.
+_CAT_ORIG = re.compile(r"^([ \t]*)execute_process\(\s*COMMAND\s+cat\s+/proc/cpuinfo\b", re.M)
 _CAT_PINNED = 'execute_process(COMMAND cat "${VLLM_CPU_PINNED_CPUINFO}"'
 _CPU_SUFFIX = re.compile(r'^(?P<indent>[ \t]*)version\s*\+=\s*f(?P<q>["\'])\{sep\}cpu(?P=q)[ \t]*(?:#.*)?$', re.M)
 _NEUTRALISED = "pass  # vllm-cpu-build: no +cpu local version (PyPI refuses local versions)"
@@ -312,7 +313,7 @@ def patch_cmake(tree: Tree, variant: Variant, arch: str, line: upstream.ReleaseL
     else:
         indent = None
     if n_orig:
-        text = _CAT_ORIG.sub(_CAT_PINNED.replace("\\", "\\\\"), text)
+        text = _CAT_ORIG.sub(lambda m: m.group(1) + _CAT_PINNED, text)
     at = text.rfind("\n", 0, text.index(_CAT_PINNED)) + 1
     indent = text[at:text.index(_CAT_PINNED)] if indent is None else indent
     text = text[:at] + "".join(indent + ln + "\n" for ln in block.splitlines()) + text[at:]
