@@ -6,7 +6,7 @@ import functools
 import tempfile
 from pathlib import Path
 
-from buildbot.plugins import util
+from buildbot.plugins import secrets
 from twisted.python import log
 
 from master import builders, schedulers, toolchain, workers, www
@@ -43,7 +43,7 @@ def build_config(settings: Settings, basedir: str | Path) -> dict:
         "secretsProviders": [],
     }
     if settings.secrets_dir.is_dir():
-        c["secretsProviders"].append(util.SecretInAFile(dirname=str(settings.secrets_dir)))
+        c["secretsProviders"].append(secrets.SecretInAFile(dirname=str(settings.secrets_dir)))
     else:
         log.msg(f"vllm-cpu: secrets directory {settings.secrets_dir} missing; workers cannot log in")
     return c

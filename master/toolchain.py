@@ -17,12 +17,31 @@ from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 PARTS = ("steps", "variants.json", "readmes")
-# What the toolchain imports on the worker (pip name, import name).
-REQUIREMENTS = (
-    ("packaging>=24", "packaging"), ("requests>=2.31", "requests"), ("twine>=5", "twine"),
-    ("pyelftools>=0.31", "elftools"), ("iced-x86>=1.21", "iced_x86"), ("capstone>=5.0.1", "capstone"),
-    ("abi3audit>=0.0.20", "abi3audit"), ("wheel>=0.43", "wheel"), ("setuptools>=68", "setuptools"),
-)
+# The worker needs the project's runtime dependencies minus the master's own.
+_MASTER_ONLY = ("buildbot", "twisted")
+# pip name -> import name where they differ
+_IMPORT_NAMES = {"pyelftools": "elftools", "iced-x86": "iced_x86", "setuptools-scm": "setuptools_scm"}
+
+
+def requirements(root: Path = REPO_ROOT) -> list[tuple[str, str]]:
+    """(requirement line, import name) for the worker, from pyproject.toml's dependencies."""
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # pragma: no cover - 3.10
+        import tomli as tomllib  # type: ignore[no-redef]
+    import re
+
+    deps = tomllib.loads((root / "pyproject.toml").read_text())["project"]["dependencies"]
+    out = []
+    for dep in deps:
+        name = re.match(r"[A-Za-z0-9._-]+", dep).group(0).lower()
+        if name.startswith(_MASTER_ONLY):
+            continue
+        # A dependency with an environment marker is not checked by import (it may not apply).
+        mod = "" if ";" in dep else _IMPORT_NAMES.get(name, name.replace("-", "_"))
+        out.append((dep, mod))
+    return out
+
 
 # Runs on the worker with its python: use that interpreter when it already has
 # every module, else a venv cached per requirements hash (system site packages
@@ -32,7 +51,7 @@ import hashlib, importlib.util, os, subprocess, sys, venv
 here = os.path.dirname(os.path.abspath(__file__))
 reqs = [line.split("#")[0].strip() for line in open(os.path.join(here, "requirements.txt"))]
 reqs = [r for r in reqs if r]
-modules = [line.split("#")[1].strip() for line in open(os.path.join(here, "requirements.txt")) if "#" in line]
+modules = [line.split("#")[1].strip() for line in open(os.path.join(here, "requirements.txt")) if " # " in line]
 missing = [m for m in modules if importlib.util.find_spec(m) is None]
 if not missing:
     print(sys.executable)
@@ -71,7 +90,7 @@ def files(root: Path = REPO_ROOT) -> list[Path]:
 def build_tarball(dest_dir: Path, root: Path = REPO_ROOT) -> Path:
     """Write the toolchain tarball (deterministic: sorted, mtime 0) and return its path."""
     buf = io.BytesIO()
-    reqs = "".join(f"{pip}  # {mod}\n" for pip, mod in REQUIREMENTS).encode()
+    reqs = "".join(f"{dep}  # {mod}\n" if mod else f"{dep}\n" for dep, mod in requirements(root)).encode()
     with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
         for f in files(root):
             _add_bytes(tar, str(f.relative_to(root)), f.read_bytes())

@@ -171,6 +171,12 @@ def test_checkconfig_shipped_config_without_secrets(tmp_path: Path) -> None:
                          capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120)
     assert out.returncode == 0, out.stdout + out.stderr
     assert "Config file is good" in out.stdout
+    # With the secrets directory present (SecretInAFile checks it exists).
+    (tmp_path / "secrets").mkdir(mode=0o700)
+    cfg.write_text(f'[master]\nsecrets_dir = "{tmp_path / "secrets"}"\n')
+    out = subprocess.run([str(Path(PY).with_name("buildbot")), "checkconfig", str(REPO / "master" / "master.cfg")],
+                         capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120)
+    assert out.returncode == 0, out.stdout + out.stderr
     # A broken settings file is reported, naming the key.
     cfg.write_text('[upstream]\nbuild_prerelease = true\n')
     bad = subprocess.run([str(Path(PY).with_name("buildbot")), "checkconfig", str(REPO / "master" / "master.cfg")],

@@ -1,0 +1,407 @@
+"""``make run``: the whole system on 127.0.0.1, releasing the newest fixture tag.
+
+Starts, under ``.sandbox/``: a fixture upstream git repository, a pypiserver
+package index, the Buildbot master (SQLite, web UI) and two local x86_64
+workers.  Then it pushes the newest fixture release tag and lets the real
+tag path (GitPoller) release it, printing progress and a final table read
+from the REST API.  ``--once`` exits (0 when every x86_64 wheel is published
+and installable from the local index); otherwise it serves until Ctrl-C.
+
+``Sandbox`` is also what the end-to-end tests drive.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import secrets
+import shutil
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import requests
+
+from master.settings import ENV_VAR, REPO_ROOT
+from steps.buildbot_steps import format_table, row_from_properties
+from steps.variants import load as load_variants
+from workers import registry
+
+BIN = Path(sys.executable).parent
+SANDBOX_TAGS = ["v0.11.1", "v0.11.2"]  # present before the master starts
+NEW_TAG = "v0.12.0"  # pushed once the master watches the upstream
+RELEASE = "release"
+
+
+def _port(preferred: int) -> int:
+    """``preferred`` if free on 127.0.0.1, else any free port."""
+    for candidate in (preferred, 0):
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", candidate))
+            except OSError:
+                continue
+            return s.getsockname()[1]
+    raise OSError("no free port")
+
+
+def _say(msg: str) -> None:
+    print(f"[sandbox {time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+class Sandbox:
+    def __init__(self, root: Path, tags: list[str] | None = None, web_port: int = 8010, worker_port: int = 9989,
+                 index_port: int = 8089, poll_interval: int = 2, quiet: bool = False,
+                 extra_settings: str = "") -> None:
+        self.root = root.resolve()
+        self.tags = list(SANDBOX_TAGS if tags is None else tags)
+        self.web_port, self.worker_port, self.index_port = _port(web_port), _port(worker_port), _port(index_port)
+        self.poll_interval = poll_interval
+        self.quiet = quiet
+        self.extra_settings = extra_settings
+        self.procs: dict[str, subprocess.Popen] = {}
+        self.upstream = self.root / "upstream"
+        self.master_dir = self.root / "master"
+        self.secrets_dir = self.root / "secrets"
+        self.entries = registry.load(registry.DEFAULT_PATH)
+        self.local_workers = [e for e in self.entries if e.name.startswith("local-")]
+        self.session = requests.Session()
+
+    # ------------------------------------------------------------------ setup
+    @property
+    def web_url(self) -> str:
+        return f"http://127.0.0.1:{self.web_port}/"
+
+    @property
+    def index_url(self) -> str:
+        return f"http://127.0.0.1:{self.index_port}/"
+
+    @property
+    def simple_url(self) -> str:
+        return self.index_url + "simple/"
+
+    def log(self, msg: str) -> None:
+        if not self.quiet:
+            _say(msg)
+
+    def _env(self) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("TWINE_")}
+        env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"  # python3 = this venv's, with the toolchain deps
+        env[ENV_VAR] = str(self.root / "settings.toml")
+        env["PYTHONUNBUFFERED"] = "1"
+        return env
+
+    def _run(self, *cmd: str, cwd: Path | None = None) -> None:
+        out = subprocess.run(list(cmd), cwd=cwd, env=self._env(), capture_output=True, text=True, check=False)
+        if out.returncode != 0:
+            raise RuntimeError(f"{' '.join(cmd)} failed: {out.stdout}{out.stderr}")
+
+    def _spawn(self, name: str, cmd: list[str], log: Path) -> None:
+        fh = log.open("ab")
+        self.procs[name] = subprocess.Popen(cmd, env=self._env(), stdout=fh, stderr=subprocess.STDOUT,
+                                            start_new_session=True)
+
+    def write_settings(self) -> None:
+        (self.root / "settings.toml").write_text(f"""\
+# Written by master/sandbox.py: everything on 127.0.0.1.
+[upstream]
+url = "{self.upstream}"
+poll_interval = {self.poll_interval}
+recheck_interval = 0
+[index]
+upload_url = "{self.index_url}"
+simple_url = "{self.simple_url}"
+username = "sandbox"
+token_secret = "index-token"
+[master]
+title = "vllm-cpu sandbox"
+web_url = "{self.web_url}"
+web_port = {self.web_port}
+worker_port = {self.worker_port}
+db_url = "sqlite:///state.sqlite"
+secrets_dir = "{self.secrets_dir}"
+workers_registry = "{registry.DEFAULT_PATH}"
+{self.extra_settings}
+""")
+
+    def start(self) -> None:
+        if str(REPO_ROOT) not in sys.path:  # the fixture lives under tests/
+            sys.path.insert(0, str(REPO_ROOT))
+        from tests.fixture_upstream.make_repo import make_fixture_repo
+
+        t0 = time.monotonic()
+        if self.root.exists():
+            shutil.rmtree(self.root)
+        self.root.mkdir(parents=True)
+        self.log(f"state in {self.root}")
+        make_fixture_repo(self.upstream, self.tags)
+        self.log(f"fixture upstream {self.upstream} with tags {', '.join(self.tags)}")
+        for e in self.entries:
+            registry.write_secret(self.secrets_dir, e.secret_name, secrets.token_urlsafe(16))
+        registry.write_secret(self.secrets_dir, "index-token", "sandbox")  # pypiserver -a . accepts any
+        self.write_settings()
+
+        index_dir = self.root / "index"
+        index_dir.mkdir()
+        self._spawn("index", [str(BIN / "pypi-server"), "run", "-p", str(self.index_port), "-i", "127.0.0.1",
+                              "-a", ".", "-P", ".", "--disable-fallback", str(index_dir)], self.root / "index.log")
+        self._wait_http(self.simple_url, "index")
+        self.log(f"package index {self.index_url} (pypiserver)")
+
+        self._run(str(BIN / "buildbot"), "create-master", "-q", "-r", "--db", "sqlite:///state.sqlite",
+                  "--config", str(REPO_ROOT / "master" / "master.cfg"), str(self.master_dir))
+        self._spawn("master", [str(BIN / "buildbot"), "start", "--nodaemon", str(self.master_dir)],
+                    self.root / "master.log")
+        self._wait_http(self.web_url + "api/v2/builders", "master", timeout=120)
+        self.log(f"master up, web UI {self.web_url}")
+        for e in self.local_workers:
+            wdir = self.root / "workers" / e.name
+            wdir.parent.mkdir(exist_ok=True)
+            self._run(str(BIN / "buildbot-worker"), "create-worker", "-q", "--umask=0o22", str(wdir),
+                      f"127.0.0.1:{self.worker_port}", e.name, (self.secrets_dir / e.secret_name).read_text())
+            (wdir / "info" / "admin").write_text(e.admin + "\n")
+            self._spawn(f"worker {e.name}", [str(BIN / "buildbot-worker"), "start", "--nodaemon", str(wdir)],
+                        self.root / f"worker-{e.name}.log")
+        self._until(lambda: self.connected_workers() >= {e.name for e in self.local_workers}, 60, "workers connect")
+        self.log(f"workers connected: {', '.join(sorted(self.connected_workers()))}")
+        self._until(self._poller_has_baseline, 60, "the tag poller's first poll")
+        self.log(f"tag poller watching {self.upstream} every {self.poll_interval}s "
+                 f"({time.monotonic() - t0:.1f}s setup)")
+
+    def _wait_http(self, url: str, what: str, timeout: float = 60) -> None:
+        def up() -> bool:
+            for name, p in self.procs.items():
+                if p.poll() is not None:
+                    raise RuntimeError(f"{name} exited with {p.returncode}; see logs in {self.root}")
+            try:
+                return self.session.get(url, timeout=2).status_code < 500
+            except requests.RequestException:
+                return False
+
+        self._until(up, timeout, f"{what} at {url}")
+
+    @staticmethod
+    def _until(cond, timeout: float, what: str, step: float = 0.3) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if cond():
+                return
+            time.sleep(step)
+        raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what}")
+
+    def _poller_has_baseline(self) -> bool:
+        """The GitPoller stored the tags it saw (so a tag pushed now is a change)."""
+        db = self.master_dir / "state.sqlite"
+        try:
+            with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5) as con:
+                rows = con.execute("SELECT s.value_json FROM object_state s JOIN objects o ON o.id = s.objectid "
+                                   "WHERE o.class_name LIKE '%GitPoller%' AND s.name = 'lastRev'").fetchall()
+        except sqlite3.Error:
+            return False
+        return any(json.loads(r[0]) for r in rows)
+
+    def stop(self) -> None:
+        for name in ["master", *[n for n in self.procs if n.startswith("worker")], "index"]:
+            p = self.procs.get(name)
+            if p is None or p.poll() is not None:
+                continue
+            p.send_signal(signal.SIGTERM)
+        for p in self.procs.values():
+            try:
+                p.wait(20)
+            except subprocess.TimeoutExpired:
+                p.kill()
+        self.procs.clear()
+
+    # --------------------------------------------------------------- the REST API
+    def api(self, path: str, **params) -> list[dict]:
+        r = self.session.get(self.web_url + "api/v2/" + path, params=params, timeout=30)
+        r.raise_for_status()
+        data = r.json()
+        key = [k for k in data if k != "meta"][0]
+        return data[key]
+
+    def force(self, scheduler: str = "force-release", builder: str | int | None = RELEASE,
+              **params) -> requests.Response:
+        if isinstance(builder, str):
+            builder = self.builder_id(builder)
+        if builder is not None:
+            params["builderid"] = builder
+        body = {"jsonrpc": "2.0", "method": "force", "id": 1, "params": params}
+        return self.session.post(self.web_url + f"api/v2/forceschedulers/{scheduler}", json=body, timeout=60)
+
+    def builder_id(self, name: str) -> int:
+        return {b["name"]: b["builderid"] for b in self.api("builders")}[name]
+
+    def builders(self) -> dict[int, str]:
+        return {b["builderid"]: b["name"] for b in self.api("builders")}
+
+    def connected_workers(self) -> set[str]:
+        try:
+            return {w["name"] for w in self.api("workers") if w["connected_to"]}
+        except requests.RequestException:
+            return set()
+
+    def release_builds(self) -> list[dict]:
+        return self.api(f"builders/{self.builder_id(RELEASE)}/builds", property="*", order="buildid")
+
+    def children(self, release_buildid: int) -> tuple[list[dict], list[dict]]:
+        """(builds, pending build requests) a release build triggered."""
+        builds, pending = [], []
+        for bs in self.api("buildsets", parent_buildid=release_buildid):
+            for br in self.api("buildrequests", buildsetid=bs["bsid"]):
+                got = self.api("builds", buildrequestid=br["buildrequestid"], property="*")
+                builds.extend(got)
+                if not got and not br["complete"]:
+                    pending.append({**br, "properties": self.buildset_properties(bs["bsid"])})
+        return builds, pending
+
+    def buildset_properties(self, bsid: int) -> dict:
+        r = self.session.get(self.web_url + f"api/v2/buildsets/{bsid}/properties", timeout=30)
+        r.raise_for_status()
+        props = r.json()["properties"]
+        return {k: v[0] for k, v in (props[0] if props else {}).items()}
+
+    def buildrequests_total(self) -> int:
+        return len(self.api("buildrequests"))
+
+    def table(self, release_buildid: int) -> list[dict]:
+        names = self.builders()
+        builds, pending = self.children(release_buildid)
+        rows = []
+        for b in sorted(builds, key=lambda b: names[b["builderid"]]):
+            props = {k: v[0] for k, v in (b.get("properties") or {}).items()}
+            result = "running" if not b["complete"] else _RESULTS.get(b["results"], str(b["results"]))
+            rows.append(row_from_properties(props, result))
+        for br in pending:
+            arch = br["properties"].get("arch", "?")
+            rows.append({"variant": br["properties"].get("variant", "?"), "arch": arch, "wheel": "-", "isa": "-",
+                         "verify": "-", "smoke": "-", "uploaded": "no",
+                         "result": f"waiting for an {arch} worker" if arch not in self._connected_arches()
+                         else "queued"})
+        return rows
+
+    def _connected_arches(self) -> set[str]:
+        names = self.connected_workers()
+        return {e.arch for e in self.entries if e.name in names}
+
+    # ------------------------------------------------------------- a release
+    def push_tag(self, tag: str) -> float:
+        from tests.fixture_upstream.make_repo import add_release
+
+        add_release(self.upstream, tag)
+        return time.monotonic()
+
+    def wait_release(self, version: str, after: int = 0, timeout: float = 900, progress: bool = False) -> dict:
+        """Wait for a release build of ``version`` (buildid > after) whose x86_64 children are all done.
+
+        Returns {"release": build, "rows": table, "seconds": ...}.
+        """
+        t0 = time.monotonic()
+        seen: dict[int, str] = {}
+        names = self.builders()
+        release = None
+        while time.monotonic() - t0 < timeout:
+            if release is None:
+                for b in self.release_builds():
+                    props = {k: v[0] for k, v in (b.get("properties") or {}).items()}
+                    if b["buildid"] > after and props.get("version") == version:
+                        release = b
+                        if progress:
+                            self.log(f"release #{b['number']} for {version} started")
+            if release is not None:
+                rel = self.api(f"builds/{release['buildid']}", property="*")[0]
+                builds, pending = self.children(release["buildid"])
+                for b in builds:
+                    state = f"{b['state_string']}" + (" (done)" if b["complete"] else "")
+                    if progress and seen.get(b["buildid"]) != state:
+                        self.log(f"  {names[b['builderid']]} #{b['number']}: {b['state_string']}")
+                    seen[b["buildid"]] = state
+                x86_open = [b for b in builds if not b["complete"] and "x86_64" in names[b["builderid"]]]
+                x86_open += [p for p in pending if p["properties"].get("arch") == "x86_64"]
+                plan_done = rel["complete"] or any("fan out" in s["name"] for s in self._steps(rel["buildid"])
+                                                   if s["started_at"])
+                if rel["complete"] or (plan_done and builds and not x86_open):
+                    return {"release": rel, "rows": self.table(release["buildid"]),
+                            "seconds": time.monotonic() - t0}
+            time.sleep(1)
+        raise TimeoutError(f"release of {version} not done after {timeout}s")
+
+    def _steps(self, buildid: int) -> list[dict]:
+        return self.api(f"builds/{buildid}/steps")
+
+    def installable(self, rows: list[dict], version: str) -> list[str]:
+        """Install each published x86_64 package with pip from the local index; returns problems."""
+        problems = []
+        for r in rows:
+            if r["arch"] != "x86_64":
+                continue
+            target = self.root / "install-check" / r["variant"]
+            out = subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--no-deps", "--no-cache-dir",
+                                  "--target", str(target), "--index-url", self.simple_url,
+                                  f"{r['variant']}=={version}"], capture_output=True, text=True, check=False)
+            if out.returncode != 0:
+                problems.append(f"{r['variant']}: pip install failed: {out.stderr.strip()[-300:]}")
+        return problems
+
+
+_RESULTS = {0: "success", 1: "warnings", 2: "failure", 3: "skipped", 4: "exception", 5: "retry", 6: "cancelled"}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m master.sandbox", description=__doc__.split("\n\n")[0])
+    p.add_argument("--once", action="store_true", help="release once, print the table and exit")
+    p.add_argument("--dir", type=Path, default=REPO_ROOT / ".sandbox", help="state directory (wiped at start)")
+    args = p.parse_args(argv)
+    sb = Sandbox(args.dir)
+    code = 1
+    try:
+        sb.start()
+        version = NEW_TAG[1:]
+        before = max([b["buildid"] for b in sb.release_builds()] or [0])
+        t_push = sb.push_tag(NEW_TAG)
+        sb.log(f"pushed tag {NEW_TAG} to the fixture upstream; waiting for the poller")
+        done = sb.wait_release(version, after=before, progress=True)
+        elapsed = time.monotonic() - t_push
+        rows = done["rows"]
+        print()
+        print(format_table(rows), end="")
+        print()
+        x86 = [r for r in rows if r["arch"] == "x86_64"]
+        expected = [v.package for v in load_variants().for_release(version) if "x86_64" in v.arches]
+        ok = sorted(r["variant"] for r in x86 if r["uploaded"] == "yes") == sorted(expected)
+        sb.log(f"tag push -> last x86_64 upload: {elapsed:.1f}s")
+        problems = sb.installable(x86, version) if ok else ["not every x86_64 wheel was uploaded"]
+        for prob in problems:
+            sb.log(f"PROBLEM: {prob}")
+        if not problems:
+            sb.log(f"every x86_64 wheel of {version} is published and installable from {sb.simple_url}")
+        code = 0 if not problems else 1
+        sb.log(f"web UI: {sb.web_url}")
+        if not args.once:
+            sb.log("serving; Ctrl-C to stop")
+            while True:
+                time.sleep(3600)
+    except KeyboardInterrupt:
+        sb.log("stopping")
+        code = 0 if code == 0 else code
+    except Exception as exc:
+        _say(f"FAILED: {exc}")
+        for log in ("master/twistd.log", "master.log"):
+            path = sb.root / log
+            if path.exists():
+                print("".join(path.read_text(errors="replace").splitlines(True)[-40:]), file=sys.stderr)
+                break
+        code = 1
+    finally:
+        sb.stop()
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
