@@ -51,6 +51,7 @@ def test_contract_rules_depend_on_release() -> None:
     new = x86.rules_for("0.17.0")
     assert [r.modules for r in old] == ["vllm/_C*.so"]
     assert {r.modules for r in new} == {"vllm/_C_AVX2*.so", "vllm/_C.*so"}
+    assert {r.modules for r in x86.rules_for("0.18.0")} == {"vllm/_C_AVX2*.so", "vllm/_C_AVX512*.so", "vllm/_C.*so"}
     rule = old[0]
     assert rule.forbidden({"AVX2", "AVX512F", "AMX_TILE"}) == ["AMX_TILE", "AVX512F"]
     assert rule.missing({"SSE2"}) == ["AVX2"]
