@@ -48,7 +48,7 @@ def _args(*parts) -> util.Renderer:
 
 def checkout(settings: Settings) -> bb_steps.Git:
     return bb_steps.Git(
-        name="checkout tag", repourl=settings.upstream_url, branch=util.Property("tag"),
+        name="checkout_tag", repourl=settings.upstream_url, branch=util.Property("tag"),
         alwaysUseLatest=True, mode="full", method="clobber", workdir="src", logEnviron=False,
         haltOnFailure=True, progress=False,
     )
@@ -56,7 +56,7 @@ def checkout(settings: Settings) -> bb_steps.Git:
 
 def ship_toolchain(tarball: Path) -> list:
     return [
-        bb_steps.FileDownload(name="ship toolchain", mastersrc=str(tarball), workerdest="toolchain.tar.gz",
+        bb_steps.FileDownload(name="ship_toolchain", mastersrc=str(tarball), workerdest="toolchain.tar.gz",
                               workdir=".", haltOnFailure=True),
         s.UnpackToolchain(tarball_name=tarball.name),
     ]

@@ -324,7 +324,7 @@ workers_registry = "{registry.DEFAULT_PATH}"
                     seen[b["buildid"]] = state
                 x86_open = [b for b in builds if not b["complete"] and "x86_64" in names[b["builderid"]]]
                 x86_open += [p for p in pending if p["properties"].get("arch") == "x86_64"]
-                plan_done = rel["complete"] or any("fan out" in s["name"] for s in self._steps(rel["buildid"])
+                plan_done = rel["complete"] or any(s["name"] == "fan_out" for s in self._steps(rel["buildid"])
                                                    if s["started_at"])
                 if rel["complete"] or (plan_done and builds and not x86_open):
                     return {"release": rel, "rows": self.table(release["buildid"]),

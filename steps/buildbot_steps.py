@@ -55,6 +55,13 @@ def parse_json_output(stdout: str) -> dict | None:
     return data if isinstance(data, dict) else None
 
 
+def _tag(wheel: object) -> str:
+    """Short step-name part for a wheel: its Python/ABI tags (``cp38-abi3``) or its file name."""
+    name = str(wheel).rsplit("/", 1)[-1]
+    parts = name[:-4].split("-") if name.endswith(".whl") else []
+    return "-".join(parts[-3:-1]) if len(parts) >= 5 else name
+
+
 def _short_isa(summary: str) -> str:
     return summary.replace("ISA ok: ", "ISA ok ")
 
@@ -105,7 +112,7 @@ class ToolchainStep(buildstep.ShellMixin, buildstep.BuildStep):
 class UnpackToolchain(buildstep.ShellMixin, buildstep.BuildStep):
     """Unpack the shipped toolchain into ``tc/`` and pick its interpreter (``toolchain_python``)."""
 
-    name = "unpack toolchain"
+    name = "unpack_toolchain"
     # $0 is the worker's python: bootstrap.py prints the interpreter to use
     # (itself, or a cached venv when a module is missing).
     SCRIPT = ('rm -rf tc out && mkdir tc out && tar -xzf toolchain.tar.gz -C tc && exec "$0" tc/bootstrap.py')
@@ -135,7 +142,7 @@ class UnpackToolchain(buildstep.ShellMixin, buildstep.BuildStep):
 class QueueWheelBuilds(buildstep.BuildStep):
     """Add one build step (abi3) or one per Python from the ``abi3``/``pythons`` properties."""
 
-    name = "wheels to build"
+    name = "wheels_to_build"
 
     def __init__(self, build_args: list[str], **kwargs: Any) -> None:
         self.build_args = build_args
@@ -204,7 +211,7 @@ class BuildWheel(ToolchainStep):
         self.python = python
         self.verify_step = verify_step or (lambda wheel, **kw: VerifyWheel(wheel=wheel, **kw))
         self.smoke_step = smoke_step or (lambda wheel, **kw: SmokeTest(wheel=wheel, **kw))
-        kwargs.setdefault("name", f"build py{python}" if isinstance(python, str) else "build")
+        kwargs.setdefault("name", f"build_py{python.replace('.', '')}" if isinstance(python, str) else "build")
         super().__init__(**kwargs)
 
     def command_args(self) -> list[str]:
@@ -238,7 +245,7 @@ class VerifyWheel(ToolchainStep):
         self.wheel = wheel
         self.variant = variant if variant is not None else Property("variant")
         self.arch = arch if arch is not None else Property("arch")
-        kwargs.setdefault("name", f"verify {str(wheel).rsplit('/', 1)[-1]}"[:50])
+        kwargs.setdefault("name", f"verify_{_tag(wheel)}"[:50])
         super().__init__(**kwargs)
 
     def command_args(self) -> list[str]:
@@ -274,7 +281,7 @@ class SmokeTest(ToolchainStep):
 
         self.wheel = wheel
         self.variant = variant if variant is not None else Property("variant")
-        kwargs.setdefault("name", f"smoke {str(wheel).rsplit('/', 1)[-1]}"[:50])
+        kwargs.setdefault("name", f"smoke_{_tag(wheel)}"[:50])
         super().__init__(**kwargs)
 
     def command_args(self) -> list[str]:
@@ -392,7 +399,7 @@ class ResolveRelease(buildstep.BuildStep):
 class DropPublished(buildstep.BuildStep):
     """Remove from the plan what the index already has; sets ``todo``."""
 
-    name = "already published?"
+    name = "already_published"
 
     def __init__(self, check: Callable[[list[dict], str, bool], tuple[list[dict], list[str]]],
                  **kwargs: Any) -> None:
@@ -426,7 +433,7 @@ class DropPublished(buildstep.BuildStep):
 class FanOut(Trigger):
     """Trigger one variant×arch build per ``todo`` entry, wait, and report the whole release."""
 
-    name = "fan out"
+    name = "fan_out"
 
     def __init__(self, scheduler_for: Callable[[str, str], str], common_props: list[str], **kwargs: Any) -> None:
         self.scheduler_for = scheduler_for  # (variant, arch) -> Triggerable name
@@ -434,6 +441,12 @@ class FanOut(Trigger):
         kwargs.setdefault("waitForFinish", True)
         kwargs.setdefault("alwaysUseLatest", True)
         super().__init__(**kwargs)
+
+    def getResultSummary(self):
+        # Trigger's own summary only names the schedulers; ours says what happened.
+        if self.descriptionDone:
+            return buildstep.BuildStep.getResultSummary(self)
+        return super().getResultSummary()
 
     def getSchedulersAndProperties(self):
         out = []
@@ -511,6 +524,12 @@ class Recheck(Trigger):
         kwargs.setdefault("alwaysUseLatest", True)
         super().__init__(**kwargs)
         self._todo: list[tuple[str, str]] = []
+
+    def getResultSummary(self):
+        # Trigger's own summary only names the schedulers; ours says what happened.
+        if self.descriptionDone:
+            return buildstep.BuildStep.getResultSummary(self)
+        return super().getResultSummary()
 
     @defer.inlineCallbacks
     def _in_flight(self):

