@@ -38,9 +38,9 @@ class SdistError(RuntimeError):
     """The index has no such release or the download is corrupt."""
 
 
-def cache_dir() -> Path:
+def cache_dir(kind: str = "sdists") -> Path:
     root = os.environ.get("VLLM_CPU_CACHE") or Path.home() / ".cache" / "vllm-cpu-buildbot"
-    return Path(root) / "sdists"
+    return Path(root) / kind
 
 
 def index_url() -> str:
@@ -64,8 +64,8 @@ def index_url() -> str:
     return url.rstrip("/") + "/"
 
 
-def _project_page(session: requests.Session | None = None) -> tuple[str, dict]:
-    page_url = urljoin(index_url(), f"{PROJECT}/")
+def _project_page(session: requests.Session | None = None, project: str = PROJECT) -> tuple[str, dict]:
+    page_url = urljoin(index_url(), f"{project}/")
     http = session or requests
     resp = http.get(page_url, headers={"Accept": SIMPLE_JSON}, timeout=_TIMEOUT)
     if resp.status_code != 200:
@@ -113,21 +113,36 @@ def _sha256(path: Path) -> str:
 
 
 def fetch(version: str, *, quiet: bool = False) -> Path:
-    """Path of the cached ``vllm-<version>.tar.gz``, downloading it if needed.
+    """Path of the cached ``vllm-<version>.tar.gz``, downloading it if needed."""
+    ver = Version(version)
+    return _fetch(PROJECT, lambda page: _sdists(page).get(ver), f"{PROJECT}-{ver}.tar.gz", "sdists", quiet)
+
+
+def fetch_file(project: str, filename: str, *, quiet: bool = False) -> Path:
+    """Any file the index lists for ``project`` (e.g. a published wheel), cached
+    under ``files/`` and checked against the index's sha256 like sdists."""
+
+    def pick(page: dict) -> dict | None:
+        return next((f for f in page.get("files", []) if f.get("filename") == filename), None)
+
+    return _fetch(project, pick, filename, "files", quiet)
+
+
+def _fetch(project: str, pick, filename: str, kind: str, quiet: bool) -> Path:
+    """Download ``filename`` (chosen from the project page by ``pick``) into the cache.
 
     A cached file is trusted only with its ``.sha256`` companion (written
     after a verified download), so a half-written file is never used.
     """
-    ver = Version(version)
-    dest = cache_dir() / f"{PROJECT}-{ver}.tar.gz"
+    dest = cache_dir(kind) / filename
     stamp = dest.with_name(dest.name + ".sha256")
     if dest.is_file() and stamp.is_file() and stamp.read_text().strip() == _sha256(dest):
         return dest
     with requests.Session() as http:
-        page_url, page = _project_page(http)
-        entry = _sdists(page).get(ver)
+        page_url, page = _project_page(http, project)
+        entry = pick(page)
         if entry is None:
-            raise SdistError(f"{page_url}: no sdist for vllm {ver}")
+            raise SdistError(f"{page_url}: no file {filename}")
         want = entry.get("hashes", {}).get("sha256")
         if not want:
             raise SdistError(f"{page_url}: {entry['filename']} has no sha256 on the index")

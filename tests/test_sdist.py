@@ -119,7 +119,7 @@ def test_fetch_rejects_bad_hash_and_leaves_nothing(index, tmp_path):
 
 def test_fetch_unknown_version(index):
     index.add("9.1.0", make_sdist("9.1.0", FILES))
-    with pytest.raises(sdist.SdistError, match="no sdist for vllm 9.9.9"):
+    with pytest.raises(sdist.SdistError, match="no file vllm-9.9.9.tar.gz"):
         sdist.fetch("9.9.9")
 
 
