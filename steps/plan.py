@@ -1,0 +1,196 @@
+"""``vllm-cpu-build plan``: which wheels a source tree of vLLM should become.
+
+For an upstream tree (sdist or git checkout) and a selection of variants,
+arches and Python versions, list every build with its exact environment and
+the wheel file it must produce, and every variant left out with the reason.
+Nothing is built or changed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from packaging.specifiers import InvalidSpecifier, SpecifierSet
+from packaging.version import InvalidVersion, Version
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    import tomli as tomllib  # type: ignore[no-redef]
+
+from steps import upstream
+from steps.cli import EXIT_OK, UsageError
+from steps.variants import ARCHES, Catalog, Variant, format_spec, load
+
+# Upstream's stable-ABI wheels are tagged for the oldest CPython it targets.
+ABI3_TAG = "cp38-abi3"
+
+
+def requires_python(src: Path) -> str:
+    """``[project] requires-python`` of the tree's pyproject.toml."""
+    path = src / "pyproject.toml"
+    try:
+        data = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise UsageError(f"{src}: no pyproject.toml; not a vLLM source tree") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise UsageError(f"{path}: not valid TOML: {exc}") from None
+    spec = data.get("project", {}).get("requires-python")
+    if not spec:
+        raise UsageError(f"{path}: [project] has no requires-python")
+    try:
+        SpecifierSet(spec)
+    except InvalidSpecifier:
+        raise UsageError(f"{path}: requires-python {spec!r} is not a version specifier") from None
+    return spec
+
+
+def _requested_minors(requested: str) -> list[str] | None:
+    """Explicitly requested ``3.X`` versions, or None for ``auto``."""
+    req = requested.strip()
+    if req == "auto":
+        return None
+    m = re.fullmatch(r"3\.(\d+)\s*-\s*3\.(\d+)", req)
+    if m:
+        lo, hi = int(m.group(1)), int(m.group(2))
+        return [f"3.{i}" for i in range(lo, hi + 1)]
+    if re.fullmatch(r"3\.\d+(\s*,\s*3\.\d+)*", req):
+        return [x.strip() for x in req.split(",")]
+    raise UsageError(f"--python-versions {requested!r}: expected auto, 3.X-3.Y or 3.X,3.Y")
+
+
+def pythons_for(spec: str, requested: str = "auto") -> list[str]:
+    """Python versions to build for; an explicit request outside ``spec`` is an error."""
+    wanted = _requested_minors(requested)
+    try:
+        allowed = upstream.supported_pythons(spec, "auto")
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    if wanted is None:
+        return allowed
+    outside = [p for p in wanted if p not in allowed]
+    if outside:
+        raise UsageError(f"--python-versions {requested}: {', '.join(outside)} not allowed by the tree's "
+                         f"requires-python {spec!r} (allowed: {', '.join(allowed)})")
+    if not wanted:
+        raise UsageError(f"--python-versions {requested!r} is empty")
+    return sorted(set(wanted), key=lambda s: int(s.split(".")[1]))
+
+
+def wheel_glob(variant: Variant, arch: str, full_version: str, abi3: bool, python: str | None = None) -> str:
+    """Filename pattern of the wheel a build must produce (after build's retagging)."""
+    plat = f"{load().project['manylinux_policy']}_{arch}"
+    if abi3:
+        tag = ABI3_TAG
+    else:
+        cp = f"cp{python.replace('.', '')}" if python else "cp3*"
+        tag = f"{cp}-{cp}"
+    return f"{variant.dist_name}-{full_version}-{tag}-{plat}.whl"
+
+
+@dataclass
+class Plan:
+    version: str
+    full_version: str
+    release_line: str
+    requires_python: str
+    pythons: list[str]
+    builds: list[dict] = field(default_factory=list)
+    skipped: list[dict] = field(default_factory=list)
+
+    def as_json(self) -> dict:
+        return {"version": self.version, "full_version": self.full_version, "release_line": self.release_line,
+                "requires_python": self.requires_python, "pythons": self.pythons,
+                "builds": self.builds, "skipped": self.skipped}
+
+
+def _split(value: str | None) -> list[str] | None:
+    return [x.strip() for x in value.split(",") if x.strip()] if value else None
+
+
+def make_plan(version: str, requires: str, *, variants: list[str] | None = None, arches: list[str] | None = None,
+              python_versions: str = "auto", postfix: str = "", catalog: Catalog | None = None) -> Plan:
+    """The builds of upstream ``version`` (whose requires-python is ``requires``)."""
+    catalog = catalog or load()
+    try:
+        v = Version(version)
+        full = str(Version(f"{v}{postfix}"))
+    except InvalidVersion:
+        raise UsageError(f"version {version!r}{' + ' + postfix if postfix else ''} is not a PEP 440 version") from None
+    try:
+        line = upstream.release_line(v)
+    except upstream.UnsupportedRelease as exc:
+        raise UsageError(str(exc)) from None
+    for a in arches or []:
+        if a not in ARCHES:
+            raise UsageError(f"--arches: unknown arch {a!r}; known: {', '.join(ARCHES)}")
+    chosen = [catalog.get(n) for n in variants] if variants else list(catalog.variants)
+    pythons = pythons_for(requires, python_versions)
+    plan = Plan(str(v), full, line.name, requires, pythons)
+    for var in chosen:
+        if not var.applies_to(v):
+            plan.skipped.append({"variant": var.package, "arch": None,
+                                 "reason": f"variants.json releases {format_spec(var.releases)} excludes vLLM {v}"})
+            continue
+        for arch in arches or list(ARCHES):
+            if arch not in var.arches:
+                if arches:  # asked for explicitly: say why it is not built
+                    plan.skipped.append({"variant": var.package, "arch": arch,
+                                         "reason": f"not built for {arch} (only {', '.join(var.arches)})"})
+                continue
+            try:
+                env = upstream.build_env(var, arch, str(v), postfix)
+            except upstream.UnsupportedRelease as exc:
+                plan.skipped.append({"variant": var.package, "arch": arch, "reason": str(exc)})
+                continue
+            build = {"variant": var.package, "arch": arch, "pythons": pythons, "abi3": line.abi3, "env": env}
+            if line.abi3:
+                # One cp38-abi3 wheel serves every Python; build it with the oldest one.
+                build["build_pythons"] = pythons[:1]
+                build["wheel_glob"] = wheel_glob(var, arch, full, True)
+            else:
+                build["build_pythons"] = pythons
+                build["wheel_glob"] = wheel_glob(var, arch, full, False)
+            plan.builds.append(build)
+    return plan
+
+
+def run(args: argparse.Namespace) -> int:
+    src = Path(args.src)
+    if not src.is_dir():
+        raise UsageError(f"--src {src}: not a directory")
+    version = args.version
+    if not version:
+        from steps.patch import detect_version
+
+        version = detect_version(src)
+    plan = make_plan(version, requires_python(src), variants=_split(args.variants), arches=_split(args.arches),
+                     python_versions=args.python_versions, postfix=args.version_postfix or "")
+    out = sys.stderr if args.json else sys.stdout
+    print(f"vLLM {plan.version} (release line {plan.release_line}), requires-python {plan.requires_python}: "
+          f"Python {', '.join(plan.pythons)}", file=out)
+    for b in plan.builds:
+        print(f"  build {b['variant']} {b['arch']}: {b['wheel_glob']}", file=out)
+    for s in plan.skipped:
+        print(f"  skip  {s['variant']}{' ' + s['arch'] if s['arch'] else ''}: {s['reason']}", file=out)
+    if args.json:
+        print(json.dumps(plan.as_json(), indent=2))
+    return EXIT_OK
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("plan", help="list the builds (variant x arch x Python) for a vLLM source tree",
+                       description=__doc__.split("\n\n")[0])
+    p.add_argument("--src", required=True, help="upstream vLLM source tree (sdist or git checkout)")
+    p.add_argument("--variants", help="comma-separated package names (default: all in variants.json)")
+    p.add_argument("--arches", help=f"comma-separated, of {', '.join(ARCHES)} (default: all)")
+    p.add_argument("--python-versions", default="auto", help="auto | 3.10-3.13 | 3.11,3.12")
+    p.add_argument("--version", help="upstream version (default: from PKG-INFO or the git tag)")
+    p.add_argument("--version-postfix", default="", help=".postN, .devN, aN, bN or rcN")
+    p.add_argument("--json", action="store_true", help="print the plan as JSON on stdout")
+    p.set_defaults(func=run)
