@@ -39,7 +39,7 @@ def test_isa_verdict_on_published_wheel(project: str, filename: str, isa_ok: boo
     for name in ("zip-crc", "record", "tags"):
         assert result.check(name).ok, result.check(name).detail
     if not isa_ok:
-        assert not result.ok and "isa" in result.failed
+        assert not result.ok and "isa" in result.failed()
     # The 0.11.2.post2 wheels claim manylinux_2_17 but need newer libstdc++
     # symbol versions (GLIBCXX_3.4.2x): the policy check catches that lie too.
     manylinux = result.check("manylinux")
