@@ -53,32 +53,46 @@ __attribute__((noinline)) static int k_avx2(int seed)
 #if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VL__) && defined(__AVX512DQ__)
 __attribute__((noinline)) static int k_avx512(int seed)
 {
-    /* F: zmm float add; BW: zmm 16-bit add; DQ: zmm vandps; VL: masked ymm add */
-    __m512 x = _mm512_set1_ps((float)seed);
-    __m512 y = _mm512_add_ps(x, x);
-    __m512i w = _mm512_set1_epi16((short)seed);
-    w = _mm512_add_epi16(w, w);
-    __m512 z = _mm512_and_ps(y, x);
-    __m256i v = _mm256_set1_epi32(seed);
-    v = _mm256_maskz_add_epi32((__mmask8)(0xF0 | (seed & 0x0F)), v, v);
-    float fy[16], fz[16];
+    /* Inputs go through memory and every lane is checked, so no lane of the
+     * computation can be folded into scalar code.
+     * F: zmm float add; BW: zmm 16-bit multiply-add; DQ: zmm vandps;
+     * VL: masked ymm add (EVEX-encoded ymm). */
+    float fx[16], fy[16], fz[16];
     short s[32];
-    int iv[8];
-    _mm512_storeu_ps(fy, y);
-    _mm512_storeu_ps(fz, z);
-    _mm512_storeu_si512((void *)s, w);
-    _mm256_storeu_si256((__m256i *)iv, v);
-    float fx = (float)seed, f2 = 2.0f * (float)seed, fand;
-    uint32_t ux, u2;
-    memcpy(&ux, &fx, 4);
-    memcpy(&u2, &f2, 4);
-    u2 &= ux;
-    memcpy(&fand, &u2, 4);
-    if (fy[15] != f2 || fz[0] != fand || s[31] != (short)(2 * seed))
-        return 0;
+    int mad[16];
+    int iv[8], im[8];
+    for (int i = 0; i < 16; i++)
+        fx[i] = (float)(seed + i);
+    for (int i = 0; i < 32; i++)
+        s[i] = (short)(seed + i);
+    for (int i = 0; i < 8; i++)
+        iv[i] = seed * (i + 1);
+    __m512 x = _mm512_loadu_ps(fx);
+    _mm512_storeu_ps(fy, _mm512_add_ps(x, x));
+    _mm512_storeu_ps(fz, _mm512_and_ps(_mm512_add_ps(x, x), x));
+    __m512i w = _mm512_loadu_si512((const void *)s);
+    _mm512_storeu_si512((void *)mad, _mm512_madd_epi16(w, _mm512_add_epi16(w, w)));
+    __m256i v = _mm256_loadu_si256((const __m256i *)iv);
+    __mmask8 k = (__mmask8)(0xF0 | (seed & 0x0F));
+    _mm256_storeu_si256((__m256i *)im, _mm256_maskz_add_epi32(k, v, v));
+    for (int i = 0; i < 16; i++) {
+        float f2 = 2.0f * fx[i], fand;
+        uint32_t ux, u2;
+        memcpy(&ux, &fx[i], 4);
+        memcpy(&u2, &f2, 4);
+        u2 &= ux;
+        memcpy(&fand, &u2, 4);
+        if (fy[i] != f2 || fz[i] != fand)
+            return 0;
+    }
+    for (int i = 0; i < 16; i++) {
+        int a = s[2 * i], b = s[2 * i + 1];
+        if (mad[i] != 2 * a * a + 2 * b * b)
+            return 0;
+    }
     for (int i = 0; i < 8; i++) {
-        int want = (((0xF0 | (seed & 0x0F)) >> i) & 1) ? 2 * seed : 0;
-        if (iv[i] != want)
+        int want = ((k >> i) & 1) ? 2 * iv[i] : 0;
+        if (im[i] != want)
             return 0;
     }
     return 1;
