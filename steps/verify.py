@@ -81,7 +81,6 @@ class VerifyResult:
     def check(self, name: str) -> Check:
         return next(c for c in self.checks if c.name == name)
 
-    @property
     def failed(self) -> list[str]:
         return [c.name for c in self.checks if not c.ok]
 
@@ -426,6 +425,11 @@ def _version_key(v: str) -> tuple[int, ...] | None:
     return tuple(int(p) for p in v.split(".")) if re.fullmatch(r"\d+(\.\d+)*", v) else None
 
 
+def _version_sort(name: str) -> tuple:
+    prefix, _, ver = name.partition("_")
+    return (prefix, _version_key(ver) or (1 << 30,), ver)
+
+
 def _too_new(needed: str, glibc: tuple[int, int], allowed: dict[str, set[str]] | None) -> bool:
     prefix, _, ver = needed.partition("_")
     if allowed is not None:
@@ -442,7 +446,8 @@ def _check_manylinux(ctx: _Context) -> str:
     problems: list[str] = []
     if ctx.filename is not None:
         for plat in sorted({t.platform for t in ctx.filename[3]}):
-            claim = plat[: -len(ctx.arch) - 1] if plat.endswith("_" + ctx.arch) else plat
+            arch = _platform_arch(plat)  # whether it is --arch is the tags check's business
+            claim = plat[: -len(arch) - 1] if arch != plat else plat
             try:
                 tag_glibc = _policy_glibc(claim)
             except ValueError:
@@ -457,11 +462,11 @@ def _check_manylinux(ctx: _Context) -> str:
         needed = _needed_versions(ctx.wheel.elf(member))
         for lim_name, glibc in sorted(limits.items(), key=lambda kv: kv[1]):
             allowed = _allowed_versions(glibc, machine)
-            bad = [v for v in needed if _too_new(v, glibc, allowed)]
-            for v in sorted(bad):
-                syms = ", ".join(sorted(needed[v])[:3]) or "?"
-                problems.append(f"{member}: needs {v} ({syms}), not allowed by {lim_name}")
+            bad = sorted((v for v in needed if _too_new(v, glibc, allowed)), key=_version_sort)
             if bad:
+                # One symbol per version is enough to find the culprit.
+                named = [f"{v} ({min(needed[v])})" if needed[v] else v for v in bad]
+                problems.append(f"{member} needs {', '.join(named)}: not allowed by {lim_name}")
                 break  # the strictest failing limit says it all
     if problems:
         raise _Fail(problems)
