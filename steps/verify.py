@@ -515,7 +515,7 @@ def _check_isa(ctx: _Context) -> str:
     for m in modules:
         ctx.isa[m] = isa_mod.scan_elf(ctx.wheel.elf(m))
     problems: list[str] = []
-    lines: list[str] = []
+    lines: list[str] = [f"contract for {base}: " + "; ".join(r.describe() for r in rules)]
     matched_any: set[str] = set()
     for rule in rules:
         matched = [m for m in modules if rule.matches_module(m)]
