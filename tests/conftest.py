@@ -1,0 +1,56 @@
+"""Shared fixtures: the fixture upstream repo and the five variants built from it once."""
+
+from __future__ import annotations
+
+import io
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from tests.fixture_upstream.make_repo import make_fixture_repo
+
+FIXTURE_TAGS = ["v0.11.1", "v0.11.2", "v0.12.0"]
+
+
+@pytest.fixture(scope="session")
+def fixture_repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A git repo of the fixture vLLM tree tagged like upstream; HEAD at v0.12.0. Do not modify it."""
+    return make_fixture_repo(tmp_path_factory.mktemp("upstream") / "vllm", FIXTURE_TAGS)
+
+
+@dataclass
+class BuiltVariant:
+    package: str
+    src: Path
+    wheel: Path | None
+    result: object  # steps.build.BuildResult
+    log: str
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+@pytest.fixture(scope="session")
+def built_variants(fixture_repo: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, BuiltVariant]:
+    """Every variant of v0.12.0 patched and built once per session (x86_64 hosts only)."""
+    from steps import build, patch
+    from steps.hostcpu import host_arch
+    from steps.variants import load
+
+    if host_arch() != "x86_64":
+        pytest.skip("the five-variant build runs on x86_64 hosts")
+    root = tmp_path_factory.mktemp("built")
+    out: dict[str, BuiltVariant] = {}
+    for variant in load().for_release("0.12.0"):
+        src = root / variant.short / "src"
+        shutil.copytree(fixture_repo, src, symlinks=True)
+        t0 = time.monotonic()
+        patch.patch_tree(src, variant, "x86_64", "0.12.0")
+        t1 = time.monotonic()
+        log = io.StringIO()
+        res = build.build(variant, src, root / variant.short / "dist", log=log)
+        t2 = time.monotonic()
+        out[variant.package] = BuiltVariant(variant.package, src, res.wheel, res, log.getvalue(),
+                                            {"patch": t1 - t0, "build": t2 - t1})
+    return out
