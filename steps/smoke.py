@@ -95,6 +95,19 @@ def wheel_arch(wheel: Path) -> str:
     return arches.pop()
 
 
+def _interpreter_for(wheel: Path) -> str:
+    """This interpreter for abi3 wheels, else the ``python3.X`` the wheel's cpXY tag names."""
+    from steps.build import find_interpreter
+
+    _, _, _, tags = parse_wheel_filename(wheel.name)
+    if any(t.abi == "abi3" for t in tags):
+        return sys.executable
+    cps = sorted({t.interpreter for t in tags if t.interpreter.startswith("cp3")})
+    if len(cps) != 1:
+        raise UsageError(f"{wheel.name}: cannot tell which Python runs it ({', '.join(cps) or 'no cpXY tag'})")
+    return find_interpreter(f"3.{cps[0][3:]}")[0]
+
+
 def _clean_env() -> dict[str, str]:
     # VLLM_TARGET_DEVICE=cpu would select the CPU platform by itself on newer
     # releases and hide a broken fix; PYTHON* would leak other packages in.
@@ -125,8 +138,8 @@ def _check(probe: dict, wheel_version: str) -> list[str]:
     return bad
 
 
-def smoke(variant: Variant, wheel: Path, *, index_url: str | None = None, cpuinfo: str | None = None,
-          python: str | None = None, log=sys.stderr) -> SmokeResult:
+def smoke(variant: Variant, wheel: Path, *, index_url: str | None = None, extra_index_urls: list[str] | None = None,
+          cpuinfo: str | None = None, python: str | None = None, log=sys.stderr) -> SmokeResult:
     start = time.monotonic()
     if not wheel.is_file():
         raise UsageError(f"{wheel}: no such wheel")
@@ -141,7 +154,7 @@ def smoke(variant: Variant, wheel: Path, *, index_url: str | None = None, cpuinf
     if not host.ok:
         return SmokeResult("skipped", host.reason(), seconds=time.monotonic() - start,
                            details={"missing_flags": host.missing, "required_flags": host.required})
-    py = python or sys.executable
+    py = python or _interpreter_for(wheel)
     with tempfile.TemporaryDirectory(prefix="vllm-cpu-smoke-") as tmp:
         venv = Path(tmp) / "venv"
         # --without-pip + `pip --python`: no ensurepip run per smoke test.
@@ -150,7 +163,12 @@ def smoke(variant: Variant, wheel: Path, *, index_url: str | None = None, cpuinf
             return SmokeResult("failed", f"python -m venv failed: {r.stderr.strip()}",
                                seconds=time.monotonic() - start)
         vpy = str(venv / "bin" / "python")
-        src = ["--index-url", index_url] if index_url else ["--no-index", "--find-links", str(wheel.parent)]
+        if index_url:
+            src = ["--index-url", index_url]
+            for extra in extra_index_urls or []:
+                src += ["--extra-index-url", extra]
+        else:
+            src = ["--no-index", "--find-links", str(wheel.parent)]
         r = _run([sys.executable, "-m", "pip", "--python", vpy, "install", "--no-cache-dir",
                   "--disable-pip-version-check", *src, str(wheel)], log)
         if r.returncode != 0:
@@ -187,7 +205,8 @@ def run(args: argparse.Namespace) -> int:
     if args.python and not shutil.which(args.python):
         raise UsageError(f"--python {args.python}: not found")
     log = sys.stderr if args.json else sys.stdout
-    res = smoke(variant, Path(args.wheel), index_url=args.index_url, cpuinfo=args.cpuinfo,
+    res = smoke(variant, Path(args.wheel), index_url=args.index_url, extra_index_urls=args.extra_index_url,
+                cpuinfo=args.cpuinfo,
                 python=args.python, log=log)
     print(f"smoke {res.status}: {res.reason} ({res.seconds:.1f} s)", file=log)
     if args.json:
@@ -201,6 +220,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--variant", required=True, help="package name from variants.json")
     p.add_argument("wheel", help="the wheel to test")
     p.add_argument("--index-url", help="package index for dependencies (default: --no-index, the wheel's dir)")
+    p.add_argument("--extra-index-url", action="append", default=[],
+                   help="further index for dependencies (e.g. torch's CPU index), repeatable; with --index-url")
     p.add_argument("--cpuinfo", help=f"also check this cpuinfo file (testing; or ${hostcpu.CPUINFO_ENV}); "
                                       "it can only remove flags, never add ones the CPU lacks")
     p.add_argument("--python", help="interpreter for the venv (default: the one running this)")

