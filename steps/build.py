@@ -254,8 +254,10 @@ def build(variant: Variant, src: Path, out: Path, *, python: str | None = None, 
         raise UsageError(f"{src} is patched for {stamp.get('arch')}, not {arch}")
     if arch != host_arch():
         raise UsageError(f"cannot build {arch} wheels on this {host_arch()} host (no cross builds)")
-    py, py_ver = find_interpreter(python)
     allowed = stamp.get("python_versions") or []
+    if allowed and python and re.fullmatch(r"3\.\d+", python) and python not in allowed:
+        raise UsageError(f"--python {python}: the tree is patched for Python {', '.join(allowed)}")
+    py, py_ver = find_interpreter(python)
     if allowed and py_ver not in allowed:
         raise UsageError(f"Python {py_ver} ({py}) is not one the tree is patched for ({', '.join(allowed)})")
     problems = check_build_env(py)
