@@ -29,9 +29,9 @@ from packaging.version import InvalidVersion, Version
 from steps import upstream
 from steps.cli import EXIT_FAIL, EXIT_OK, UsageError
 from steps.hostcpu import host_arch
+from steps.patch import STAMP  # written by `vllm-cpu-build patch`
 from steps.variants import ARCHES, Variant, load
 
-STAMP = ".vllm-cpu-build.json"  # written by `vllm-cpu-build patch`
 CMAKE = "cmake/cpu_extension.cmake"
 ABI3_PYTHON_TAG, ABI3_ABI_TAG = "cp38", "abi3"
 ABI3_MINIMUM = "3.8"

@@ -21,7 +21,7 @@ CPUINFO = Path("/proc/cpuinfo")
 # Tests point this at a fake cpuinfo; it can only take flags away (see check()).
 CPUINFO_ENV = "VLLM_CPU_BUILD_CPUINFO"
 _KEYS = {"x86_64": "flags", "aarch64": "Features"}
-_ARCH_ALIASES = {"amd64": "x86_64", "x86_64": "x86_64", "arm64": "aarch64", "aarch64": "aarch64"}
+ARCH_ALIASES = {"amd64": "x86_64", "x86_64": "x86_64", "arm64": "aarch64", "aarch64": "aarch64"}
 
 # Linux x86_64: arch_prctl(ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA) (Linux >= 5.16).
 _SYS_ARCH_PRCTL = 158
@@ -32,7 +32,7 @@ AMX_FLAGS = frozenset({"amx_tile", "amx_bf16", "amx_int8"})
 
 def host_arch() -> str:
     m = platform.machine().lower()
-    return _ARCH_ALIASES.get(m, m)
+    return ARCH_ALIASES.get(m, m)
 
 
 def parse_flags(text: str, arch: str) -> set[str]:

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import re
 import subprocess
 import sys
@@ -38,6 +37,8 @@ except ImportError:  # Python 3.10
 
 from steps import platform_fix, upstream
 from steps.cli import EXIT_FAIL, EXIT_OK, UsageError
+from steps.hostcpu import ARCH_ALIASES as _ARCH_ALIASES
+from steps.hostcpu import host_arch
 from steps.variants import ARCHES, Variant, load
 
 STAMP = ".vllm-cpu-build.json"
@@ -52,7 +53,6 @@ _CAT_PINNED = 'execute_process(COMMAND cat "${VLLM_CPU_PINNED_CPUINFO}"'
 _CPU_SUFFIX = re.compile(r'^(?P<indent>[ \t]*)version\s*\+=\s*f(?P<q>["\'])\{sep\}cpu(?P=q)[ \t]*(?:#.*)?$', re.M)
 _NEUTRALISED = "pass  # vllm-cpu-build: no +cpu local version (PyPI refuses local versions)"
 _POSTFIX = re.compile(r"^\.?(post|dev|a|b|rc)\d+$")
-_ARCH_ALIASES = {"amd64": "x86_64", "x86_64": "x86_64", "arm64": "aarch64", "aarch64": "aarch64"}
 _CMAKE_ARCH = {"x86_64": "x86_64|AMD64|amd64", "aarch64": "aarch64|arm64|ARM64"}
 
 
@@ -98,10 +98,6 @@ class Tree:
 
 
 # --- version and arch --------------------------------------------------------
-
-
-def host_arch() -> str:
-    return _ARCH_ALIASES.get(platform.machine().lower(), platform.machine())
 
 
 def detect_version(src: Path) -> str:
