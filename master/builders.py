@@ -8,20 +8,10 @@ from buildbot import config
 from buildbot.plugins import util
 
 from master import factories
+from master.names import RECHECK, RELEASE, builder_name, trigger_name
 from master.settings import Settings
-from master.workers import LOCAL_WORKER
+from master.workers import LOCAL_WORKERS
 from steps.variants import Catalog
-
-RELEASE = "release"
-RECHECK = "recheck"
-
-
-def builder_name(package: str, arch: str) -> str:
-    return f"{package}-{arch}"
-
-
-def trigger_name(package: str, arch: str) -> str:
-    return f"build-{package}-{arch}"
 
 
 def make_builders(settings: Settings, catalog: Catalog, workers_by_arch: dict[str, list[str]],
@@ -29,12 +19,12 @@ def make_builders(settings: Settings, catalog: Catalog, workers_by_arch: dict[st
     schedulers_for = {(v.package, a): trigger_name(v.package, a) for v, a in catalog.builds()}
     out = [
         util.BuilderConfig(
-            name=RELEASE, workernames=[LOCAL_WORKER], collapseRequests=False, tags=["release"],
+            name=RELEASE, workernames=LOCAL_WORKERS, collapseRequests=False, tags=["release"],
             factory=factories.release_factory(settings, tarball, schedulers_for),
             description="plan one vLLM version, skip what is published, build every variant × arch",
         ),
         util.BuilderConfig(
-            name=RECHECK, workernames=[LOCAL_WORKER], collapseRequests=False, tags=["release"],
+            name=RECHECK, workernames=LOCAL_WORKERS, collapseRequests=False, tags=["release"],
             factory=factories.recheck_factory(settings, "release-trigger", catalog.names(), list_versions),
             description="list upstream release tags and start releases nothing was published for",
         ),

@@ -10,9 +10,14 @@ from buildbot.plugins import util
 from buildbot.process.factory import BuildFactory
 
 from master import published, versions
+from master.names import builder_name
 from master.settings import Settings
 from steps import buildbot_steps as s
 from steps.variants import Variant
+
+# Absolute worker paths (the toolchain runs with cwd = the builder directory).
+SRC = util.Interpolate("%(prop:builddir)s/src")
+OUT = util.Interpolate("%(prop:builddir)s/out")
 
 # Properties a release passes to every variant build it triggers.
 RELEASE_PROPS = ["version", "tag", "postfix", "dry_run", "skip_upload"]
@@ -77,11 +82,11 @@ def release_factory(settings: Settings, tarball: Path, schedulers_for: dict[tupl
     f.addStep(checkout(settings))
     f.addSteps(ship_toolchain(tarball))
     f.addStep(s.PlanRelease(cli_args=_args(
-        "--src", "src", "--version", util.Property("version"),
+        "--src", SRC, "--version", util.Property("version"),
         _opt("--variants", "variants"), _opt("--arches", "arches"),
         "--python-versions", util.Property("python_versions", default=settings.python_versions),
     )))
-    f.addStep(s.DropPublished(check=check, haltOnFailure=True))
+    f.addStep(s.DropPublished(check=check, builder_for=builder_name, haltOnFailure=True))
     f.addStep(s.FanOut(schedulerNames=sorted(schedulers_for.values()),
                        scheduler_for=lambda variant, arch: schedulers_for[(variant, arch)],
                        common_props=RELEASE_PROPS))
@@ -98,10 +103,10 @@ def variant_factory(settings: Settings, tarball: Path, variant: Variant, arch: s
     f.addStep(checkout(settings))
     f.addSteps(ship_toolchain(tarball))
     f.addStep(s.PatchSource(cli_args=_args(
-        "--variant", pkg, "--src", "src", "--arch", arch,
+        "--variant", pkg, "--src", SRC, "--arch", arch,
         _opt("--version-postfix", "postfix"), _opt("--python-versions", "pythons"),
     )))
-    f.addStep(s.QueueWheelBuilds(build_args=["--variant", pkg, "--src", "src", "--out", "out"]))
+    f.addStep(s.QueueWheelBuilds(build_args=["--variant", pkg, "--src", SRC, "--out", OUT]))
     token_name = settings.token_secret.replace("{short}", variant.short)
 
     def uploading(step) -> bool:

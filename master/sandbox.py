@@ -57,13 +57,13 @@ def _say(msg: str) -> None:
 class Sandbox:
     def __init__(self, root: Path, tags: list[str] | None = None, web_port: int = 8010, worker_port: int = 9989,
                  index_port: int = 8089, poll_interval: int = 2, quiet: bool = False,
-                 extra_settings: str = "") -> None:
+                 recheck_since: str = "") -> None:
         self.root = root.resolve()
         self.tags = list(SANDBOX_TAGS if tags is None else tags)
         self.web_port, self.worker_port, self.index_port = _port(web_port), _port(worker_port), _port(index_port)
         self.poll_interval = poll_interval
         self.quiet = quiet
-        self.extra_settings = extra_settings
+        self.recheck_since = recheck_since
         self.procs: dict[str, subprocess.Popen] = {}
         self.upstream = self.root / "upstream"
         self.master_dir = self.root / "master"
@@ -113,6 +113,7 @@ class Sandbox:
 url = "{self.upstream}"
 poll_interval = {self.poll_interval}
 recheck_interval = 0
+recheck_since = "{self.recheck_since}"
 [index]
 upload_url = "{self.index_url}"
 simple_url = "{self.simple_url}"
@@ -126,7 +127,6 @@ worker_port = {self.worker_port}
 db_url = "sqlite:///state.sqlite"
 secrets_dir = "{self.secrets_dir}"
 workers_registry = "{registry.DEFAULT_PATH}"
-{self.extra_settings}
 """)
 
     def start(self) -> None:

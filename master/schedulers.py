@@ -11,7 +11,7 @@ from buildbot.schedulers.forcesched import CollectedValidationError, ValidationE
 from twisted.internet import defer, threads
 
 from master import versions
-from master.builders import RECHECK, RELEASE, builder_name, trigger_name
+from master.names import RECHECK, RELEASE, builder_name, trigger_name
 from master.settings import Settings
 from steps.variants import ARCHES, Catalog
 

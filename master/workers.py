@@ -7,9 +7,11 @@ from buildbot.plugins import util, worker
 from master.settings import Settings
 from workers import registry
 
-# In-process worker for the orchestration builders (release, recheck): they
+# In-process workers for the orchestration builders (release, recheck): they
 # mostly wait for other builds, so they must not hold a real worker's slot.
-LOCAL_WORKER = "master-local"
+# A worker runs one build of a builder at a time, so several of them let
+# releases overlap (one may wait for days for an aarch64 worker).
+LOCAL_WORKERS = [f"master-local-{i}" for i in range(1, 5)]
 
 
 def load_entries(settings: Settings) -> list[registry.WorkerEntry]:
@@ -17,7 +19,7 @@ def load_entries(settings: Settings) -> list[registry.WorkerEntry]:
 
 
 def make_workers(entries: list[registry.WorkerEntry]) -> list:
-    out: list = [worker.LocalWorker(LOCAL_WORKER, max_builds=8)]
+    out: list = [worker.LocalWorker(name, max_builds=2) for name in LOCAL_WORKERS]
     for e in entries:
         out.append(worker.Worker(
             e.name, util.Secret(e.secret_name), max_builds=e.max_builds,

@@ -63,7 +63,9 @@ def _tag(wheel: object) -> str:
 
 
 def _short_isa(summary: str) -> str:
-    return summary.replace("ISA ok: ", "ISA ok ")
+    """The ISA part of verify's summary ("all 7 checks passed; ISA ok: X" -> "ISA ok X")."""
+    at = summary.find("ISA")
+    return (summary[at:] if at > 0 else summary).replace("ISA ok: ", "ISA ok ")
 
 
 class ToolchainStep(buildstep.ShellMixin, buildstep.BuildStep):
@@ -397,13 +399,14 @@ class ResolveRelease(buildstep.BuildStep):
 
 
 class DropPublished(buildstep.BuildStep):
-    """Remove from the plan what the index already has; sets ``todo``."""
+    """Remove from the plan what the index already has or a queued build will make; sets ``todo``."""
 
     name = "already_published"
 
     def __init__(self, check: Callable[[list[dict], str, bool], tuple[list[dict], list[str]]],
-                 **kwargs: Any) -> None:
+                 builder_for: Callable[[str, str], str] | None = None, **kwargs: Any) -> None:
         self.check = check  # (builds, version, include_posts) -> (todo, notes); blocking
+        self.builder_for = builder_for  # (variant, arch) -> builder name, to find queued duplicates
         super().__init__(**kwargs)
 
     @defer.inlineCallbacks
@@ -413,21 +416,51 @@ class DropPublished(buildstep.BuildStep):
         version = self.getProperty("version")
         postfix = self.getProperty("postfix") or ""
         final = version + postfix if postfix else version
+        notes: list[str] = []
         if self.getProperty("dry_run"):
-            self.setProperty("todo", builds, "published")
-            self.descriptionDone = f"dry run: building all {len(builds)}, index not consulted"
-            return SUCCESS
-        try:
-            todo, notes = yield threads.deferToThread(self.check, builds, final, not postfix)
-        except Exception as exc:  # the index is down: better no build than a duplicate
-            self.descriptionDone = f"index not reachable: {exc}"[:200]
-            yield self.addCompleteLog("error", f"{type(exc).__name__}: {exc}\n")
-            return FAILURE
+            todo = builds
+            notes.append("dry run: the index is not consulted, everything planned is built")
+        else:
+            try:
+                todo, notes = yield threads.deferToThread(self.check, builds, final, not postfix)
+            except Exception as exc:  # the index is down: better no build than a duplicate
+                self.descriptionDone = f"index not reachable: {exc}"[:200]
+                yield self.addCompleteLog("error", f"{type(exc).__name__}: {exc}\n")
+                return FAILURE
+        if self.builder_for is not None:
+            todo, queued = yield self._drop_queued(todo, version, postfix, bool(self.getProperty("dry_run")))
+            notes += queued
         self.setProperty("todo", todo, "published")
         yield self.addCompleteLog("index", "\n".join(notes or ["nothing of this release is published yet"]) + "\n")
-        self.descriptionDone = (f"{len(todo)} to build, {len(builds) - len(todo)} already published"
+        skipped = len(builds) - len(todo)
+        self.descriptionDone = (f"{len(todo)} to build, {skipped} already published or queued"
                                 if builds else "plan has no builds")
         return SUCCESS
+
+    @defer.inlineCallbacks
+    def _drop_queued(self, todo: list[dict], version: str, postfix: str, dry_run: bool):
+        """Never queue a second request for a (variant, arch, version) that is still waiting or running."""
+        from buildbot.data import resultspec
+
+        keep, notes = [], []
+        for b in todo:
+            builder = self.builder_for(b["variant"], b["arch"])
+            bid = yield self.master.data.updates.findBuilderId(builder)
+            brs = yield self.master.data.get(("builders", bid, "buildrequests"),
+                                             filters=[resultspec.Filter("complete", "eq", [False])])
+            dup = None
+            for br in brs or []:
+                raw = yield self.master.db.buildsets.getBuildsetProperties(br["buildsetid"])
+                p = {k: v[0] for k, v in raw.items()}
+                if (p.get("version") == version and (p.get("postfix") or "") == postfix
+                        and bool(p.get("dry_run")) == dry_run):
+                    dup = br["buildrequestid"]
+                    break
+            if dup is None:
+                keep.append(b)
+            else:
+                notes.append(f"{b['variant']} {b['arch']}: already queued or running (build request {dup})")
+        return keep, notes
 
 
 class FanOut(Trigger):

