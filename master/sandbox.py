@@ -143,7 +143,9 @@ workers_registry = "{registry.DEFAULT_PATH}"
         self.log(f"fixture upstream {self.upstream} with tags {', '.join(self.tags)}")
         for e in self.entries:
             registry.write_secret(self.secrets_dir, e.secret_name, secrets.token_urlsafe(16))
-        registry.write_secret(self.secrets_dir, "index-token", "sandbox")  # pypiserver -a . accepts any
+        # pypiserver -a . accepts any password; a random one lets tests look for leaks.
+        self.index_token = secrets.token_urlsafe(16)
+        registry.write_secret(self.secrets_dir, "index-token", self.index_token)
         self.write_settings()
 
         index_dir = self.root / "index"
@@ -334,6 +336,16 @@ workers_registry = "{registry.DEFAULT_PATH}"
 
     def _steps(self, buildid: int) -> list[dict]:
         return self.api(f"builds/{buildid}/steps")
+
+    def build_logs(self, buildid: int) -> dict[str, str]:
+        """Every log of a build: "step/log" -> text."""
+        out = {}
+        for st in self._steps(buildid):
+            for lg in self.api(f"steps/{st['stepid']}/logs"):
+                r = self.session.get(self.web_url + f"api/v2/logs/{lg['logid']}/raw", timeout=30)
+                r.raise_for_status()
+                out[f"{st['name']}/{lg['name']}"] = r.text
+        return out
 
     def installable(self, rows: list[dict], version: str) -> list[str]:
         """Install each published x86_64 package with pip from the local index; returns problems."""

@@ -16,10 +16,11 @@ def make_www(settings: Settings) -> dict:
     }
     if settings.users_file:
         # Production: log in to force, stop or rebuild; reading stays public.
+        # (The change hook stays open: it can only announce tags that exist
+        # upstream, and published wheels are never rebuilt.)
         www["auth"] = util.HTPasswdAuth(str(settings.users_file))
         www["authz"] = util.Authz(
             allowRules=[util.AnyControlEndpointMatcher(role="admins")],
             roleMatchers=[util.RolesFromUsername(roles=["admins"], usernames=list(settings.admins))],
         )
-        www["change_hook_auth"] = [f"file:{settings.users_file}"]
     return www

