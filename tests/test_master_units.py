@@ -177,6 +177,16 @@ def test_checkconfig_shipped_config_without_secrets(tmp_path: Path) -> None:
     out = subprocess.run([str(Path(PY).with_name("buildbot")), "checkconfig", str(REPO / "master" / "master.cfg")],
                          capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120)
     assert out.returncode == 0, out.stdout + out.stderr
+    # The documented production example (registry path adapted): periodic
+    # re-check, authz, PostgreSQL URL, per-variant token names.
+    example = (REPO / "master" / "settings.example.toml").read_text()
+    prod = tmp_path / "prod.toml"
+    prod.write_text("\n".join(f'workers_registry = "{REPO / "workers" / "registry.toml"}"'
+                               if line.startswith("workers_registry") else line for line in example.splitlines()))
+    out = subprocess.run([str(Path(PY).with_name("buildbot")), "checkconfig", str(REPO / "master" / "master.cfg")],
+                         capture_output=True, text=True, env={**env, settings.ENV_VAR: str(prod)}, cwd=tmp_path,
+                         timeout=120)
+    assert out.returncode == 0, out.stdout + out.stderr
     # A broken settings file is reported, naming the key.
     cfg.write_text('[upstream]\nbuild_prerelease = true\n')
     bad = subprocess.run([str(Path(PY).with_name("buildbot")), "checkconfig", str(REPO / "master" / "master.cfg")],
