@@ -228,3 +228,31 @@ def test_recheck_finds_nothing_missing(sandbox: Sandbox, released: dict) -> None
         time.sleep(0.5)
     assert builds[-1]["results"] == 0, builds[-1]["state_string"]
     assert sandbox.buildrequests_total() == before + 1
+
+
+def test_web_force_form_validates_and_starts_a_release(sandbox: Sandbox, released: dict) -> None:
+    """The force form in the real web UI (Debian chromium driven by Playwright)."""
+    sync_api = pytest.importorskip("playwright.sync_api")
+    if not Path("/usr/bin/chromium").exists():
+        pytest.skip("Debian chromium not installed")
+    before_brs = sandbox.buildrequests_total()
+    before = newest_buildid(sandbox)
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=["--no-sandbox"])
+        try:
+            page = browser.new_page()
+            page.goto(f"{sandbox.web_url}#/builders/{sandbox.builder_id('release')}")
+            page.get_by_role("button", name="Release").click()
+            page.locator("[data-bb-test-id=force-field-versions]").fill("0.12.1")
+            page.locator("[data-bb-test-id=force-field-postfix]").fill("+cpu")
+            page.get_by_role("button", name="Start build").click()
+            page.get_by_text("is not a version postfix").wait_for(timeout=15000)
+            assert sandbox.buildrequests_total() == before_brs
+            page.locator("[data-bb-test-id=force-field-postfix]").fill("")
+            page.get_by_role("button", name="Start build").click()
+            rel = wait_release_done(sandbox, "0.12.1", before)
+        finally:
+            browser.close()
+    # 0.12.1 is fully published: the release ran and built nothing.
+    assert sandbox.children(rel["buildid"]) == ([], [])
+    assert {k: v[0] for k, v in rel["properties"].items()}["tag"] == "v0.12.1"
