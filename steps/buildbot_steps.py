@@ -586,7 +586,7 @@ class Recheck(Trigger):
         except Exception as exc:
             self.descriptionDone = f"re-check failed: {exc}"[:200]
             return FAILURE
-        busy = yield self._in_flight()
+        busy = (yield self._in_flight()) if missing else set()
         self._todo = [(v, t) for v, t in missing if v not in busy]
         log = [f"{v} ({t}): nothing published" + ("; a release is already queued" if v in busy else "; starting")
                for v, t in missing]

