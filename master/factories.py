@@ -10,7 +10,7 @@ from buildbot.plugins import util
 from buildbot.process.factory import BuildFactory
 
 from master import published, versions
-from master.names import builder_name
+from master.names import RELEASE, builder_name
 from master.settings import Settings
 from steps import buildbot_steps as s
 from steps.variants import Variant
@@ -83,7 +83,7 @@ def release_factory(settings: Settings, tarball: Path, schedulers_for: dict[tupl
     f.addSteps(ship_toolchain(tarball))
     f.addStep(s.PlanRelease(cli_args=_args(
         "--src", SRC, "--version", util.Property("version"),
-        _opt("--variants", "variants"), _opt("--arches", "arches"),
+        _opt("--variants", "variants"), _opt("--arches", "arches"), _opt("--version-postfix", "postfix"),
         "--python-versions", util.Property("python_versions", default=settings.python_versions),
     )))
     f.addStep(s.DropPublished(check=check, builder_for=builder_name, haltOnFailure=True))
@@ -115,7 +115,7 @@ def variant_factory(settings: Settings, tarball: Path, variant: Variant, arch: s
     f.addStep(s.UploadWheels(
         wheels=util.Property("wheels"), variant=pkg, repository_url=settings.upload_url,
         simple_url=settings.simple_url, username=settings.index_username, token=util.Secret(token_name),
-        doStepIf=uploading, hideStepIf=lambda results, step: False,
+        doStepIf=uploading,
     ))
     return f
 
@@ -140,5 +140,5 @@ def recheck_factory(settings: Settings, release_trigger: str, packages: list[str
         return out
 
     f = BuildFactory()
-    f.addStep(s.Recheck(schedulerNames=[release_trigger], find_missing=find_missing, release_builder="release"))
+    f.addStep(s.Recheck(schedulerNames=[release_trigger], find_missing=find_missing, release_builder=RELEASE))
     return f
