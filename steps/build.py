@@ -321,13 +321,14 @@ def build(variant: Variant, src: Path, out: Path, *, python: str | None = None, 
 
 
 def run(args: argparse.Namespace) -> int:
-    src = Path(args.src)
+    # Absolute paths: pip runs in another directory and writes --out there.
+    src = Path(args.src).resolve()
     if not src.is_dir():
         raise UsageError(f"--src {src}: not a directory")
     variant = load().get(args.variant)
     log = sys.stderr if args.json else sys.stdout
     try:
-        res = build(variant, src, Path(args.out), python=args.python, arch=args.arch, max_jobs=args.max_jobs,
+        res = build(variant, src, Path(args.out).resolve(), python=args.python, arch=args.arch, max_jobs=args.max_jobs,
                     log=log)
     except BuildFailed as exc:
         print(f"vllm-cpu-build build: FAILED: {exc}", file=sys.stderr)

@@ -26,7 +26,7 @@ import requests
 from packaging.utils import InvalidWheelFilename, canonicalize_name, parse_wheel_filename
 from packaging.version import Version
 
-from steps.cli import EXIT_FAIL, EXIT_OK, EXIT_USAGE, UsageError
+from steps.cli import EXIT_FAIL, EXIT_OK, UsageError
 
 SIMPLE_JSON = "application/vnd.pypi.simple.v1+json"
 
@@ -112,16 +112,6 @@ def wheel_covers(filename: str, version: str, arch: str, python: str | None = No
 
 
 def _run(args: argparse.Namespace) -> int:
-    # Report bad input here: under ``python -m steps.cli`` the dispatcher's
-    # UsageError is ``__main__.UsageError``, a different class from ours.
-    try:
-        return _upload(args)
-    except UsageError as exc:
-        print(f"vllm-cpu-build upload: error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-
-
-def _upload(args: argparse.Namespace) -> int:
     from steps.variants import load
 
     variant = load().get(args.variant)

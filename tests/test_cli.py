@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import json
+import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -48,3 +51,20 @@ def test_bad_input_exits_2_with_a_message_and_no_traceback(args: tuple[str, ...]
     out = run(*args)
     assert out.returncode == 2, (out.returncode, out.stderr)
     assert "error" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_build_with_relative_paths(fixture_repo: Path, tmp_path: Path) -> None:
+    # Workers pass paths relative to the build directory while pip runs elsewhere.
+    shutil.copytree(fixture_repo, tmp_path / "src", symlinks=True)
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+
+    def tool(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "steps", *args], cwd=tmp_path, env=env,
+                              capture_output=True, text=True, timeout=300)
+
+    out = tool("patch", "--variant", "vllm-cpu", "--src", "src", "--arch", "x86_64")
+    assert out.returncode == 0, out.stderr
+    out = tool("build", "--variant", "vllm-cpu", "--src", "src", "--out", "dist", "--json")
+    assert out.returncode == 0, out.stderr[-2000:]
+    wheel = Path(json.loads(out.stdout)["wheel"])
+    assert wheel.parent == tmp_path / "dist" and wheel.is_file()
