@@ -372,6 +372,14 @@ def main(argv: list[str] | None = None) -> int:
     args = p.parse_args(argv)
     sb = Sandbox(args.dir)
     code = 1
+
+    def _stop_on_signal(signum: int, _frame) -> None:
+        raise KeyboardInterrupt(signal.Signals(signum).name)
+
+    # SIGTERM/SIGHUP (a service manager, a closed terminal) and a SIGINT that
+    # a background shell marked ignored must still stop the children below.
+    for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
+        signal.signal(sig, _stop_on_signal)
     try:
         sb.start()
         version = NEW_TAG[1:]
