@@ -9,7 +9,7 @@ from pathlib import Path
 from buildbot.plugins import secrets
 from twisted.python import log
 
-from master import builders, schedulers, toolchain, workers, www
+from master import builders, notify, schedulers, toolchain, workers, www
 from master.settings import Settings
 from steps import variants
 
@@ -41,6 +41,7 @@ def build_config(settings: Settings, basedir: str | Path) -> dict:
         "www": www.make_www(settings),
         "buildbotNetUsageData": None,
         "secretsProviders": [],
+        "services": notify.make_reporters(settings, catalog),
     }
     if settings.secrets_dir.is_dir():
         c["secretsProviders"].append(secrets.SecretInAFile(dirname=str(settings.secrets_dir)))

@@ -62,6 +62,24 @@ class Settings:
     # [www]
     users_file: Path | None = None  # htpasswd file; set => login required to force/stop
     admins: tuple[str, ...] = field(default_factory=tuple)
+    # [notify] release mail and IRC announcements (master/notify.py); off unless enabled
+    mail_enabled: bool = False
+    smtp_host: str = "127.0.0.1"
+    smtp_port: int = 25
+    smtp_tls: str = "none"  # none | starttls | ssl
+    smtp_username: str = ""
+    smtp_password_secret: str = ""  # secret file name; "" = no SMTP AUTH
+    mail_from: str = "vllm-cpu buildbot <buildbot@localhost>"
+    mail_to: tuple[str, ...] = field(default_factory=tuple)
+    mail_events: tuple[str, ...] = ("release_finished", "variant_failed")
+    irc_enabled: bool = False
+    irc_host: str = "127.0.0.1"
+    irc_port: int = 6667
+    irc_tls: bool = False
+    irc_nick: str = "vllm-cpu-bot"
+    irc_channels: tuple[str, ...] = ("#vllm-cpu",)
+    irc_password_secret: str = ""  # secret file name; "" = no server password
+    irc_events: tuple[str, ...] = ("release_finished", "variant_failed")
 
     @property
     def tag_pattern(self) -> re.Pattern[str]:
@@ -101,7 +119,29 @@ _SCHEMA: dict[str, dict[str, tuple[str, type]]] = {
         "workers_registry": ("workers_registry", Path),
     },
     "www": {"users_file": ("users_file", Path), "admins": ("admins", list)},
+    "notify": {
+        "mail": ("mail_enabled", bool),
+        "smtp_host": ("smtp_host", str),
+        "smtp_port": ("smtp_port", int),
+        "smtp_tls": ("smtp_tls", str),
+        "smtp_username": ("smtp_username", str),
+        "smtp_password_secret": ("smtp_password_secret", str),
+        "mail_from": ("mail_from", str),
+        "mail_to": ("mail_to", list),
+        "mail_events": ("mail_events", list),
+        "irc": ("irc_enabled", bool),
+        "irc_host": ("irc_host", str),
+        "irc_port": ("irc_port", int),
+        "irc_tls": ("irc_tls", bool),
+        "irc_nick": ("irc_nick", str),
+        "irc_channels": ("irc_channels", list),
+        "irc_password_secret": ("irc_password_secret", str),
+        "irc_events": ("irc_events", list),
+    },
 }
+
+# What [notify] mail_events / irc_events may name (master/notify.py acts on them).
+NOTIFY_EVENTS = ("release_finished", "release_failed", "variant_failed", "variant_warnings")
 
 
 def parse(raw: dict, base: Path, source: Path | None = None) -> Settings:
@@ -163,6 +203,53 @@ def _check(s: Settings) -> None:
             raise SettingsError(f"upstream.recheck_since: not a version: {s.recheck_since!r}") from None
     if "{" in s.token_secret.replace("{short}", ""):
         raise SettingsError("index.token_secret: the only placeholder allowed is {short}")
+    _check_notify(s)
+
+
+def _check_notify(s: Settings) -> None:
+    from email.utils import parseaddr
+
+    def address(where: str, value: str) -> None:
+        if "@" not in parseaddr(value)[1]:
+            raise SettingsError(f"{where}: not an e-mail address: {value!r}")
+
+    for where, port in (("notify.smtp_port", s.smtp_port), ("notify.irc_port", s.irc_port)):
+        if not 1 <= port <= 65535:
+            raise SettingsError(f"{where}: must be a TCP port 1-65535, got {port}")
+    if s.smtp_tls not in ("none", "starttls", "ssl"):
+        raise SettingsError(f"notify.smtp_tls: must be none, starttls or ssl, got {s.smtp_tls!r}")
+    for where, events in (("notify.mail_events", s.mail_events), ("notify.irc_events", s.irc_events)):
+        unknown = sorted(set(events) - set(NOTIFY_EVENTS))
+        if unknown:
+            raise SettingsError(f"{where}: unknown event(s) {', '.join(unknown)}; known: {', '.join(NOTIFY_EVENTS)}")
+    for where, name in (("notify.smtp_password_secret", s.smtp_password_secret),
+                        ("notify.irc_password_secret", s.irc_password_secret)):
+        if "/" in name or name.startswith("."):
+            raise SettingsError(f"{where}: a secret is a file name in secrets_dir, got {name!r}")
+    if s.mail_enabled:
+        if not s.smtp_host:
+            raise SettingsError("notify.smtp_host: empty while mail is on")
+        address("notify.mail_from", s.mail_from)
+        if not s.mail_to:
+            raise SettingsError("notify.mail_to: no recipients while mail is on")
+        for r in s.mail_to:
+            address("notify.mail_to", r)
+        if s.smtp_password_secret and not s.smtp_username:
+            raise SettingsError("notify.smtp_username: needed with smtp_password_secret")
+        if not s.mail_events:
+            raise SettingsError("notify.mail_events: empty while mail is on")
+    if s.irc_enabled:
+        if not s.irc_host:
+            raise SettingsError("notify.irc_host: empty while IRC is on")
+        if not re.fullmatch(r"[A-Za-z\[\]\\`_^{|}][A-Za-z0-9\[\]\\`_^{|}-]*", s.irc_nick):
+            raise SettingsError(f"notify.irc_nick: not an IRC nickname: {s.irc_nick!r}")
+        if not s.irc_channels:
+            raise SettingsError("notify.irc_channels: no channel while IRC is on")
+        for c in s.irc_channels:
+            if not re.fullmatch(r"[#&][^\s,\x07]+", c):
+                raise SettingsError(f"notify.irc_channels: not a channel name: {c!r}")
+        if not s.irc_events:
+            raise SettingsError("notify.irc_events: empty while IRC is on")
 
 
 def load(path: str | os.PathLike | None = None) -> Settings:

@@ -1,0 +1,431 @@
+"""Release announcements: one mail and one IRC line per release, plus variant build problems.
+
+Buildbot's own reporters do the delivery: ``MailNotifier`` with
+``BuildStatusGenerator`` + a message formatter, and the ``IRC`` words bot.
+What this module adds is the *content* a release engineer needs: the
+release version, each variant × arch result with its wheel, verify/ISA
+summary, smoke status (skipped = a warning: the wheel was never run),
+where it was uploaded, and links to the build pages.
+
+The text comes from pure functions over data-API build dicts
+(``format_release``, ``format_variant``, ``release_irc_line``,
+``variant_irc_line``) so it is tested without a master; the glue fetches
+a release's child builds through ``master.data``.  Passwords are
+``util.Secret`` renderables: Buildbot renders them when the service starts
+and they never reach a log, a property or a message.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any, ClassVar
+
+from buildbot import config as bb_config
+from buildbot.data import resultspec
+from buildbot.plugins import reporters, util
+from buildbot.process.results import CANCELLED, EXCEPTION, FAILURE, SUCCESS, WARNINGS, statusToString
+from buildbot.reporters import utils as rutils
+from buildbot.reporters.generators.build import BuildStatusGenerator
+from buildbot.reporters.irc import IRCChannel, IrcStatusBot
+from buildbot.reporters.message import MessageFormatterBase
+from twisted.internet import defer
+from twisted.python import log
+
+from master.names import RELEASE, builder_name
+from master.settings import Settings
+from steps.buildbot_steps import format_table, row_from_properties
+from steps.variants import Catalog
+
+RELEASE_KIND, VARIANT_KIND = "release", "variant"
+_OK = (SUCCESS, WARNINGS)
+_BAD = (FAILURE, EXCEPTION, CANCELLED)
+
+# --------------------------------------------------------------------------- pure text
+
+
+def props_of(build: dict) -> dict[str, Any]:
+    """A data-API build's properties ({name: [value, source]}) as {name: value}."""
+    return {k: (v[0] if isinstance(v, list | tuple) else v) for k, v in (build.get("properties") or {}).items()}
+
+
+def result_name(build: dict) -> str:
+    if not build.get("complete", True) or build.get("results") is None:
+        return "not finished"
+    return statusToString(build["results"])
+
+
+def wants(events: Iterable[str], kind: str | None, results: int | None) -> bool:
+    """Whether ``events`` (settings' mail_events / irc_events) ask for this finished build."""
+    ev = set(events)
+    if kind == RELEASE_KIND:
+        return "release_finished" in ev or ("release_failed" in ev and results in _BAD)
+    if kind == VARIANT_KIND:
+        return ("variant_failed" in ev and results in _BAD) or ("variant_warnings" in ev and results == WARNINGS)
+    return False
+
+
+def _release_name(props: dict) -> str:
+    return f"vLLM {props.get('version', '?')}{props.get('postfix') or ''}"
+
+
+def _mode(props: dict) -> str:
+    if props.get("dry_run"):
+        return "dry run"
+    if props.get("skip_upload"):
+        return "no upload"
+    return ""
+
+
+def child_row(child: dict) -> dict:
+    """One variant × arch line: row_from_properties (the release table) + result detail and link."""
+    props = props_of(child)
+    row = row_from_properties(props, result_name(child))
+    if not child.get("complete", True):
+        row["result"] = "not finished"
+    row["url"] = child.get("url", "")
+    row["state"] = child.get("state_string", "")
+    row["uploaded_urls"] = list(props.get("uploaded") or [])
+    row["smoke_detail"] = [f"{w}: {v.get('status', '?')}" + (f" ({v['reason']})" if v.get("reason") else "")
+                           for w, v in (props.get("smoke") or {}).items()]
+    row["verify_detail"] = [f"{w}: {'ok' if v.get('ok') else 'NOT publishable'} - {v.get('summary', '')}"
+                            + (f" [{'; '.join(v['failed'])}]" if v.get("failed") else "")
+                            for w, v in (props.get("verify") or {}).items()]
+    return row
+
+
+def _attention(rows: list[dict]) -> list[str]:
+    """What a release engineer must look at: failures first, then skipped smoke tests."""
+    out = []
+    for r in rows:
+        where = f"{r['variant']} {r['arch']}"
+        if r["result"] not in ("success", "warnings"):
+            out.append(f"{where}: {r['result'].upper()}" + (f": {r['state']}" if r["state"] else ""))
+    for r in rows:
+        if "skipped" in r["smoke"]:
+            out.append(f"{r['variant']} {r['arch']}: smoke test skipped (this worker's CPU lacks the ISA): "
+                       "the wheel passed verify but was never run")
+    return out
+
+
+def _failed_steps(build: dict) -> list[str]:
+    return [f"{s['name']}: {s.get('state_string', '')}" for s in build.get("steps") or []
+            if s.get("results") in _BAD]
+
+
+def format_release(release: dict, children: list[dict], build_url: str, title: str,
+                   upload_url: str) -> tuple[str, str] | None:
+    """(subject, body) of the mail for a finished release build; None when there is nothing to say.
+
+    ``release``: data-API build dict (properties, optionally steps); ``children``:
+    the variant builds it triggered, each a build dict plus ``builder`` and ``url``
+    (a request still waiting has ``complete`` False).
+    """
+    props = props_of(release)
+    results = release.get("results")
+    rows = [child_row(c) for c in sorted(children, key=lambda c: (props_of(c).get("variant", ""),
+                                                                  props_of(c).get("arch", "")))]
+    if not rows and results in _OK:
+        return None  # everything was already published: not a release, no mail
+    ok = sum(1 for r in rows if r["result"] in ("success", "warnings"))
+    skipped = [f"{r['variant']} {r['arch']}" for r in rows if "skipped" in r["smoke"]]
+    mode = _mode(props)
+    name = _release_name(props)
+    status = statusToString(results).upper() if results is not None else "NOT FINISHED"
+    subject = f"[{title}] {name}{f' ({mode})' if mode else ''}: {status}, {ok}/{len(rows)} variant builds ok"
+    if skipped:
+        subject += f", smoke skipped on {len(skipped)}"
+    lines = [
+        f"{name} release {status}" + (f" ({mode})" if mode else ""),
+        f"Tag: {props.get('tag', '?')}    release build: {build_url}",
+    ]
+    if props.get("dry_run"):
+        lines.append("Upload: none (dry run: built, verified and smoke-tested only)")
+    elif props.get("skip_upload"):
+        lines.append("Upload: skipped on request")
+    else:
+        lines.append(f"Upload: {upload_url}")
+    if props.get("reason"):
+        lines.append(f"Reason: {props['reason']}")
+    lines.append("")
+    if rows:
+        lines.append(format_table(rows, ("variant", "arch", "result", "verify", "smoke", "uploaded")).rstrip())
+        lines.append("")
+        attention = _attention(rows)
+        if attention:
+            lines.append("Needs attention:")
+            lines += [f"  - {a}" for a in attention]
+            lines.append("")
+        lines.append("Per variant build:")
+        for r in rows:
+            lines.append(f"  {r['variant']} {r['arch']}: {r['result']}")
+            if r["url"]:
+                lines.append(f"    build:   {r['url']}")
+            lines.append(f"    wheel:   {r['wheel']}")
+            lines += [f"    verify:  {v}" for v in r["verify_detail"]] or ["    verify:  -"]
+            lines += [f"    smoke:   {s}" for s in r["smoke_detail"]] or ["    smoke:   -"]
+            lines += [f"    upload:  {u}" for u in r["uploaded_urls"]] or [f"    upload:  {r['uploaded']}"]
+    else:
+        lines.append("No variant build was started.")
+        lines += [f"  failed step {s}" for s in _failed_steps(release)]
+        if release.get("state_string"):
+            lines.append(f"  build state: {release['state_string']}")
+    return subject, "\n".join(lines) + "\n"
+
+
+def format_variant(build: dict, builder: str, build_url: str, title: str,
+                   release_url: str | None) -> tuple[str, str]:
+    """(subject, body) of the mail for one variant × arch build that failed or had warnings."""
+    props = props_of(build)
+    row = child_row({**build, "url": build_url})
+    status = result_name(build).upper()
+    subject = (f"[{title}] {props.get('variant', builder)} {props.get('arch', '')} {status} "
+               f"for {_release_name(props)}")
+    state = build.get("state_string") or ""
+    lines = [
+        f"{subject[len(title) + 3:]}" + (f" ({_mode(props)})" if _mode(props) else ""),
+        f"Builder: {builder}    build: {build_url}",
+    ]
+    if release_url:
+        lines.append(f"Release build: {release_url}")
+    if state:
+        lines.append(f"State: {state}")
+    lines.append("")
+    steps = _failed_steps(build)
+    if steps:
+        lines.append("Failed steps:")
+        lines += [f"  - {s}" for s in steps]
+    warn = [f"{s['name']}: {s.get('state_string', '')}" for s in build.get("steps") or []
+            if s.get("results") == WARNINGS]
+    if warn:
+        lines.append("Warnings:")
+        lines += [f"  - {s}" for s in warn]
+    lines += ["", f"wheel:   {row['wheel']}"]
+    lines += [f"verify:  {v}" for v in row["verify_detail"]] or ["verify:  -"]
+    lines += [f"smoke:   {s}" for s in row["smoke_detail"]] or ["smoke:   -"]
+    lines.append(f"upload:  {', '.join(row['uploaded_urls']) or row['uploaded']}")
+    return subject, "\n".join(lines) + "\n"
+
+
+def release_irc_line(release: dict, children: list[dict], build_url: str) -> str | None:
+    """One IRC line for a finished release; None when it had nothing to build and succeeded."""
+    props = props_of(release)
+    results = release.get("results")
+    rows = [child_row(c) for c in children]
+    if not rows and results in _OK:
+        return None
+    ok = sum(1 for r in rows if r["result"] in ("success", "warnings"))
+    mode = _mode(props)
+    text = (f"{_release_name(props)} release {statusToString(results) if results is not None else 'unfinished'}"
+            f"{f' ({mode})' if mode else ''}: {ok}/{len(rows)} variant builds ok")
+    bad = sorted(f"{r['variant']} {r['arch']}" for r in rows if r["result"] not in ("success", "warnings"))
+    skipped = sorted(f"{r['variant']}" for r in rows if "skipped" in r["smoke"])
+    if bad:
+        text += "; FAILED: " + ", ".join(bad)
+    if skipped:
+        text += "; smoke skipped: " + ", ".join(skipped)
+    if not rows and release.get("state_string"):
+        text += f"; {release['state_string']}"
+    return f"{text} - {build_url}"
+
+
+def variant_irc_line(build: dict, builder: str, build_url: str) -> str:
+    props = props_of(build)
+    state = build.get("state_string") or ""
+    return (f"{props.get('variant', builder)} {props.get('arch', '')} {result_name(build)} for "
+            f"{_release_name(props)}{': ' + state if state else ''} - {build_url}")
+
+
+# --------------------------------------------------------------------------- master glue
+
+
+@defer.inlineCallbacks
+def fetch_children(master, buildid: int):
+    """The variant builds (or still-waiting requests) a release build triggered, newest try of each."""
+    out: list[dict] = []
+    bsets = yield master.data.get(("buildsets",), filters=[resultspec.Filter("parent_buildid", "eq", [buildid])])
+    for bs in bsets or []:
+        brs = yield master.data.get(("buildrequests",),
+                                    filters=[resultspec.Filter("buildsetid", "eq", [bs["bsid"]])])
+        for br in brs or []:
+            builder = yield master.data.get(("builders", br["builderid"]))
+            builds = yield master.data.get(("buildrequests", br["buildrequestid"], "builds"))
+            if builds:
+                b = dict(sorted(builds, key=lambda x: x["buildid"])[-1])
+                b["properties"] = yield master.data.get(("builds", b["buildid"], "properties"))
+                b["builder"] = builder["name"]
+                b["url"] = rutils.getURLForBuild(master, br["builderid"], b["number"])
+                out.append(b)
+            else:
+                raw = yield master.db.buildsets.getBuildsetProperties(bs["bsid"])
+                out.append({"builder": builder["name"], "complete": False, "results": None, "url": "",
+                            "state_string": "waiting for a worker", "properties": raw})
+    return out
+
+
+class ReleaseFormatter(MessageFormatterBase):
+    """Mail text for the release builder (kind "release") or a variant builder (kind "variant")."""
+
+    compare_attrs: ClassVar[list[str]] = ["kind", "upload_url"]
+
+    def __init__(self, kind: str, upload_url: str) -> None:
+        super().__init__(want_properties=True, want_steps=True)
+        self.kind = kind
+        self.upload_url = upload_url
+
+    @defer.inlineCallbacks
+    def format_message_for_build(self, master, build, **kwargs):
+        url = rutils.getURLForBuild(master, build["builder"]["builderid"], build["number"])
+        title = master.config.title
+        if self.kind == RELEASE_KIND:
+            children = yield fetch_children(master, build["buildid"])
+            msg = format_release(build, children, url, title, self.upload_url)
+        else:
+            parent = build.get("parentbuild")
+            release_url = (rutils.getURLForBuild(master, parent["builderid"], parent["number"])
+                           if parent else None)
+            msg = format_variant(build, build["builder"]["name"], url, title, release_url)
+        subject, body = msg if msg else (None, None)
+        return {"body": body, "subject": subject, "type": "plain", "extra_info": None}
+
+    def format_message_for_buildset(self, master, buildset, builds, **kwargs):
+        raise NotImplementedError("release mails are per build")
+
+
+class QuietBuildStatusGenerator(BuildStatusGenerator):
+    """BuildStatusGenerator that sends nothing when the formatter had nothing to say."""
+
+    @defer.inlineCallbacks
+    def generate(self, master, reporter, key, build):
+        report = yield super().generate(master, reporter, key, build)
+        if report is None or report.get("body") is None:
+            return None
+        return report
+
+
+def _modes(events: Iterable[str], kind: str) -> tuple[str, ...]:
+    ev = set(events)
+    if kind == RELEASE_KIND:
+        if "release_finished" in ev:
+            return ("failing", "passing", "warnings", "exception", "cancelled")
+        return ("failing", "exception", "cancelled") if "release_failed" in ev else ()
+    modes: tuple[str, ...] = ()
+    if "variant_failed" in ev:
+        modes += ("failing", "exception", "cancelled")
+    if "variant_warnings" in ev:
+        modes += ("warnings",)
+    return modes
+
+
+def mail_generators(settings: Settings, variant_builders: list[str]) -> list[BuildStatusGenerator]:
+    out = []
+    if modes := _modes(settings.mail_events, RELEASE_KIND):
+        out.append(QuietBuildStatusGenerator(
+            builders=[RELEASE], mode=modes, message_formatter=ReleaseFormatter(RELEASE_KIND, settings.upload_url)))
+    if (modes := _modes(settings.mail_events, VARIANT_KIND)) and variant_builders:
+        out.append(QuietBuildStatusGenerator(
+            builders=list(variant_builders), mode=modes,
+            message_formatter=ReleaseFormatter(VARIANT_KIND, settings.upload_url)))
+    return out
+
+
+class ReleaseIrcChannel(IRCChannel):
+    """A channel that announces releases in one line (and variant problems), per the settings' events."""
+
+    @defer.inlineCallbacks
+    def buildFinished(self, build, watched=False):
+        svc = self.bot.parent  # the ReleaseIRC service: events and builder kinds
+        builder = yield self.bot.getBuilder(builderid=build["builderid"])
+        name = builder["name"]
+        kind = svc.kind_of(name)
+        if not watched and not wants(svc.release_events, kind, build["results"]):
+            return
+        if not (watched or (yield self.notify_for_finished(build))):
+            return  # the channel switched this event off ("notify off ...")
+        if not self.shouldReportBuild(name, build["number"]):
+            return
+        url = rutils.getURLForBuild(self.master, build["builderid"], build["number"])
+        full = dict(build)
+        full["properties"] = yield self.master.data.get(("builds", build["buildid"], "properties"))
+        if kind == RELEASE_KIND:
+            children = yield fetch_children(self.master, build["buildid"])
+            line = release_irc_line(full, children, url)
+        else:
+            line = variant_irc_line(full, name, url)
+        if line:
+            self.send(line)
+
+
+class ReleaseIrcBot(IrcStatusBot):
+    channelClass = ReleaseIrcChannel
+
+
+class ReleaseIRC(reporters.IRC):
+    """Buildbot's IRC bot whose channels announce releases in one line each."""
+
+    def checkConfig(self, *args, release_events=(), release_builder=RELEASE, variant_builders=(), **kwargs):
+        super().checkConfig(*args, **kwargs)
+
+    def reconfigService(self, *args, release_events=(), release_builder=RELEASE, variant_builders=(), **kwargs):
+        self.release_events = tuple(release_events)
+        self.release_builder = release_builder
+        self.variant_builders = frozenset(variant_builders)
+        result = super().reconfigService(*args, **kwargs)
+        self.f.protocol = ReleaseIrcBot  # the factory super() just made builds our bot
+        return result
+
+    def kind_of(self, builder: str) -> str | None:
+        if builder == self.release_builder:
+            return RELEASE_KIND
+        return VARIANT_KIND if builder in self.variant_builders else None
+
+
+def _irc_notify_events(events: Iterable[str]) -> list[str]:
+    """Buildbot channel events that cover ours (the channel then filters per builder kind)."""
+    ev = set(events)
+    out = set()
+    if "release_finished" in ev:
+        out.add("finished")
+    if ev & {"release_failed", "variant_failed"}:
+        out |= {"failure", "exception", "cancelled"}
+    if "variant_warnings" in ev:
+        out.add("warnings")
+    return sorted(out)
+
+
+def _secret(settings: Settings, name: str, where: str) -> util.Secret | None:
+    if not name:
+        return None
+    # A missing secret would stop the master at start with a bare KeyError: say it now.
+    if settings.secrets_dir.is_dir() and not (settings.secrets_dir / name).is_file():
+        bb_config.error(f"notify.{where}: secret {name!r} not found in {settings.secrets_dir}")
+    return util.Secret(name)
+
+
+def make_reporters(settings: Settings, catalog: Catalog | None = None) -> list:
+    """The ``services`` of the master: MailNotifier and/or IRC, as the settings' [notify] asks."""
+    if catalog is None:
+        from steps.variants import load
+
+        catalog = load()
+    variant_builders = [builder_name(v.package, a) for v, a in catalog.builds()]
+    out: list = []
+    if settings.mail_enabled:
+        generators = mail_generators(settings, variant_builders)
+        out.append(reporters.MailNotifier(
+            fromaddr=settings.mail_from, relayhost=settings.smtp_host, smtpPort=settings.smtp_port,
+            useTls=settings.smtp_tls == "starttls", useSmtps=settings.smtp_tls == "ssl",
+            smtpUser=settings.smtp_username or None,
+            smtpPassword=_secret(settings, settings.smtp_password_secret, "smtp_password_secret"),
+            sendToInterestedUsers=False, extraRecipients=list(settings.mail_to), generators=generators,
+        ))
+        log.msg(f"vllm-cpu: release mail to {', '.join(settings.mail_to)} via "
+                f"{settings.smtp_host}:{settings.smtp_port} for {', '.join(settings.mail_events)}")
+    if settings.irc_enabled:
+        out.append(ReleaseIRC(
+            host=settings.irc_host, port=settings.irc_port, nick=settings.irc_nick,
+            channels=list(settings.irc_channels), useSSL=settings.irc_tls,
+            password=_secret(settings, settings.irc_password_secret, "irc_password_secret"),
+            notify_events=_irc_notify_events(settings.irc_events), useColors=False, authz={},
+            release_events=settings.irc_events, release_builder=RELEASE, variant_builders=variant_builders,
+        ))
+    return out
