@@ -69,7 +69,7 @@ class Settings:
     smtp_tls: str = "none"  # none | starttls | ssl
     smtp_username: str = ""
     smtp_password_secret: str = ""  # secret file name; "" = no SMTP AUTH
-    mail_from: str = "vllm-cpu buildbot <buildbot@localhost>"
+    mail_from: str = "vllm-cpu buildbot <buildbot@localhost.localdomain>"
     mail_to: tuple[str, ...] = field(default_factory=tuple)
     mail_events: tuple[str, ...] = ("release_finished", "variant_failed")
     irc_enabled: bool = False
@@ -210,8 +210,9 @@ def _check_notify(s: Settings) -> None:
     from email.utils import parseaddr
 
     def address(where: str, value: str) -> None:
-        if "@" not in parseaddr(value)[1]:
-            raise SettingsError(f"{where}: not an e-mail address: {value!r}")
+        # The domain needs a dot, as Buildbot's MailNotifier insists.
+        if not re.fullmatch(r"[^@\s]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+\.?", parseaddr(value)[1]):
+            raise SettingsError(f"{where}: not an e-mail address (user@host.domain): {value!r}")
 
     for where, port in (("notify.smtp_port", s.smtp_port), ("notify.irc_port", s.irc_port)):
         if not 1 <= port <= 65535:

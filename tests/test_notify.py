@@ -147,6 +147,7 @@ def _notify(tmp_path: Path, body: str) -> settings.Settings:
     ("mail = true", "notify.mail_to"),
     ("mail = true\nmail_to = []", "notify.mail_to"),
     ("mail = true\nmail_to = ['not-an-address']", "notify.mail_to"),
+    ("mail = true\nmail_to = ['root@localhost']", "notify.mail_to"),  # MailNotifier wants a dotted domain
     ("mail = true\nmail_to = ['a@b.c']\nmail_from = 'nobody'", "notify.mail_from"),
     ("mail = true\nmail_to = ['a@b.c']\nsmtp_password_secret = 'pw'", "notify.smtp_username"),
     ("smtp_tls = 'yes'", "notify.smtp_tls"),

@@ -1,0 +1,159 @@
+"""End to end: a release is announced by mail (aiosmtpd) and on IRC (ngircd), all on 127.0.0.1.
+
+Its own sandbox (the shared one has notifications off): the sandbox's
+settings plus a [notify] section pointing at a real SMTP sink that requires
+AUTH and a real IRC server with a server password; both passwords are
+secrets in the sandbox's secrets directory.  One forced dry-run release of
+one variant keeps it short.
+"""
+
+from __future__ import annotations
+
+import secrets
+import shutil
+import time
+from pathlib import Path
+
+import pytest
+from buildbot.process.results import statusToString
+
+from master.sandbox import Sandbox
+from steps.buildbot_steps import row_from_properties
+from steps.variants import load
+from tests.notify_servers import IrcClient, IrcServer, SmtpSink, wait_for
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow,
+              # AUTH without TLS is deliberate on loopback.
+              pytest.mark.filterwarnings("ignore:Requiring AUTH while not requiring TLS")]
+
+VERSION, VARIANT = "0.11.2", "vllm-cpu"
+CHANNEL, BOT = "#vllm-releases", "vllm-cpu-bot"
+
+
+class NotifySandbox(Sandbox):
+    """The sandbox with mail and IRC switched on (settings.toml + secrets written before the master starts)."""
+
+    def __init__(self, root: Path, smtp: SmtpSink, irc: IrcServer, smtp_password: str, **kwargs) -> None:
+        super().__init__(root, **kwargs)
+        self.smtp, self.irc, self.smtp_password = smtp, irc, smtp_password
+
+    def write_settings(self) -> None:
+        from workers import registry
+
+        super().write_settings()
+        registry.write_secret(self.secrets_dir, "smtp-password", self.smtp_password)
+        registry.write_secret(self.secrets_dir, "irc-password", self.irc.password or "")
+        with (self.root / "settings.toml").open("a") as f:
+            f.write(f"""\
+[notify]
+mail = true
+smtp_host = "127.0.0.1"
+smtp_port = {self.smtp.port}
+smtp_username = "buildbot"
+smtp_password_secret = "smtp-password"
+mail_from = "vllm-cpu sandbox <buildbot@sandbox.test>"
+mail_to = ["releases@vllm-cpu.test", "ops@vllm-cpu.test"]
+mail_events = ["release_finished", "variant_failed"]
+irc = true
+irc_host = "127.0.0.1"
+irc_port = {self.irc.port}
+irc_nick = "{BOT}"
+irc_channels = ["{CHANNEL}"]
+irc_password_secret = "irc-password"
+irc_events = ["release_finished", "variant_failed"]
+""")
+
+
+@pytest.fixture(scope="module")
+def announced(tmp_path_factory: pytest.TempPathFactory):
+    if not (shutil.which("ngircd") or Path("/usr/sbin/ngircd").exists()):
+        pytest.skip("Debian ngircd not installed (make setup)")
+    smtp_password, irc_password = secrets.token_urlsafe(16), secrets.token_urlsafe(16)
+    smtp = SmtpSink(user="buildbot", password=smtp_password)
+    irc = IrcServer(password=irc_password)
+    client = sb = None
+    try:
+        # A channel member before the bot arrives, so it sees the bot join.
+        client = IrcClient(irc.port, "releng", [CHANNEL], password=irc_password)
+        sb = NotifySandbox(tmp_path_factory.mktemp("notify-sandbox"), smtp, irc, smtp_password,
+                           web_port=0, worker_port=0, index_port=0, poll_interval=1, quiet=True)
+        t0 = time.monotonic()
+        sb.start()
+        wait_for(lambda: client.find(f":{BOT}!") and client.find(f"JOIN :{CHANNEL}"), 60, "the bot joining")
+        t1 = time.monotonic()
+        r = sb.force(versions=VERSION, variants=[VARIANT], arches=["x86_64"], dry_run=True,
+                     python_versions="auto", postfix="", reason="notify e2e")
+        assert r.status_code == 200, r.text
+        rel = wait_for(lambda: next((b for b in sb.release_builds() if b["complete"]), None), 600,
+                       "the dry-run release to finish")
+        mails = smtp.wait(1, timeout=60)
+        line = wait_for(lambda: [m for m in client.privmsgs(CHANNEL, BOT) if f"vLLM {VERSION}" in m], 60,
+                        "the release announcement on IRC")
+        time.sleep(2)  # anything else (a second mail, a per-variant line) would have arrived by now
+        print(f"\nnotify sandbox up in {t1 - t0:.1f}s; forced dry run -> mail + IRC in {time.monotonic() - t1:.1f}s")
+        yield {"sb": sb, "release": rel, "mails": smtp.messages, "first_mail": mails[0], "lines": line,
+               "client": client, "smtp_password": smtp_password, "irc_password": irc_password}
+    finally:
+        if sb is not None:
+            sb.stop()
+        if client is not None:
+            client.close()
+        irc.stop()
+        smtp.stop()
+
+
+def _expected(sb: Sandbox, rel: dict) -> tuple[dict, str, str]:
+    """(the variant build's row, its build URL, the release's build URL) from the REST API."""
+    builds, pending = sb.children(rel["buildid"])
+    assert pending == [] and len(builds) == 1
+    b = builds[0]
+    row = row_from_properties({k: v[0] for k, v in b["properties"].items()}, statusToString(b["results"]))
+    return (row, f"{sb.web_url}#/builders/{b['builderid']}/builds/{b['number']}",
+            f"{sb.web_url}#/builders/{rel['builderid']}/builds/{rel['number']}")
+
+
+def test_one_release_mail_with_what_matters(announced: dict) -> None:
+    sb, rel = announced["sb"], announced["release"]
+    assert len(announced["mails"]) == 1  # one per release; a successful variant build sends none
+    got = announced["first_mail"]
+    assert got.auth_user == "buildbot"  # the SMTP password secret was used to log in
+    assert sorted(got.rcpt_tos) == ["ops@vllm-cpu.test", "releases@vllm-cpu.test"]
+    msg = got.message
+    result = statusToString(rel["results"]).upper()
+    assert msg["Subject"] == f"[vllm-cpu sandbox] vLLM {VERSION} (dry run): {result}, 1/1 variant builds ok" + (
+        ", smoke skipped on 1" if rel["results"] == 1 else "")
+    body = msg.get_content()
+    row, child_url, release_url = _expected(sb, rel)
+    assert release_url in body and child_url in body
+    assert row["wheel"].endswith(".whl") and row["wheel"] in body
+    assert f"{VARIANT} x86_64: {row['result']}" in body
+    assert "verify:  " + row["wheel"] + ": ok - " in body and "ISA ok" in body
+    host = set(Path("/proc/cpuinfo").read_text().split("flags", 1)[1].split("\n", 1)[0].split())
+    capable = set(load().get(VARIANT).arches["x86_64"].cpu_flags) <= host
+    assert row["smoke"] == ("passed" if capable else "skipped")
+    assert f"smoke:   {row['wheel']}: {row['smoke']}" in body
+    assert "Upload: none (dry run" in body
+
+
+def test_irc_bot_joins_and_announces_the_release_in_one_line(announced: dict) -> None:
+    sb, rel = announced["sb"], announced["release"]
+    client = announced["client"]
+    assert client.find(f":{BOT}!~{BOT}@127.0.0.1 JOIN :{CHANNEL}")  # logged in with the server password
+    lines = client.privmsgs(CHANNEL, BOT)
+    assert len(lines) == 1, lines  # the variant build's success is not announced
+    _, _, release_url = _expected(sb, rel)
+    result = statusToString(rel["results"])
+    assert lines[0] == f"vLLM {VERSION} release {result} (dry run): 1/1 variant builds ok - {release_url}" or (
+        lines[0].startswith(f"vLLM {VERSION} release {result} (dry run): 1/1 variant builds ok; smoke skipped: ")
+        and lines[0].endswith(release_url))
+
+
+def test_no_password_in_mail_irc_or_master_log(announced: dict) -> None:
+    sb = announced["sb"]
+    log = (sb.master_dir / "twistd.log").read_text(errors="replace")
+    assert "handling reporter events" not in log  # no reporter raised
+    for secret in (announced["smtp_password"], announced["irc_password"], sb.index_token):
+        assert secret.encode() not in announced["first_mail"].raw
+        assert not announced["client"].find(secret)
+        assert secret not in (sb.master_dir / "twistd.log").read_text(errors="replace")
+        assert secret not in (sb.root / "master.log").read_text(errors="replace")
