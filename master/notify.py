@@ -130,7 +130,12 @@ def format_release(release: dict, children: list[dict], build_url: str, title: s
     mode = _mode(props)
     name = _release_name(props)
     status = statusToString(results).upper() if results is not None else "NOT FINISHED"
-    subject = f"[{title}] {name}{f' ({mode})' if mode else ''}: {status}, {ok}/{len(rows)} variant builds ok"
+    subject = f"[{title}] {name}{f' ({mode})' if mode else ''}: {status}"
+    if rows:
+        subject += f", {ok}/{len(rows)} variant builds ok"
+    else:
+        failed = [s["name"] for s in release.get("steps") or [] if s.get("results") in _BAD]
+        subject += " before any variant build" + (f" (at {failed[0]})" if failed else "")
     if skipped:
         subject += f", smoke skipped on {len(skipped)}"
     lines = [
@@ -215,15 +220,16 @@ def release_irc_line(release: dict, children: list[dict], build_url: str) -> str
     ok = sum(1 for r in rows if r["result"] in ("success", "warnings"))
     mode = _mode(props)
     text = (f"{_release_name(props)} release {statusToString(results) if results is not None else 'unfinished'}"
-            f"{f' ({mode})' if mode else ''}: {ok}/{len(rows)} variant builds ok")
+            f"{f' ({mode})' if mode else ''}: ")
+    text += f"{ok}/{len(rows)} variant builds ok" if rows else "before any variant build"
     bad = sorted(f"{r['variant']} {r['arch']}" for r in rows if r["result"] not in ("success", "warnings"))
     skipped = sorted(f"{r['variant']}" for r in rows if "skipped" in r["smoke"])
     if bad:
         text += "; FAILED: " + ", ".join(bad)
     if skipped:
         text += "; smoke skipped: " + ", ".join(skipped)
-    if not rows and release.get("state_string"):
-        text += f"; {release['state_string']}"
+    if not rows:
+        text += "".join(f"; {s}" for s in _failed_steps(release)[:1]) or f"; {release.get('state_string', '')}"
     return f"{text} - {build_url}"
 
 
@@ -345,6 +351,7 @@ class ReleaseIrcChannel(IRCChannel):
         url = rutils.getURLForBuild(self.master, build["builderid"], build["number"])
         full = dict(build)
         full["properties"] = yield self.master.data.get(("builds", build["buildid"], "properties"))
+        full["steps"] = yield self.master.data.get(("builds", build["buildid"], "steps"))
         if kind == RELEASE_KIND:
             children = yield fetch_children(self.master, build["buildid"])
             line = release_irc_line(full, children, url)

@@ -88,11 +88,12 @@ def test_release_failing_before_fan_out_names_the_step() -> None:
                     {"name": "already_published", "results": FAILURE,
                      "state_string": "index not reachable: connection refused"}]
     subject, body = notify.format_release(rel, [], URL, "t", UPLOAD)
-    assert "FAILURE, 0/0" in subject
+    assert subject == "[t] vLLM 0.12.0: FAILURE before any variant build (at already_published)"
     assert "No variant build was started." in body
     assert "failed step already_published: index not reachable: connection refused" in body
     line = notify.release_irc_line(rel, [], URL)
-    assert line is not None and "failure" in line and line.endswith(URL)
+    assert line == ("vLLM 0.12.0 release failure: before any variant build; "
+                    "already_published: index not reachable: connection refused - " + URL)
 
 
 def test_irc_line_is_one_short_line() -> None:

@@ -91,7 +91,7 @@ def announced(tmp_path_factory: pytest.TempPathFactory):
                         "the release announcement on IRC")
         time.sleep(2)  # anything else (a second mail, a per-variant line) would have arrived by now
         print(f"\nnotify sandbox up in {t1 - t0:.1f}s; forced dry run -> mail + IRC in {time.monotonic() - t1:.1f}s")
-        yield {"sb": sb, "release": rel, "mails": smtp.messages, "first_mail": mails[0], "lines": line,
+        yield {"sb": sb, "smtp": smtp, "release": rel, "mails": smtp.messages, "first_mail": mails[0], "lines": line,
                "client": client, "smtp_password": smtp_password, "irc_password": irc_password}
     finally:
         if sb is not None:
@@ -139,8 +139,8 @@ def test_irc_bot_joins_and_announces_the_release_in_one_line(announced: dict) ->
     sb, rel = announced["sb"], announced["release"]
     client = announced["client"]
     assert client.find(f":{BOT}!~{BOT}@127.0.0.1 JOIN :{CHANNEL}")  # logged in with the server password
-    lines = client.privmsgs(CHANNEL, BOT)
-    assert len(lines) == 1, lines  # the variant build's success is not announced
+    lines = [m for m in client.privmsgs(CHANNEL, BOT) if "(dry run)" in m or "x86_64" in m]
+    assert len(lines) == 1, lines  # one line for the release; the variant build's success is not announced
     _, _, release_url = _expected(sb, rel)
     result = statusToString(rel["results"])
     assert lines[0] == f"vLLM {VERSION} release {result} (dry run): 1/1 variant builds ok - {release_url}" or (
@@ -157,3 +157,26 @@ def test_no_password_in_mail_irc_or_master_log(announced: dict) -> None:
         assert not announced["client"].find(secret)
         assert secret not in (sb.master_dir / "twistd.log").read_text(errors="replace")
         assert secret not in (sb.root / "master.log").read_text(errors="replace")
+
+
+def test_release_failing_before_any_build_is_announced(announced: dict) -> None:
+    """The index goes down: the release fails at the index check, and says so by mail and IRC."""
+    sb, smtp, client = announced["sb"], announced["smtp"], announced["client"]
+    before = max(b["buildid"] for b in sb.release_builds())
+    sb.procs["index"].terminate()
+    sb.procs["index"].wait(10)
+    r = sb.force(versions=VERSION, variants=[VARIANT], arches=["x86_64"], python_versions="auto", postfix="",
+                 reason="index down")
+    assert r.status_code == 200, r.text
+    rel = wait_for(lambda: next((b for b in sb.release_builds() if b["buildid"] > before and b["complete"]), None),
+                   120, "the release to fail")
+    assert statusToString(rel["results"]) == "failure"
+    mail = smtp.wait(len(announced["mails"]) + 1)[-1].message
+    assert mail["Subject"] == (f"[vllm-cpu sandbox] vLLM {VERSION}: FAILURE before any variant build "
+                               "(at already_published)")
+    url = f"{sb.web_url}#/builders/{rel['builderid']}/builds/{rel['number']}"
+    body = mail.get_content()
+    assert url in body and "failed step already_published: index not reachable" in body
+    line = wait_for(lambda: [m for m in client.privmsgs(CHANNEL, BOT) if url in m], 60, "the IRC line")[0]
+    assert line.startswith(f"vLLM {VERSION} release failure: before any variant build; "
+                           "already_published: index not reachable")
