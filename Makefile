@@ -6,9 +6,11 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 # Debian packages the tests and the sandbox need (real compiler, cross
 # toolchain for aarch64 ISA audits, patchelf for auditwheel, chromium for
-# the web UI test, ngircd as a real IRC server).
+# the web UI test, ngircd as a real IRC server, qemu-user-static + mmdebstrap
+# for the emulated aarch64 build host of tests/aarch64_host.py).
 APT_PACKAGES := git cmake gcc g++ ccache patchelf binutils-aarch64-linux-gnu \
-                gcc-aarch64-linux-gnu chromium ngircd
+                gcc-aarch64-linux-gnu chromium ngircd \
+                qemu-user-static binfmt-support mmdebstrap arch-test
 APT_STAMP := $(VENV)/.apt-done
 PIP_STAMP := $(VENV)/.pip-done
 
