@@ -1,8 +1,14 @@
-"""Can this host run a variant's code?  (cpuinfo flags, AMX permission.)
+"""Can this host run a variant's code?  (CPU flags, AMX permission.)
 
 ``smoke`` asks this before it executes anything from a wheel: running
 AVX-512/BF16/AMX code on a CPU without it dies with SIGILL, which would be
 reported as a broken wheel when it is only the wrong machine.
+
+x86_64 reads the ``flags`` of /proc/cpuinfo.  aarch64 reads the ELF auxiliary
+vector (``getauxval(AT_HWCAP)``/``AT_HWCAP2``): the kernel derives cpuinfo's
+``Features`` line from the same bits, and under qemu-user (an emulated ARM
+build host) /proc/cpuinfo is the x86 host's file while the auxiliary vector
+is the emulated CPU's.
 """
 
 from __future__ import annotations
@@ -29,6 +35,22 @@ _ARCH_REQ_XCOMP_PERM = 0x1023
 _XFEATURE_XTILEDATA = 18
 AMX_FLAGS = frozenset({"amx_tile", "amx_bf16", "amx_int8"})
 
+# <sys/auxv.h>: AT_HWCAP / AT_HWCAP2 entries of the auxiliary vector.
+AT_HWCAP, AT_HWCAP2 = 16, 26
+# Linux arch/arm64/include/uapi/asm/hwcap.h: bit -> the name /proc/cpuinfo prints
+# for it (arch/arm64/kernel/cpuinfo.c), in bit order.
+HWCAP_NAMES = (
+    "fp", "asimd", "evtstrm", "aes", "pmull", "sha1", "sha2", "crc32", "atomics", "fphp", "asimdhp",
+    "cpuid", "asimdrdm", "jscvt", "fcma", "lrcpc", "dcpop", "sha3", "sm3", "sm4", "asimddp", "sha512",
+    "sve", "asimdfhm", "dit", "uscat", "ilrcpc", "flagm", "ssbs", "sb", "paca", "pacg"
+)
+HWCAP2_NAMES = (
+    "dcpodp", "sve2", "sveaes", "svepmull", "svebitperm", "svesha3", "svesm4", "flagm2", "frint",
+    "svei8mm", "svef32mm", "svef64mm", "svebf16", "i8mm", "bf16", "dgh", "rng", "bti", "mte", "ecv",
+    "afp", "rpres", "mte3", "sme", "smei16i64", "smef64f64", "smei8i32", "smef16f32", "smeb16f32",
+    "smef32f32", "smefa64", "wfxt", "ebf16", "sveebf16"
+)
+
 
 def host_arch() -> str:
     m = platform.machine().lower()
@@ -52,6 +74,32 @@ def parse_flags(text: str, arch: str) -> set[str]:
 
 def read_flags(arch: str, cpuinfo: str | os.PathLike | None = None) -> set[str]:
     return parse_flags(Path(cpuinfo or CPUINFO).read_text(errors="replace"), arch)
+
+
+def hwcap_flags(hwcap: int, hwcap2: int = 0) -> set[str]:
+    """aarch64 cpuinfo names of the bits set in AT_HWCAP / AT_HWCAP2 (unknown bits are left out)."""
+    return ({n for i, n in enumerate(HWCAP_NAMES) if hwcap >> i & 1}
+            | {n for i, n in enumerate(HWCAP2_NAMES) if hwcap2 >> i & 1})
+
+
+def auxv_hwcaps() -> tuple[int, int] | None:
+    """(AT_HWCAP, AT_HWCAP2) of this process, None where libc has no getauxval."""
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or None)
+        getauxval = libc.getauxval
+    except (OSError, AttributeError):
+        return None
+    getauxval.restype, getauxval.argtypes = ctypes.c_ulong, [ctypes.c_ulong]
+    return getauxval(AT_HWCAP), getauxval(AT_HWCAP2)
+
+
+def host_flags(arch: str) -> set[str]:
+    """CPU flags of this host, named as /proc/cpuinfo names them."""
+    if arch == "aarch64" and platform.system() == "Linux":
+        caps = auxv_hwcaps()
+        if caps is not None and caps[0]:
+            return hwcap_flags(*caps)
+    return read_flags(arch)
 
 
 def request_amx() -> str | None:
@@ -102,7 +150,7 @@ def check(variant: Variant, arch: str | None = None, cpuinfo: str | os.PathLike 
         res.missing = required
         res.notes.append(f"this host is {host_arch()}, the wheel is for {arch}")
         return res
-    have = read_flags(arch)
+    have = host_flags(arch)
     override = cpuinfo or os.environ.get(CPUINFO_ENV)
     if override:
         have &= read_flags(arch, override)
