@@ -9,8 +9,10 @@
 set -eu
 : "${WORKER_NAME:?set WORKER_NAME}" "${WORKER_PASSWORD:?set WORKER_PASSWORD}" "${MASTER:?set MASTER host:port}"
 BASE="${BASE:-$HOME/vllm-cpu-worker}"
-sudo apt-get update -qq
-sudo DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+# root (a container, a fresh cloud image) may have no sudo at all.
+SUDO=sudo; [ "$(id -u)" = 0 ] && SUDO=
+$SUDO apt-get update -qq
+$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
   git gcc g++ cmake ccache make python3 python3-venv python3-dev
 gcc -dumpfullversion
 python3 -m venv "$BASE/venv"
