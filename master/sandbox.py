@@ -57,13 +57,18 @@ def _say(msg: str) -> None:
 class Sandbox:
     def __init__(self, root: Path, tags: list[str] | None = None, web_port: int = 8010, worker_port: int = 9989,
                  index_port: int = 8089, poll_interval: int = 2, quiet: bool = False,
-                 recheck_since: str = "") -> None:
+                 recheck_since: str = "", recheck_interval: int = 0,
+                 users: dict[str, str] | None = None, admins: tuple[str, ...] = ()) -> None:
         self.root = root.resolve()
         self.tags = list(SANDBOX_TAGS if tags is None else tags)
         self.web_port, self.worker_port, self.index_port = _port(web_port), _port(worker_port), _port(index_port)
         self.poll_interval = poll_interval
         self.quiet = quiet
         self.recheck_since = recheck_since
+        self.recheck_interval = recheck_interval
+        # Web login (the [www] table): user -> password, written to a 0600 file.
+        self.users = dict(users or {})
+        self.admins = tuple(admins)
         self.procs: dict[str, subprocess.Popen] = {}
         self.upstream = self.root / "upstream"
         self.master_dir = self.root / "master"
@@ -107,12 +112,15 @@ class Sandbox:
                                             start_new_session=True)
 
     def write_settings(self) -> None:
+        if self.users:  # a secret like the others: mode 0600 in secrets_dir
+            registry.write_secret(self.secrets_dir, self.users_file.name,
+                                  "".join(f"{u}:{pw}\n" for u, pw in self.users.items()))
         (self.root / "settings.toml").write_text(f"""\
 # Written by master/sandbox.py: everything on 127.0.0.1.
 [upstream]
 url = "{self.upstream}"
 poll_interval = {self.poll_interval}
-recheck_interval = 0
+recheck_interval = {self.recheck_interval}
 recheck_since = "{self.recheck_since}"
 [index]
 upload_url = "{self.index_url}"
@@ -127,7 +135,16 @@ worker_port = {self.worker_port}
 db_url = "sqlite:///state.sqlite"
 secrets_dir = "{self.secrets_dir}"
 workers_registry = "{registry.DEFAULT_PATH}"
-""")
+{self._www_settings()}""")
+
+    @property
+    def users_file(self) -> Path:
+        return self.secrets_dir / "www-users"
+
+    def _www_settings(self) -> str:
+        if not self.users:
+            return ""
+        return f'[www]\nusers_file = "{self.users_file}"\nadmins = {json.dumps(list(self.admins))}\n'
 
     def start(self) -> None:
         if str(REPO_ROOT) not in sys.path:  # the fixture lives under tests/
@@ -157,10 +174,7 @@ workers_registry = "{registry.DEFAULT_PATH}"
 
         self._run(str(BIN / "buildbot"), "create-master", "-q", "-r", "--db", "sqlite:///state.sqlite",
                   "--config", str(REPO_ROOT / "master" / "master.cfg"), str(self.master_dir))
-        self._spawn("master", [str(BIN / "buildbot"), "start", "--nodaemon", str(self.master_dir)],
-                    self.root / "master.log")
-        self._wait_http(self.web_url + "api/v2/builders", "master", timeout=120)
-        self.log(f"master up, web UI {self.web_url}")
+        self.start_master()
         for e in self.local_workers:
             wdir = self.root / "workers" / e.name
             wdir.parent.mkdir(exist_ok=True)
@@ -169,11 +183,37 @@ workers_registry = "{registry.DEFAULT_PATH}"
             (wdir / "info" / "admin").write_text(e.admin + "\n")
             self._spawn(f"worker {e.name}", [str(BIN / "buildbot-worker"), "start", "--nodaemon", str(wdir)],
                         self.root / f"worker-{e.name}.log")
+        self._wait_ready()
+        self.log(f"tag poller watching {self.upstream} every {self.poll_interval}s "
+                 f"({time.monotonic() - t0:.1f}s setup)")
+
+    def _wait_ready(self) -> None:
         self._until(lambda: self.connected_workers() >= {e.name for e in self.local_workers}, 60, "workers connect")
         self.log(f"workers connected: {', '.join(sorted(self.connected_workers()))}")
         self._until(self._poller_has_baseline, 60, "the tag poller's first poll")
-        self.log(f"tag poller watching {self.upstream} every {self.poll_interval}s "
-                 f"({time.monotonic() - t0:.1f}s setup)")
+
+    def start_master(self, wait_workers: bool = False) -> None:
+        """Start the master on the existing basedir (state.sqlite and all); ``wait_workers``: until they are back."""
+        self._spawn("master", [str(BIN / "buildbot"), "start", "--nodaemon", str(self.master_dir)],
+                    self.root / "master.log")
+        self._wait_http(self.web_url + "api/v2/builders", "master", timeout=120)
+        self.log(f"master up, web UI {self.web_url}")
+        if wait_workers:
+            self._wait_ready()
+
+    def stop_master(self, timeout: float = 60) -> None:
+        """Stop the master cleanly (SIGTERM, as ``buildbot stop``); workers and index keep running."""
+        p = self.procs.pop("master", None)
+        if p is None or p.poll() is not None:
+            return
+        p.send_signal(signal.SIGTERM)
+        try:
+            p.wait(timeout)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+            raise RuntimeError(f"master did not stop within {timeout:.0f}s") from None
+        self.log("master stopped")
 
     def _wait_http(self, url: str, what: str, timeout: float = 60) -> None:
         def up() -> bool:
