@@ -269,13 +269,15 @@ workers_registry = "{registry.DEFAULT_PATH}"
         return data[key]
 
     def force(self, scheduler: str = "force-release", builder: str | int | None = RELEASE,
-              **params) -> requests.Response:
+              session: requests.Session | None = None, **params) -> requests.Response:
+        """JSON-RPC ``force``; ``session``: e.g. one logged in (default: anonymous)."""
         if isinstance(builder, str):
             builder = self.builder_id(builder)
         if builder is not None:
             params["builderid"] = builder
         body = {"jsonrpc": "2.0", "method": "force", "id": 1, "params": params}
-        return self.session.post(self.web_url + f"api/v2/forceschedulers/{scheduler}", json=body, timeout=60)
+        url = self.web_url + f"api/v2/forceschedulers/{scheduler}"
+        return (session or self.session).post(url, json=body, timeout=60)
 
     def builder_id(self, name: str) -> int:
         return {b["name"]: b["builderid"] for b in self.api("builders")}[name]
