@@ -203,7 +203,8 @@ def test_www_anonymous_cannot_force_when_users_are_configured(tmp_path: Path) ->
     open_www = make_www(settings.Settings())
     assert "auth" not in open_www and open_www["change_hook_dialects"] == {"base": True}
     assert open_www["port"].endswith("interface=127.0.0.1")
-    (tmp_path / "htpasswd").write_text("alice:$apr1$abc$def\n")
+    (tmp_path / "htpasswd").write_text("alice:s3cret\n")
+    (tmp_path / "htpasswd").chmod(0o600)
     (tmp_path / "s.toml").write_text('[www]\nusers_file = "htpasswd"\nadmins = ["alice"]\n')
     prod = make_www(settings.load(tmp_path / "s.toml"))
     assert isinstance(prod["auth"], HTPasswdAuth) and isinstance(prod["authz"], Authz)
