@@ -218,5 +218,6 @@ def recheck_factory(settings: Settings, release_trigger: str, packages: list[str
         return out
 
     f = BuildFactory()
-    f.addStep(s.Recheck(schedulerNames=[release_trigger], find_missing=find_missing, release_builder=RELEASE))
+    f.addStep(s.Recheck(schedulerNames=[release_trigger], find_missing=find_missing, release_builder=RELEASE,
+                        max_attempts=settings.recheck_attempts))
     return f

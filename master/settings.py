@@ -42,6 +42,7 @@ class Settings:
     poll_interval: int = 5
     recheck_interval: int = 0  # seconds between re-checks of every tag; 0 = off
     recheck_since: str = ""  # oldest version the re-check considers ("" = variants.json first_release)
+    recheck_attempts: int = 3  # failed releases of a version after which the re-check leaves it to a maintainer
     # [index]
     upload_url: str = "http://127.0.0.1:8089/"
     simple_url: str = "http://127.0.0.1:8089/simple/"
@@ -99,6 +100,7 @@ _SCHEMA: dict[str, dict[str, tuple[str, type]]] = {
         "poll_interval": ("poll_interval", int),
         "recheck_interval": ("recheck_interval", int),
         "recheck_since": ("recheck_since", str),
+        "recheck_attempts": ("recheck_attempts", int),
     },
     "index": {
         "upload_url": ("upload_url", str),
@@ -194,6 +196,8 @@ def _check(s: Settings) -> None:
     for name in ("upload_url", "simple_url", "web_url"):
         if not re.match(r"^https?://", getattr(s, name)):
             raise SettingsError(f"{name}: must be an http(s) URL")
+    if s.recheck_attempts < 1:
+        raise SettingsError("upstream.recheck_attempts: must be at least 1")
     if s.recheck_since:
         from packaging.version import InvalidVersion, Version
 

@@ -21,7 +21,7 @@ from typing import Any
 
 from buildbot.process import buildstep
 from buildbot.process.properties import Interpolate
-from buildbot.process.results import CANCELLED, FAILURE, SKIPPED, SUCCESS, WARNINGS, statusToString
+from buildbot.process.results import CANCELLED, EXCEPTION, FAILURE, SKIPPED, SUCCESS, WARNINGS, statusToString
 from buildbot.steps.trigger import Trigger
 from twisted.internet import defer, threads
 
@@ -545,14 +545,20 @@ def format_table(rows: list[dict], columns: tuple[str, ...] = ("variant", "arch"
 
 
 class Recheck(Trigger):
-    """Periodic re-check: start a release for every release tag nothing was published for."""
+    """Periodic re-check: start a release for every release tag nothing was published for.
+
+    A version whose release already failed ``max_attempts`` times is left to
+    a maintainer (force a release): retrying a broken upstream tag every
+    interval would only burn worker time and mail the same failure again.
+    """
 
     name = "recheck"
 
     def __init__(self, find_missing: Callable[[], list[tuple[str, str]]], release_builder: str,
-                 **kwargs: Any) -> None:
+                 max_attempts: int = 3, **kwargs: Any) -> None:
         self.find_missing = find_missing  # blocking: [(version, tag)] with nothing in the index
         self.release_builder = release_builder
+        self.max_attempts = max_attempts
         kwargs.setdefault("waitForFinish", False)
         kwargs.setdefault("alwaysUseLatest", True)
         super().__init__(**kwargs)
@@ -565,11 +571,10 @@ class Recheck(Trigger):
         return super().getResultSummary()
 
     @defer.inlineCallbacks
-    def _in_flight(self):
+    def _in_flight(self, builder_id: int):
         """Versions with a release request not finished yet (never start one twice)."""
         from buildbot.data import resultspec
 
-        builder_id = yield self.master.data.updates.findBuilderId(self.release_builder)
         brs = yield self.master.data.get(("builders", builder_id, "buildrequests"),
                                          filters=[resultspec.Filter("complete", "eq", [False])])
         versions = set()
@@ -580,23 +585,57 @@ class Recheck(Trigger):
         return versions
 
     @defer.inlineCallbacks
+    def _failures(self, builder_id: int, versions: set[str]):
+        """Failed (not cancelled, not dry-run) release builds per version among ``versions``."""
+        from buildbot.data import resultspec
+
+        builds = yield self.master.data.get(("builders", builder_id, "builds"),
+                                            filters=[resultspec.Filter("complete", "eq", [True])])
+        counts: dict[str, int] = {}
+        for b in builds or []:
+            if b["results"] not in (FAILURE, EXCEPTION):
+                continue
+            props = yield self.master.data.get(("builds", b["buildid"], "properties"))
+            version = (props or {}).get("version", (None,))[0]
+            if version in versions and not (props or {}).get("dry_run", (False,))[0]:
+                counts[version] = counts.get(version, 0) + 1
+        return counts
+
+    @defer.inlineCallbacks
     def run(self):
         try:
             missing = yield threads.deferToThread(self.find_missing)
         except Exception as exc:
             self.descriptionDone = f"re-check failed: {exc}"[:200]
             return FAILURE
-        busy = (yield self._in_flight()) if missing else set()
-        self._todo = [(v, t) for v, t in missing if v not in busy]
-        log = [f"{v} ({t}): nothing published" + ("; a release is already queued" if v in busy else "; starting")
-               for v, t in missing]
+        busy: set[str] = set()
+        failed: dict[str, int] = {}
+        if missing:
+            builder_id = yield self.master.data.updates.findBuilderId(self.release_builder)
+            busy = yield self._in_flight(builder_id)
+            failed = yield self._failures(builder_id, {v for v, _ in missing})
+        given_up = [v for v, _ in missing if v not in busy and failed.get(v, 0) >= self.max_attempts]
+        self._todo = [(v, t) for v, t in missing if v not in busy and v not in given_up]
+        log = []
+        for v, t in missing:
+            if v in busy:
+                why = "a release is already queued"
+            elif v in given_up:
+                why = f"its release failed {failed[v]} times; left to a maintainer (force a release to retry)"
+            else:
+                why = "starting" + (f" (attempt {failed[v] + 1} of {self.max_attempts})" if failed.get(v) else "")
+            log.append(f"{v} ({t}): nothing published; {why}")
         yield self.addCompleteLog("recheck", "\n".join(log or ["every release tag has published wheels"]) + "\n")
+        given_up_note = f"; failed too often: {', '.join(given_up)}" if given_up else ""
         if not self._todo:
-            self.descriptionDone = "all releases published or in progress"
-            return SUCCESS
+            self.descriptionDone = ("all releases published or in progress" if not given_up
+                                    else "nothing started" + given_up_note)
+            return WARNINGS if given_up else SUCCESS
         result = yield super().run()
-        self.descriptionDone = "started " + ", ".join(v for v, _ in self._todo)
-        return SUCCESS if result in (SUCCESS, CANCELLED) else result
+        self.descriptionDone = "started " + ", ".join(v for v, _ in self._todo) + given_up_note
+        if result not in (SUCCESS, CANCELLED):
+            return result
+        return WARNINGS if given_up else SUCCESS
 
     def getSchedulersAndProperties(self):
         return [{"sched_name": self.schedulerNames[0], "props_to_set": {"version": v, "tag": t, "recheck": True},

@@ -6,6 +6,7 @@ import json
 
 from buildbot.process.properties import Secret
 from buildbot.process.results import FAILURE, SKIPPED, SUCCESS, WARNINGS
+from buildbot.steps.trigger import Trigger
 from buildbot.test.reactor import TestReactorMixin
 from buildbot.test.steps import ExpectShell, TestBuildStepMixin
 from twisted.internet import defer
@@ -310,6 +311,66 @@ class TestRecheck(StepCase):
         self.setup(self._step(lambda: [("0.11.2", "v0.11.2")]))
         self.expect_outcome(SUCCESS, "all releases published or in progress")
         self.expect_log_file("recheck", "0.11.2 (v0.11.2): nothing published; a release is already queued\n")
+        yield self.run_step()
+
+    def _no_dispatch(self) -> list:
+        """Stand in for Buildbot's own trigger dispatch (no schedulers in this harness)."""
+        calls: list = []
+
+        def run(step):
+            calls.append(step.getSchedulersAndProperties())
+            return defer.succeed(SUCCESS)
+
+        self.patch(Trigger, "run", run)
+        return calls
+
+    @defer.inlineCallbacks
+    def _release_history(self, failed_versions: list[tuple[str, bool]], other_results: int | None = None):
+        """One finished release build per entry (version, dry_run), failed unless other_results."""
+        from buildbot.test import fakedb
+
+        rows: list = [fakedb.Builder(id=150, name="release"), fakedb.Master(id=92), fakedb.Worker(id=13)]
+        for i, (version, dry_run) in enumerate(failed_versions):
+            rows += [
+                fakedb.Buildset(id=400 + i),
+                fakedb.BuildRequest(id=500 + i, buildsetid=400 + i, builderid=150, complete=1),
+                fakedb.Build(id=600 + i, buildrequestid=500 + i, builderid=150, masterid=92, workerid=13,
+                             complete_at=1304262333, results=FAILURE if other_results is None else other_results),
+                fakedb.BuildProperty(buildid=600 + i, name="version", value=version),
+            ]
+            if dry_run:
+                rows.append(fakedb.BuildProperty(buildid=600 + i, name="dry_run", value=True))
+        yield self.master.db.insert_test_data(rows)
+
+    @defer.inlineCallbacks
+    def test_failed_too_often_is_left_to_a_maintainer(self):
+        yield self._release_history([("0.11.2", False)] * 3 + [("0.12.0", False)])
+        calls = self._no_dispatch()
+        self.setup(self._step(lambda: [("0.11.2", "v0.11.2"), ("0.12.0", "v0.12.0")]))
+        self.expect_outcome(WARNINGS, "started 0.12.0; failed too often: 0.11.2 (warnings)")
+        self.expect_log_file("recheck", (
+            "0.11.2 (v0.11.2): nothing published; its release failed 3 times; left to a maintainer "
+            "(force a release to retry)\n"
+            "0.12.0 (v0.12.0): nothing published; starting (attempt 2 of 3)\n"))
+        yield self.run_step()
+        self.assertEqual([[p["props_to_set"]["version"] for p in c] for c in calls], [["0.12.0"]])
+
+    @defer.inlineCallbacks
+    def test_dry_runs_and_successes_are_not_failed_attempts(self):
+        yield self._release_history([("0.11.2", True)] * 3)
+        calls = self._no_dispatch()
+        self.setup(self._step(lambda: [("0.11.2", "v0.11.2")]))
+        self.expect_outcome(SUCCESS, "started 0.11.2")
+        self.expect_log_file("recheck", "0.11.2 (v0.11.2): nothing published; starting\n")
+        yield self.run_step()
+        self.assertEqual(len(calls), 1)
+
+    @defer.inlineCallbacks
+    def test_only_failures_count(self):
+        yield self._release_history([("0.11.2", False)] * 3, other_results=SUCCESS)
+        self._no_dispatch()
+        self.setup(self._step(lambda: [("0.11.2", "v0.11.2")]))
+        self.expect_outcome(SUCCESS, "started 0.11.2")
         yield self.run_step()
 
     @defer.inlineCallbacks

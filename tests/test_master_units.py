@@ -54,6 +54,10 @@ def test_settings_example_parses_and_resolves_paths(tmp_path: Path) -> None:
     bad.write_text('[index]\ntoken_secret = "tok-{package}"\n')
     with pytest.raises(settings.SettingsError, match="placeholder"):
         settings.load(bad)
+    bad.write_text('[upstream]\nrecheck_attempts = 0\n')
+    with pytest.raises(settings.SettingsError, match="recheck_attempts: must be at least 1"):
+        settings.load(bad)
+    assert s.recheck_attempts == 3
 
 
 def test_index_listing_works_for_json_and_html(index: PyPIServer) -> None:
