@@ -37,9 +37,7 @@ def requirements(root: Path = REPO_ROOT) -> list[tuple[str, str]]:
         name = re.match(r"[A-Za-z0-9._-]+", dep).group(0).lower()
         if name.startswith(_MASTER_ONLY):
             continue
-        # A dependency with an environment marker is not checked by import (it may not apply).
-        mod = "" if ";" in dep else _IMPORT_NAMES.get(name, name.replace("-", "_"))
-        out.append((dep, mod))
+        out.append((dep, _IMPORT_NAMES.get(name, name.replace("-", "_"))))
     return out
 
 
@@ -49,10 +47,26 @@ def requirements(root: Path = REPO_ROOT) -> list[tuple[str, str]]:
 BOOTSTRAP = '''\
 import hashlib, importlib.util, os, subprocess, sys, venv
 here = os.path.dirname(os.path.abspath(__file__))
-reqs = [line.split("#")[0].strip() for line in open(os.path.join(here, "requirements.txt"))]
-reqs = [r for r in reqs if r]
-modules = [line.split("#")[1].strip() for line in open(os.path.join(here, "requirements.txt")) if " # " in line]
-missing = [m for m in modules if importlib.util.find_spec(m) is None]
+entries = []  # (requirement, import name)
+for line in open(os.path.join(here, "requirements.txt")):
+    req, _, mod = line.partition(" # ")
+    if req.strip():
+        entries.append((req.strip(), mod.strip()))
+reqs = [r for r, _ in entries]
+
+
+def applies(req):
+    # iced-x86 is x86-only: its marker decides whether this host needs it.
+    if ";" not in req:
+        return True
+    try:
+        from packaging.markers import Marker
+    except ImportError:  # packaging is a requirement too: the venv path follows anyway
+        return True
+    return Marker(req.split(";", 1)[1]).evaluate()
+
+
+missing = [m for r, m in entries if m and applies(r) and importlib.util.find_spec(m) is None]
 if not missing:
     print(sys.executable)
     sys.exit(0)
@@ -90,7 +104,7 @@ def files(root: Path = REPO_ROOT) -> list[Path]:
 def build_tarball(dest_dir: Path, root: Path = REPO_ROOT) -> Path:
     """Write the toolchain tarball (deterministic: sorted, mtime 0) and return its path."""
     buf = io.BytesIO()
-    reqs = "".join(f"{dep}  # {mod}\n" if mod else f"{dep}\n" for dep, mod in requirements(root)).encode()
+    reqs = "".join(f"{dep}  # {mod}\n" for dep, mod in requirements(root)).encode()
     with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
         for f in files(root):
             _add_bytes(tar, str(f.relative_to(root)), f.read_bytes())

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import platform
 import stat
 import subprocess
 import sys
@@ -165,6 +166,41 @@ def test_toolchain_tarball_is_deterministic_and_complete(tmp_path: Path) -> None
     assert {"steps/cli.py", "steps/variants.py", "variants.json", "bootstrap.py", "requirements.txt"} <= set(names)
     assert any(n.startswith("readmes/") for n in names)
     assert not any("__pycache__" in n for n in names)
+
+
+def _bootstrap(tmp_path: Path, requirements: str) -> subprocess.CompletedProcess:
+    """Run the shipped bootstrap.py with this venv's python over ``requirements``; HOME in tmp."""
+    with tarfile.open(toolchain.build_tarball(tmp_path / "tc")) as t:
+        t.extractall(tmp_path / "unpacked", filter="data")
+    (tmp_path / "unpacked" / "requirements.txt").write_text(requirements)
+    return subprocess.run([PY, str(tmp_path / "unpacked" / "bootstrap.py")], capture_output=True, text=True,
+                          env={**os.environ, "HOME": str(tmp_path / "home")}, timeout=60)
+
+
+def test_bootstrap_uses_the_worker_python_when_it_has_everything(tmp_path: Path) -> None:
+    shipped = "".join(f"{dep}  # {mod}\n" for dep, mod in toolchain.requirements())
+    assert "iced_x86" in shipped and "capstone" in shipped  # marker deps are checked too
+    r = _bootstrap(tmp_path, shipped)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == PY
+
+
+def test_bootstrap_checks_a_marker_dependency_only_where_it_applies(tmp_path: Path) -> None:
+    import hashlib
+
+    machine = platform.machine()
+    needed = f"no-such-dist>=1; platform_machine == '{machine}'"
+    reqs = f"packaging  # packaging\n{needed}  # no_such_dist\n"
+    # A prepared venv (".ok") stands for one pip would create: nothing is installed here.
+    key = hashlib.sha256("\n".join(["packaging", needed]).encode()).hexdigest()[:16]
+    venv_dir = tmp_path / "home" / ".cache" / "vllm-cpu-buildbot" / f"venv-{key}"
+    venv_dir.mkdir(parents=True)
+    (venv_dir / ".ok").touch()
+    r = _bootstrap(tmp_path, reqs)
+    assert r.returncode == 0, r.stderr
+    assert "missing no_such_dist" in r.stderr and r.stdout.strip() == str(venv_dir / "bin" / "python")
+    r = _bootstrap(tmp_path, reqs.replace(f"== '{machine}'", f"!= '{machine}'"))
+    assert r.returncode == 0 and r.stdout.strip() == PY and "missing" not in r.stderr
 
 
 def test_checkconfig_shipped_config_without_secrets(tmp_path: Path) -> None:
