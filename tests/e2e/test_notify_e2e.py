@@ -9,6 +9,7 @@ one variant keeps it short.
 
 from __future__ import annotations
 
+import re
 import secrets
 import shutil
 import time
@@ -27,6 +28,9 @@ pytestmark = [pytest.mark.e2e, pytest.mark.slow,
               pytest.mark.filterwarnings("ignore:Requiring AUTH while not requiring TLS")]
 
 VERSION, VARIANT = "0.11.2", "vllm-cpu"
+# A release whose C code does not compile: its variant build fails at the build step.
+BROKEN_VERSION = "0.11.3"
+BROKEN_SOURCE = "csrc/cpu/isa_kernels.c"
 CHANNEL, BOT = "#vllm-releases", "vllm-cpu-bot"
 
 
@@ -38,8 +42,13 @@ class NotifySandbox(Sandbox):
         self.smtp, self.irc, self.smtp_password = smtp, irc, smtp_password
 
     def write_settings(self) -> None:
+        from tests.fixture_upstream.make_repo import add_release
         from workers import registry
 
+        # Tagged before the master starts, so the poller's baseline has it and only a force builds it.
+        src = self.upstream / BROKEN_SOURCE
+        add_release(self.upstream, f"v{BROKEN_VERSION}",
+                    files={BROKEN_SOURCE: src.read_text() + "\n#error fixture release that does not compile\n"})
         super().write_settings()
         registry.write_secret(self.secrets_dir, "smtp-password", self.smtp_password)
         registry.write_secret(self.secrets_dir, "irc-password", self.irc.password or "")
@@ -159,10 +168,48 @@ def test_no_password_in_mail_irc_or_master_log(announced: dict) -> None:
         assert secret not in (sb.root / "master.log").read_text(errors="replace")
 
 
+def test_variant_build_failure_is_mailed_and_announced(announced: dict) -> None:
+    """A release that does not compile: one mail for the failed variant build, one for the release."""
+    sb, smtp, client = announced["sb"], announced["smtp"], announced["client"]
+    before, mailed = max(b["buildid"] for b in sb.release_builds()), len(smtp.messages)
+    r = sb.force(versions=BROKEN_VERSION, variants=[VARIANT], arches=["x86_64"], dry_run=True,
+                 python_versions="auto", postfix="", reason="broken release")
+    assert r.status_code == 200, r.text
+    rel = wait_for(lambda: next((b for b in sb.release_builds() if b["buildid"] > before and b["complete"]), None),
+                   600, "the broken release to finish")
+    assert statusToString(rel["results"]) == "failure"
+    builds, pending = sb.children(rel["buildid"])
+    assert pending == [] and len(builds) == 1 and statusToString(builds[0]["results"]) == "failure"
+    child_url = f"{sb.web_url}#/builders/{builds[0]['builderid']}/builds/{builds[0]['number']}"
+    release_url = f"{sb.web_url}#/builders/{rel['builderid']}/builds/{rel['number']}"
+    mails = {m.message["Subject"]: m.message.get_content().replace("\r\n", "\n")
+             for m in smtp.wait(mailed + 2)[mailed:]}
+    time.sleep(2)
+    assert len(smtp.messages) == mailed + 2  # no third mail
+    variant = mails.pop(f"[vllm-cpu sandbox] {VARIANT} x86_64 FAILURE for vLLM {BROKEN_VERSION}")
+    assert child_url in variant and f"Release build: {release_url}" in variant
+    failed = variant.split("Failed steps:\n", 1)[1].split("\n\n", 1)[0]
+    assert failed.startswith("  - build") and "wheel:   -" in variant
+    # The compiler's complaint itself, picked out of the failed step's log, then the log's end.
+    errors = variant.split("Errors in build/stdio:\n", 1)[1].split("\n\n", 1)[0].split("\n")
+    assert len(errors) == 1 and errors[0].startswith("  | ") and re.search(
+        rf"{BROKEN_SOURCE}:\d+:\d+: error: #error fixture release that does not compile$", errors[0]), errors
+    tail = variant.split("Last lines of build/stdio:\n", 1)[1].split("\n\n", 1)[0].split("\n")
+    assert len(tail) == 15 and "FAILED: pip wheel exited 1" in "\n".join(tail), tail
+    [(subject, body)] = mails.items()
+    assert subject == f"[vllm-cpu sandbox] vLLM {BROKEN_VERSION} (dry run): FAILURE, 0/1 variant builds ok"
+    assert release_url in body and child_url in body and f"{VARIANT} x86_64: failure" in body
+    lines = wait_for(lambda: (lambda got: got if len(got) == 2 else None)(
+        [m for m in client.privmsgs(CHANNEL, BOT) if f"vLLM {BROKEN_VERSION}" in m]), 60, "two IRC lines")
+    assert lines[0].startswith(f"{VARIANT} x86_64 failure for vLLM {BROKEN_VERSION}") and lines[0].endswith(child_url)
+    assert lines[1] == (f"vLLM {BROKEN_VERSION} release failure (dry run): 0/1 variant builds ok; "
+                        f"FAILED: {VARIANT} x86_64 - {release_url}")
+
+
 def test_release_failing_before_any_build_is_announced(announced: dict) -> None:
     """The index goes down: the release fails at the index check, and says so by mail and IRC."""
     sb, smtp, client = announced["sb"], announced["smtp"], announced["client"]
-    before = max(b["buildid"] for b in sb.release_builds())
+    before, mailed = max(b["buildid"] for b in sb.release_builds()), len(smtp.messages)
     sb.procs["index"].terminate()
     sb.procs["index"].wait(10)
     r = sb.force(versions=VERSION, variants=[VARIANT], arches=["x86_64"], python_versions="auto", postfix="",
@@ -171,7 +218,7 @@ def test_release_failing_before_any_build_is_announced(announced: dict) -> None:
     rel = wait_for(lambda: next((b for b in sb.release_builds() if b["buildid"] > before and b["complete"]), None),
                    120, "the release to fail")
     assert statusToString(rel["results"]) == "failure"
-    mail = smtp.wait(len(announced["mails"]) + 1)[-1].message
+    mail = smtp.wait(mailed + 1)[-1].message
     assert mail["Subject"] == (f"[vllm-cpu sandbox] vLLM {VERSION}: FAILURE before any variant build "
                                "(at already_published)")
     url = f"{sb.web_url}#/builders/{rel['builderid']}/builds/{rel['number']}"

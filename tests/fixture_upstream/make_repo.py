@@ -69,21 +69,39 @@ def _commit_count(repo: Path) -> int:
     return int(_git(repo, "rev-list", "--count", "HEAD"))
 
 
-def add_release(repo: Path, tag: str) -> str:
-    """Commit a release note on ``main`` and tag it ``tag`` (annotated); returns the commit."""
+def _date(repo: Path) -> str:
+    n = _commit_count(repo)
+    return f"2025-01-01T00:{n // 60:02d}:{n % 60:02d}+00:00"
+
+
+def add_release(repo: Path, tag: str, files: dict[str, str] | None = None) -> str:
+    """Commit a release note on ``main`` and tag it ``tag`` (annotated); returns the commit.
+
+    ``files`` (path relative to the repo -> text) are changed for this tag
+    only, e.g. a compile error: ``main`` gets the old contents back in the
+    next commit, so later tags are sound again.
+    """
     check_tag(tag)
     repo = Path(repo)
     if _git(repo, "tag", "--list", tag):
         raise ValueError(f"{repo}: tag {tag} already exists")
+    old = {rel: (repo / rel).read_text() for rel in files or {}}
+    for rel, text in (files or {}).items():
+        (repo / rel).write_text(text)
     # One commit per release, like upstream's release branches merging back.
     with (repo / _RELEASES_FILE).open("a") as fh:
         fh.write(f"{tag}\n")
-    n = _commit_count(repo)
-    date = f"2025-01-01T00:{n // 60:02d}:{n % 60:02d}+00:00"
-    _git(repo, "add", _RELEASES_FILE)
+    date = _date(repo)
+    _git(repo, "add", _RELEASES_FILE, *old)
     _git(repo, "commit", "-q", "-m", f"Release {tag}", date=date)
     _git(repo, "tag", "-a", tag, "-m", f"vLLM {tag}", date=date)
-    return _git(repo, "rev-parse", "HEAD")
+    commit = _git(repo, "rev-parse", "HEAD")
+    if old:
+        for rel, text in old.items():
+            (repo / rel).write_text(text)
+        _git(repo, "add", *old)
+        _git(repo, "commit", "-q", "-m", f"Undo the changes made for {tag}", date=_date(repo))
+    return commit
 
 
 def make_fixture_repo(dest: Path, tags: list[str] | None = None) -> Path:
