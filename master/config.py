@@ -25,6 +25,9 @@ def build_config(settings: Settings, basedir: str | Path) -> dict:
         out_dir = Path(tempfile.gettempdir()) / "vllm-cpu-toolchain"
     tarball = toolchain.build_tarball(out_dir)
     list_versions = functools.partial(schedulers.list_upstream_versions, settings)
+    # A maintainer may force a pre-release by naming it (ranges include one only
+    # as an end point); tags and the re-check follow build_prereleases.
+    list_forceable = functools.partial(schedulers.list_upstream_versions, settings, prereleases=True)
     c: dict = {
         "title": settings.title,
         "titleURL": settings.web_url_slash,
@@ -33,7 +36,7 @@ def build_config(settings: Settings, basedir: str | Path) -> dict:
         "protocols": {"pb": {"port": f"tcp:{settings.worker_port}:interface={settings.worker_interface}"}},
         "workers": workers.make_workers(entries),
         "change_source": schedulers.make_change_sources(settings),
-        "schedulers": schedulers.make_schedulers(settings, catalog, list_versions),
+        "schedulers": schedulers.make_schedulers(settings, catalog, list_forceable),
         "builders": builders.make_builders(settings, catalog, workers.names_by_arch(entries), tarball,
                                            list_versions),
         # Never merge queued requests: each carries its own version/parameters.

@@ -16,14 +16,19 @@ from master.settings import Settings
 from steps.variants import ARCHES, Catalog
 
 
-def list_upstream_versions(settings: Settings) -> dict[str, str]:
-    """version -> tag for the upstream's release tags (``git ls-remote``; blocking)."""
+def list_upstream_versions(settings: Settings, prereleases: bool | None = None) -> dict[str, str]:
+    """version -> tag for the upstream's release tags (``git ls-remote``; blocking).
+
+    Pre-releases are listed when ``prereleases`` (default: the settings'
+    ``build_prereleases``) says so.
+    """
     out = subprocess.run(["git", "ls-remote", "--tags", "--refs", settings.upstream_url],
                          capture_output=True, text=True, timeout=120, check=False)
     if out.returncode != 0:
         raise RuntimeError(f"git ls-remote {settings.upstream_url}: {out.stderr.strip()[:300]}")
     refs = [line.split("\t", 1)[1] for line in out.stdout.splitlines() if "\t" in line]
-    return versions.release_tags(refs, settings.tag_pattern, settings.build_prereleases)
+    pre = settings.build_prereleases if prereleases is None else prereleases
+    return versions.release_tags(refs, settings.tag_pattern, pre)
 
 
 def is_release_ref(settings: Settings) -> Callable[[str], bool]:
@@ -162,7 +167,7 @@ def make_force(settings: Settings, catalog: Catalog, list_versions) -> ReleaseFo
     )
 
 
-def make_schedulers(settings: Settings, catalog: Catalog, list_versions) -> list:
+def make_schedulers(settings: Settings, catalog: Catalog, list_forceable) -> list:
     out: list = [
         # Tags from the poller (branch = refs/tags/...) and the change hook.
         schedulers.AnyBranchScheduler(
@@ -170,7 +175,7 @@ def make_schedulers(settings: Settings, catalog: Catalog, list_versions) -> list
             change_filter=util.ChangeFilter(branch_fn=is_release_ref(settings)),
         ),
         schedulers.Triggerable(name="release-trigger", builderNames=[RELEASE]),
-        make_force(settings, catalog, list_versions),
+        make_force(settings, catalog, list_forceable),
         schedulers.ForceScheduler(name="recheck-now", builderNames=[RECHECK], buttonName="Re-check now",
                                   label="Re-check upstream tags against the index", properties=[]),
     ]

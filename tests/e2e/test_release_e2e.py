@@ -153,6 +153,23 @@ def test_rc_tag_starts_nothing(sandbox: Sandbox, released: dict) -> None:
     assert sandbox.buildrequests_total() == before_brs
 
 
+def test_force_of_a_named_rc_builds_it(sandbox: Sandbox, released: dict) -> None:
+    """The tag scheduler ignores rc tags (default settings); a maintainer naming one may still build it."""
+    rc = "0.13.0rc1"
+    if not any(c["branch"] == f"refs/tags/v{rc}" for c in sandbox.api("changes")):
+        sandbox.push_tag(f"v{rc}")  # run alone: test_rc_tag_starts_nothing pushes it otherwise
+    before = newest_buildid(sandbox)
+    r = sandbox.force(versions=rc, variants=["vllm-cpu"], arches=["x86_64"], dry_run=True, postfix="",
+                      reason="e2e rc")
+    assert r.status_code == 200, r.text
+    rel = wait_release_done(sandbox, rc, before, timeout=600)
+    builds, pending = sandbox.children(rel["buildid"])
+    assert pending == [] and len(builds) == 1 and builds[0]["results"] in (0, 1), builds
+    p = {k: v[0] for k, v in builds[0]["properties"].items()}
+    assert p["version"] == rc and p["dry_run"] is True
+    assert p["wheels"] and all(f"vllm_cpu-{rc}-" in w for w in p["wheels"])
+
+
 @pytest.mark.parametrize(("params", "field", "words"), [
     ({"versions": "0.99.0"}, "versions", "not an upstream release"),
     ({"versions": "0.12.0-0.11.0"}, "versions", "start is after end"),
