@@ -14,7 +14,23 @@ SUDO=sudo; [ "$(id -u)" = 0 ] && SUDO=
 $SUDO apt-get update -qq
 $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
   git gcc g++ cmake ccache make python3 python3-venv python3-dev
-gcc -dumpfullversion
+# x86_64: the ISA packages of vLLM < 0.17 need GCC >= 12.3 (older upstream cmake
+# silently drops VNNI/BF16/AMX; `build` refuses such a compiler). Use a newer
+# distro GCC when the default is older; aarch64 builds are fine with any GCC 12.
+gcc_ok() { "$1" -dumpfullversion 2>/dev/null | awk -F. 'NR == 1 { ok = ($1 > 12 || ($1 == 12 && $2 >= 3)) } END { exit !ok }'; }
+COMPILER=""
+if [ "$(uname -m)" = x86_64 ] && ! gcc_ok gcc; then
+  for v in 14 13; do
+    if $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "gcc-$v" "g++-$v" \
+        >/dev/null 2>&1 && gcc_ok "gcc-$v"; then
+      COMPILER="CC=gcc-$v CXX=g++-$v"
+      break
+    fi
+  done
+  [ -n "$COMPILER" ] || echo "WARNING: gcc $(gcc -dumpfullversion) < 12.3 and no gcc-13/14 package:" \
+    "this worker cannot build the AVX-512 VNNI/BF16/AMX packages of vLLM < 0.17 (build refuses them)." >&2
+fi
+echo "C compiler: ${COMPILER:-gcc $(gcc -dumpfullversion)}"
 python3 -m venv "$BASE/venv"
 "$BASE/venv/bin/pip" install -q 'buildbot-worker>=4.3,<5'
 "$BASE/venv/bin/buildbot-worker" create-worker --umask=0o22 "$BASE/worker" "$MASTER" "$WORKER_NAME" "$WORKER_PASSWORD"
@@ -23,7 +39,7 @@ echo "$(whoami)@$(hostname)" > "$BASE/worker/info/admin"
 # The toolchain is started with the worker's python3: put the venv first on PATH.
 cat > "$BASE/start.sh" <<EOS
 #!/bin/sh
-PATH="$BASE/venv/bin:\$PATH" exec "$BASE/venv/bin/buildbot-worker" start "$BASE/worker"
+PATH="$BASE/venv/bin:\$PATH" $COMPILER exec "$BASE/venv/bin/buildbot-worker" start "$BASE/worker"
 EOS
 chmod +x "$BASE/start.sh"
 "$BASE/start.sh"
