@@ -111,6 +111,8 @@ def base_tarball(log=_say) -> Path:
     path = CACHE / f"{SUITE}-arm64-{base_key()}.tar"
     if path.is_file():
         return path
+    if path.is_dir():  # left by a run whose mmdebstrap wrote a directory instead of a tarball
+        shutil.rmtree(path)
     for tool in ("mmdebstrap", "arch-test"):
         if not shutil.which(tool):
             raise RuntimeError(f"{tool} is not installed (apt-get install {tool})")
@@ -118,11 +120,12 @@ def base_tarball(log=_say) -> Path:
     log(f"creating {path.name} with mmdebstrap (a few minutes, once)")
     tmp = path.with_suffix(".tar.part")
     # No mirror given: mmdebstrap uses Debian's default one plus updates and security.
-    r = subprocess.run(["mmdebstrap", "--arch=arm64", "--variant=apt", "--quiet",
+    # --format: mmdebstrap guesses it from the name, and ".tar.part" would make a directory.
+    r = subprocess.run(["mmdebstrap", "--arch=arm64", "--variant=apt", "--format=tar", "--quiet",
                         f"--include={','.join(PACKAGES)}", SUITE, str(tmp)],
                        capture_output=True, text=True, check=False)
-    if r.returncode != 0:
-        tmp.unlink(missing_ok=True)
+    if r.returncode != 0 or not tmp.is_file():
+        shutil.rmtree(tmp) if tmp.is_dir() else tmp.unlink(missing_ok=True)
         raise RuntimeError(f"mmdebstrap failed (exit {r.returncode}): {r.stderr.strip()[-2000:]}")
     tmp.rename(path)
     log(f"created {path} ({path.stat().st_size >> 20} MiB) in {time.monotonic() - start:.0f} s")
