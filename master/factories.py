@@ -5,13 +5,9 @@ from __future__ import annotations
 import functools
 from pathlib import Path
 
-from buildbot.data import resultspec
 from buildbot.plugins import steps as bb_steps
 from buildbot.plugins import util
-from buildbot.process import buildstep
 from buildbot.process.factory import BuildFactory
-from buildbot.process.results import SUCCESS
-from twisted.internet import defer
 
 from master import published, versions
 from master.names import RELEASE, builder_name
@@ -27,70 +23,6 @@ OUT = util.Interpolate("%(prop:builddir)s/out")
 RELEASE_PROPS = ["version", "tag", "postfix", "dry_run", "skip_upload"]
 # What makes two release requests the same release (None/absent = the default).
 SAME_RELEASE = ["postfix", "dry_run", "skip_upload", "variants", "arches", "python_versions"]
-
-
-class SkipDuplicateRelease(buildstep.BuildStep):
-    """Do nothing when an older request for the same release has not fanned out yet.
-
-    The poller (or change hook) and the periodic re-check can both start a
-    release of one tag within a second, e.g. at a master restart.  Until the
-    older one triggers its variant builds, the newer one's ``already_published``
-    step cannot see them and would build every wheel a second time.  Once the
-    older one has fanned out, a newer request goes on: ``already_published``
-    drops what is queued, and rebuilds what failed.  The oldest request never
-    waits, so nothing is skipped for good.
-    """
-
-    name = "duplicate_check"
-
-    def __init__(self, tag_version, **kwargs) -> None:
-        self.tag_version = tag_version  # tag or refs/tags/... -> version (None: not a release)
-        super().__init__(**kwargs)
-
-    @defer.inlineCallbacks
-    def _version_of(self, bsid: int, props: dict):
-        if props.get("version"):
-            return str(props["version"])
-        tag = props.get("tag")
-        if not tag:
-            bs = yield self.master.data.get(("buildsets", bsid))
-            tag = next((ss.get("branch") for ss in (bs or {}).get("sourcestamps") or [] if ss.get("branch")), "")
-        return self.tag_version(str(tag or "").removeprefix("refs/tags/"))
-
-    @defer.inlineCallbacks
-    def _fanned_out(self, brid: int):
-        builds = yield self.master.data.get(("buildrequests", brid, "builds"))
-        for b in builds or []:
-            steps = yield self.master.data.get(("builds", b["buildid"], "steps"))
-            if any(st["name"] == "fan_out" and st["started_at"] for st in steps or []):
-                return True
-        return False
-
-    @defer.inlineCallbacks
-    def run(self):
-        mine = self.build.requests[0].id
-        version = self.getProperty("version")
-        same = {k: self.getProperty(k) or None for k in SAME_RELEASE}
-        builderid = yield self.build.builder.getBuilderId()
-        brs = yield self.master.data.get(("builders", builderid, "buildrequests"),
-                                         filters=[resultspec.Filter("complete", "eq", [False])])
-        for br in sorted(brs or [], key=lambda r: r["buildrequestid"]):
-            if br["buildrequestid"] >= mine:
-                continue
-            raw = yield self.master.db.buildsets.getBuildsetProperties(br["buildsetid"])
-            props = {k: v[0] for k, v in raw.items()}
-            if {k: props.get(k) or None for k in SAME_RELEASE} != same:
-                continue
-            other = yield self._version_of(br["buildsetid"], props)
-            if other != version:
-                continue
-            if (yield self._fanned_out(br["buildrequestid"])):
-                continue
-            self.setProperty("duplicate_of", br["buildrequestid"], self.name)
-            self.descriptionDone = f"{version}: duplicate of build request {br['buildrequestid']}, nothing to do"
-            return SUCCESS
-        self.descriptionDone = "no older request for this release"
-        return SUCCESS
 
 
 def _not_duplicate(step) -> bool:
@@ -153,8 +85,8 @@ def release_factory(settings: Settings, tarball: Path, schedulers_for: dict[tupl
     check = functools.partial(_check_published, settings.simple_url)
     f = BuildFactory()
     f.addStep(s.ResolveRelease(tag_version=tag_version, haltOnFailure=True))
-    f.addStep(SkipDuplicateRelease(tag_version=tag_version, hideStepIf=lambda results, step: not
-                                   step.getProperty("duplicate_of")))
+    f.addStep(s.SkipDuplicateRelease(tag_version=tag_version, same_release=SAME_RELEASE, release_builder=RELEASE,
+                                     hideStepIf=lambda results, step: not step.getProperty("duplicate_of")))
     # Every later step: skipped when the check found an older request for this release.
     go = {"doStepIf": _not_duplicate}
     f.addStep(checkout(settings, **go))

@@ -19,6 +19,7 @@ import json
 from collections.abc import Callable
 from typing import Any
 
+from buildbot.data import resultspec
 from buildbot.process import buildstep
 from buildbot.process.properties import Interpolate
 from buildbot.process.results import CANCELLED, EXCEPTION, FAILURE, SKIPPED, SUCCESS, WARNINGS, statusToString
@@ -398,6 +399,85 @@ class ResolveRelease(buildstep.BuildStep):
         return SUCCESS
 
 
+@defer.inlineCallbacks
+def open_requests(master, builder: str):
+    """Unfinished build requests of ``builder``, oldest first, each as (request, {property: value}).
+
+    The release, re-check and variant fan-out all ask "is this already
+    queued or running?": the answer is in the requests' buildset properties.
+    """
+    builder_id = yield master.data.updates.findBuilderId(builder)
+    brs = yield master.data.get(("builders", builder_id, "buildrequests"),
+                                filters=[resultspec.Filter("complete", "eq", [False])])
+    out = []
+    for br in sorted(brs or [], key=lambda r: r["buildrequestid"]):
+        raw = yield master.db.buildsets.getBuildsetProperties(br["buildsetid"])
+        out.append((br, {k: v[0] for k, v in raw.items()}))
+    return out
+
+
+class SkipDuplicateRelease(buildstep.BuildStep):
+    """Do nothing when an older request for the same release has not fanned out yet.
+
+    The poller (or change hook) and the periodic re-check can both start a
+    release of one tag within a second, e.g. at a master restart.  Until the
+    older one triggers its variant builds, the newer one's ``already_published``
+    step cannot see them and would build every wheel a second time.  Once the
+    older one has fanned out, a newer request goes on: ``already_published``
+    drops what is queued, and rebuilds what failed.  The oldest request never
+    waits, so nothing is skipped for good.
+    """
+
+    name = "duplicate_check"
+
+    def __init__(self, tag_version: Callable[[str], str | None], same_release: list[str], release_builder: str,
+                 **kwargs: Any) -> None:
+        self.tag_version = tag_version  # tag or refs/tags/... -> version (None: not a release)
+        self.same_release = list(same_release)  # properties that must match (None/absent = the default)
+        self.release_builder = release_builder
+        super().__init__(**kwargs)
+
+    @defer.inlineCallbacks
+    def _version_of(self, bsid: int, props: dict):
+        if props.get("version"):
+            return str(props["version"])
+        tag = props.get("tag")
+        if not tag:
+            bs = yield self.master.data.get(("buildsets", bsid))
+            tag = next((ss.get("branch") for ss in (bs or {}).get("sourcestamps") or [] if ss.get("branch")), "")
+        return self.tag_version(str(tag or "").removeprefix("refs/tags/"))
+
+    @defer.inlineCallbacks
+    def _fanned_out(self, brid: int):
+        builds = yield self.master.data.get(("buildrequests", brid, "builds"))
+        for b in builds or []:
+            steps = yield self.master.data.get(("builds", b["buildid"], "steps"))
+            if any(st["name"] == FanOut.name and st["started_at"] for st in steps or []):
+                return True
+        return False
+
+    @defer.inlineCallbacks
+    def run(self):
+        mine = self.build.requests[0].id
+        version = self.getProperty("version")
+        same = {k: self.getProperty(k) or None for k in self.same_release}
+        for br, props in (yield open_requests(self.master, self.release_builder)):
+            if br["buildrequestid"] >= mine:
+                continue
+            if {k: props.get(k) or None for k in self.same_release} != same:
+                continue
+            other = yield self._version_of(br["buildsetid"], props)
+            if other != version:
+                continue
+            if (yield self._fanned_out(br["buildrequestid"])):
+                continue
+            self.setProperty("duplicate_of", br["buildrequestid"], self.name)
+            self.descriptionDone = f"{version}: duplicate of build request {br['buildrequestid']}, nothing to do"
+            return SUCCESS
+        self.descriptionDone = "no older request for this release"
+        return SUCCESS
+
+
 class DropPublished(buildstep.BuildStep):
     """Remove from the plan what the index already has or a queued build will make; sets ``todo``."""
 
@@ -440,18 +520,10 @@ class DropPublished(buildstep.BuildStep):
     @defer.inlineCallbacks
     def _drop_queued(self, todo: list[dict], version: str, postfix: str, dry_run: bool):
         """Never queue a second request for a (variant, arch, version) that is still waiting or running."""
-        from buildbot.data import resultspec
-
         keep, notes = [], []
         for b in todo:
-            builder = self.builder_for(b["variant"], b["arch"])
-            bid = yield self.master.data.updates.findBuilderId(builder)
-            brs = yield self.master.data.get(("builders", bid, "buildrequests"),
-                                             filters=[resultspec.Filter("complete", "eq", [False])])
             dup = None
-            for br in brs or []:
-                raw = yield self.master.db.buildsets.getBuildsetProperties(br["buildsetid"])
-                p = {k: v[0] for k, v in raw.items()}
+            for br, p in (yield open_requests(self.master, self.builder_for(b["variant"], b["arch"]))):
                 if (p.get("version") == version and (p.get("postfix") or "") == postfix
                         and bool(p.get("dry_run")) == dry_run):
                     dup = br["buildrequestid"]
@@ -571,24 +643,8 @@ class Recheck(Trigger):
         return super().getResultSummary()
 
     @defer.inlineCallbacks
-    def _in_flight(self, builder_id: int):
-        """Versions with a release request not finished yet (never start one twice)."""
-        from buildbot.data import resultspec
-
-        brs = yield self.master.data.get(("builders", builder_id, "buildrequests"),
-                                         filters=[resultspec.Filter("complete", "eq", [False])])
-        versions = set()
-        for br in brs or []:
-            props = yield self.master.db.buildsets.getBuildsetProperties(br["buildsetid"])
-            if "version" in props:
-                versions.add(props["version"][0])
-        return versions
-
-    @defer.inlineCallbacks
     def _failures(self, builder_id: int, versions: set[str]):
         """Failed (not cancelled, not dry-run) release builds per version among ``versions``."""
-        from buildbot.data import resultspec
-
         builds = yield self.master.data.get(("builders", builder_id, "builds"),
                                             filters=[resultspec.Filter("complete", "eq", [True])])
         counts: dict[str, int] = {}
@@ -596,8 +652,9 @@ class Recheck(Trigger):
             if b["results"] not in (FAILURE, EXCEPTION):
                 continue
             props = yield self.master.data.get(("builds", b["buildid"], "properties"))
-            version = (props or {}).get("version", (None,))[0]
-            if version in versions and not (props or {}).get("dry_run", (False,))[0]:
+            props = props or {}
+            version = props.get("version", (None,))[0]
+            if version in versions and not props.get("dry_run", (False,))[0]:
                 counts[version] = counts.get(version, 0) + 1
         return counts
 
@@ -611,8 +668,10 @@ class Recheck(Trigger):
         busy: set[str] = set()
         failed: dict[str, int] = {}
         if missing:
+            # Versions with a release request not finished yet: never start one twice.
+            busy = {p["version"] for _, p in (yield open_requests(self.master, self.release_builder))
+                    if "version" in p}
             builder_id = yield self.master.data.updates.findBuilderId(self.release_builder)
-            busy = yield self._in_flight(builder_id)
             failed = yield self._failures(builder_id, {v for v, _ in missing})
         given_up = [v for v, _ in missing if v not in busy and failed.get(v, 0) >= self.max_attempts]
         self._todo = [(v, t) for v, t in missing if v not in busy and v not in given_up]

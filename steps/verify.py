@@ -570,10 +570,12 @@ def verify_wheel(
     """Run every check on ``path``. Raises for bad input (unknown variant/arch,
     missing file, bad policy name); a broken wheel is a failed check, not a raise."""
     path = Path(path)
+    if isinstance(variant, str) or manylinux is None:
+        catalog = catalog or load()
     if isinstance(variant, str):
-        variant = (catalog or load()).get(variant)  # KeyError names the known ones
+        variant = catalog.get(variant)  # KeyError names the known ones
     # The policy builds tag wheels with (variants.json), unless a caller asks for another.
-    manylinux = manylinux or (catalog or load()).project["manylinux_policy"]
+    manylinux = manylinux or catalog.project["manylinux_policy"]
     if arch not in variant.arches:
         raise ValueError(f"{variant.package} is not built for {arch}; its arches: {', '.join(variant.arches)}")
     _policy_glibc(manylinux)  # ValueError on a bad policy name

@@ -25,6 +25,8 @@ from pathlib import Path
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import AuthResult, LoginPassword
 
+from tests.e2e.services import stop_process
+
 # AUTH without TLS is what we want on loopback; aiosmtpd warns on every connection.
 warnings.filterwarnings("ignore", message="Requiring AUTH while not requiring TLS")
 
@@ -144,11 +146,7 @@ Ident = no
             return False
 
     def stop(self) -> None:
-        self.proc.terminate()
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
+        stop_process(self.proc)
         self.log.close()
         shutil.rmtree(self.dir, ignore_errors=True)
 

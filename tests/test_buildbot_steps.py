@@ -285,6 +285,72 @@ class TestMasterSide(StepCase):
             "abi3": False}}])
 
 
+class TestSkipDuplicateRelease(StepCase):
+    """An older, not yet fanned-out request for the same release makes this one do nothing."""
+
+    SAME = ["postfix", "dry_run"]
+
+    @defer.inlineCallbacks
+    def _older_request(self, fanned_out: bool = False, **props):
+        from buildbot.test import fakedb
+
+        rows: list = [fakedb.Builder(id=150, name="release"), fakedb.SourceStamp(id=230), fakedb.Buildset(id=210),
+                      fakedb.BuildsetSourceStamp(buildsetid=210, sourcestampid=230),
+                      fakedb.BuildRequest(id=310, buildsetid=210, builderid=150, complete=0)]
+        rows += [fakedb.BuildsetProperty(buildsetid=210, property_name=k, property_value=json.dumps([v, "test"]))
+                 for k, v in props.items()]
+        if fanned_out:
+            rows += [fakedb.Master(id=92), fakedb.Worker(id=13),
+                     fakedb.Build(id=600, buildrequestid=310, builderid=150, masterid=92, workerid=13),
+                     fakedb.Step(id=700, buildid=600, number=5, name=s.FanOut.name)]
+        yield self.master.db.insert_test_data(rows)
+
+    def _setup(self, **props):
+        from unittest import mock
+
+        step = self.setup(s.SkipDuplicateRelease(tag_version=lambda tag: tag.removeprefix("v"),
+                                                 same_release=self.SAME, release_builder="release"), **props)
+        self.build.requests = [mock.Mock(id=320)]  # this build's request: newer than 310
+        return step
+
+    @defer.inlineCallbacks
+    def test_same_release_waiting_makes_this_a_duplicate(self):
+        yield self._older_request(version="0.11.2")
+        self._setup(version="0.11.2")
+        self.expect_outcome(SUCCESS, "0.11.2: duplicate of build request 310, nothing to do")
+        self.expect_property("duplicate_of", 310)
+        yield self.run_step()
+
+    @defer.inlineCallbacks
+    def test_older_request_known_only_by_its_tag(self):
+        yield self._older_request(tag="v0.11.2")
+        self._setup(version="0.11.2")
+        self.expect_outcome(SUCCESS, "0.11.2: duplicate of build request 310, nothing to do")
+        yield self.run_step()
+
+    @defer.inlineCallbacks
+    def test_another_version_is_another_release(self):
+        yield self._older_request(version="0.12.0")
+        self._setup(version="0.11.2")
+        self.expect_outcome(SUCCESS, "no older request for this release")
+        yield self.run_step()
+
+    @defer.inlineCallbacks
+    def test_other_parameters_are_another_release(self):
+        yield self._older_request(version="0.11.2", dry_run=True)
+        self._setup(version="0.11.2")
+        self.expect_outcome(SUCCESS, "no older request for this release")
+        yield self.run_step()
+        self.assertIsNone(self.get_nth_step(0).getProperty("duplicate_of"))
+
+    @defer.inlineCallbacks
+    def test_older_request_already_fanned_out_lets_this_one_go_on(self):
+        yield self._older_request(fanned_out=True, version="0.11.2")
+        self._setup(version="0.11.2")
+        self.expect_outcome(SUCCESS, "no older request for this release")
+        yield self.run_step()
+
+
 class TestRecheck(StepCase):
     def _step(self, find_missing):
         return s.Recheck(schedulerNames=["release-trigger"], find_missing=find_missing, release_builder="release")
