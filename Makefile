@@ -49,7 +49,7 @@ test: setup
 	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
 
 run: setup
-	$(PY) -m master.sandbox $(if $(ONCE),--once,)
+	$(PY) -m sandbox $(if $(ONCE),--once,)
 
 clean:
 	rm -rf $(VENV) .sandbox .pytest_cache

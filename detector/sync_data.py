@@ -37,7 +37,7 @@ def derive(variants_path: str | Path | None = None) -> dict:
     """The detector's view of variants.json, read through the validated loader."""
     sys.path.insert(0, str(REPO_ROOT))
     try:
-        from steps.variants import load
+        from vllm_cpu_build.variants import load
     finally:
         sys.path.remove(str(REPO_ROOT))
     sys.path.insert(0, str(HERE / "src"))

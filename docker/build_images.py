@@ -22,7 +22,7 @@ sys.path.insert(0, str(ROOT))
 
 from packaging.version import InvalidVersion, Version  # noqa: E402
 
-from steps import variants  # noqa: E402
+from vllm_cpu_build import variants  # noqa: E402
 
 
 def commands(version: str, repo: str, latest: bool, only: list[str] | None) -> list[list[str]]:

@@ -11,7 +11,7 @@ from master import factories
 from master.names import RECHECK, RELEASE, builder_name, trigger_name
 from master.settings import Settings
 from master.workers import LOCAL_WORKERS
-from steps.variants import Catalog
+from vllm_cpu_build.variants import Catalog
 
 
 def make_builders(settings: Settings, catalog: Catalog, workers_by_arch: dict[str, list[str]],

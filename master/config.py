@@ -12,7 +12,7 @@ from twisted.python import log
 
 from master import builders, notify, schedulers, toolchain, workers, www
 from master.settings import Settings
-from steps import variants
+from vllm_cpu_build import variants
 
 
 def build_config(settings: Settings, basedir: str | Path) -> dict:

@@ -5,15 +5,16 @@ from __future__ import annotations
 import functools
 from pathlib import Path
 
-from buildbot.plugins import steps as bb_steps
 from buildbot.plugins import util
 from buildbot.process.factory import BuildFactory
+from buildbot.steps.source.git import Git
+from buildbot.steps.transfer import FileDownload
 
 from master import published, versions
 from master.names import RELEASE, builder_name
 from master.settings import Settings
-from steps import buildbot_steps as s
-from steps.variants import Variant
+from steps import release, toolchain
+from vllm_cpu_build.variants import Variant
 
 # Absolute worker paths (the toolchain runs with cwd = the builder directory).
 SRC = util.Interpolate("%(prop:builddir)s/src")
@@ -57,8 +58,8 @@ def _args(*parts) -> util.Renderer:
     return render
 
 
-def checkout(settings: Settings, **kwargs) -> bb_steps.Git:
-    return bb_steps.Git(**kwargs,
+def checkout(settings: Settings, **kwargs) -> Git:
+    return Git(**kwargs,
         name="checkout_tag", repourl=settings.upstream_url, branch=util.Property("tag"),
         alwaysUseLatest=True, mode="full", method="clobber", workdir="src", logEnviron=False,
         haltOnFailure=True, progress=False,
@@ -67,9 +68,9 @@ def checkout(settings: Settings, **kwargs) -> bb_steps.Git:
 
 def ship_toolchain(tarball: Path, **kwargs) -> list:
     return [
-        bb_steps.FileDownload(name="ship_toolchain", mastersrc=str(tarball), workerdest="toolchain.tar.gz",
+        FileDownload(name="ship_toolchain", mastersrc=str(tarball), workerdest="toolchain.tar.gz",
                               workdir=".", haltOnFailure=True, **kwargs),
-        s.UnpackToolchain(tarball_name=tarball.name, **kwargs),
+        toolchain.UnpackToolchain(tarball_name=tarball.name, **kwargs),
     ]
 
 
@@ -84,20 +85,20 @@ def release_factory(settings: Settings, tarball: Path, schedulers_for: dict[tupl
 
     check = functools.partial(_check_published, settings.simple_url)
     f = BuildFactory()
-    f.addStep(s.ResolveRelease(tag_version=tag_version, haltOnFailure=True))
-    f.addStep(s.SkipDuplicateRelease(tag_version=tag_version, same_release=SAME_RELEASE, release_builder=RELEASE,
+    f.addStep(release.ResolveRelease(tag_version=tag_version, haltOnFailure=True))
+    f.addStep(release.SkipDuplicateRelease(tag_version=tag_version, same_release=SAME_RELEASE, release_builder=RELEASE,
                                      hideStepIf=lambda results, step: not step.getProperty("duplicate_of")))
     # Every later step: skipped when the check found an older request for this release.
     go = {"doStepIf": _not_duplicate}
     f.addStep(checkout(settings, **go))
     f.addSteps(ship_toolchain(tarball, **go))
-    f.addStep(s.PlanRelease(**go, cli_args=_args(
+    f.addStep(toolchain.PlanRelease(**go, cli_args=_args(
         "--src", SRC, "--version", util.Property("version"),
         _opt("--variants", "variants"), _opt("--arches", "arches"), _opt("--version-postfix", "postfix"),
         "--python-versions", util.Property("python_versions", default=settings.python_versions),
     )))
-    f.addStep(s.DropPublished(check=check, builder_for=builder_name, haltOnFailure=True, **go))
-    f.addStep(s.FanOut(**go, schedulerNames=sorted(schedulers_for.values()),
+    f.addStep(release.DropPublished(check=check, builder_for=builder_name, haltOnFailure=True, **go))
+    f.addStep(release.FanOut(**go, schedulerNames=sorted(schedulers_for.values()),
                        scheduler_for=lambda variant, arch: schedulers_for[(variant, arch)],
                        common_props=RELEASE_PROPS))
     return f
@@ -112,17 +113,17 @@ def variant_factory(settings: Settings, tarball: Path, variant: Variant, arch: s
     f = BuildFactory()
     f.addStep(checkout(settings))
     f.addSteps(ship_toolchain(tarball))
-    f.addStep(s.PatchSource(cli_args=_args(
+    f.addStep(toolchain.PatchSource(cli_args=_args(
         "--variant", pkg, "--src", SRC, "--arch", arch,
         _opt("--version-postfix", "postfix"), _opt("--python-versions", "pythons"),
     )))
-    f.addStep(s.QueueWheelBuilds(build_args=["--variant", pkg, "--src", SRC, "--out", OUT]))
+    f.addStep(toolchain.QueueWheelBuilds(build_args=["--variant", pkg, "--src", SRC, "--out", OUT]))
     token_name = settings.token_secret.replace("{short}", variant.short)
 
     def uploading(step) -> bool:
         return not (step.getProperty("dry_run") or step.getProperty("skip_upload"))
 
-    f.addStep(s.UploadWheels(
+    f.addStep(toolchain.UploadWheels(
         wheels=util.Property("wheels"), variant=pkg, repository_url=settings.upload_url,
         simple_url=settings.simple_url, username=settings.index_username, token=util.Secret(token_name),
         doStepIf=uploading,
@@ -137,7 +138,7 @@ def recheck_factory(settings: Settings, release_trigger: str, packages: list[str
     def find_missing() -> list[tuple[str, str]]:
         from packaging.version import Version
 
-        from steps.variants import load
+        from vllm_cpu_build.variants import load
 
         first = Version(since or load().project["first_release"])
         out = []
@@ -150,6 +151,6 @@ def recheck_factory(settings: Settings, release_trigger: str, packages: list[str
         return out
 
     f = BuildFactory()
-    f.addStep(s.Recheck(schedulerNames=[release_trigger], find_missing=find_missing, release_builder=RELEASE,
+    f.addStep(release.Recheck(schedulerNames=[release_trigger], find_missing=find_missing, release_builder=RELEASE,
                         max_attempts=settings.recheck_attempts))
     return f

@@ -32,9 +32,9 @@ from twisted.internet import defer
 from twisted.python import log
 
 from master.names import RELEASE, builder_name
+from master.report import format_table, row_from_properties
 from master.settings import Settings
-from steps.buildbot_steps import format_table, row_from_properties
-from steps.variants import Catalog
+from vllm_cpu_build.variants import Catalog
 
 RELEASE_KIND, VARIANT_KIND = "release", "variant"
 _OK = (SUCCESS, WARNINGS)
@@ -466,7 +466,7 @@ def _secret(name: str) -> util.Secret | None:
 def make_reporters(settings: Settings, catalog: Catalog | None = None) -> list:
     """The ``services`` of the master: MailNotifier and/or IRC, as the settings' [notify] asks."""
     if catalog is None:
-        from steps.variants import load
+        from vllm_cpu_build.variants import load
 
         catalog = load()
     variant_builders = [builder_name(v.package, a) for v, a in catalog.builds()]

@@ -13,7 +13,7 @@ from twisted.internet import defer, threads
 from master import versions
 from master.names import RECHECK, RELEASE, builder_name, trigger_name
 from master.settings import Settings
-from steps.variants import ARCHES, Catalog
+from vllm_cpu_build.variants import ARCHES, Catalog
 
 
 def list_upstream_versions(settings: Settings, prereleases: bool | None = None) -> dict[str, str]:

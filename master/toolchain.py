@@ -1,8 +1,8 @@
 """Ship the worker-side toolchain of the master's own revision with every build.
 
-At (re)config the master packs ``steps/``, ``variants.json`` and ``readmes/``
+At (re)config the master packs ``vllm_cpu_build/``, ``variants.json`` and ``readmes/``
 plus a tiny bootstrap into ``<basedir>/toolchain/toolchain-<hash>.tar.gz``;
-each build downloads it (FileDownload) and runs ``python -m steps.cli`` from
+each build downloads it (FileDownload) and runs ``python -m vllm_cpu_build`` from
 the unpacked copy, so a worker never needs this repository installed and
 can never run a toolchain older or newer than the master's.
 """
@@ -16,7 +16,7 @@ import tarfile
 from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-PARTS = ("steps", "variants.json", "readmes")
+PARTS = ("vllm_cpu_build", "variants.json", "readmes")
 # The worker needs the project's runtime dependencies minus the master's own.
 _MASTER_ONLY = ("buildbot", "twisted")
 # pip name -> import name where they differ

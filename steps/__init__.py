@@ -1,1 +1,5 @@
-"""Worker-side toolchain (``vllm-cpu-build``) and the thin Buildbot steps over it."""
+"""Buildbot step classes (master side; never shipped to workers).
+
+``toolchain``: thin wrappers that run ``vllm-cpu-build`` on a worker.
+``release``: the release and re-check builders' own steps (no worker command).
+"""

@@ -274,7 +274,7 @@ class EmulatedRoot:
 
 def steps_argv(python: str, *args: str, tc: str = "/work/tc") -> list[str]:
     """argv running a toolchain subcommand the way a variant build does (PYTHONPATH=tc)."""
-    return ["/usr/bin/env", f"PYTHONPATH={tc}", python, "-m", "steps.cli", *args]
+    return ["/usr/bin/env", f"PYTHONPATH={tc}", python, "-m", "vllm_cpu_build", *args]
 
 
 def cpuinfo_text(features: Iterable[str], processors: int = 2) -> str:

@@ -44,9 +44,9 @@ class BuiltVariant:
 @pytest.fixture(scope="session")
 def built_variants(fixture_repo: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, BuiltVariant]:
     """Every variant of v0.12.0 patched and built once per session (x86_64 hosts only)."""
-    from steps import build, patch
-    from steps.hostcpu import host_arch
-    from steps.variants import load
+    from vllm_cpu_build import build, patch
+    from vllm_cpu_build.hostcpu import host_arch
+    from vllm_cpu_build.variants import load
 
     if host_arch() != "x86_64":
         pytest.skip("the five-variant build runs on x86_64 hosts")

@@ -27,10 +27,10 @@ from pathlib import Path
 import pytest
 
 from master.toolchain import build_tarball
-from steps import hostcpu
 from tests import aarch64_host
 from tests.aarch64_host import EmulatedRoot, cpuinfo_text, steps_argv
 from tests.fixture_upstream.make_repo import make_fixture_repo
+from vllm_cpu_build import hostcpu
 
 REPO = Path(__file__).resolve().parent.parent
 VARIANT = "vllm-cpu"
@@ -104,7 +104,7 @@ def test_root_is_aarch64_and_hwcap_table_matches_kernel_header(arm: Arm) -> None
         assert bits, f"no {prefix}_ defines in the header"
         assert {i: table[i] for i in bits if i < len(table)} == bits
     # What the emulated CPU reports through hostcpu (AT_HWCAP), per QEMU_CPU.
-    probe = "from steps import hostcpu; print(' '.join(sorted(hostcpu.host_flags('aarch64'))))"
+    probe = "from vllm_cpu_build import hostcpu; print(' '.join(sorted(hostcpu.host_flags('aarch64'))))"
     seen = {}
     for cpu in (GRAVITON2_CPU, OLD_CPU, "max"):
         r = arm.root.run(["/usr/bin/env", "PYTHONPATH=/work/tc", arm.python, "-c", probe], qemu_cpu=cpu)

@@ -15,11 +15,12 @@ import pytest
 from packaging.utils import parse_wheel_filename
 from packaging.version import Version
 
-from steps import build, patch, plan, sdist
-from steps.cli import main as cli_main
-from steps.hostcpu import host_arch, read_flags
-from steps.variants import load
-from steps.verify import verify_wheel
+from tests import sdist
+from vllm_cpu_build import build, patch, plan
+from vllm_cpu_build.cli import main as cli_main
+from vllm_cpu_build.hostcpu import host_arch, read_flags
+from vllm_cpu_build.variants import load
+from vllm_cpu_build.verify import verify_wheel
 
 CATALOG = load()
 VARIANTS = [v.package for v in CATALOG.for_release("0.12.0")]

@@ -11,13 +11,13 @@ from pathlib import Path
 
 import pytest
 
-from steps.cli import SUBCOMMANDS
+from vllm_cpu_build.cli import SUBCOMMANDS
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def run(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "steps", *args], cwd=ROOT, capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "vllm_cpu_build", *args], cwd=ROOT, capture_output=True, text=True,
                           timeout=120)
 
 
@@ -59,7 +59,7 @@ def test_build_with_relative_paths(fixture_repo: Path, tmp_path: Path) -> None:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
 
     def tool(*args: str) -> subprocess.CompletedProcess:
-        return subprocess.run([sys.executable, "-m", "steps", *args], cwd=tmp_path, env=env,
+        return subprocess.run([sys.executable, "-m", "vllm_cpu_build", *args], cwd=tmp_path, env=env,
                               capture_output=True, text=True, timeout=300)
 
     out = tool("patch", "--variant", "vllm-cpu", "--src", "src", "--arch", "x86_64")

@@ -7,7 +7,7 @@ import os
 import re
 from pathlib import Path
 
-from steps import variants
+from vllm_cpu_build import variants
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCKERFILE = ROOT / "docker" / "Dockerfile"

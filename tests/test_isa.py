@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 import wheelkit as wk
 
-from steps import cli
-from steps.isa import scan_elf, scan_wheel
+from vllm_cpu_build import cli
+from vllm_cpu_build.isa import scan_elf, scan_wheel
 
 # Vector extensions whose presence/absence the contracts care about.
 X86_VECTOR = re.compile(r"AVX2$|AVX512|AMX_|AVX_VNNI")

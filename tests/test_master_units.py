@@ -15,8 +15,8 @@ import pytest
 import wheelkit as wk
 
 from master import published, settings, toolchain
-from steps import upload
 from tests.e2e.services import PyPIServer, make_wheel
+from vllm_cpu_build import upload
 from workers import registry
 
 REPO = Path(__file__).resolve().parent.parent
@@ -107,7 +107,7 @@ def _upload(index: PyPIServer, *args: str, password: str | None = "x") -> subpro
     env.update(PYTHONPATH=str(REPO), TWINE_USERNAME="x")
     if password:
         env["TWINE_PASSWORD"] = password
-    return subprocess.run([PY, "-m", "steps.cli", "upload", "--repository-url", index.url,
+    return subprocess.run([PY, "-m", "vllm_cpu_build", "upload", "--repository-url", index.url,
                            "--simple-url", index.simple_url, "--json", *args],
                           capture_output=True, text=True, env=env, timeout=120)
 
@@ -193,7 +193,11 @@ def test_toolchain_tarball_is_deterministic_and_complete(tmp_path: Path) -> None
     assert a.name == b.name and a.read_bytes() == b.read_bytes()
     with tarfile.open(a) as t:
         names = t.getnames()
-    assert {"steps/cli.py", "steps/variants.py", "variants.json", "bootstrap.py", "requirements.txt"} <= set(names)
+    assert {"vllm_cpu_build/cli.py", "vllm_cpu_build/variants.py", "variants.json", "bootstrap.py",
+            "requirements.txt"} <= set(names)
+    # Only the worker toolchain: no master-side code (Buildbot steps, master, sandbox, tests).
+    assert {n.split("/")[0] for n in names} <= {"vllm_cpu_build", "variants.json", "readmes", "bootstrap.py",
+                                               "requirements.txt"}
     assert any(n.startswith("readmes/") for n in names)
     assert not any("__pycache__" in n for n in names)
 

@@ -9,7 +9,7 @@ from buildbot.process.results import EXCEPTION, FAILURE, SUCCESS, WARNINGS
 
 from master import notify, settings
 from master.names import RELEASE, builder_name
-from steps.variants import load
+from vllm_cpu_build.variants import load
 
 REPO = Path(__file__).resolve().parent.parent
 URL = "http://bb.test/"

@@ -12,11 +12,11 @@ from pathlib import Path
 import pytest
 import tomllib
 
-from steps import platform_fix
-from steps.cli import main as cli_main
-from steps.patch import CMAKE, PINNED_CPUINFO, STAMP
-from steps.variants import load
 from tests.fixture_upstream.make_repo import add_release, make_fixture_repo
+from vllm_cpu_build import platform_fix
+from vllm_cpu_build.cli import main as cli_main
+from vllm_cpu_build.patch import CMAKE, PINNED_CPUINFO, STAMP
+from vllm_cpu_build.variants import load
 
 CATALOG = load()
 

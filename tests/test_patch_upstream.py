@@ -22,10 +22,11 @@ from pathlib import Path
 import pytest
 import tomllib
 
-from steps import platform_fix, sdist, upstream
-from steps.cli import main as cli_main
-from steps.patch import CMAKE, PINNED_CPUINFO, STAMP
-from steps.variants import load
+from tests import sdist
+from vllm_cpu_build import platform_fix, upstream
+from vllm_cpu_build.cli import main as cli_main
+from vllm_cpu_build.patch import CMAKE, PINNED_CPUINFO, STAMP
+from vllm_cpu_build.variants import load
 
 pytestmark = pytest.mark.slow
 

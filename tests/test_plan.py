@@ -9,11 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from steps import sdist, upstream
-from steps.cli import main as cli_main
-from steps.variants import load
+from tests import sdist
 from tests.fixture_upstream.make_repo import add_release, check_tag, rc_tags
 from tests.fixture_upstream.make_repo import main as make_repo_main
+from vllm_cpu_build import upstream
+from vllm_cpu_build.cli import main as cli_main
+from vllm_cpu_build.variants import load
 
 CATALOG = load()
 

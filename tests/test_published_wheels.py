@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import pytest
 
-from steps import sdist
-from steps.verify import verify_wheel
+from tests import sdist
+from vllm_cpu_build.verify import verify_wheel
 
 pytestmark = pytest.mark.slow
 

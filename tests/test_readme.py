@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from steps import readme, variants
 from tests import wheelkit
+from vllm_cpu_build import readme, variants
 
 CATALOG = variants.load()
 TEMPLATE = (variants.REPO_ROOT / "readmes" / "_template.md").read_text()

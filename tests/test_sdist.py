@@ -1,4 +1,4 @@
-"""steps/sdist.py against a real HTTP index on 127.0.0.1 (PEP 691 JSON), and the real one."""
+"""tests/sdist.py against a real HTTP index on 127.0.0.1 (PEP 691 JSON), and the real one."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from steps import sdist
+from tests import sdist
 
 
 def make_sdist(version: str, files: dict[str, str], evil: str | None = None) -> bytes:

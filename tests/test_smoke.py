@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from steps import hostcpu, platform_fix
-from steps.cli import main as cli_main
-from steps.variants import load
-from steps.verify import verify_wheel
 from tests.test_build import VARIANTS
+from vllm_cpu_build import hostcpu, platform_fix
+from vllm_cpu_build.cli import main as cli_main
+from vllm_cpu_build.variants import load
+from vllm_cpu_build.verify import verify_wheel
 
 CATALOG = load()
 TIMINGS: dict[str, dict[str, float]] = {}

@@ -1,4 +1,4 @@
-"""steps/upstream.py: the release-line table, build_env, pinned cpuinfo, Pythons."""
+"""vllm_cpu_build/upstream.py: the release-line table, build_env, pinned cpuinfo, Pythons."""
 
 from __future__ import annotations
 
@@ -6,9 +6,10 @@ import re
 
 import pytest
 
-from steps import sdist, upstream
-from steps.patch import CMAKE, check_switches
-from steps.variants import load
+from tests import sdist
+from vllm_cpu_build import upstream
+from vllm_cpu_build.patch import CMAKE, check_switches
+from vllm_cpu_build.variants import load
 
 CATALOG = load()
 V = CATALOG.get

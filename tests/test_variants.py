@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from steps import variants
-from steps.variants import VariantsError
+from vllm_cpu_build import variants
+from vllm_cpu_build.variants import VariantsError
 
 RAW = json.loads(variants.DEFAULT_PATH.read_text())
 

@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 import wheelkit as wk
 
-from steps import cli
-from steps.variants import load
-from steps.verify import CHECKS, verify_wheel
+from vllm_cpu_build import cli
+from vllm_cpu_build.variants import load
+from vllm_cpu_build.verify import CHECKS, verify_wheel
 
 CATALOG = load()
 X86_TAG = "cp38-abi3-manylinux_2_28_x86_64"

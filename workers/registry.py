@@ -19,7 +19,7 @@ try:
 except ModuleNotFoundError:  # pragma: no cover - 3.10
     import tomli as tomllib  # type: ignore[no-redef]
 
-from steps.variants import ARCHES
+from vllm_cpu_build.variants import ARCHES
 
 DEFAULT_PATH = Path(__file__).resolve().parent / "registry.toml"
 _NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from detect_helpers import fixture, run, run_json
 
-from steps.variants import load
+from vllm_cpu_build.variants import load
 
 ZEN4 = fixture("zen4_epyc_9654.cpuinfo")
 SPR = fixture("sapphirerapids_platinum_8480.cpuinfo")

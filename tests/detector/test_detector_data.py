@@ -14,7 +14,7 @@ from packaging.version import Version
 from vllm_cpu_detect import _variants
 from vllm_cpu_detect.releases import boundaries, contains, parse_release, parse_specifier
 
-from steps.variants import load
+from vllm_cpu_build.variants import load
 
 
 def _sync_module():

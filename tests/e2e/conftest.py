@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from master.sandbox import Sandbox
+from sandbox import Sandbox
 
 
 @pytest.fixture(scope="session")

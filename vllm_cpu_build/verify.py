@@ -13,7 +13,7 @@ Checks (all run, whatever fails first; exit 0 only if every one passes):
   manylinux  symbol versions (GLIBC, GLIBCXX, CXXABI, GCC ...) every ELF needs are
              allowed by the policy and by the wheel's own manylinux tags
   isa        the variant's ISA contract (variants.json) on vLLM's own compiled
-             modules (ELF members under vllm/), decoded with ``steps.isa``
+             modules (ELF members under vllm/), decoded with ``vllm_cpu_build.isa``
 
 Each of twine, wheel unpack, auditwheel, check-wheel-contents misses some of
 these (see docs/upstream-facts.md), hence one tool that runs them all.
@@ -46,8 +46,8 @@ from packaging.tags import Tag, parse_tag
 from packaging.utils import InvalidWheelFilename, canonicalize_name, parse_wheel_filename
 from packaging.version import InvalidVersion, Version
 
-from steps import isa as isa_mod
-from steps.variants import Catalog, ContractRule, Variant, load
+from vllm_cpu_build import isa as isa_mod
+from vllm_cpu_build.variants import Catalog, ContractRule, Variant, load
 
 CHECKS = ("zip-crc", "record", "metadata", "tags", "twine", "manylinux", "isa")
 # e_machine numbers -> platform-tag arch (read from the ELF header directly so
@@ -645,7 +645,7 @@ def format_result(r: VerifyResult) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from steps.cli import UsageError
+    from vllm_cpu_build.cli import UsageError
 
     try:
         result = verify_wheel(args.wheel, args.variant, args.arch, load(), args.manylinux)

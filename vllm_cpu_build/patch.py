@@ -12,7 +12,7 @@ is exit 1 naming the file and the expected text, never a silent no-op):
 * ``cmake/cpu_extension.cmake``: reads the pinned ``vllm_cpu_pinned_cpuinfo.txt``
   instead of the build host's ``/proc/cpuinfo``; the ISA switches the release
   line claims are checked against what the file reads.
-* ``vllm/__init__.py``: the CPU platform fix (steps/platform_fix.py).
+* ``vllm/__init__.py``: the CPU platform fix (vllm_cpu_build/platform_fix.py).
 * ``.vllm-cpu-build.json``: stamp for the build step.
 
 Every edit converges to the wanted state, so a second run changes nothing.
@@ -35,11 +35,11 @@ try:
 except ImportError:  # Python 3.10
     import tomli as tomllib  # type: ignore[no-redef]
 
-from steps import platform_fix, upstream
-from steps.cli import EXIT_FAIL, EXIT_OK, UsageError
-from steps.hostcpu import ARCH_ALIASES as _ARCH_ALIASES
-from steps.hostcpu import host_arch
-from steps.variants import ARCHES, Variant, load
+from vllm_cpu_build import platform_fix, upstream
+from vllm_cpu_build.cli import EXIT_FAIL, EXIT_OK, UsageError
+from vllm_cpu_build.hostcpu import ARCH_ALIASES as _ARCH_ALIASES
+from vllm_cpu_build.hostcpu import host_arch
+from vllm_cpu_build.variants import ARCHES, Variant, load
 
 STAMP = ".vllm-cpu-build.json"
 PINNED_CPUINFO = "cmake/vllm_cpu_pinned_cpuinfo.txt"
@@ -208,7 +208,7 @@ def patch_pyproject(tree: Tree, variant: Variant, keywords: list[str], pythons: 
 
 
 def patch_readme(tree: Tree, variant: Variant) -> list[str]:
-    from steps import readme
+    from vllm_cpu_build import readme
 
     tree.set("README.md", readme.render(variant))
     return ["README.md: the variant's package README"]
@@ -280,11 +280,11 @@ def check_switches(text: str, line: upstream.ReleaseLine) -> None:
     missing = sorted(claimed - read)
     if missing:
         raise AnchorMissing(CMAKE, " and ".join(f"$ENV{{{m}}}" for m in missing),
-                            f"steps/upstream.py release line {line.name} relies on it")
+                            f"vllm_cpu_build/upstream.py release line {line.name} relies on it")
     unknown = sorted(read - claimed - upstream.FOREIGN_SWITCHES)
     if unknown:
         raise AnchorMissing(CMAKE, f"no ISA switches beyond {', '.join(sorted(claimed)) or 'none'}",
-                            f"it also reads {', '.join(unknown)}: teach steps/upstream.py "
+                            f"it also reads {', '.join(unknown)}: teach vllm_cpu_build/upstream.py "
                             f"release line {line.name} about them")
 
 

@@ -17,7 +17,7 @@ import argparse
 import importlib
 import sys
 
-from steps.variants import VariantsError
+from vllm_cpu_build.variants import VariantsError
 
 EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_SKIPPED = 0, 1, 2, 3
 
@@ -41,9 +41,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in SUBCOMMANDS:
         try:
-            module = importlib.import_module(f"steps.{name}")
+            module = importlib.import_module(f"vllm_cpu_build.{name}")
         except ModuleNotFoundError as exc:
-            if exc.name != f"steps.{name}":
+            if exc.name != f"vllm_cpu_build.{name}":
                 raise
             continue
         module.register(sub)
@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     # Run through the package module, not this __main__ copy, so that
-    # subcommands raising steps.cli.UsageError are caught as bad input.
-    from steps.cli import main as _main
+    # subcommands raising vllm_cpu_build.cli.UsageError are caught as bad input.
+    from vllm_cpu_build.cli import main as _main
 
     sys.exit(_main())

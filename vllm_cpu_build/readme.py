@@ -12,8 +12,8 @@ import sys
 from pathlib import Path
 from string import Template
 
-from steps import variants as variants_mod
-from steps.variants import Catalog, Variant, format_spec
+from vllm_cpu_build import variants as variants_mod
+from vllm_cpu_build.variants import Catalog, Variant, format_spec
 
 
 def _template_path(catalog: Catalog) -> Path:
@@ -59,8 +59,8 @@ def render(variant: Variant, catalog: Catalog | None = None) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``python -m steps.readme VARIANT`` prints a rendered README (for review)."""
-    parser = argparse.ArgumentParser(prog="python -m steps.readme", description=main.__doc__)
+    """``python -m vllm_cpu_build.readme VARIANT`` prints a rendered README (for review)."""
+    parser = argparse.ArgumentParser(prog="python -m vllm_cpu_build.readme", description=main.__doc__)
     parser.add_argument("variant", help="package name from variants.json")
     args = parser.parse_args(argv)
     try:

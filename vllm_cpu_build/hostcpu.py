@@ -21,7 +21,7 @@ import platform
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from steps.variants import Variant
+from vllm_cpu_build.variants import Variant
 
 CPUINFO = Path("/proc/cpuinfo")
 # Tests point this at a fake cpuinfo; it can only take flags away (see check()).

@@ -41,7 +41,7 @@ from dataclasses import dataclass, field
 from packaging.specifiers import SpecifierSet
 from packaging.version import InvalidVersion, Version
 
-from steps.variants import Variant, load
+from vllm_cpu_build.variants import Variant, load
 
 # cmake switches that concern architectures we never build (riscv64); a tree
 # may read them without the table knowing more.
@@ -150,7 +150,7 @@ def release_line(version: str | Version) -> ReleaseLine:
     for line in RELEASE_LINES:
         if line.versions.contains(base, prereleases=True):
             return line
-    raise UnsupportedRelease(f"vLLM {v}: no release line in steps/upstream.py covers it")  # pragma: no cover
+    raise UnsupportedRelease(f"vLLM {v}: no release line in vllm_cpu_build/upstream.py covers it")  # pragma: no cover
 
 
 def _on(flag: bool) -> str:

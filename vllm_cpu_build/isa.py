@@ -258,7 +258,7 @@ def scan_wheel(path: str | os.PathLike, prefix: str = "") -> dict[str, IsaReport
 
 
 def _targets(paths: list[str]) -> list[tuple[str, str | None, IsaReport]]:
-    from steps.cli import UsageError
+    from vllm_cpu_build.cli import UsageError
 
     out: list[tuple[str, str | None, IsaReport]] = []
     for p in paths:

@@ -27,9 +27,9 @@ from pathlib import Path
 
 import requests
 
+from master.report import format_table, row_from_properties
 from master.settings import ENV_VAR, REPO_ROOT
-from steps.buildbot_steps import format_table, row_from_properties
-from steps.variants import load as load_variants
+from vllm_cpu_build.variants import load as load_variants
 from workers import registry
 
 BIN = Path(sys.executable).parent
@@ -116,7 +116,7 @@ class Sandbox:
             registry.write_secret(self.secrets_dir, self.users_file.name,
                                   "".join(f"{u}:{pw}\n" for u, pw in self.users.items()))
         (self.root / "settings.toml").write_text(f"""\
-# Written by master/sandbox.py: everything on 127.0.0.1.
+# Written by the sandbox (sandbox/core.py): everything on 127.0.0.1.
 [upstream]
 url = "{self.upstream}"
 poll_interval = {self.poll_interval}
@@ -408,7 +408,7 @@ _RESULTS = {0: "success", 1: "warnings", 2: "failure", 3: "skipped", 4: "excepti
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m master.sandbox", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m sandbox", description=__doc__.split("\n\n")[0])
     p.add_argument("--once", action="store_true", help="release once, print the table and exit")
     p.add_argument("--dir", type=Path, default=REPO_ROOT / ".sandbox", help="state directory (wiped at start)")
     args = p.parse_args(argv)

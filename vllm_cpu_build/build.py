@@ -1,7 +1,7 @@
 """``vllm-cpu-build build``: build one variant's wheel from a patched tree.
 
 Runs upstream's own build (``pip wheel --no-build-isolation`` on setup.py,
-which drives CMake) with the variant's environment from ``steps.upstream``,
+which drives CMake) with the variant's environment from ``vllm_cpu_build.upstream``,
 then gives the wheel its final tags: ``cp38-abi3`` when every compiled module
 is a stable-ABI module (checked with abi3audit), and the manylinux platform
 tag of variants.json.  The exact environment and command are printed first,
@@ -26,11 +26,11 @@ from pathlib import Path
 from packaging.utils import parse_wheel_filename
 from packaging.version import InvalidVersion, Version
 
-from steps import upstream
-from steps.cli import EXIT_FAIL, EXIT_OK, UsageError
-from steps.hostcpu import host_arch
-from steps.patch import STAMP  # written by `vllm-cpu-build patch`
-from steps.variants import ARCHES, Variant, load
+from vllm_cpu_build import upstream
+from vllm_cpu_build.cli import EXIT_FAIL, EXIT_OK, UsageError
+from vllm_cpu_build.hostcpu import host_arch
+from vllm_cpu_build.patch import STAMP  # written by `vllm-cpu-build patch`
+from vllm_cpu_build.variants import ARCHES, Variant, load
 
 CMAKE = "cmake/cpu_extension.cmake"
 ABI3_PYTHON_TAG, ABI3_ABI_TAG = "cp38", "abi3"

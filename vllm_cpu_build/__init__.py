@@ -1,0 +1,1 @@
+"""Worker-side toolchain (``vllm-cpu-build``) and the thin Buildbot steps over it."""
