@@ -10,29 +10,31 @@ from buildbot.plugins import util
 from master import factories
 from master.names import RECHECK, RELEASE, builder_name, trigger_name
 from master.settings import Settings
-from master.workers import LOCAL_WORKERS
+from master.tags import UpstreamTags
+from master.workers import local_worker_names
 from vllm_cpu_build.variants import Catalog
 
 
 def make_builders(settings: Settings, catalog: Catalog, workers_by_arch: dict[str, list[str]],
-                  tarball: Path, list_versions) -> list[util.BuilderConfig]:
+                  tarball: Path, tags: UpstreamTags) -> list[util.BuilderConfig]:
     schedulers_for = {(v.package, a): trigger_name(v.package, a) for v, a in catalog.builds()}
+    local_workers = local_worker_names(settings.master.local_workers)
     out = [
         util.BuilderConfig(
-            name=RELEASE, workernames=LOCAL_WORKERS, collapseRequests=False, tags=["release"],
-            factory=factories.release_factory(settings, tarball, schedulers_for),
+            name=RELEASE, workernames=local_workers, collapseRequests=False, tags=["release"],
+            factory=factories.release_factory(settings, tarball, schedulers_for, tags),
             description="plan one vLLM version, skip what is published, build every variant × arch",
         ),
         util.BuilderConfig(
-            name=RECHECK, workernames=LOCAL_WORKERS, collapseRequests=False, tags=["release"],
-            factory=factories.recheck_factory(settings, "release-trigger", catalog.names(), list_versions),
+            name=RECHECK, workernames=local_workers, collapseRequests=False, tags=["release"],
+            factory=factories.recheck_factory(settings, "release-trigger", tags),
             description="list upstream release tags and start releases nothing was published for",
         ),
     ]
     for variant, arch in catalog.builds():
         workers = workers_by_arch.get(arch, [])
         if not workers:
-            config.error(f"no worker of arch {arch} in {settings.workers_registry}: "
+            config.error(f"no worker of arch {arch} in {settings.master.workers_registry}: "
                          f"builder {builder_name(variant.package, arch)} could never run")
         out.append(util.BuilderConfig(
             name=builder_name(variant.package, arch),

@@ -10,9 +10,10 @@ from buildbot.process.factory import BuildFactory
 from buildbot.steps.source.git import Git
 from buildbot.steps.transfer import FileDownload
 
-from master import published, versions
+from master import published
 from master.names import RELEASE, builder_name
 from master.settings import Settings
+from master.tags import UpstreamTags
 from steps import release, toolchain
 from vllm_cpu_build.variants import Variant
 
@@ -60,7 +61,7 @@ def _args(*parts) -> util.Renderer:
 
 def checkout(settings: Settings, **kwargs) -> Git:
     return Git(**kwargs,
-        name="checkout_tag", repourl=settings.upstream_url, branch=util.Property("tag"),
+        name="checkout_tag", repourl=settings.upstream.url, branch=util.Property("tag"),
         alwaysUseLatest=True, mode="full", method="clobber", workdir="src", logEnviron=False,
         haltOnFailure=True, progress=False,
     )
@@ -69,25 +70,19 @@ def checkout(settings: Settings, **kwargs) -> Git:
 def ship_toolchain(tarball: Path, **kwargs) -> list:
     return [
         FileDownload(name="ship_toolchain", mastersrc=str(tarball), workerdest="toolchain.tar.gz",
-                              workdir=".", haltOnFailure=True, **kwargs),
+                     workdir=".", haltOnFailure=True, **kwargs),
         toolchain.UnpackToolchain(tarball_name=tarball.name, **kwargs),
     ]
 
 
-def release_factory(settings: Settings, tarball: Path, schedulers_for: dict[tuple[str, str], str]) -> BuildFactory:
-    pattern = settings.tag_pattern
-
-    def tag_version(tag: str) -> str | None:
-        v = versions.tag_version(tag, pattern)
-        if v is None or (v.is_prerelease and not settings.build_prereleases):
-            return None
-        return str(v)
-
-    check = functools.partial(_check_published, settings.simple_url)
+def release_factory(settings: Settings, tarball: Path, schedulers_for: dict[tuple[str, str], str],
+                    tags: UpstreamTags) -> BuildFactory:
+    check = functools.partial(_check_published, settings.index.simple_url)
     f = BuildFactory()
-    f.addStep(release.ResolveRelease(tag_version=tag_version, haltOnFailure=True))
-    f.addStep(release.SkipDuplicateRelease(tag_version=tag_version, same_release=SAME_RELEASE, release_builder=RELEASE,
-                                     hideStepIf=lambda results, step: not step.getProperty("duplicate_of")))
+    f.addStep(release.ResolveRelease(tag_version=tags.version_of, tag_for=tags.tag_for, haltOnFailure=True))
+    f.addStep(release.SkipDuplicateRelease(
+        tag_version=tags.version_of, same_release=SAME_RELEASE, release_builder=RELEASE,
+        hideStepIf=lambda results, step: not step.getProperty("duplicate_of")))
     # Every later step: skipped when the check found an older request for this release.
     go = {"doStepIf": _not_duplicate}
     f.addStep(checkout(settings, **go))
@@ -95,12 +90,12 @@ def release_factory(settings: Settings, tarball: Path, schedulers_for: dict[tupl
     f.addStep(toolchain.PlanRelease(**go, cli_args=_args(
         "--src", SRC, "--version", util.Property("version"),
         _opt("--variants", "variants"), _opt("--arches", "arches"), _opt("--version-postfix", "postfix"),
-        "--python-versions", util.Property("python_versions", default=settings.python_versions),
+        "--python-versions", util.Property("python_versions", default=settings.build.python_versions),
     )))
     f.addStep(release.DropPublished(check=check, builder_for=builder_name, haltOnFailure=True, **go))
     f.addStep(release.FanOut(**go, schedulerNames=sorted(schedulers_for.values()),
-                       scheduler_for=lambda variant, arch: schedulers_for[(variant, arch)],
-                       common_props=RELEASE_PROPS))
+                             scheduler_for=lambda variant, arch: schedulers_for[(variant, arch)],
+                             common_props=RELEASE_PROPS))
     return f
 
 
@@ -118,22 +113,21 @@ def variant_factory(settings: Settings, tarball: Path, variant: Variant, arch: s
         _opt("--version-postfix", "postfix"), _opt("--python-versions", "pythons"),
     )))
     f.addStep(toolchain.QueueWheelBuilds(build_args=["--variant", pkg, "--src", SRC, "--out", OUT]))
-    token_name = settings.token_secret.replace("{short}", variant.short)
+    token_name = settings.index.token_for(variant.short)
 
     def uploading(step) -> bool:
         return not (step.getProperty("dry_run") or step.getProperty("skip_upload"))
 
     f.addStep(toolchain.UploadWheels(
-        wheels=util.Property("wheels"), variant=pkg, repository_url=settings.upload_url,
-        simple_url=settings.simple_url, username=settings.index_username, token=util.Secret(token_name),
+        wheels=util.Property("wheels"), variant=pkg, repository_url=settings.index.upload_url,
+        simple_url=settings.index.simple_url, username=settings.index.username, token=util.Secret(token_name),
         doStepIf=uploading,
     ))
     return f
 
 
-def recheck_factory(settings: Settings, release_trigger: str, packages: list[str],
-                    list_versions) -> BuildFactory:
-    since = settings.recheck_since
+def recheck_factory(settings: Settings, release_trigger: str, tags: UpstreamTags) -> BuildFactory:
+    since = settings.upstream.recheck_since
 
     def find_missing() -> list[tuple[str, str]]:
         from packaging.version import Version
@@ -142,15 +136,15 @@ def recheck_factory(settings: Settings, release_trigger: str, packages: list[str
 
         first = Version(since or load().project["first_release"])
         out = []
-        for version, tag in list_versions().items():
+        for version, tag in tags.list().items():
             if Version(version) < first:
                 continue
             applicable = [v.package for v in load().for_release(version)]
-            if applicable and not published.release_published(settings.simple_url, applicable, version):
+            if applicable and not published.release_published(settings.index.simple_url, applicable, version):
                 out.append((version, tag))
         return out
 
     f = BuildFactory()
     f.addStep(release.Recheck(schedulerNames=[release_trigger], find_missing=find_missing, release_builder=RELEASE,
-                        max_attempts=settings.recheck_attempts))
+                        max_attempts=settings.upstream.recheck_attempts))
     return f

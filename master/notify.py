@@ -374,13 +374,14 @@ def _modes(events: Iterable[str], kind: str) -> tuple[str, ...]:
 
 def mail_generators(settings: Settings, variant_builders: list[str]) -> list[BuildStatusGenerator]:
     out = []
-    if modes := _modes(settings.mail_events, RELEASE_KIND):
+    if modes := _modes(settings.notify.mail_events, RELEASE_KIND):
         out.append(QuietBuildStatusGenerator(
-            builders=[RELEASE], mode=modes, message_formatter=ReleaseFormatter(RELEASE_KIND, settings.upload_url)))
-    if (modes := _modes(settings.mail_events, VARIANT_KIND)) and variant_builders:
+            builders=[RELEASE], mode=modes,
+            message_formatter=ReleaseFormatter(RELEASE_KIND, settings.index.upload_url)))
+    if (modes := _modes(settings.notify.mail_events, VARIANT_KIND)) and variant_builders:
         out.append(QuietBuildStatusGenerator(
             builders=list(variant_builders), mode=modes,
-            message_formatter=ReleaseFormatter(VARIANT_KIND, settings.upload_url)))
+            message_formatter=ReleaseFormatter(VARIANT_KIND, settings.index.upload_url)))
     return out
 
 
@@ -451,12 +452,12 @@ def _irc_notify_events(events: Iterable[str]) -> list[str]:
 
 def missing_secrets(settings: Settings) -> list[str]:
     """Notification secrets the settings name that the secrets directory lacks (when it exists)."""
-    names = [("smtp_password_secret", settings.smtp_password_secret, settings.mail_enabled),
-             ("irc_password_secret", settings.irc_password_secret, settings.irc_enabled)]
-    if not settings.secrets_dir.is_dir():
+    names = [("smtp_password_secret", settings.notify.smtp_password_secret, settings.notify.mail),
+             ("irc_password_secret", settings.notify.irc_password_secret, settings.notify.irc)]
+    if not settings.master.secrets_dir.is_dir():
         return []  # reported once by config.py
-    return [f"notify.{key}: secret {name!r} not found in {settings.secrets_dir}"
-            for key, name, on in names if on and name and not (settings.secrets_dir / name).is_file()]
+    return [f"notify.{key}: secret {name!r} not found in {settings.master.secrets_dir}"
+            for key, name, on in names if on and name and not (settings.master.secrets_dir / name).is_file()]
 
 
 def _secret(name: str) -> util.Secret | None:
@@ -474,23 +475,23 @@ def make_reporters(settings: Settings, catalog: Catalog | None = None) -> list:
         # Like the workers' passwords: checkconfig passes; Buildbot fails to render it at start.
         log.msg(f"vllm-cpu: WARNING {problem}; create it (mode 0600) before starting the master")
     out: list = []
-    if settings.mail_enabled:
+    if settings.notify.mail:
         generators = mail_generators(settings, variant_builders)
         out.append(reporters.MailNotifier(
-            fromaddr=settings.mail_from, relayhost=settings.smtp_host, smtpPort=settings.smtp_port,
-            useTls=settings.smtp_tls == "starttls", useSmtps=settings.smtp_tls == "ssl",
-            smtpUser=settings.smtp_username or None,
-            smtpPassword=_secret(settings.smtp_password_secret),
-            sendToInterestedUsers=False, extraRecipients=list(settings.mail_to), generators=generators,
+            fromaddr=settings.notify.mail_from, relayhost=settings.notify.smtp_host, smtpPort=settings.notify.smtp_port,
+            useTls=settings.notify.smtp_tls == "starttls", useSmtps=settings.notify.smtp_tls == "ssl",
+            smtpUser=settings.notify.smtp_username or None,
+            smtpPassword=_secret(settings.notify.smtp_password_secret),
+            sendToInterestedUsers=False, extraRecipients=list(settings.notify.mail_to), generators=generators,
         ))
-        log.msg(f"vllm-cpu: release mail to {', '.join(settings.mail_to)} via "
-                f"{settings.smtp_host}:{settings.smtp_port} for {', '.join(settings.mail_events)}")
-    if settings.irc_enabled:
+        log.msg(f"vllm-cpu: release mail to {', '.join(settings.notify.mail_to)} via "
+                f"{settings.notify.smtp_host}:{settings.notify.smtp_port} for {', '.join(settings.notify.mail_events)}")
+    if settings.notify.irc:
         out.append(ReleaseIRC(
-            host=settings.irc_host, port=settings.irc_port, nick=settings.irc_nick,
-            channels=list(settings.irc_channels), useSSL=settings.irc_tls,
-            password=_secret(settings.irc_password_secret),
-            notify_events=_irc_notify_events(settings.irc_events), useColors=False, authz={},
-            release_events=settings.irc_events, release_builder=RELEASE, variant_builders=variant_builders,
+            host=settings.notify.irc_host, port=settings.notify.irc_port, nick=settings.notify.irc_nick,
+            channels=list(settings.notify.irc_channels), useSSL=settings.notify.irc_tls,
+            password=_secret(settings.notify.irc_password_secret),
+            notify_events=_irc_notify_events(settings.notify.irc_events), useColors=False, authz={},
+            release_events=settings.notify.irc_events, release_builder=RELEASE, variant_builders=variant_builders,
         ))
     return out

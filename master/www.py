@@ -55,24 +55,24 @@ def check_users_file(path: Path, admins: tuple[str, ...]) -> list[str]:
 
 def make_www(settings: Settings) -> dict:
     www: dict = {
-        "port": f"tcp:{settings.web_port}:interface={settings.web_interface}",
+        "port": f"tcp:{settings.master.web_port}:interface={settings.master.web_interface}",
         "plugins": {"waterfall_view": {}, "console_view": {}, "grid_view": {}},
         # POST /change_hook/base with branch=refs/tags/vX announces a tag at once.
         "change_hook_dialects": {"base": True},
     }
-    if settings.users_file:
-        if settings.users_file.exists():
-            for problem in check_users_file(settings.users_file, settings.admins):
+    if settings.www.users_file:
+        if settings.www.users_file.exists():
+            for problem in check_users_file(settings.www.users_file, settings.www.admins):
                 config.error(problem)
         else:  # like a missing secret: checkconfig before deployment passes; nobody can log in
-            log.msg(f"vllm-cpu: www.users_file {settings.users_file} missing; nobody can log in")
+            log.msg(f"vllm-cpu: www.users_file {settings.www.users_file} missing; nobody can log in")
         # Production: reading stays public; forcing, stopping and rebuilding
         # need a logged-in admin.
-        auth = util.HTPasswdAuth(str(settings.users_file))
+        auth = util.HTPasswdAuth(str(settings.www.users_file))
         www["auth"] = auth
         www["authz"] = util.Authz(
             allowRules=[util.AnyControlEndpointMatcher(role="admins")],
-            roleMatchers=[util.RolesFromUsername(roles=["admins"], usernames=list(settings.admins))],
+            roleMatchers=[util.RolesFromUsername(roles=["admins"], usernames=list(settings.www.admins))],
         )
         # The change hook takes the same users (HTTP basic auth): a change may
         # carry build properties (postfix, dry_run, variants, ...) that reach

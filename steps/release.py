@@ -20,12 +20,15 @@ from master.report import format_table, row_from_properties
 
 
 class ResolveRelease(buildstep.BuildStep):
-    """Work out the release this build is for from ``version``/``tag`` or the change's tag ref."""
+    """Work out the release this build is for: a forced ``versions``, a triggered ``version``/``tag``,
+    or the change's tag ref."""
 
     name = "release"
 
-    def __init__(self, tag_version: Callable[[str], str | None], **kwargs: Any) -> None:
+    def __init__(self, tag_version: Callable[[str], str | None], tag_for: Callable[[str], str | None],
+                 **kwargs: Any) -> None:
         self.tag_version = tag_version  # tag or refs/tags/... -> version string (None: not a release)
+        self.tag_for = tag_for  # version -> upstream tag (None: no such tag); blocking
         super().__init__(**kwargs)
 
     @defer.inlineCallbacks
@@ -33,6 +36,10 @@ class ResolveRelease(buildstep.BuildStep):
         tag = self.getProperty("tag") or self.getProperty("branch") or ""
         tag = str(tag).removeprefix("refs/tags/")
         version = self.getProperty("version") or (self.tag_version(tag) if tag else None)
+        forced = self.getProperty("versions")  # the force form: one version per release build
+        if not version and forced:
+            version = str(forced)
+            tag = yield threads.deferToThread(self.tag_for, version)
         if not tag or not version:
             self.descriptionDone = f"not a release tag: {tag or '(none)'}"
             yield self.addCompleteLog("why", "This build has neither a version property nor a release tag.\n")
@@ -90,8 +97,8 @@ class SkipDuplicateRelease(buildstep.BuildStep):
 
     @defer.inlineCallbacks
     def _version_of(self, bsid: int, props: dict):
-        if props.get("version"):
-            return str(props["version"])
+        if props.get("version") or props.get("versions"):  # triggered / forced
+            return str(props.get("version") or props["versions"])
         tag = props.get("tag")
         if not tag:
             bs = yield self.master.data.get(("buildsets", bsid))

@@ -38,14 +38,14 @@ def index(tmp_path_factory: pytest.TempPathFactory):
 def test_settings_defaults_are_the_sandbox() -> None:
     s = settings.load(None) if not os.environ.get(settings.ENV_VAR) else settings.Settings()
     assert s.source is None
-    assert s.upload_url.startswith("http://127.0.0.1")
-    assert not s.build_prereleases
+    assert s.index.upload_url.startswith("http://127.0.0.1")
+    assert not s.upstream.build_prereleases
 
 
 def test_settings_example_parses_and_resolves_paths(tmp_path: Path) -> None:
     s = settings.load(REPO / "master" / "settings.example.toml")
-    assert s.users_file is not None and s.users_file.is_absolute()
-    assert s.upstream_url.endswith(".git")
+    assert s.www.users_file is not None and s.www.users_file.is_absolute()
+    assert s.upstream.url.endswith(".git")
     bad = tmp_path / "bad.toml"
     bad.write_text('[upstream]\npoll_intervall = 5\n')
     with pytest.raises(settings.SettingsError, match="poll_intervall"):
@@ -59,7 +59,7 @@ def test_settings_example_parses_and_resolves_paths(tmp_path: Path) -> None:
     bad.write_text('[upstream]\nrecheck_attempts = 0\n')
     with pytest.raises(settings.SettingsError, match="recheck_attempts: must be at least 1"):
         settings.load(bad)
-    assert s.recheck_attempts == 3
+    assert s.upstream.recheck_attempts == 3
 
 
 def test_index_listing_works_for_json_and_html(index: PyPIServer) -> None:

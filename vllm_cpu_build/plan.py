@@ -10,20 +10,18 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
-from packaging.version import InvalidVersion, Version
 
 try:
     import tomllib
 except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib  # type: ignore[no-redef]
 
-from vllm_cpu_build import upstream
+from vllm_cpu_build import specs, upstream
 from vllm_cpu_build.cli import EXIT_OK, UsageError
 from vllm_cpu_build.variants import ARCHES, Catalog, Variant, format_spec, load
 
@@ -50,36 +48,12 @@ def requires_python(src: Path) -> str:
     return spec
 
 
-def _requested_minors(requested: str) -> list[str] | None:
-    """Explicitly requested ``3.X`` versions, or None for ``auto``."""
-    req = requested.strip()
-    if req == "auto":
-        return None
-    m = re.fullmatch(r"3\.(\d+)\s*-\s*3\.(\d+)", req)
-    if m:
-        lo, hi = int(m.group(1)), int(m.group(2))
-        return [f"3.{i}" for i in range(lo, hi + 1)]
-    if re.fullmatch(r"3\.\d+(\s*,\s*3\.\d+)*", req):
-        return [x.strip() for x in req.split(",")]
-    raise UsageError(f"--python-versions {requested!r}: expected auto, 3.X-3.Y or 3.X,3.Y")
-
-
 def pythons_for(spec: str, requested: str = "auto") -> list[str]:
     """Python versions to build for; an explicit request outside ``spec`` is an error."""
-    wanted = _requested_minors(requested)
     try:
-        allowed = upstream.supported_pythons(spec, "auto")
-    except ValueError as exc:
-        raise UsageError(str(exc)) from None
-    if wanted is None:
-        return allowed
-    outside = [p for p in wanted if p not in allowed]
-    if outside:
-        raise UsageError(f"--python-versions {requested}: {', '.join(outside)} not allowed by the tree's "
-                         f"requires-python {spec!r} (allowed: {', '.join(allowed)})")
-    if not wanted:
-        raise UsageError(f"--python-versions {requested!r} is empty")
-    return sorted(set(wanted), key=lambda s: int(s.split(".")[1]))
+        return specs.pythons_for(spec, requested, strict=True)
+    except specs.SpecError as exc:
+        raise UsageError(f"--python-versions: {exc}") from None
 
 
 def wheel_glob(variant: Variant, arch: str, full_version: str, abi3: bool, python: str | None = None) -> str:
@@ -118,10 +92,10 @@ def make_plan(version: str, requires: str, *, variants: list[str] | None = None,
     """The builds of upstream ``version`` (whose requires-python is ``requires``)."""
     catalog = catalog or load()
     try:
-        v = Version(version)
-        full = str(Version(f"{v}{postfix}"))
-    except InvalidVersion:
-        raise UsageError(f"version {version!r}{' + ' + postfix if postfix else ''} is not a PEP 440 version") from None
+        v = specs.parse_version(version)
+        full = specs.final_version(version, postfix)
+    except specs.SpecError as exc:
+        raise UsageError(f"--version / --version-postfix: {exc}") from None
     try:
         line = upstream.release_line(v)
     except upstream.UnsupportedRelease as exc:

@@ -41,6 +41,7 @@ from dataclasses import dataclass, field
 from packaging.specifiers import SpecifierSet
 from packaging.version import InvalidVersion, Version
 
+from vllm_cpu_build.specs import SpecError, final_version
 from vllm_cpu_build.variants import Variant, load
 
 # cmake switches that concern architectures we never build (riscv64); a tree
@@ -207,13 +208,10 @@ def build_env(variant: Variant, arch: str, version: str, postfix: str = "",
         raise UnsupportedRelease(
             f"{variant.package} is not built for vLLM {version} (variants.json releases {variant.releases})"
         )
-    full = f"{Version(version)}{postfix}"
     try:
-        full_v = Version(full)
-    except InvalidVersion:
-        raise UnsupportedRelease(f"{version!r} + postfix {postfix!r} is not a valid version") from None
-    if full_v.local:
-        raise UnsupportedRelease(f"{full}: a local version (+...) cannot be published")
+        full_v = final_version(version, postfix)
+    except SpecError as exc:
+        raise UnsupportedRelease(str(exc)) from None
     env = {"VLLM_TARGET_DEVICE": "cpu"}
     env.update(isa_env(variant, arch, line))
     # A checkout derives its version from git, an sdist from PKG-INFO; pin both ways.
@@ -253,39 +251,3 @@ _FIND_ISA = re.compile(r'find_isa\(\$\{CPUINFO\}\s+"([^"]+)"\s+(\w+)\)')
 def find_isa_results(cmake_text: str, cpuinfo: str) -> dict[str, bool]:
     """What upstream's find_isa() (a plain substring search) concludes from ``cpuinfo``."""
     return {var: target in cpuinfo for target, var in _FIND_ISA.findall(cmake_text)}
-
-
-# --- Python versions --------------------------------------------------------
-
-# Minor versions "auto" may pick from; requires-python trims it.
-KNOWN_PYTHONS = tuple(f"3.{m}" for m in range(8, 16))
-
-
-def _minor_ok(spec: SpecifierSet, minor: str) -> bool:
-    return any(spec.contains(f"{minor}.{p}", prereleases=True) for p in range(30))
-
-
-def supported_pythons(requires_python: str, requested: str = "auto") -> list[str]:
-    """Python ``3.X`` versions to build for: ``requested`` ∩ ``requires-python``.
-
-    ``requested``: ``auto`` (all that requires-python allows), a range
-    ``3.10-3.13`` or a list ``3.11,3.12``.  Raises ValueError on bad input or
-    an empty result.
-    """
-    spec = SpecifierSet(requires_python)
-    req = requested.strip()
-    if req == "auto":
-        wanted = list(KNOWN_PYTHONS)
-    elif re.fullmatch(r"3\.\d+\s*-\s*3\.\d+", req):
-        lo, hi = (int(x.strip().split(".")[1]) for x in req.split("-"))
-        if lo > hi:
-            raise ValueError(f"python range {requested!r} is empty")
-        wanted = [f"3.{m}" for m in range(lo, hi + 1)]
-    elif re.fullmatch(r"3\.\d+(\s*,\s*3\.\d+)*", req):
-        wanted = sorted({x.strip() for x in req.split(",")}, key=lambda s: int(s.split(".")[1]))
-    else:
-        raise ValueError(f"python versions {requested!r}: expected auto, 3.X-3.Y or 3.X,3.Y")
-    out = [m for m in wanted if _minor_ok(spec, m)]
-    if not out:
-        raise ValueError(f"python versions {requested!r}: none allowed by requires-python {requires_python!r}")
-    return out

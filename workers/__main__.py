@@ -18,8 +18,8 @@ from workers import registry
 def main(argv: list[str] | None = None) -> int:
     s = settings_mod.load()
     p = argparse.ArgumentParser(prog="python -m workers", description=__doc__.splitlines()[0])
-    p.add_argument("--registry", type=Path, default=s.workers_registry, help="registry file (from settings)")
-    p.add_argument("--secrets-dir", type=Path, default=s.secrets_dir, help="secrets directory (from settings)")
+    p.add_argument("--registry", type=Path, default=s.master.workers_registry, help="registry file (from settings)")
+    p.add_argument("--secrets-dir", type=Path, default=s.master.secrets_dir, help="secrets directory (from settings)")
     sub = p.add_subparsers(dest="cmd", required=True)
     sub.add_parser("list", help="show the registered workers")
     a = sub.add_parser("add", help="register a worker and create its password secret")
@@ -40,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"added {e.name} ({e.arch}) to {args.registry}")
             print(f"secret {args.secrets_dir / e.secret_name} written (0600)")
             print(f"on the worker host: WORKER_NAME={e.name} WORKER_PASSWORD='{password}' "
-                  f"MASTER=<master-host>:{s.worker_port} sh workers/provision.sh")
+                  f"MASTER=<master-host>:{s.master.worker_port} sh workers/provision.sh")
             print("then reconfigure the master: buildbot reconfig <master basedir>")
         else:
             problems = registry.check(args.registry, args.secrets_dir)
