@@ -70,7 +70,7 @@ def test_good_x86_wheel_passes(tmp_path: Path, so: dict[str, bytes], package: st
     r = verify_wheel(whl, package, "x86_64", CATALOG)
     assert r.ok, r.summary
     assert [c.name for c in r.checks] == list(CHECKS)
-    assert r.summary.startswith("all 7 checks passed; ISA ok: ")
+    assert r.summary.startswith("all 8 checks passed; ISA ok: ")
     assert set(r.isa) == {"vllm/_C.abi3.so"}
     rule = CATALOG.get(package).arches["x86_64"].rules_for(PRE_UNIFIED)[0]
     assert all(r.isa["vllm/_C.abi3.so"].features.get(f, 0) > 0 for f in rule.require)

@@ -3,10 +3,26 @@
 First the host CPU must have every ``cpu_flags`` of the variant (and, for
 AMX, the kernel must grant tile data); otherwise the wheel's code would die
 with SIGILL and the result says "skipped" (exit 3) without running anything.
-Then, in a new venv: ``import vllm``, the CPU platform must be selected, the
-CPU platform fix must make ``importlib.metadata.version("vllm")`` contain
-"cpu", and where the wheel is the fixture (no torch), ``vllm._C.selftest()``
-runs every compiled kernel.
+Then, in a new venv:
+
+1. ``pip install`` the wheel **with its real dependencies** from the
+   configured indexes: the project index (``--index-url``, else pip's own
+   configuration, PyPI by default), ``--extra-index-url`` and the torch index
+   when the wheel requires torch; the wheel's directory is a find-links
+   source.  When that fails the result quotes pip's own reason (its ERROR
+   lines and the resolver's "conflict is caused by" block), not a tail.
+2. ``import vllm``: the CPU platform must be selected and the CPU platform
+   fix must make ``importlib.metadata.version("vllm")`` contain "cpu".
+3. Every compiled module of the wheel (``vllm/_C*.so``) is loaded, each in
+   its own process (they register the same torch op namespace), and a
+   kernel is called: ``rms_norm`` against torch's own result for real vLLM,
+   ``vllm._C.selftest()`` for the fixture (no torch).  A module whose ISA
+   this CPU lacks is loaded but not run.  So a torch ABI mismatch or a
+   missing ``libnuma.so.1`` fails here.
+4. Where the wheel is real vLLM (``--inference auto``, the default) a tiny
+   Llama made on the spot (random weights, hidden 128, 4 heads, 2 layers,
+   a tokenizer trained locally with ``tokenizers``) runs through
+   ``vllm.LLM``; its greedy tokens must equal Hugging Face's.
 """
 
 from __future__ import annotations
@@ -14,6 +30,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -57,6 +74,9 @@ from vllm.platforms import current_platform
 r["platform"] = type(current_platform).__name__
 r["device_type"] = getattr(current_platform, "device_type", None)
 r["is_cpu"] = bool(current_platform.is_cpu())
+if r["requires_torch"]:
+    import torch
+    r["torch_version"] = torch.__version__
 if not r["requires_torch"]:
     import importlib.util
     if importlib.util.find_spec("vllm._C") is not None:
@@ -67,6 +87,76 @@ if not r["requires_torch"]:
             print("running vllm._C.selftest()", file=sys.stderr, flush=True)
             r["selftest"] = _C.selftest()
 print(json.dumps(r))
+'''
+
+# One compiled module of real vLLM, in a process of its own: upstream's x86
+# modules (0.17+) all register the torch op namespace "_C", so two in one
+# process collide.  load_library dlopens whatever the PyInit name is.
+KERNEL = r'''
+import json, sys
+path, run = sys.argv[1], sys.argv[2] == "1"
+r = {"module": path}
+import torch
+torch.ops.load_library(path)
+r["loaded"] = True
+stem = path.rsplit("/", 1)[-1].split(".")[0]
+ns = next((n for n in ("_C", stem) if hasattr(getattr(torch.ops, n), "rms_norm")), None)
+if ns is None:
+    r["kernel"] = None
+elif run:
+    torch.manual_seed(0)
+    x = torch.randn(4, 256, dtype=torch.float32)
+    w = torch.rand(256, dtype=torch.float32) + 0.5
+    out = torch.empty_like(x)
+    print(f"calling torch.ops.{ns}.rms_norm from {stem}", file=sys.stderr, flush=True)
+    getattr(torch.ops, ns).rms_norm(out, x, w, 1e-6)
+    ref = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + 1e-6) * w
+    r["kernel"] = f"torch.ops.{ns}.rms_norm"
+    r["max_abs_err"] = float((out - ref).abs().max())
+    r["ok"] = bool(torch.allclose(out, ref, atol=1e-4, rtol=1e-4))
+else:
+    r["kernel"] = f"torch.ops.{ns}.rms_norm (not run: this CPU lacks the module's ISA)"
+print(json.dumps(r))
+'''
+
+# A tiny Llama made here (no download): vLLM's greedy tokens must be Hugging Face's.
+INFERENCE = r'''
+import json, os, sys, time
+work = sys.argv[1]
+t0 = time.monotonic()
+import torch
+from tokenizers import Tokenizer, models, pre_tokenizers, trainers
+from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+words = ("the cpu wheel runs a tiny model on every core with vectors and caches while the scheduler "
+         "batches requests and the kernel computes attention over keys and values").split()
+corpus = [" ".join(words[(i * 7 + j) % len(words)] for j in range(12)) for i in range(200)]
+tok = Tokenizer(models.BPE(unk_token="<unk>"))
+tok.pre_tokenizer = pre_tokenizers.Whitespace()
+tok.train_from_iterator(corpus, trainers.BpeTrainer(vocab_size=256, special_tokens=["<unk>", "<s>", "</s>"]))
+fast = PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>", bos_token="<s>", eos_token="</s>")
+model_dir = os.path.join(work, "tiny-llama")
+fast.save_pretrained(model_dir)
+cfg = LlamaConfig(vocab_size=len(fast), hidden_size=128, intermediate_size=256, num_hidden_layers=2,
+                  num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=256,
+                  bos_token_id=fast.bos_token_id, eos_token_id=fast.eos_token_id, torch_dtype="float32")
+torch.manual_seed(0)
+LlamaForCausalLM(cfg).eval().save_pretrained(model_dir, safe_serialization=True)
+prompts = ["the cpu wheel runs", "attention over keys and"]
+hf = LlamaForCausalLM.from_pretrained(model_dir, torch_dtype=torch.float32).eval()
+want = []
+for p in prompts:
+    ids = fast(p, return_tensors="pt").input_ids
+    with torch.no_grad():
+        out = hf.generate(ids, max_new_tokens=8, do_sample=False, eos_token_id=None, pad_token_id=0)
+    want.append(out[0, ids.shape[1]:].tolist())
+t1 = time.monotonic()
+from vllm import LLM, SamplingParams
+llm = LLM(model=model_dir, dtype="float32", max_model_len=128, enforce_eager=True, seed=0)
+got = [o.outputs[0].token_ids for o in llm.generate(
+    prompts, SamplingParams(temperature=0.0, max_tokens=8, ignore_eos=True))]
+got = [list(g) for g in got]
+print(json.dumps({"hf": want, "vllm": got, "equal": got == want, "model_seconds": round(t1 - t0, 1),
+                  "vllm_seconds": round(time.monotonic() - t1, 1)}))
 '''
 
 
@@ -115,10 +205,12 @@ def _clean_env() -> dict[str, str]:
             if not k.startswith(("VLLM_", "PYTHON")) and k != "VIRTUAL_ENV"}
 
 
-def _run(cmd: list[str], log, **kw) -> subprocess.CompletedProcess:
-    shown = ["<probe>" if c == PROBE else c for c in cmd]
+def _run(cmd: list[str], log, extra_env: dict[str, str] | None = None, **kw) -> subprocess.CompletedProcess:
+    names = {PROBE: "<probe>", KERNEL: "<kernel>", INFERENCE: "<tiny-llama>"}
+    shown = [names.get(c, c) for c in cmd]
     print(f"  $ {' '.join(shown)}", file=log, flush=True)
-    return subprocess.run(cmd, capture_output=True, text=True, check=False, env=_clean_env(), **kw)
+    return subprocess.run(cmd, capture_output=True, text=True, check=False,
+                          env={**_clean_env(), **(extra_env or {})}, **kw)
 
 
 def _check(probe: dict, wheel_version: str) -> list[str]:
@@ -138,11 +230,57 @@ def _check(probe: dict, wheel_version: str) -> list[str]:
     return bad
 
 
+def _requires_torch(wheel: Path) -> bool:
+    import zipfile
+    from email.parser import HeaderParser
+
+    with zipfile.ZipFile(wheel) as zf:
+        meta = next((n for n in zf.namelist() if n.count("/") == 1 and n.endswith(".dist-info/METADATA")), None)
+        if meta is None:
+            return False
+        msg = HeaderParser().parsestr(zf.read(meta).decode("utf-8", "replace"))
+    return any(re.match(r"torch\b", r or "") for r in msg.get_all("Requires-Dist") or [])
+
+
+def _compiled_modules(wheel: Path) -> list[str]:
+    import zipfile
+
+    with zipfile.ZipFile(wheel) as zf:
+        return sorted(n for n in zf.namelist() if re.match(r"^vllm/[^/]+\.so(\.\d+)*$", n))
+
+
+def _module_runs_here(variant: Variant, arch: str, version: str, member: str, host: set[str]) -> bool:
+    """Whether this CPU has what the ISA contract says ``member`` uses (x86 names = cpuinfo names)."""
+    if arch != "x86_64":
+        return True
+    rules = [r for r in variant.arches[arch].rules_for(version) if r.matches_module(member)]
+    need = {f.lower() for r in rules for f in r.require}
+    return need <= host
+
+
+def install_sources(wheel: Path, *, index_url: str | None, extra_index_urls: list[str] | None,
+                    torch_index_url: str | None, no_index: bool) -> list[str]:
+    """pip options for installing ``wheel`` with its dependencies."""
+    src = ["--find-links", str(wheel.parent)]
+    if no_index:
+        return ["--no-index", *src]
+    if index_url:
+        src += ["--index-url", index_url]
+    for extra in extra_index_urls or []:
+        src += ["--extra-index-url", extra]
+    if torch_index_url and _requires_torch(wheel):
+        src += ["--extra-index-url", torch_index_url]
+    return src
+
+
 def smoke(variant: Variant, wheel: Path, *, index_url: str | None = None, extra_index_urls: list[str] | None = None,
+          torch_index_url: str | None = None, no_index: bool = False, inference: str = "auto",
           cpuinfo: str | None = None, python: str | None = None, log=sys.stderr) -> SmokeResult:
     start = time.monotonic()
     if not wheel.is_file():
         raise UsageError(f"{wheel}: no such wheel")
+    if inference not in ("auto", "on", "off"):
+        raise UsageError(f"--inference {inference!r}: auto, on or off")
     name, version, _, _ = parse_wheel_filename(wheel.name)
     if canonicalize_name(name) != canonicalize_name(variant.package):
         raise UsageError(f"{wheel.name} is not a {variant.package} wheel")
@@ -154,6 +292,8 @@ def smoke(variant: Variant, wheel: Path, *, index_url: str | None = None, extra_
     if not host.ok:
         return SmokeResult("skipped", host.reason(), seconds=time.monotonic() - start,
                            details={"missing_flags": host.missing, "required_flags": host.required})
+    if torch_index_url is None:
+        torch_index_url = load().project["torch_index_url"]
     py = python or _interpreter_for(wheel)
     with tempfile.TemporaryDirectory(prefix="vllm-cpu-smoke-") as tmp:
         venv = Path(tmp) / "venv"
@@ -163,41 +303,81 @@ def smoke(variant: Variant, wheel: Path, *, index_url: str | None = None, extra_
             return SmokeResult("failed", f"python -m venv failed: {r.stderr.strip()}",
                                seconds=time.monotonic() - start)
         vpy = str(venv / "bin" / "python")
-        if index_url:
-            src = ["--index-url", index_url]
-            for extra in extra_index_urls or []:
-                src += ["--extra-index-url", extra]
-        else:
-            src = ["--no-index", "--find-links", str(wheel.parent)]
-        r = _run([sys.executable, "-m", "pip", "--python", vpy, "install", "--no-cache-dir",
-                  "--disable-pip-version-check", *src, str(wheel)], log)
+        src = install_sources(wheel, index_url=index_url, extra_index_urls=extra_index_urls,
+                              torch_index_url=torch_index_url, no_index=no_index)
+        r = _run([sys.executable, "-m", "pip", "--python", vpy, "install", "--disable-pip-version-check",
+                  "--progress-bar", "off", *src, str(wheel)], log)
         if r.returncode != 0:
-            return SmokeResult("failed", f"pip install failed: {r.stderr.strip()[-2000:]}",
-                               seconds=time.monotonic() - start)
+            from vllm_cpu_build.buildenv import pip_errors
+
+            return SmokeResult("failed", f"pip install failed: {pip_errors(r.stderr)}",
+                               seconds=time.monotonic() - start, details={"pip_sources": src})
         # Run from an empty directory: a vllm/ source tree in cwd must not shadow the install.
         r = _run([vpy, "-c", PROBE, canonicalize_name(variant.package)], log, cwd=tmp)
         if r.stderr.strip():
-            print("\n".join("  | " + ln for ln in r.stderr.strip().splitlines()), file=log)
+            print("\n".join("  | " + ln for ln in r.stderr.strip().splitlines()[-40:]), file=log)
         if r.returncode != 0:
-            if r.returncode < 0:
-                sig = signal.Signals(-r.returncode).name
-                why = f"the wheel's code was killed by {sig}" + (
-                    " (an instruction this CPU lacks: the wheel's ISA does not match its name)"
-                    if sig == "SIGILL" else "")
-            else:
-                why = f"import/run failed (exit {r.returncode}): {r.stderr.strip()[-2000:]}"
-            return SmokeResult("failed", why, seconds=time.monotonic() - start)
+            return SmokeResult("failed", _died(r, "import"), seconds=time.monotonic() - start)
         try:
             probe = json.loads(r.stdout.strip().splitlines()[-1])
         except (json.JSONDecodeError, IndexError):
             return SmokeResult("failed", f"probe printed no result: {r.stdout[-500:]!r}",
                                seconds=time.monotonic() - start)
-    bad = _check(probe, str(version))
+        bad = _check(probe, str(version))
+        if probe.get("requires_torch") and not bad:
+            flags = hostcpu.read_flags(arch, cpuinfo)
+            site = json.loads(subprocess.run([vpy, "-c", "import json, sysconfig; print(json.dumps("
+                                              "sysconfig.get_paths()['platlib']))"],
+                                             capture_output=True, text=True, check=False).stdout or '""')
+            kernels = []
+            for member in _compiled_modules(wheel):
+                runs = _module_runs_here(variant, arch, version.base_version, member, flags)
+                k = _run([vpy, "-c", KERNEL, str(Path(site) / member), "1" if runs else "0"], log, cwd=tmp)
+                if k.returncode != 0:
+                    bad.append(f"{member}: " + _died(k, "load/kernel"))
+                    continue
+                res = json.loads(k.stdout.strip().splitlines()[-1])
+                kernels.append(res)
+                if res.get("kernel") is None:
+                    bad.append(f"{member}: loaded, but registers no rms_norm kernel to call")
+                elif "ok" in res and not res["ok"]:
+                    bad.append(f"{member}: {res['kernel']} differs from torch (max error {res['max_abs_err']})")
+            probe["kernels"] = kernels
+            if not kernels:
+                bad.append("the wheel has no compiled vLLM module")
+            if not bad and inference != "off":
+                ir = _run([vpy, "-c", INFERENCE, tmp], log, cwd=tmp, extra_env={"VLLM_CPU_KVCACHE_SPACE": "1"},
+                          timeout=1800)
+                if ir.stderr.strip():
+                    print("\n".join("  | " + ln for ln in ir.stderr.strip().splitlines()[-30:]), file=log)
+                if ir.returncode != 0:
+                    bad.append("tiny-model inference: " + _died(ir, "inference"))
+                else:
+                    inf = json.loads(ir.stdout.strip().splitlines()[-1])
+                    probe["inference"] = inf
+                    if not inf["equal"]:
+                        bad.append(f"vllm.LLM greedy tokens {inf['vllm']} != Hugging Face's {inf['hf']}")
+        elif inference == "on" and not bad:
+            bad.append("--inference on, but the wheel is not real vLLM (no torch requirement)")
+    ran = []
+    if probe.get("kernels"):
+        ran.append("kernels " + ", ".join(f"{Path(k['module']).name}" for k in probe["kernels"]))
+    if probe.get("inference"):
+        ran.append(f"tiny Llama greedy tokens = Hugging Face's ({probe['inference']['vllm_seconds']} s)")
     res = SmokeResult("failed" if bad else "passed", "; ".join(bad) if bad else
                       f"import vllm on the CPU platform, version {probe.get('vllm_version')}"
-                      + (f", selftest ran {', '.join(probe['selftest'])}" if probe.get("selftest") else ""),
+                      + (f", selftest ran {', '.join(probe['selftest'])}" if probe.get("selftest") else "")
+                      + ("; " + "; ".join(ran) if ran else ""),
                       probe.get("vllm_version"), probe.get("platform"), time.monotonic() - start, probe)
     return res
+
+
+def _died(r: subprocess.CompletedProcess, what: str) -> str:
+    if r.returncode < 0:
+        sig = signal.Signals(-r.returncode).name
+        return f"the wheel's code was killed by {sig}" + (
+            " (an instruction this CPU lacks: the wheel's ISA does not match its name)" if sig == "SIGILL" else "")
+    return f"{what} failed (exit {r.returncode}): {r.stderr.strip()[-2000:]}"
 
 
 def run(args: argparse.Namespace) -> int:
@@ -206,9 +386,16 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(f"--python {args.python}: not found")
     log = sys.stderr if args.json else sys.stdout
     res = smoke(variant, Path(args.wheel), index_url=args.index_url, extra_index_urls=args.extra_index_url,
-                cpuinfo=args.cpuinfo,
-                python=args.python, log=log)
+                torch_index_url=args.torch_index_url, no_index=args.no_index, inference=args.inference,
+                cpuinfo=args.cpuinfo, python=args.python, log=log)
     print(f"smoke {res.status}: {res.reason} ({res.seconds:.1f} s)", file=log)
+    from vllm_cpu_build import provenance
+
+    try:
+        provenance.add_section(Path(args.wheel), "smoke", {"status": res.status, "reason": res.reason,
+                                                           "seconds": round(res.seconds, 1)})
+    except provenance.ProvenanceError as exc:
+        print(f"warning: record beside the wheel not updated: {exc}", file=sys.stderr)
     if args.json:
         print(json.dumps(res.as_json(), indent=2))
     return {"passed": EXIT_OK, "failed": EXIT_FAIL, "skipped": EXIT_SKIPPED}[res.status]
@@ -219,9 +406,15 @@ def register(sub: argparse._SubParsersAction) -> None:
                        description=__doc__.split("\n\n")[0])
     p.add_argument("--variant", required=True, help="package name from variants.json")
     p.add_argument("wheel", help="the wheel to test")
-    p.add_argument("--index-url", help="package index for dependencies (default: --no-index, the wheel's dir)")
+    p.add_argument("--index-url", help="the project's package index (default: pip's configuration, PyPI)")
     p.add_argument("--extra-index-url", action="append", default=[],
-                   help="further index for dependencies (e.g. torch's CPU index), repeatable; with --index-url")
+                   help="further index for dependencies, repeatable")
+    p.add_argument("--torch-index-url", help="torch's index, used when the wheel requires torch (default: "
+                                             "variants.json torch_index_url; '' = none)")
+    p.add_argument("--no-index", action="store_true",
+                   help="install from the wheel's directory only (no index; dependencies must be there)")
+    p.add_argument("--inference", choices=("auto", "on", "off"), default="auto",
+                   help="tiny-model run through vllm.LLM vs Hugging Face: auto = for real vLLM (default)")
     p.add_argument("--cpuinfo", help=f"also check this cpuinfo file (testing; or ${hostcpu.CPUINFO_ENV}); "
                                       "it can only remove flags, never add ones the CPU lacks")
     p.add_argument("--python", help="interpreter for the venv (default: the one running this)")

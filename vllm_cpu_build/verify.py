@@ -14,6 +14,10 @@ Checks (all run, whatever fails first; exit 0 only if every one passes):
              allowed by the policy and by the wheel's own manylinux tags
   isa        the variant's ISA contract (variants.json) on vLLM's own compiled
              modules (ELF members under vllm/), decoded with ``vllm_cpu_build.isa``
+  provenance the build record in the dist-info (vllm_cpu_build.json) names this
+             package and arch, and the torch the wheel was compiled against
+             satisfies the torch its METADATA pins (a wheel that requires torch
+             and carries no record cannot tell, and fails)
 
 Each of twine, wheel unpack, auditwheel, check-wheel-contents misses some of
 these (see docs/upstream-facts.md), hence one tool that runs them all.
@@ -49,7 +53,7 @@ from packaging.version import InvalidVersion, Version
 from vllm_cpu_build import isa as isa_mod
 from vllm_cpu_build.variants import Catalog, ContractRule, Variant, load
 
-CHECKS = ("zip-crc", "record", "metadata", "tags", "twine", "manylinux", "isa")
+CHECKS = ("zip-crc", "record", "metadata", "tags", "twine", "manylinux", "isa", "provenance")
 # e_machine numbers -> platform-tag arch (read from the ELF header directly so
 # every member can be classified without parsing it fully).
 _EM = {62: "x86_64", 183: "aarch64", 3: "i686", 40: "armv7l", 21: "ppc64le", 22: "s390x", 243: "riscv64"}
@@ -546,6 +550,57 @@ def _check_isa(ctx: _Context) -> str:
     return ctx.isa_summary + " | " + " | ".join(lines)
 
 
+def _check_provenance(ctx: _Context) -> str:
+    from packaging.requirements import InvalidRequirement, Requirement
+
+    from vllm_cpu_build import provenance
+
+    if ctx.metadata is None:
+        ctx.metadata = dict(parse_email(ctx.file_text(f"{ctx.dist_info}/METADATA"))[0])
+    pins = []
+    for line in (ctx.metadata or {}).get("requires_dist", []) or []:
+        try:
+            req = Requirement(line)
+        except InvalidRequirement:
+            continue
+        if canonicalize_name(req.name) == "torch" and (req.marker is None or req.marker.evaluate(
+                {"platform_machine": ctx.arch, "sys_platform": "linux", "platform_system": "Linux"})):
+            pins.append(req)
+    name = f"{ctx.dist_info}/{provenance.MEMBER}"
+    if name not in ctx.wheel.members:
+        if pins:
+            raise _Fail(f"the wheel requires {pins[0]} but carries no build record ({name}): "
+                        "which torch it was compiled against is unknown")
+        return "no torch requirement; no build record"
+    try:
+        rec = provenance.parse(ctx.file_text(name), name)
+    except provenance.ProvenanceError as exc:
+        raise _Fail(str(exc)) from None
+    problems = []
+    if canonicalize_name(str(rec.get("package", ""))) != canonicalize_name(ctx.variant.package):
+        problems.append(f"record is for {rec.get('package')!r}, not {ctx.variant.package}")
+    if rec.get("arch") != ctx.arch:
+        problems.append(f"record is for {rec.get('arch')!r}, not {ctx.arch}")
+    torch = rec.get("torch") or {}
+    built = torch.get("built_against")
+    for pin in pins:
+        try:
+            ok = built is not None and pin.specifier.contains(Version(built), prereleases=True)
+        except InvalidVersion:
+            ok = False
+        if not ok:
+            problems.append(f"compiled against torch {built}, but METADATA pins {pin}: the wheel would load a "
+                            "torch it was not built for")
+    if pins and torch.get("matches") is False and not problems:
+        problems.append(f"the build recorded a torch mismatch (pin {torch.get('pin')}, built against {built})")
+    if problems:
+        raise _Fail(problems)
+    plat = rec.get("platform") or {}
+    return (f"built against torch {built}" if pins else "no torch requirement") + \
+        (f"; {rec.get('build', {}).get('compiler')}" if rec.get("build", {}).get("compiler") else "") + \
+        (f"; binaries need {plat['needed']}" if plat.get("needed") else "")
+
+
 _CHECK_FUNCS: dict[str, Callable[[_Context], str]] = {
     "zip-crc": _check_zip,
     "record": _check_record,
@@ -554,6 +609,7 @@ _CHECK_FUNCS: dict[str, Callable[[_Context], str]] = {
     "twine": _check_twine,
     "manylinux": _check_manylinux,
     "isa": _check_isa,
+    "provenance": _check_provenance,
 }
 
 
@@ -652,6 +708,15 @@ def run(args: argparse.Namespace) -> int:
     except (ValueError, FileNotFoundError) as exc:
         raise UsageError(str(exc)) from None
     text = format_result(result)
+    from vllm_cpu_build import provenance
+
+    try:
+        provenance.add_section(Path(args.wheel), "verify", {
+            "ok": result.ok, "summary": result.summary, "policy": args.manylinux or load().project["manylinux_policy"],
+            "checks": {c.name: {"ok": c.ok, "detail": c.detail} for c in result.checks},
+            "isa": {m: {f: n for f, n in r.features.items() if n} for m, r in result.isa.items()}})
+    except provenance.ProvenanceError as exc:
+        print(f"warning: record beside the wheel not updated: {exc}", file=sys.stderr)
     if args.json:
         print(text, file=sys.stderr)
         print(json.dumps(result.to_json(), indent=2))
