@@ -7,20 +7,23 @@ PY     := $(VENV)/bin/python
 # Debian packages the tests and the sandbox need (real compiler, cross
 # toolchain for aarch64 ISA audits, patchelf for auditwheel, chromium for
 # the web UI test, ngircd as a real IRC server, qemu-user-static + mmdebstrap
-# for the emulated aarch64 build host of tests/aarch64_host.py).
+# for the emulated aarch64 build host of tests/aarch64_host.py; libnuma-dev for
+# the real vLLM build of tests/test_real_upstream.py; bubblewrap for build roots).
 APT_PACKAGES := git cmake gcc g++ ccache patchelf binutils-aarch64-linux-gnu \
                 gcc-aarch64-linux-gnu chromium ngircd \
-                qemu-user-static binfmt-support mmdebstrap arch-test
+                qemu-user-static binfmt-support mmdebstrap arch-test \
+                libnuma-dev bubblewrap
 APT_STAMP := $(VENV)/.apt-done
 PIP_STAMP := $(VENV)/.pip-done
 
-.PHONY: setup run test lint clean help
+.PHONY: setup run test lint bench clean help
 help:
 	@echo "make run   - start the local sandbox (ONCE=1: release once and exit)"
 	@echo "make test  - set up and run the whole test suite"
 	@echo "make lint  - ruff"
+	@echo "make bench - side-by-side measurements (orchestration, ccache, compiles per release)"
 
-$(APT_STAMP):
+$(APT_STAMP): Makefile
 	@mkdir -p $(VENV)
 	@missing=$$(for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
 	if [ -n "$$missing" ]; then \
@@ -47,6 +50,10 @@ lint: setup
 test: setup
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
+
+# Not part of `make test`: measurements, printed side by side with ratios (~10 min).
+bench: setup
+	$(PY) -m tests.bench $(BENCH_ARGS)
 
 run: setup
 	$(PY) -m sandbox $(if $(ONCE),--once,)

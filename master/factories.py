@@ -103,6 +103,17 @@ def _check_published(simple_url: str, builds: list[dict], version: str, include_
     return published.filter_published(builds, simple_url, version, include_posts)
 
 
+def _root(default: str) -> util.Renderer:
+    """``--root`` for this worker: its registry build_root, else the settings' root for the arch."""
+
+    @util.renderer
+    def render(props):
+        root = props.getProperty("worker_build_root") or default
+        return ["--root", root] if root else []
+
+    return render
+
+
 def variant_factory(settings: Settings, tarball: Path, variant: Variant, arch: str) -> BuildFactory:
     pkg = variant.package
     f = BuildFactory()
@@ -112,7 +123,9 @@ def variant_factory(settings: Settings, tarball: Path, variant: Variant, arch: s
         "--variant", pkg, "--src", SRC, "--arch", arch,
         _opt("--version-postfix", "postfix"), _opt("--python-versions", "pythons"),
     )))
-    f.addStep(toolchain.QueueWheelBuilds(build_args=["--variant", pkg, "--src", SRC, "--out", OUT]))
+    f.addStep(toolchain.QueueWheelBuilds(build_args=[
+        "--variant", pkg, "--src", SRC, "--out", OUT, *settings.build.build_args(),
+        _root(settings.build.root_for(arch))], smoke_args=settings.build.smoke_args()))
     token_name = settings.index.token_for(variant.short)
 
     def uploading(step) -> bool:

@@ -105,7 +105,18 @@ class Index:
 
 @dataclass(frozen=True)
 class Build:
+    """How workers build (``vllm-cpu-build build`` options); paths are paths **on the worker**."""
+
     python_versions: str = "auto"  # Pythons when a release does not say: auto = from requires-python
+    torch_index_url: str = ""  # torch's index for the build env and smoke; "" = variants.json's; "none" = no extra
+    fetchcontent_mirror: str = ""  # <dir>/<name>/<GIT_TAG> sources for CMake FetchContent; "" = CMake downloads
+    cmake_args: tuple[str, ...] = ()  # extra CMake arguments, e.g. ["-DONEDNN_BUILD_GRAPH=OFF"]
+    root_x86_64: str = ""  # build root (directory or tarball) for x86_64 builds; a worker's build_root wins
+    root_aarch64: str = ""  # the same for aarch64
+    debug_archive: bool = False  # keep stripped debug info beside each wheel (<wheel>.debug.tar.gz)
+
+    def root_for(self, arch: str) -> str:
+        return {"x86_64": self.root_x86_64, "aarch64": self.root_aarch64}.get(arch, "")
 
     def check(self) -> None:
         from vllm_cpu_build.specs import SpecError, parse_pythons
@@ -114,6 +125,34 @@ class Build:
             parse_pythons(self.python_versions)
         except SpecError as exc:
             raise SettingsError(f"build.python_versions: {exc}") from None
+        if self.torch_index_url not in ("", "none"):
+            _url("build.torch_index_url", self.torch_index_url)
+        for key in ("fetchcontent_mirror", "root_x86_64", "root_aarch64"):
+            val = getattr(self, key)
+            if val and not val.startswith("/"):
+                raise SettingsError(f"build.{key}: an absolute path on the worker, got {val!r}")
+        for arg in self.cmake_args:
+            if not arg.startswith("-") or any(c.isspace() for c in arg):
+                raise SettingsError(f"build.cmake_args: {arg!r} is not one CMake option (-D..., no whitespace)")
+
+    def build_args(self) -> list[str]:
+        """``vllm-cpu-build build`` options these settings stand for (the root is per worker, see factories)."""
+        args: list[str] = []
+        if self.torch_index_url:
+            args += ["--torch-index-url", "" if self.torch_index_url == "none" else self.torch_index_url]
+        if self.fetchcontent_mirror:
+            args += ["--fetch-mirror", self.fetchcontent_mirror]
+        for a in self.cmake_args:
+            args.append(f"--cmake-arg={a}")
+        if self.debug_archive:
+            args.append("--debug-archive")
+        return args
+
+    def smoke_args(self) -> list[str]:
+        """``vllm-cpu-build smoke`` options these settings stand for."""
+        if not self.torch_index_url:
+            return []
+        return ["--torch-index-url", "" if self.torch_index_url == "none" else self.torch_index_url]
 
 
 @dataclass(frozen=True)

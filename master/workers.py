@@ -26,7 +26,8 @@ def make_workers(entries: list[registry.WorkerEntry], local_workers: int) -> lis
     for e in entries:
         out.append(worker.Worker(
             e.name, util.Secret(e.secret_name), max_builds=e.max_builds,
-            properties={"worker_arch": e.arch, "worker_python": e.python, "worker_admin": e.admin},
+            properties={"worker_arch": e.arch, "worker_python": e.python, "worker_admin": e.admin,
+                        "worker_build_root": e.build_root},
             notify_on_missing=[],
         ))
     return out

@@ -33,6 +33,9 @@ from vllm_cpu_build.variants import load as load_variants
 from workers import registry
 
 BIN = Path(sys.executable).parent
+# The fixture upstream's FetchContent mirror (tests/fixture_upstream/__init__.py MIRROR): its AVX-512
+# builds need it, as a production worker needs a oneDNN mirror to build offline.
+FIXTURE_MIRROR = REPO_ROOT / "tests" / "fixture_upstream" / "mirror"
 SANDBOX_TAGS = ["v0.11.1", "v0.11.2"]  # present before the master starts
 NEW_TAG = "v0.12.0"  # pushed once the master watches the upstream
 RELEASE = "release"
@@ -122,6 +125,8 @@ url = "{self.upstream}"
 poll_interval = {self.poll_interval}
 recheck_interval = {self.recheck_interval}
 recheck_since = "{self.recheck_since}"
+[build]
+fetchcontent_mirror = "{FIXTURE_MIRROR}"
 [index]
 upload_url = "{self.index_url}"
 simple_url = "{self.simple_url}"

@@ -75,7 +75,10 @@ class ToolchainStep(buildstep.ShellMixin, buildstep.BuildStep):
         super().__init__(**kwargs)
 
     def command_args(self) -> list[str]:
-        return [str(a) for a in self.cli_args]
+        out: list[str] = []
+        for a in self.cli_args:  # a renderer may stand for several arguments (or none)
+            out.extend(str(x) for x in a) if isinstance(a, list | tuple) else out.append(str(a))
+        return out
 
     @defer.inlineCallbacks
     def run(self):
@@ -137,8 +140,9 @@ class QueueWheelBuilds(buildstep.BuildStep):
 
     name = "wheels_to_build"
 
-    def __init__(self, build_args: list[str], **kwargs: Any) -> None:
+    def __init__(self, build_args: list, smoke_args: list | None = None, **kwargs: Any) -> None:
         self.build_args = build_args
+        self.smoke_args = list(smoke_args or [])
         super().__init__(**kwargs)
 
     def run(self):
@@ -149,7 +153,11 @@ class QueueWheelBuilds(buildstep.BuildStep):
         else:
             targets = list(pythons)
             self.descriptionDone = f"{len(pythons)} wheel(s): " + ", ".join(f"py{p}" for p in pythons)
-        self.build.addStepsAfterCurrentStep([BuildWheel(python=p, cli_args=list(self.build_args)) for p in targets])
+        smoke_args = self.smoke_args
+        self.build.addStepsAfterCurrentStep([
+            BuildWheel(python=p, cli_args=list(self.build_args),
+                       smoke_step=lambda wheel, **kw: SmokeTest(wheel=wheel, cli_args=list(smoke_args), **kw))
+            for p in targets])
         return defer.succeed(SUCCESS)
 
 
@@ -211,7 +219,8 @@ class BuildWheel(ToolchainStep):
         args = super().command_args()
         return args + (["--python", self.python] if self.python else [])
 
-    def interpret(self, rc: int, data: dict | None) -> int:
+    @defer.inlineCallbacks
+    def interpret(self, rc: int, data: dict | None):
         if rc != EXIT_OK or data is None or not data.get("wheel"):
             self.descriptionDone = self.failure_text(rc, data)
             return FAILURE
@@ -222,6 +231,18 @@ class BuildWheel(ToolchainStep):
         self.setProperty("wheels", wheels, "build")
         secs = data.get("seconds")
         self.descriptionDone = f"built {name}" + (f" in {secs:.0f}s" if isinstance(secs, int | float) else "")
+        record = data.get("record")
+        if isinstance(record, dict) and record:
+            # Every decision the build made, on the build page: torch, compiler, root, tag, sizes.
+            from vllm_cpu_build.provenance import summary
+
+            yield self.addCompleteLog("provenance.json", json.dumps(record, indent=2, sort_keys=True))
+            records = dict(self.getProperty("provenance") or {})
+            records[name] = record
+            self.setProperty("provenance", records, "build")
+            line = summary(record)
+            if line:
+                self.descriptionDone += f" ({line})"
         self.build.addStepsAfterCurrentStep([self.verify_step(wheel), self.smoke_step(wheel)])
         return SUCCESS
 

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.fixture_upstream import MIRROR
 from tests.fixture_upstream.make_repo import make_fixture_repo
 
 # Importing buildbot.test (the step-harness tests do) turns every warning into
@@ -59,7 +60,7 @@ def built_variants(fixture_repo: Path, tmp_path_factory: pytest.TempPathFactory)
         patch.patch_tree(src, variant, "x86_64", "0.12.0")
         t1 = time.monotonic()
         log = io.StringIO()
-        res = build.build(variant, src, root / variant.short / "dist", log=log)
+        res = build.build(variant, src, root / variant.short / "dist", log=log, fetch_mirror=MIRROR)
         t2 = time.monotonic()
         out[variant.package] = BuiltVariant(variant.package, src, res.wheel, res, log.getvalue(),
                                             {"patch": t1 - t0, "build": t2 - t1})

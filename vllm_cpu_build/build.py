@@ -439,6 +439,10 @@ def build(variant: Variant, src: Path, out: Path, *, python: str | None = None, 
         var_env[f"FETCHCONTENT_SOURCE_DIR_{name.upper()}"] = str(path)  # upstream reads oneDNN's from the env
     if runner.run(["sh", "-c", "command -v ccache"]).returncode == 0:
         var_env["CMAKE_C_COMPILER_LAUNCHER"] = var_env["CMAKE_CXX_COMPILER_LAUNCHER"] = "ccache"
+        # Paths under the tree hashed relative, the build dir not at all: a rebuild of the same
+        # release in another checkout directory hits the cache (debug info is stripped anyway).
+        var_env.setdefault("CCACHE_BASEDIR", str(src))
+        var_env.setdefault("CCACHE_NOHASHDIR", "1")
     dropped = sorted(k for k in os.environ if _DROP_ENV.match(k) and k not in var_env)
     env = {k: v for k, v in os.environ.items() if k not in dropped}
     env.update(var_env)
@@ -496,7 +500,8 @@ def build(variant: Variant, src: Path, out: Path, *, python: str | None = None, 
             "version": stamp.get("full_version") or stamp["version"], "arch": arch,
             "variant": {"isa_flags": dict(variant.isa_flags), "pinned_cpuinfo_flags": stamp.get("pinned_flags")},
             "source": source_info(src, stamp, sdist),
-            "build": {"env": {k: v for k, v in var_env.items() if k != "MAX_JOBS"}, "cmake_args": cm_args,
+            "build": {"env": {k: v for k, v in var_env.items() if k != "MAX_JOBS" and not k.startswith("CCACHE_")},
+                      "cmake_args": cm_args,
                       "fetchcontent": {k: str(v) for k, v in fetch.items()}, "python": py_ver,
                       "compiler": compiler.describe(), "root": runner.describe(),
                       "build_env": {k: v for k, v in env_info.items() if k in ("kind", "key", "packages",

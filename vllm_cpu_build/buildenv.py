@@ -174,9 +174,13 @@ def _locked(path: Path):
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
-def pip_errors(stderr: str, limit: int = 3000) -> str:
-    """The part of pip's stderr that says why: ERROR lines and the resolver's explanation."""
-    lines = stderr.splitlines()
+def pip_errors(output: str, limit: int = 3000) -> str:
+    """The part of pip's output that says why: ERROR lines and the resolver's explanation.
+
+    pip prints the explanation ("The conflict is caused by: ...") on stdout and
+    the ERROR lines on stderr: pass both.
+    """
+    lines = output.splitlines()
     keep: list[str] = []
     in_block = False
     for ln in lines:
@@ -230,9 +234,10 @@ def ensure_venv(n: Needs, base_python: str, runner: Runner, *, torch_index: str 
         r = runner.run(cmd)
         if r.returncode != 0:
             shutil.rmtree(path, ignore_errors=True)
-            where = f"the torch index {torch_index} and pip's configured indexes" if torch_index else \
-                "pip's configured indexes"
-            raise EnvError(f"cannot install the build requirements ({where}): {pip_errors(r.stderr)}")
+            where = f"the torch index {torch_index} and pip's configured indexes" \
+                if torch_index and n.torch_install else "pip's configured indexes"
+            why = pip_errors(r.stdout + "\n" + r.stderr)
+            raise EnvError(f"cannot install the build requirements ({where}): {why}")
         fr = runner.run([python, "-m", "pip", "list", "--format=json", "--disable-pip-version-check"])
         packages = {p["name"]: p["version"] for p in json.loads(fr.stdout or "[]")} if fr.returncode == 0 else {}
         ok.write_text(json.dumps({"requirements": n.requirements, "torch_index": torch_index, "python": pyid,

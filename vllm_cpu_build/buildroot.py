@@ -36,6 +36,7 @@ ROOT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 # Host variables that may cross into a root: pip's and ccache's configuration, proxies, locale.
 _PASS_ENV = ("PIP_", "CCACHE_", "http_proxy", "https_proxy", "no_proxy", "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY",
              "LANG", "LC_ALL", "SOURCE_DATE_EPOCH")
+_CA_ENV = ("PIP_CERT", "SSL_CERT_FILE", "REQUESTS_CA_BUNDLE")
 _TARBALL = (".tar", ".tar.gz", ".tgz", ".tar.xz", ".txz", ".tar.zst", ".tar.bz2")
 
 
@@ -150,6 +151,11 @@ class BuildRoot(Runner):
         self.ro: list[Path] = []
         self.os_release = self._os_release()
         self.expose(_cache() / "home")  # HOME inside: pip's and ccache's caches for this root
+        # A CA bundle the worker's pip is told to trust (a TLS-inspecting proxy's) must be trusted inside too.
+        for var in _CA_ENV:
+            ca = os.environ.get(var)
+            if ca and Path(ca).is_file():
+                self.expose(Path(ca), writable=False)
 
     def _os_release(self) -> str:
         for rel in ("etc/os-release", "usr/lib/os-release"):
@@ -165,7 +171,7 @@ class BuildRoot(Runner):
         return True
 
     def expose(self, path: Path, writable: bool = True) -> None:
-        path = Path(path).resolve()
+        path = Path(path).absolute()  # not resolved: a CA bundle is often a symlink the root has too
         if writable:
             path.mkdir(parents=True, exist_ok=True)
         target = self.rw if writable else self.ro
@@ -176,9 +182,11 @@ class BuildRoot(Runner):
         cmd = [self.bwrap, "--ro-bind", str(self.dir), "/", "--proc", "/proc", "--dev", "/dev",
                "--tmpfs", "/tmp", "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--hostname", "buildroot",
                "--die-with-parent"]
-        for f in ("/etc/resolv.conf", "/etc/hosts"):  # same network as the host
-            if Path(f).is_file():
+        for f in ("/etc/resolv.conf", "/etc/hosts"):  # same network as the host (a mount point must exist)
+            if Path(f).is_file() and (self.dir / f.lstrip("/")).is_file():
                 cmd += ["--ro-bind", f, f]
+        for p in [*self.ro, *self.rw]:
+            self._mount_point(p)
         for p in self.ro:
             cmd += ["--ro-bind", str(p), str(p)]
         for p in self.rw:
@@ -186,6 +194,20 @@ class BuildRoot(Runner):
         if cwd:
             cmd += ["--chdir", str(cwd)]
         return [*cmd, "--", *argv]
+
+    def _mount_point(self, path: Path) -> None:
+        """An empty directory (or file) at ``path`` in the root: bwrap cannot create one under a read-only /."""
+        target = self.dir / path.relative_to("/")
+        if target.exists() or target.is_symlink():
+            return
+        try:
+            if path.is_dir():
+                target.mkdir(parents=True, exist_ok=True)
+            else:
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.touch()
+        except OSError as exc:
+            raise RootError(f"cannot make the mount point {target} in the build root: {exc}") from None
 
     def environment(self, env: dict[str, str] | None) -> dict[str, str]:
         """The build's variables, the root's PATH; nothing else of the worker's environment."""

@@ -310,7 +310,7 @@ def smoke(variant: Variant, wheel: Path, *, index_url: str | None = None, extra_
         if r.returncode != 0:
             from vllm_cpu_build.buildenv import pip_errors
 
-            return SmokeResult("failed", f"pip install failed: {pip_errors(r.stderr)}",
+            return SmokeResult("failed", "pip install failed: " + pip_errors(r.stdout + "\n" + r.stderr),
                                seconds=time.monotonic() - start, details={"pip_sources": src})
         # Run from an empty directory: a vllm/ source tree in cwd must not shadow the install.
         r = _run([vpy, "-c", PROBE, canonicalize_name(variant.package)], log, cwd=tmp)

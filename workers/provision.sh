@@ -14,6 +14,11 @@ SUDO=sudo; [ "$(id -u)" = 0 ] && SUDO=
 $SUDO apt-get update -qq
 $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
   git gcc g++ cmake ccache make python3 python3-venv python3-dev
+# What vLLM's own build needs besides Python packages (`build` names a missing one up front,
+# exit 2): numa.h (csrc/cpu always includes it); Rust for releases with setuptools-rust
+# (0.27+); binutils to strip debug info; bubblewrap to build inside a build root.
+$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+  libnuma-dev binutils bubblewrap rustc cargo
 # x86_64: the ISA packages of vLLM < 0.17 need GCC >= 12.3 (older upstream cmake
 # silently drops VNNI/BF16/AMX; `build` refuses such a compiler). Use a newer
 # distro GCC when the default is older; aarch64 builds are fine with any GCC 12.

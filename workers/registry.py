@@ -23,7 +23,7 @@ from vllm_cpu_build.variants import ARCHES
 
 DEFAULT_PATH = Path(__file__).resolve().parent / "registry.toml"
 _NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
-_KEYS = {"name", "arch", "max_builds", "admin", "notes", "python"}
+_KEYS = {"name", "arch", "max_builds", "admin", "notes", "python", "build_root"}
 
 
 class RegistryError(ValueError):
@@ -38,6 +38,7 @@ class WorkerEntry:
     admin: str
     notes: str = ""
     python: str = "python3"  # interpreter on the worker that runs the shipped toolchain
+    build_root: str = ""  # worker-side build root (dir or tarball); "" = [build] root_<arch> of the settings
 
     @property
     def secret_name(self) -> str:
@@ -62,8 +63,11 @@ def _entry(i: int, raw: object) -> WorkerEntry:
     mb = raw.get("max_builds", 1)
     if not isinstance(mb, int) or isinstance(mb, bool) or mb < 1:
         raise RegistryError(f"worker {name}.max_builds: must be a positive integer")
+    root = raw.get("build_root", "")
+    if not isinstance(root, str) or (root and not root.startswith("/")):
+        raise RegistryError(f"worker {name}.build_root: an absolute path on the worker, got {root!r}")
     return WorkerEntry(name, raw["arch"], mb, raw["admin"], str(raw.get("notes", "")),
-                       str(raw.get("python", "python3")))
+                       str(raw.get("python", "python3")), root)
 
 
 def load(path: str | os.PathLike | None = None) -> list[WorkerEntry]:

@@ -21,6 +21,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from tests.fixture_upstream import MIRROR
 from tests.fixture_upstream.make_repo import DEFAULT_TAGS, check_tag, make_fixture_repo
 from vllm_cpu_build import variants
 
@@ -55,7 +56,8 @@ def run_variant(repo: Path, tag: str, variant: variants.Variant, work: Path) -> 
                    check=True, capture_output=True)
     steps = [
         ("patch", ["patch", "--variant", variant.package, "--src", str(src), "--arch", ARCH]),
-        ("build", ["build", "--variant", variant.package, "--src", str(src), "--out", str(out_dir)]),
+        ("build", ["build", "--variant", variant.package, "--src", str(src), "--out", str(out_dir),
+                   "--fetch-mirror", str(MIRROR)]),
     ]
     for name, args in steps:
         code, doc, secs, err = _tool(*args)

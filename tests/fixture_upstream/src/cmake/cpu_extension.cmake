@@ -4,9 +4,14 @@
 # substring search, AVX-512 disabled only by the literal string "true", and
 # VNNI/BF16/AMX turned on when the switch is set OR the build host has the
 # flag (the leak), aarch64 +bf16 when the host has bf16.
+# Like upstream's oneDNN, the AVX-512 builds fetch a dependency at configure
+# time (isahelper, GIT_TAG v1.0; it exists only in tests/fixture_upstream/mirror:
+# a build without `--fetch-mirror`/`--fetch-source` cannot get it).
 # Left out on purpose: upstream's gcc >= 12.3 gate (it silently drops
 # VNNI/BF16/AMX below that; GCC 12.2 builds them fine, and the fixture must
-# build on Debian 12's gcc), oneDNN, torch, OpenMP, NUMA, PowerPC/s390x/riscv.
+# build on Debian 12's gcc), torch, OpenMP, NUMA, PowerPC/s390x/riscv.
+
+include(FetchContent)
 
 set(CMAKE_EXPORT_COMPILE_COMMANDS ON)
 
@@ -132,4 +137,15 @@ set(VLLM_EXT_SRC
 # Stable ABI (abi3) like upstream's define_gpu_extension_target(... USE_SABI 3).
 Python_add_library(_C MODULE USE_SABI 3.8 WITH_SOABI ${VLLM_EXT_SRC})
 target_compile_options(_C PRIVATE ${CXX_COMPILE_FLAGS})
+
+if (AVX512_FOUND AND NOT AVX512_DISABLED)
+    FetchContent_Declare(
+        isahelper
+        GIT_REPOSITORY https://github.com/vllm-cpu-fixture/isahelper.git
+        GIT_TAG v1.0
+        GIT_SHALLOW TRUE
+    )
+    FetchContent_MakeAvailable(isahelper)
+    target_link_libraries(_C PRIVATE isahelper)
+endif()
 install(TARGETS _C LIBRARY DESTINATION vllm COMPONENT _C)

@@ -51,6 +51,7 @@ __attribute__((noinline)) static int k_avx2(int seed)
 #endif
 
 #if defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512VL__) && defined(__AVX512DQ__)
+#include <isahelper.h> /* FetchContent dependency of the AVX-512 builds */
 __attribute__((noinline)) static int k_avx512(int seed)
 {
     /* Inputs go through memory and every lane is checked, so no lane of the
@@ -66,7 +67,7 @@ __attribute__((noinline)) static int k_avx512(int seed)
     for (int i = 0; i < 32; i++)
         s[i] = (short)(seed + i);
     for (int i = 0; i < 8; i++)
-        iv[i] = seed * (i + 1);
+        iv[i] = seed * (i + ISAHELPER_FIRST_LANE);
     __m512 x = _mm512_loadu_ps(fx);
     _mm512_storeu_ps(fy, _mm512_add_ps(x, x));
     _mm512_storeu_ps(fz, _mm512_and_ps(_mm512_add_ps(x, x), x));
