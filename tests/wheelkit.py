@@ -179,6 +179,7 @@ def make_wheel(
     record_skip: Iterable[str] = (),
     record_override: Mapping[str, bytes] | None = None,
     stored: Iterable[str] = (),
+    extra_metadata: Iterable[str] = (),
 ) -> Path:
     """Assemble a wheel; by default a correct one.
 
@@ -200,6 +201,7 @@ def make_wheel(
     ]
     if requires_python is not None:
         meta.append(f"Requires-Python: {requires_python}")
+    meta += list(extra_metadata)  # e.g. "Requires-Dist: torch==2.8.0+cpu"
     meta.append(f"Description-Content-Type: {readme_type}")
     metadata = "\n".join(meta) + "\n\n" + readme
     wheel = ["Wheel-Version: 1.0", "Generator: wheelkit", "Root-Is-Purelib: false"]
