@@ -124,7 +124,8 @@ def test_pinned_build_on_a_bf16_host_verifies_and_runs_on_graviton2(arm: Arm) ->
         assert "bf16" in arm.root.run(["cat", "/proc/cpuinfo"]).stdout
         code, doc, err = arm.tool("patch", "--variant", VARIANT, "--src", src, "--arch", "aarch64")
         assert code == 0, err
-        code, doc, err = arm.tool("build", "--variant", VARIANT, "--src", src, "--out", "/work/dist-pinned")
+        code, doc, err = arm.tool("build", "--variant", VARIANT, "--src", src, "--out", "/work/dist-pinned",
+                                  "--build-env", "interpreter")
         assert code == 0, err
     finally:
         arm.root.unbind("/proc/cpuinfo")
@@ -158,7 +159,8 @@ def test_unpinned_build_on_a_bf16_host_leaks_bf16_and_is_rejected(arm: Arm) -> N
     assert r.returncode == 0, r.stderr
     arm.root.bind_file(arm.graviton3, "/proc/cpuinfo")
     try:
-        code, doc, err = arm.tool("build", "--variant", VARIANT, "--src", src, "--out", "/work/dist-unpinned")
+        code, doc, err = arm.tool("build", "--variant", VARIANT, "--src", src, "--out", "/work/dist-unpinned",
+                                  "--build-env", "interpreter")
     finally:
         arm.root.unbind("/proc/cpuinfo")
     assert code == 0, err

@@ -179,3 +179,23 @@ def test_zz_report_step_timings(capsys) -> None:
         lines.append(f"{pkg:22} {t['patch']:6.2f} {t['build']:6.2f} {t['verify']:6.2f} {t['smoke']:6.2f}")
     with capsys.disabled():
         print("\nstep timings (s):\n" + "\n".join(lines))
+
+
+def test_install_sources(tmp_path: Path) -> None:
+    """Dependencies come from the configured indexes; torch's index only for a wheel that requires torch."""
+    from tests import wheelkit as wk
+    from vllm_cpu_build.smoke import install_sources
+
+    plain = wk.make_wheel(tmp_path / "a", "vllm-cpu", "0.12.0", {"vllm/__init__.py": b""})
+    real = wk.make_wheel(tmp_path / "b", "vllm-cpu", "0.11.2", {"vllm/__init__.py": b""},
+                         extra_metadata=["Requires-Dist: torch==2.8.0+cpu"])
+    kw = {"index_url": None, "extra_index_urls": [], "torch_index_url": "https://torch.example/cpu"}
+    assert install_sources(plain, no_index=False, **kw) == ["--find-links", str(plain.parent)]
+    assert install_sources(real, no_index=False, **kw) == ["--find-links", str(real.parent),
+                                                           "--extra-index-url", "https://torch.example/cpu"]
+    assert install_sources(real, no_index=True, **kw) == ["--no-index", "--find-links", str(real.parent)]
+    kw.update(index_url="http://127.0.0.1:1/simple/", extra_index_urls=["http://127.0.0.1:2/simple/"],
+              torch_index_url="")
+    assert install_sources(real, no_index=False, **kw) == [
+        "--find-links", str(real.parent), "--index-url", "http://127.0.0.1:1/simple/",
+        "--extra-index-url", "http://127.0.0.1:2/simple/"]

@@ -508,6 +508,14 @@ def build(variant: Variant, src: Path, out: Path, *, python: str | None = None, 
                                                                                 "torch_index")}},
             "torch": torch_info,
         }
+        if need.rust:
+            # Upstream builds its Rust frontend as *optional* extensions: a failed cargo build leaves it out.
+            with zipfile.ZipFile(built[0]) as zf:
+                rust = sorted(n for n in zf.namelist() if re.match(r"^vllm/(_rust_[^/]*\.so|vllm-rs)$", n))
+            record["rust_frontend"] = {"modules": rust}
+            if not rust:
+                print("  WARNING: the release's Rust frontend (vllm/_rust_*, vllm-rs) is not in the wheel: "
+                      "its optional cargo build failed (see the log above)", file=log)
         try:
             needed, _report = finish.needed_tag(built[0], policy, arch)
             plat = finish.platform_tag(needed, policy, arch)
