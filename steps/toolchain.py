@@ -237,8 +237,13 @@ class BuildWheel(ToolchainStep):
             from vllm_cpu_build.provenance import summary
 
             yield self.addCompleteLog("provenance.json", json.dumps(record, indent=2, sort_keys=True))
+            # The property is the short form (the whole record is the log): big build properties bloat
+            # every REST answer that lists builds.
             records = dict(self.getProperty("provenance") or {})
-            records[name] = record
+            records[name] = {"torch": (record.get("torch") or {}).get("built_against"),
+                             "torch_matches": (record.get("torch") or {}).get("matches"),
+                             "platform": (record.get("platform") or {}).get("tag"),
+                             "compiler": (record.get("build") or {}).get("compiler")}
             self.setProperty("provenance", records, "build")
             line = summary(record)
             if line:
