@@ -79,6 +79,9 @@ class Sandbox:
         self.entries = registry.load(registry.DEFAULT_PATH)
         self.local_workers = [e for e in self.entries if e.name.startswith("local-")]
         self.session = requests.Session()
+        # Uncompressed answers: under load, Buildbot 4.3 on Twisted 26.10 sometimes sends a gzip answer
+        # on a kept-alive connection without its gzip header, which no client can decode.
+        self.session.headers["Accept-Encoding"] = "identity"
 
     # ------------------------------------------------------------------ setup
     @property
