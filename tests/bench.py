@@ -78,8 +78,8 @@ def orchestration(work: Path) -> list[str]:
         for v in variants:
             d = work / "hand" / v.short
             t = time.monotonic()
-            subprocess.run(["git", "clone", "-q", "--branch", NEW_TAG, "--depth", "1", f"file://{upstream}",
-                            str(d / "src")], check=True)
+            subprocess.run(["git", "-c", "advice.detachedHead=false", "clone", "-q", "--branch", NEW_TAG,
+                            "--depth", "1", f"file://{upstream}", str(d / "src")], check=True)
             steps = [("patch", ["--variant", v.package, "--src", str(d / "src"), "--arch", "x86_64"]),
                      ("build", ["--variant", v.package, "--src", str(d / "src"), "--out", str(d / "out"),
                                 "--fetch-mirror", str(MIRROR)])]
