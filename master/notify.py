@@ -19,9 +19,8 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
-from typing import Any, ClassVar
+from typing import ClassVar
 
-from buildbot.data import resultspec
 from buildbot.plugins import reporters, util
 from buildbot.process.results import CANCELLED, EXCEPTION, FAILURE, SUCCESS, WARNINGS, statusToString
 from buildbot.reporters import utils as rutils
@@ -32,7 +31,7 @@ from twisted.internet import defer
 from twisted.python import log
 
 from master.names import RELEASE, builder_name
-from master.report import format_table, row_from_properties
+from master.report import child_row, fetch_children, flatten, format_table, result_name
 from master.settings import Settings
 from vllm_cpu_build.variants import Catalog
 
@@ -41,17 +40,6 @@ _OK = (SUCCESS, WARNINGS)
 _BAD = (FAILURE, EXCEPTION, CANCELLED)
 
 # --------------------------------------------------------------------------- pure text
-
-
-def props_of(build: dict) -> dict[str, Any]:
-    """A data-API build's properties ({name: [value, source]}) as {name: value}."""
-    return {k: (v[0] if isinstance(v, list | tuple) else v) for k, v in (build.get("properties") or {}).items()}
-
-
-def result_name(build: dict) -> str:
-    if not build.get("complete", True) or build.get("results") is None:
-        return "not finished"
-    return statusToString(build["results"])
 
 
 def wants(events: Iterable[str], kind: str | None, results: int | None) -> bool:
@@ -74,23 +62,6 @@ def _mode(props: dict) -> str:
     if props.get("skip_upload"):
         return "no upload"
     return ""
-
-
-def child_row(child: dict) -> dict:
-    """One variant × arch line: row_from_properties (the release table) + result detail and link."""
-    props = props_of(child)
-    row = row_from_properties(props, result_name(child))
-    if not child.get("complete", True):
-        row["result"] = "not finished"
-    row["url"] = child.get("url", "")
-    row["state"] = child.get("state_string", "")
-    row["uploaded_urls"] = list(props.get("uploaded") or [])
-    row["smoke_detail"] = [f"{w}: {v.get('status', '?')}" + (f" ({v['reason']})" if v.get("reason") else "")
-                           for w, v in (props.get("smoke") or {}).items()]
-    row["verify_detail"] = [f"{w}: {'ok' if v.get('ok') else 'NOT publishable'} - {v.get('summary', '')}"
-                            + (f" [{'; '.join(v['failed'])}]" if v.get("failed") else "")
-                            for w, v in (props.get("verify") or {}).items()]
-    return row
 
 
 def _attention(rows: list[dict]) -> list[str]:
@@ -120,10 +91,10 @@ def format_release(release: dict, children: list[dict], build_url: str, title: s
     the variant builds it triggered, each a build dict plus ``builder`` and ``url``
     (a request still waiting has ``complete`` False).
     """
-    props = props_of(release)
+    props = flatten(release.get("properties"))
     results = release.get("results")
-    rows = [child_row(c) for c in sorted(children, key=lambda c: (props_of(c).get("variant", ""),
-                                                                  props_of(c).get("arch", "")))]
+    rows = [child_row(c) for c in sorted(children, key=lambda c: (flatten(c.get("properties")).get("variant", ""),
+                                                                  flatten(c.get("properties")).get("arch", "")))]
     if not rows and results in _OK:
         return None  # everything was already published: not a release, no mail
     ok = sum(1 for r in rows if r["result"] in ("success", "warnings"))
@@ -185,7 +156,7 @@ def format_variant(build: dict, builder: str, build_url: str, title: str,
     compiler errors and last lines go in the mail, which then tells what
     broke without a click.
     """
-    props = props_of(build)
+    props = flatten(build.get("properties"))
     row = child_row({**build, "url": build_url})
     status = result_name(build).upper()
     subject = (f"[{title}] {props.get('variant', builder)} {props.get('arch', '')} {status} "
@@ -224,7 +195,7 @@ def format_variant(build: dict, builder: str, build_url: str, title: str,
 
 def release_irc_line(release: dict, children: list[dict], build_url: str) -> str | None:
     """One IRC line for a finished release; None when it had nothing to build and succeeded."""
-    props = props_of(release)
+    props = flatten(release.get("properties"))
     results = release.get("results")
     rows = [child_row(c) for c in children]
     if not rows and results in _OK:
@@ -246,37 +217,13 @@ def release_irc_line(release: dict, children: list[dict], build_url: str) -> str
 
 
 def variant_irc_line(build: dict, builder: str, build_url: str) -> str:
-    props = props_of(build)
+    props = flatten(build.get("properties"))
     state = build.get("state_string") or ""
     return (f"{props.get('variant', builder)} {props.get('arch', '')} {result_name(build)} for "
             f"{_release_name(props)}{': ' + state if state else ''} - {build_url}")
 
 
 # --------------------------------------------------------------------------- master glue
-
-
-@defer.inlineCallbacks
-def fetch_children(master, buildid: int):
-    """The variant builds (or still-waiting requests) a release build triggered, newest try of each."""
-    out: list[dict] = []
-    bsets = yield master.data.get(("buildsets",), filters=[resultspec.Filter("parent_buildid", "eq", [buildid])])
-    for bs in bsets or []:
-        brs = yield master.data.get(("buildrequests",),
-                                    filters=[resultspec.Filter("buildsetid", "eq", [bs["bsid"]])])
-        for br in brs or []:
-            builder = yield master.data.get(("builders", br["builderid"]))
-            builds = yield master.data.get(("buildrequests", br["buildrequestid"], "builds"))
-            if builds:
-                b = dict(sorted(builds, key=lambda x: x["buildid"])[-1])
-                b["properties"] = yield master.data.get(("builds", b["buildid"], "properties"))
-                b["builder"] = builder["name"]
-                b["url"] = rutils.getURLForBuild(master, br["builderid"], b["number"])
-                out.append(b)
-            else:
-                raw = yield master.db.buildsets.getBuildsetProperties(bs["bsid"])
-                out.append({"builder": builder["name"], "complete": False, "results": None, "url": "",
-                            "state_string": "waiting for a worker", "properties": raw})
-    return out
 
 
 LOG_SCAN_LINES = 5000  # the end of a compile log: where its errors are

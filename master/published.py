@@ -7,7 +7,7 @@ HTTP: call it from a thread (``deferToThread``), never on the reactor.
 
 from __future__ import annotations
 
-from vllm_cpu_build.upload import IndexFile, list_index_files, wheel_covers
+from vllm_cpu_build.index import IndexFile, list_index_files, wheel_covers
 
 __all__ = ["IndexFile", "filter_published", "list_index_files", "release_published", "wheel_covers"]
 

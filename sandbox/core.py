@@ -27,7 +27,8 @@ from pathlib import Path
 
 import requests
 
-from master.report import format_table, row_from_properties
+from master import report
+from master.report import format_table
 from master.settings import ENV_VAR, REPO_ROOT
 from vllm_cpu_build.variants import load as load_variants
 from workers import registry
@@ -294,22 +295,33 @@ workers_registry = "{registry.DEFAULT_PATH}"
     def release_builds(self) -> list[dict]:
         return self.api(f"builders/{self.builder_id(RELEASE)}/builds", property="*", order="buildid")
 
+    def _data(self, request: report.Request):
+        """One data-API request of ``report.children`` over REST (same resource paths)."""
+        path, filters = request
+        r = self.session.get(self.web_url + "api/v2/" + "/".join(map(str, path)), params=filters, timeout=30)
+        r.raise_for_status()
+        data = r.json()
+        if path[-1] == "properties":  # {"properties": [{name: [value, source]}]}
+            return (data["properties"] or [{}])[0]
+        items = data[[k for k in data if k != "meta"][0]]
+        single = len(path) % 2 == 0 and isinstance(path[-1], int)
+        return (items[0] if items else None) if single else items
+
     def children(self, release_buildid: int) -> tuple[list[dict], list[dict]]:
-        """(builds, pending build requests) a release build triggered."""
-        builds, pending = [], []
-        for bs in self.api("buildsets", parent_buildid=release_buildid):
-            for br in self.api("buildrequests", buildsetid=bs["bsid"]):
-                got = self.api("builds", buildrequestid=br["buildrequestid"], property="*")
-                builds.extend(got)
-                if not got and not br["complete"]:
-                    pending.append({**br, "properties": self.buildset_properties(bs["bsid"])})
+        """(builds, pending build requests) a release build triggered (``master.report.children``)."""
+        gen = report.children(release_buildid)
+        try:
+            request = next(gen)
+            while True:
+                request = gen.send(self._data(request))
+        except StopIteration as done:
+            found = done.value
+        builds = [c for c in found if "buildid" in c]
+        pending = [{**c, "properties": report.flatten(c["properties"])} for c in found if "buildid" not in c]
         return builds, pending
 
     def buildset_properties(self, bsid: int) -> dict:
-        r = self.session.get(self.web_url + f"api/v2/buildsets/{bsid}/properties", timeout=30)
-        r.raise_for_status()
-        props = r.json()["properties"]
-        return {k: v[0] for k, v in (props[0] if props else {}).items()}
+        return report.flatten(self._data((("buildsets", bsid, "properties"), {})))
 
     def buildrequests_total(self) -> int:
         return len(self.api("buildrequests"))
@@ -319,9 +331,8 @@ workers_registry = "{registry.DEFAULT_PATH}"
         builds, pending = self.children(release_buildid)
         rows = []
         for b in sorted(builds, key=lambda b: names[b["builderid"]]):
-            props = {k: v[0] for k, v in (b.get("properties") or {}).items()}
             result = "running" if not b["complete"] else _RESULTS.get(b["results"], str(b["results"]))
-            rows.append(row_from_properties(props, result))
+            rows.append(report.row_from_properties(report.flatten(b.get("properties")), result))
         for br in pending:
             arch = br["properties"].get("arch", "?")
             rows.append({"variant": br["properties"].get("variant", "?"), "arch": arch, "wheel": "-", "isa": "-",
@@ -353,7 +364,7 @@ workers_registry = "{registry.DEFAULT_PATH}"
         while time.monotonic() - t0 < timeout:
             if release is None:
                 for b in self.release_builds():
-                    props = {k: v[0] for k, v in (b.get("properties") or {}).items()}
+                    props = report.flatten(b.get("properties"))
                     if b["buildid"] > after and props.get("version") == version:
                         release = b
                         if progress:

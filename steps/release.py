@@ -12,11 +12,11 @@ from typing import Any
 
 from buildbot.data import resultspec
 from buildbot.process import buildstep
-from buildbot.process.results import CANCELLED, EXCEPTION, FAILURE, SKIPPED, SUCCESS, WARNINGS, statusToString
+from buildbot.process.results import CANCELLED, EXCEPTION, FAILURE, SKIPPED, SUCCESS, WARNINGS
 from buildbot.steps.trigger import Trigger
 from twisted.internet import defer, threads
 
-from master.report import format_table, row_from_properties
+from master.report import child_row, fetch_children, flatten, format_table
 
 
 class ResolveRelease(buildstep.BuildStep):
@@ -70,7 +70,7 @@ def open_requests(master, builder: str):
     out = []
     for br in sorted(brs or [], key=lambda r: r["buildrequestid"]):
         raw = yield master.db.buildsets.getBuildsetProperties(br["buildsetid"])
-        out.append((br, {k: v[0] for k, v in raw.items()}))
+        out.append((br, flatten(raw)))
     return out
 
 
@@ -227,21 +227,11 @@ class FanOut(Trigger):
             self.descriptionDone = "nothing to build"
             return SKIPPED
         result = yield super().run()
-        rows = yield self._report()
+        rows = [child_row(c) for c in (yield fetch_children(self.master, self.build.buildid))]
         yield self.addCompleteLog("release", format_table(rows))
         done = sum(1 for r in rows if r["result"] in ("success", "warnings"))
         self.descriptionDone = f"{self.getProperty('version')}: {done}/{len(rows)} variant build(s) ok"
         return result
-
-    @defer.inlineCallbacks
-    def _report(self):
-        rows = []
-        for brid in self.brids:
-            builds = yield self.master.db.builds.getBuilds(buildrequestid=brid)
-            for b in builds:
-                props = yield self.master.db.builds.getBuildProperties(b.id)
-                rows.append(row_from_properties({k: v[0] for k, v in props.items()}, statusToString(b.results)))
-        return rows
 
 
 class Recheck(Trigger):
@@ -279,10 +269,9 @@ class Recheck(Trigger):
         for b in builds or []:
             if b["results"] not in (FAILURE, EXCEPTION):
                 continue
-            props = yield self.master.data.get(("builds", b["buildid"], "properties"))
-            props = props or {}
-            version = props.get("version", (None,))[0]
-            if version in versions and not props.get("dry_run", (False,))[0]:
+            props = flatten((yield self.master.data.get(("builds", b["buildid"], "properties"))))
+            version = props.get("version")
+            if version in versions and not props.get("dry_run"):
                 counts[version] = counts.get(version, 0) + 1
         return counts
 

@@ -257,7 +257,7 @@ class EmulatedRoot:
             subprocess.run(["tar", "-xf", str(layer), "-C", str(venv_parent)], check=True)
             self.timings["venv_restore"] = time.monotonic() - t
         t = time.monotonic()
-        r = self.run(["python3", f"{dest}/bootstrap.py"], timeout=1800)
+        r = self.run(["python3", f"{dest}/vllm_cpu_build/bootstrap.py"], timeout=1800)
         self.timings["bootstrap"] = time.monotonic() - t
         if r.returncode != 0:
             raise RuntimeError(f"bootstrap.py failed in the aarch64 root (exit {r.returncode}):\n"

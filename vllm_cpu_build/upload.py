@@ -11,110 +11,24 @@ wheel already listed is skipped.  Credentials come from the environment
 (``TWINE_USERNAME``/``TWINE_PASSWORD``, set by the Buildbot step from a
 secret) and are never put on a command line.  ``--dry-run`` uploads nothing.
 
-The index helpers here are also used by the master to decide what is
-already published.
+The index client is ``vllm_cpu_build.index`` (shared with the master).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import subprocess
 import sys
-from dataclasses import dataclass
-from html.parser import HTMLParser
 from pathlib import Path
-from urllib.parse import urljoin, urlsplit
 
-import requests
 from packaging.utils import InvalidWheelFilename, canonicalize_name, parse_wheel_filename
-from packaging.version import Version
 
-from vllm_cpu_build.cli import EXIT_FAIL, EXIT_OK, UsageError
+from vllm_cpu_build.errors import StepFailed, UsageError
+from vllm_cpu_build.index import IndexFile, list_index_files, wheel_covers
+from vllm_cpu_build.results import NotUploaded, UploadedFile, UploadResult
 
-SIMPLE_JSON = "application/vnd.pypi.simple.v1+json"
-
-
-@dataclass(frozen=True)
-class IndexFile:
-    filename: str
-    url: str
-
-
-class _Anchors(HTMLParser):
-    def __init__(self) -> None:
-        super().__init__()
-        self.links: list[tuple[str, str]] = []
-        self._href: str | None = None
-        self._text: list[str] = []
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        if tag == "a":
-            self._href = dict(attrs).get("href") or ""
-            self._text = []
-
-    def handle_data(self, data: str) -> None:
-        if self._href is not None:
-            self._text.append(data)
-
-    def handle_endtag(self, tag: str) -> None:
-        if tag == "a" and self._href is not None:
-            self.links.append((self._href, "".join(self._text).strip()))
-            self._href = None
-
-
-def list_index_files(simple_url: str, project: str, timeout: float = 30) -> list[IndexFile]:
-    """Files the index lists for ``project``; [] when the project does not exist yet."""
-    page = simple_url.rstrip("/") + "/" + canonicalize_name(project) + "/"
-    resp = requests.get(page, headers={"Accept": f"{SIMPLE_JSON}, text/html;q=0.1"}, timeout=timeout)
-    if resp.status_code == 404:
-        return []
-    resp.raise_for_status()
-    base = resp.url or page
-    if resp.headers.get("Content-Type", "").startswith(SIMPLE_JSON):
-        return [IndexFile(f["filename"], urljoin(base, f["url"])) for f in resp.json().get("files", [])]
-    parser = _Anchors()
-    parser.feed(resp.text)
-    out = []
-    for href, text in parser.links:
-        name = text or Path(urlsplit(href).path).name
-        out.append(IndexFile(name, urljoin(base, href)))
-    return out
-
-
-def wheel_covers(filename: str, version: str, arch: str, python: str | None = None,
-                 include_posts: bool = True) -> bool:
-    """Whether the wheel ``filename`` already provides (version, arch, python).
-
-    ``include_posts``: a ``.postN`` of the version counts (a re-release of the
-    same upstream code).  ``python`` None = any; an abi3 wheel for cp3X
-    covers every later CPython.
-    """
-    try:
-        _, wv, _, tags = parse_wheel_filename(filename)
-    except InvalidWheelFilename:
-        return False
-    want = Version(version)
-    same = wv == want or (
-        include_posts and wv.is_postrelease and wv.release == want.release
-        and wv.pre == want.pre and wv.dev is None and want.post is None
-    )
-    if not same:
-        return False
-    want_py = int(python.split(".")[1]) if python else None
-    for t in tags:
-        if not (t.platform == arch or t.platform.endswith("_" + arch)):
-            continue
-        if want_py is None:
-            return True
-        if not t.interpreter.startswith("cp3"):
-            continue
-        minor = int(t.interpreter[3:]) if t.interpreter[3:].isdigit() else -1
-        if (t.abi == "abi3" and minor <= want_py) or minor == want_py:
-            return True
-    return False
-
+__all__ = ["IndexFile", "list_index_files", "verify_gate", "wheel_covers"]
 
 def verify_gate(wheels: list[Path], variant, manylinux: str | None = None) -> list[dict]:
     """[{"file", "reason"}] for every wheel that fails ``verify`` as ``variant`` (arch from its tag)."""
@@ -134,7 +48,7 @@ def verify_gate(wheels: list[Path], variant, manylinux: str | None = None) -> li
     return refused
 
 
-def _run(args: argparse.Namespace) -> int:
+def _run(args: argparse.Namespace) -> UploadResult:
     from vllm_cpu_build.variants import load
 
     variant = load().get(args.variant)
@@ -149,23 +63,19 @@ def _run(args: argparse.Namespace) -> int:
         if canonicalize_name(name) != canonicalize_name(variant.package):
             raise UsageError(f"{w.name}: belongs to {name}, not to variant {variant.package}")
 
-    report: dict = {"variant": variant.package, "repository_url": args.repository_url,
-                    "dry_run": args.dry_run, "uploaded": [], "skipped": []}
+    report = UploadResult(variant.package, args.repository_url, args.dry_run)
     refused = verify_gate(wheels, variant, args.manylinux)
     if refused:
-        report["refused"] = refused
-        report["error"] = "nothing uploaded; failed verify: " + "; ".join(
-            f"{r['file']}: {r['reason']}" for r in refused)
-        print(json.dumps(report, indent=2) if args.json else report["error"])
-        return EXIT_FAIL
+        raise StepFailed("nothing uploaded; failed verify: " + "; ".join(f"{r['file']}: {r['reason']}"
+                                                                         for r in refused), refused=refused)
     existing = {f.filename: f.url for f in list_index_files(args.simple_url, variant.package)}
     todo = []
     for w in wheels:
         if w.name in existing:
-            report["skipped"].append({"file": w.name, "url": existing[w.name], "reason": "already in the index"})
+            report.skipped.append(NotUploaded(w.name, "already in the index", existing[w.name]))
             print(f"{w.name}: already in the index, not uploaded again", file=sys.stderr)
         elif args.dry_run:
-            report["skipped"].append({"file": w.name, "url": "", "reason": "dry run"})
+            report.skipped.append(NotUploaded(w.name, "dry run"))
             print(f"{w.name}: dry run, would upload to {args.repository_url}", file=sys.stderr)
         else:
             todo.append(w)
@@ -177,29 +87,28 @@ def _run(args: argparse.Namespace) -> int:
         print("running: " + " ".join(cmd), file=sys.stderr)
         proc = subprocess.run(cmd, stdout=sys.stderr, stderr=sys.stderr, env=os.environ.copy(), check=False)
         if proc.returncode != 0:
-            report["error"] = f"twine upload exited {proc.returncode}"
-            print(json.dumps(report, indent=2) if args.json else report["error"])
-            return EXIT_FAIL
+            raise StepFailed(f"twine upload exited {proc.returncode}")
         listed = {f.filename: f.url for f in list_index_files(args.simple_url, variant.package)}
         for w in todo:
             if w.name not in listed:
-                report["error"] = f"{w.name}: uploaded but not listed at {args.simple_url}"
-                print(json.dumps(report, indent=2) if args.json else report["error"])
-                return EXIT_FAIL
-            report["uploaded"].append({"file": w.name, "url": listed[w.name]})
+                raise StepFailed(f"{w.name}: uploaded but not listed at {args.simple_url}")
+            report.uploaded.append(UploadedFile(w.name, listed[w.name]))
             print(f"{w.name}: uploaded, {listed[w.name]}", file=sys.stderr)
-    if args.json:
-        print(json.dumps(report, indent=2))
-    else:
-        for u in report["uploaded"]:
-            print(f"uploaded {u['file']}: {u['url']}")
-        for s in report["skipped"]:
-            print(f"skipped {s['file']}: {s['reason']}")
-    return EXIT_OK
+    out = sys.stderr if args.json else sys.stdout
+    for u in report.uploaded:
+        print(f"uploaded {u.file}: {u.url}", file=out)
+    for s in report.skipped:
+        print(f"skipped {s.file}: {s.reason}", file=out)
+    return report
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("upload", help="upload wheels with twine unless the index already has them")
+    p = sub.add_parser(
+        "upload", help="upload wheels with twine unless the index already has them",
+        description="Verify every wheel again, then upload with twine what the index does not list yet. "
+                    "Credentials come from the environment only: TWINE_USERNAME and TWINE_PASSWORD (the Buildbot "
+                    "step sets them from the index token secret); they never appear on a command line. "
+                    "Exit 1 when a wheel fails verify (none is uploaded) or twine fails, 2 on bad input.")
     p.add_argument("--variant", required=True, help="package name from variants.json")
     p.add_argument("--repository-url", required=True, help="twine upload URL (legacy upload API)")
     p.add_argument("--simple-url", required=True, help="the index's simple API root, to skip existing files")

@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 from master import settings as settings_mod
+from vllm_cpu_build.cli import ARCH_CHOICES, arch_arg
 from workers import registry
 
 
@@ -24,7 +25,7 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("list", help="show the registered workers")
     a = sub.add_parser("add", help="register a worker and create its password secret")
     a.add_argument("--name", required=True)
-    a.add_argument("--arch", required=True, choices=["x86_64", "aarch64"])
+    a.add_argument("--arch", required=True, type=arch_arg, help=f"one of {', '.join(ARCH_CHOICES)} (arm64 = aarch64)")
     a.add_argument("--admin", required=True, help="who to contact about this host")
     a.add_argument("--max-builds", type=int, default=1)
     a.add_argument("--notes", default="")

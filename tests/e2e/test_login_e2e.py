@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 import requests
 
+from master.report import flatten
 from master.www import check_users_file
 from sandbox import Sandbox
 
@@ -104,12 +105,12 @@ def test_admin_logs_in_and_forces_a_dry_run(prod: Sandbox) -> None:
             break
         assert time.monotonic() < deadline, "the forced release did not finish"
         time.sleep(0.5)
-    props = {k: v[0] for k, v in rel[0]["properties"].items()}
+    props = flatten(rel[0]["properties"])
     assert props["owner"] == ADMIN and props["dry_run"] is True, props
     builds, pending = prod.children(rel[0]["buildid"])
     assert pending == [] and len(builds) == 1
     assert builds[0]["results"] in (0, 1), builds[0]["state_string"]
-    child = {k: v[0] for k, v in builds[0]["properties"].items()}
+    child = flatten(builds[0]["properties"])
     assert child["dry_run"] is True and not child.get("uploaded")
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from buildbot.process.results import statusToString
 
-from master.report import row_from_properties
+from master.report import flatten, row_from_properties
 from sandbox import Sandbox
 from tests.notify_servers import IrcClient, IrcServer, SmtpSink, wait_for
 from vllm_cpu_build.variants import load
@@ -116,7 +116,7 @@ def _expected(sb: Sandbox, rel: dict) -> tuple[dict, str, str]:
     builds, pending = sb.children(rel["buildid"])
     assert pending == [] and len(builds) == 1
     b = builds[0]
-    row = row_from_properties({k: v[0] for k, v in b["properties"].items()}, statusToString(b["results"]))
+    row = row_from_properties(flatten(b["properties"]), statusToString(b["results"]))
     return (row, f"{sb.web_url}#/builders/{b['builderid']}/builds/{b['number']}",
             f"{sb.web_url}#/builders/{rel['builderid']}/builds/{rel['number']}")
 

@@ -20,9 +20,10 @@ import pytest
 from packaging.utils import parse_wheel_filename
 
 from master.names import RECHECK, RELEASE, builder_name
+from master.report import flatten
 from sandbox import Sandbox
 from tests.e2e.services import make_wheel
-from vllm_cpu_build.upload import list_index_files
+from vllm_cpu_build.index import list_index_files
 from vllm_cpu_build.variants import load
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -34,7 +35,7 @@ RC = "0.13.1rc1"  # a pre-release: never built under default settings
 
 
 def props(obj: dict) -> dict:
-    return {k: v[0] for k, v in (obj.get("properties") or {}).items()}
+    return flatten(obj.get("properties"))
 
 
 def release_builds(sb: Sandbox, version: str) -> list[dict]:

@@ -16,9 +16,10 @@ import pytest
 import requests
 
 from master.names import builder_name
+from master.report import flatten
 from sandbox import Sandbox
 from tests.e2e.services import make_wheel
-from vllm_cpu_build.upload import list_index_files
+from vllm_cpu_build.index import list_index_files
 from vllm_cpu_build.variants import load
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -46,7 +47,7 @@ def wait_release_done(sb: Sandbox, version: str, after: int, timeout: float = 12
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         for b in sb.release_builds():
-            props = {k: v[0] for k, v in (b.get("properties") or {}).items()}
+            props = flatten(b.get("properties"))
             if b["buildid"] > after and props.get("version") == version and b["complete"]:
                 return b
         time.sleep(0.5)
@@ -165,7 +166,7 @@ def test_force_of_a_named_rc_builds_it(sandbox: Sandbox, released: dict) -> None
     rel = wait_release_done(sandbox, rc, before, timeout=600)
     builds, pending = sandbox.children(rel["buildid"])
     assert pending == [] and len(builds) == 1 and builds[0]["results"] in (0, 1), builds
-    p = {k: v[0] for k, v in builds[0]["properties"].items()}
+    p = flatten(builds[0]["properties"])
     assert p["version"] == rc and p["dry_run"] is True
     assert p["wheels"] and all(f"vllm_cpu-{rc}-" in w for w in p["wheels"])
 
@@ -199,13 +200,13 @@ def test_force_range_and_two_variants_builds_exactly_those(sandbox: Sandbox, rel
     seen = set()
     for version in ("0.11.1", "0.11.2"):
         rel = wait_release_done(sandbox, version, before, timeout=600)
-        rprops = {k: v[0] for k, v in rel["properties"].items()}
+        rprops = flatten(rel["properties"])
         assert rprops["variants"] == chosen and rprops["arches"] == ["x86_64"]
         builds, pending = sandbox.children(rel["buildid"])
         assert pending == []
         names = sandbox.builders()
         for b in builds:
-            p = {k: v[0] for k, v in b["properties"].items()}
+            p = flatten(b["properties"])
             assert b["results"] in (0, 1), (names[b["builderid"]], b["state_string"])
             assert (p["version"], p["arch"], p["dry_run"]) == (version, "x86_64", False)
             assert names[b["builderid"]] == builder_name(p["variant"], "x86_64")
@@ -223,7 +224,7 @@ def test_dry_run_does_everything_but_upload(sandbox: Sandbox, released: dict) ->
     builds, _ = sandbox.children(rel["buildid"])
     assert len(builds) == 1
     b = builds[0]
-    p = {k: v[0] for k, v in b["properties"].items()}
+    p = flatten(b["properties"])
     assert p["dry_run"] is True and p["postfix"] == ".post1"
     assert all(w.endswith(".whl") and f"-{NEW}.post1-" in w for w in p["wheels"])
     steps = {s["name"]: s for s in sandbox.api(f"builds/{b['buildid']}/steps")}
@@ -279,4 +280,4 @@ def test_web_force_form_validates_and_starts_a_release(sandbox: Sandbox, release
             browser.close()
     # x86_64 is published and aarch64 still queued: the release ran and started nothing.
     assert sandbox.children(rel["buildid"]) == ([], [])
-    assert {k: v[0] for k, v in rel["properties"].items()}["tag"] == "v" + NEW
+    assert flatten(rel["properties"])["tag"] == "v" + NEW
