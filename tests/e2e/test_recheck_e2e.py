@@ -121,7 +121,8 @@ def test_missed_release_built_and_uploaded_once(restarted: dict) -> None:
                  if str(parse_wheel_filename(f.filename)[1]) == MISSED]
         assert files and len(files) == len(set(files)), files
         assert all(f.endswith("_x86_64.whl") for f in files), files
-    assert restarted["seconds"] < 120
+    # How fast is printed by the fixture (and measured by `make bench`); the fixture's
+    # bounded wait is the liveness check, not a timed assertion on a shared machine.
 
 
 def test_periodic_recheck_noticed_it(restarted: dict) -> None:
