@@ -7,10 +7,13 @@ PY     := $(VENV)/bin/python
 # Debian packages the tests and the sandbox need (real compiler, cross
 # toolchain for aarch64 ISA audits, patchelf for auditwheel, chromium for
 # the web UI test, ngircd as a real IRC server, qemu-user-static + mmdebstrap
-# for the emulated aarch64 build host of tests/aarch64_host.py).
+# for the emulated aarch64 build host of tests/aarch64_host.py, postgresql
+# for the production test's database, systemd for `systemd-analyze verify`
+# of the service units).
 APT_PACKAGES := git cmake gcc g++ ccache patchelf binutils-aarch64-linux-gnu \
                 gcc-aarch64-linux-gnu chromium ngircd \
-                qemu-user-static binfmt-support mmdebstrap arch-test
+                qemu-user-static binfmt-support mmdebstrap arch-test \
+                postgresql systemd
 APT_STAMP := $(VENV)/.apt-done
 PIP_STAMP := $(VENV)/.pip-done
 

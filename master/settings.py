@@ -52,6 +52,24 @@ def _secret_name(where: str, value: str) -> None:
         raise SettingsError(f"{where}: a secret is a file name in master.secrets_dir, got {value!r}")
 
 
+def _db_url(value: str) -> None:
+    """SQLite or PostgreSQL through psycopg 3 (the driver in the dependencies); no password in the URL."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        url = make_url(value)
+    except ArgumentError:
+        raise SettingsError(f"master.db_url: not a database URL: {value!r}") from None
+    if url.drivername not in ("sqlite", "postgresql+psycopg"):
+        raise SettingsError(f"master.db_url: {url.drivername!r} is not supported; use sqlite:///state.sqlite "
+                            "or postgresql+psycopg://user@host:port/database")
+    if url.password is not None:
+        # The settings file is not a secret; Buildbot renders the secret into the driver's connect arguments.
+        raise SettingsError("master.db_url: holds a password; put it in a secret file and name that file "
+                            "in master.db_password_secret")
+
+
 @dataclass(frozen=True)
 class Upstream:
     url: str = str(SANDBOX_DIR / "upstream")  # the repository whose tags are released
@@ -124,7 +142,9 @@ class Master:
     web_interface: str = "127.0.0.1"
     worker_port: int = 9989
     worker_interface: str = "127.0.0.1"
+    # SQLite (the sandbox, relative to the basedir) or PostgreSQL: postgresql+psycopg://user@host:port/db
     db_url: str = "sqlite:///state.sqlite"
+    db_password_secret: str = ""  # secret file holding the database password; "" = none (SQLite, peer auth)
     secrets_dir: Path = SANDBOX_DIR / "secrets"
     workers_registry: Path = REPO_ROOT / "workers" / "registry.toml"
     log_horizon_days: int = 180  # build logs older than this are deleted nightly; 0 = keep forever
@@ -143,6 +163,9 @@ class Master:
                 raise SettingsError(f"{where}: must be a TCP port 0-65535, got {port}")
         if self.local_workers < 1:
             raise SettingsError("master.local_workers: must be at least 1 (the release builder runs on them)")
+        _db_url(self.db_url)
+        _secret_name("master.db_password_secret", self.db_password_secret)
+
 
 
 @dataclass(frozen=True)
