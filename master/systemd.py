@@ -17,19 +17,25 @@ Exit codes: 0 unit printed, 2 bad arguments (the message names the option).
 from __future__ import annotations
 
 import argparse
-import shlex
 import sys
 from pathlib import Path
 
 from master.settings import ENV_VAR
 
-UNIT_NAME = "vllm-cpu-master.service"
 
-
-def _quote(value: str) -> str:
-    """A systemd value: quoted when it has spaces, ``%`` escaped (systemd expands specifiers)."""
+def _quote(value: str, exec_line: bool = False) -> str:
+    """One word of Environment= or (``exec_line``) ExecStart=: specifiers escaped, quoted if needed."""
     value = value.replace("%", "%%")
-    return shlex.quote(value) if any(c.isspace() for c in value) else value
+    if exec_line:  # ExecStart= also expands $VAR
+        value = value.replace("$", "$$")
+    if any(c.isspace() or c in "\"'\\" for c in value):
+        value = '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return value
+
+
+def _path(value: str) -> str:
+    """A path setting (WorkingDirectory=) is taken as it is, spaces and all; only specifiers need escaping."""
+    return value.replace("%", "%%")
 
 
 def master_unit(settings: Path, basedir: Path, user: str, bin_dir: Path, after: tuple[str, ...] = ()) -> str:
@@ -46,12 +52,12 @@ Wants=network-online.target
 
 [Service]
 Type=simple
-User={_quote(user)}
-WorkingDirectory={_quote(str(basedir))}
+User={user}
+WorkingDirectory={_path(str(basedir))}
 Environment={_quote(f"{ENV_VAR}={settings}")}
 Environment={_quote(f"PATH={bin_dir}:/usr/local/bin:/usr/bin:/bin")}
 Environment=PYTHONUNBUFFERED=1
-ExecStart={_quote(str(buildbot))} start --nodaemon {_quote(str(basedir))}
+ExecStart={_quote(str(buildbot), True)} start --nodaemon {_quote(str(basedir), True)}
 # buildbot reconfig = SIGHUP to the master
 ExecReload=/bin/kill -HUP $MAINPID
 Restart=on-failure
