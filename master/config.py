@@ -41,7 +41,7 @@ def build_config(settings: Settings, basedir: str | Path) -> dict:
         "buildbotURL": settings.master.web_url_slash,
         "db": db_config(settings.master),
         "protocols": {"pb": {"port": f"tcp:{m.worker_port}:interface={m.worker_interface}"}},
-        "workers": workers.make_workers(entries, settings.master.local_workers),
+        "workers": workers.make_workers(entries, m.local_workers, m.name),
         "change_source": schedulers.make_change_sources(settings),
         "schedulers": schedulers.make_schedulers(settings, catalog, tags),
         "builders": builders.make_builders(settings, catalog, workers.names_by_arch(entries), tarball, tags),
@@ -52,6 +52,10 @@ def build_config(settings: Settings, basedir: str | Path) -> dict:
         "secretsProviders": [],
         "services": notify.make_reporters(settings, catalog),
     }
+    if m.mq_router_url:
+        # Multi-master: masters share the database and exchange messages through a WAMP router (crossbar).
+        c["multiMaster"] = True
+        c["mq"] = {"type": "wamp", "router_url": m.mq_router_url, "realm": m.mq_realm, "wamp_debug_level": "error"}
     if settings.master.log_horizon_days:
         # Compile logs are MBs per build; the build records (results, properties,
         # what the re-check counts) stay, only old log text goes.

@@ -151,6 +151,11 @@ class Master:
     # In-process workers for the release/recheck builders (they mostly wait):
     # how many releases may run at once.
     local_workers: int = 4
+    # Multi-master (several masters on one PostgreSQL database): each master's own name (its
+    # in-process workers are <name>-local-N) and the WAMP router they share ("" = one master).
+    name: str = "master"
+    mq_router_url: str = ""  # ws://host:port/ws of a crossbar router
+    mq_realm: str = "buildbot"
 
     @property
     def web_url_slash(self) -> str:
@@ -165,6 +170,16 @@ class Master:
             raise SettingsError("master.local_workers: must be at least 1 (the release builder runs on them)")
         _db_url(self.db_url)
         _secret_name("master.db_password_secret", self.db_password_secret)
+        if not re.fullmatch(r"[a-z0-9][a-z0-9-]{0,30}", self.name):
+            raise SettingsError(f"master.name: {self.name!r} must be lowercase letters, digits and '-'")
+        if self.mq_router_url:
+            if not re.match(r"^wss?://", self.mq_router_url):
+                raise SettingsError(f"master.mq_router_url: must be a ws:// or wss:// URL, got {self.mq_router_url!r}")
+            if self.db_url.startswith("sqlite"):
+                raise SettingsError("master.mq_router_url: several masters need a shared database; "
+                                    "master.db_url is SQLite")
+            if not self.mq_realm:
+                raise SettingsError("master.mq_realm: empty while mq_router_url is set")
 
 
 

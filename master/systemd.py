@@ -2,6 +2,8 @@
 
     python -m master.systemd --settings /srv/vllm-cpu/settings.toml --basedir /srv/vllm-cpu/master \\
         --user buildbot > /etc/systemd/system/vllm-cpu-master.service
+    python -m master.systemd --router-dir /srv/vllm-cpu/router \\
+        --crossbar /srv/vllm-cpu/crossbar/bin/crossbar --user buildbot > /etc/systemd/system/vllm-cpu-router.service
 
 The unit runs ``buildbot start --nodaemon`` from this venv (systemd supervises
 the process itself: no pid file, ``Restart=on-failure``), with the settings
@@ -9,7 +11,8 @@ file in ``$VLLM_CPU_BUILDBOT_SETTINGS`` (the secrets directory is named
 there) and this venv first on ``PATH`` (the in-process workers run the
 toolchain with ``python3``).  ``systemctl reload`` sends SIGHUP, which is
 what ``buildbot reconfig`` does; ``buildbot reconfig`` itself needs the pid
-file a systemd-run master does not write.
+file a systemd-run master does not write.  ``--router-dir`` writes instead the
+unit of the crossbar WAMP router that several masters share (multi-master).
 
 Exit codes: 0 unit printed, 2 bad arguments (the message names the option).
 """
@@ -74,16 +77,52 @@ WantedBy=multi-user.target
 """
 
 
+def router_unit(cbdir: Path, user: str, crossbar: Path) -> str:
+    """The WAMP router of multi-master mode: ``crossbar start`` on ``cbdir/config.json``."""
+    return f"""\
+# Written by `python -m master.systemd --router-dir` (vllm-cpu-buildbot); see master/README.md "Scale-out".
+[Unit]
+Description=vllm-cpu WAMP router for Buildbot multi-master (crossbar, {cbdir})
+After=network-online.target
+Wants=network-online.target
+
+[Service]
+Type=simple
+User={user}
+WorkingDirectory={_path(str(cbdir))}
+ExecStart={_quote(str(crossbar), True)} start --cbdir {_quote(str(cbdir), True)}
+Restart=on-failure
+RestartSec=5
+NoNewPrivileges=yes
+PrivateTmp=yes
+
+[Install]
+WantedBy=multi-user.target
+"""
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m master.systemd", description=__doc__.split("\n\n")[0],
                                 epilog="Exit codes: 0 unit printed, 2 bad arguments.")
-    p.add_argument("--settings", type=Path, required=True, help="the settings file (absolute path)")
-    p.add_argument("--basedir", type=Path, required=True, help="the master's basedir (buildbot create-master)")
-    p.add_argument("--user", required=True, help="the system user the master runs as")
+    p.add_argument("--settings", type=Path, help="the settings file (absolute path)")
+    p.add_argument("--basedir", type=Path, help="the master's basedir (buildbot create-master)")
+    p.add_argument("--user", required=True, help="the system user the service runs as")
     p.add_argument("--after", action="append", default=[], metavar="UNIT",
                    help="a unit to start first, e.g. postgresql.service (repeatable)")
+    p.add_argument("--router-dir", type=Path, metavar="CBDIR",
+                   help="instead of a master: the crossbar router's unit for CBDIR/config.json")
+    p.add_argument("--crossbar", type=Path, help="with --router-dir: the crossbar program (its own venv)")
     args = p.parse_args(argv)
+    if args.router_dir:
+        if not args.router_dir.is_absolute() or not (args.router_dir / "config.json").is_file():
+            p.error(f"--router-dir: {args.router_dir} must be an absolute path holding config.json")
+        if not args.crossbar or not args.crossbar.is_absolute():
+            p.error("--crossbar: the absolute path of the crossbar program is required with --router-dir")
+        sys.stdout.write(router_unit(args.router_dir, args.user, args.crossbar))
+        return 0
     for opt, path in (("--settings", args.settings), ("--basedir", args.basedir)):
+        if path is None:
+            p.error(f"{opt}: required for a master's unit")
         if not path.is_absolute():
             p.error(f"{opt}: must be an absolute path, got {path}")
     if not args.settings.is_file():

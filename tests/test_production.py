@@ -124,3 +124,19 @@ def test_provision_worker_unit_verifies(tmp_path: Path, compiler: str) -> None:
     assert f"ExecStart={base}/venv/bin/buildbot-worker start --nodaemon {base}/worker\n" in text
     assert "Restart=always\n" in text
     assert (f"Environment={compiler}\n" in text) is bool(compiler)
+
+
+@needs_systemd
+def test_router_unit_verifies(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    cbdir = tmp_path / "router"
+    cbdir.mkdir()
+    crossbar = Path(sys.executable)  # any executable: the unit is checked, not run, here
+    with pytest.raises(SystemExit) as exc:
+        systemd_main(["--router-dir", str(cbdir), "--crossbar", str(crossbar), "--user", "buildbot"])
+    assert exc.value.code == 2 and "holding config.json" in capsys.readouterr().err
+    shutil.copy(REPO / "master" / "crossbar.json", cbdir / "config.json")
+    assert systemd_main(["--router-dir", str(cbdir), "--crossbar", str(crossbar), "--user", "buildbot"]) == 0
+    unit = tmp_path / "vllm-cpu-router.service"
+    unit.write_text(capsys.readouterr().out)
+    assert verify(unit) == ""
+    assert f"ExecStart={crossbar} start --cbdir {cbdir}\n" in unit.read_text()

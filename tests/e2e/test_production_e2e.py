@@ -25,7 +25,6 @@ from __future__ import annotations
 import os
 import re
 import secrets
-import shlex
 import signal
 import subprocess
 import sys
@@ -39,7 +38,7 @@ from packaging.utils import parse_wheel_filename
 from master.names import RECHECK
 from sandbox import Sandbox
 from tests.e2e.postgres import PostgresCluster
-from tests.e2e.services import PyPIServer, stop_process
+from tests.e2e.services import PyPIServer, stop_process, unit_service
 from tests.fixture_upstream.make_repo import add_release, make_fixture_repo
 from vllm_cpu_build.upload import list_index_files
 
@@ -74,25 +73,6 @@ def edit_toml(path: Path, values: dict[tuple[str, str], str]) -> None:
         out.append(line)
     assert done == set(values), f"not in {path.name}: {set(values) - done}"  # the example lists every key
     path.write_text("\n".join(out) + "\n")
-
-
-def unit_service(text: str) -> tuple[list[str], dict[str, str], str]:
-    """(ExecStart argv, Environment, WorkingDirectory) of a unit's [Service] section."""
-    section, argv, env, cwd = "", [], {}, "/"
-    for line in text.splitlines():
-        if line.startswith("["):
-            section = line.strip()
-        elif section == "[Service]" and "=" in line and not line.startswith("#"):
-            key, value = line.split("=", 1)
-            if key == "ExecStart":
-                argv = shlex.split(value)
-            elif key == "Environment":
-                for item in shlex.split(value):
-                    k, v = item.split("=", 1)
-                    env[k] = v
-            elif key == "WorkingDirectory":
-                cwd = value
-    return argv, env, cwd
 
 
 class Host:
