@@ -140,3 +140,28 @@ def test_router_unit_verifies(tmp_path: Path, capsys: pytest.CaptureFixture) -> 
     unit.write_text(capsys.readouterr().out)
     assert verify(unit) == ""
     assert f"ExecStart={crossbar} start --cbdir {cbdir}\n" in unit.read_text()
+
+
+def test_multi_master_settings() -> None:
+    from master.config import build_config
+
+    pg = "postgresql+psycopg://buildbot@localhost/buildbot"
+    for raw, message in [
+        ({"mq_router_url": "ws://127.0.0.1:8081/ws"}, "several masters need a shared database"),
+        ({"db_url": pg, "mq_router_url": "http://127.0.0.1:8081/ws"}, "must be a ws:// or wss:// URL"),
+        ({"db_url": pg, "mq_router_url": "ws://r/ws", "mq_realm": ""}, "master.mq_realm: empty"),
+        ({"name": "Master A"}, "master.name: 'Master A' must be lowercase"),
+    ]:
+        with pytest.raises(settings.SettingsError, match=message):
+            settings.parse({"master": raw}, REPO)
+    single = build_config(settings.Settings(), "/nonexistent")
+    assert "mq" not in single and not single.get("multiMaster")
+    s = settings.parse({"master": {"db_url": pg, "mq_router_url": "ws://127.0.0.1:8081/ws", "name": "b"}}, REPO)
+    cfg = build_config(s, "/nonexistent")
+    assert cfg["multiMaster"] is True
+    assert cfg["mq"] == {"type": "wamp", "router_url": "ws://127.0.0.1:8081/ws", "realm": "buildbot",
+                         "wamp_debug_level": "error"}
+    local = sorted(w.workername for w in cfg["workers"] if w.workername.startswith("b-local-"))
+    assert local == [f"b-local-{i}" for i in range(1, 5)]
+    release = next(b for b in cfg["builders"] if b.name == "release")
+    assert set(release.workernames) == set(local)
