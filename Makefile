@@ -7,12 +7,21 @@ PY     := $(VENV)/bin/python
 # Debian packages the tests and the sandbox need (real compiler, cross
 # toolchain for aarch64 ISA audits, patchelf for auditwheel, chromium for
 # the web UI test, ngircd as a real IRC server, qemu-user-static + mmdebstrap
-# for the emulated aarch64 build host of tests/aarch64_host.py).
+# for the emulated aarch64 build host of tests/aarch64_host.py, postgresql
+# for the production test's database, systemd for `systemd-analyze verify`
+# of the service units).
 APT_PACKAGES := git cmake gcc g++ ccache patchelf binutils-aarch64-linux-gnu \
                 gcc-aarch64-linux-gnu chromium ngircd \
-                qemu-user-static binfmt-support mmdebstrap arch-test
+                qemu-user-static binfmt-support mmdebstrap arch-test \
+                postgresql systemd
 APT_STAMP := $(VENV)/.apt-done
 PIP_STAMP := $(VENV)/.pip-done
+# The WAMP router of Buildbot's multi-master mode (master/README.md, the
+# multi-master test) lives in a venv of its own: crossbar pins idna<2.6,
+# which the project's venv must not be downgraded to.
+CROSSBAR_VENV  := .venv-crossbar
+CROSSBAR_STAMP := $(CROSSBAR_VENV)/.pip-done
+CROSSBAR_PIN   := crossbar==26.10.1
 
 .PHONY: setup run test lint clean help
 help:
@@ -39,7 +48,12 @@ $(PIP_STAMP): pyproject.toml detector/pyproject.toml | $(PY)
 	$(PY) -m pip install -q -e '.[test]'
 	@touch $@
 
-setup: $(APT_STAMP) $(PIP_STAMP)
+$(CROSSBAR_STAMP):
+	$(PYTHON) -m venv $(CROSSBAR_VENV)
+	$(CROSSBAR_VENV)/bin/pip install -q '$(CROSSBAR_PIN)'
+	@touch $@
+
+setup: $(APT_STAMP) $(PIP_STAMP) $(CROSSBAR_STAMP)
 
 lint: setup
 	$(VENV)/bin/ruff check .
@@ -52,4 +66,4 @@ run: setup
 	$(PY) -m sandbox $(if $(ONCE),--once,)
 
 clean:
-	rm -rf $(VENV) .sandbox .pytest_cache
+	rm -rf $(VENV) $(CROSSBAR_VENV) .sandbox .pytest_cache

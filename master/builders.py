@@ -18,7 +18,7 @@ from vllm_cpu_build.variants import Catalog
 def make_builders(settings: Settings, catalog: Catalog, workers_by_arch: dict[str, list[str]],
                   tarball: Path, tags: UpstreamTags) -> list[util.BuilderConfig]:
     schedulers_for = {(v.package, a): trigger_name(v.package, a) for v, a in catalog.builds()}
-    local_workers = local_worker_names(settings.master.local_workers)
+    local_workers = local_worker_names(settings.master.local_workers, settings.master.name)
     out = [
         util.BuilderConfig(
             name=RELEASE, workernames=local_workers, collapseRequests=False, tags=["release"],

@@ -52,6 +52,24 @@ def _secret_name(where: str, value: str) -> None:
         raise SettingsError(f"{where}: a secret is a file name in master.secrets_dir, got {value!r}")
 
 
+def _db_url(value: str) -> None:
+    """SQLite or PostgreSQL through psycopg 3 (the driver in the dependencies); no password in the URL."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        url = make_url(value)
+    except ArgumentError:
+        raise SettingsError(f"master.db_url: not a database URL: {value!r}") from None
+    if url.drivername not in ("sqlite", "postgresql+psycopg"):
+        raise SettingsError(f"master.db_url: {url.drivername!r} is not supported; use sqlite:///state.sqlite "
+                            "or postgresql+psycopg://user@host:port/database")
+    if url.password is not None:
+        # The settings file is not a secret; Buildbot renders the secret into the driver's connect arguments.
+        raise SettingsError("master.db_url: holds a password; put it in a secret file and name that file "
+                            "in master.db_password_secret")
+
+
 @dataclass(frozen=True)
 class Upstream:
     url: str = str(SANDBOX_DIR / "upstream")  # the repository whose tags are released
@@ -124,13 +142,20 @@ class Master:
     web_interface: str = "127.0.0.1"
     worker_port: int = 9989
     worker_interface: str = "127.0.0.1"
+    # SQLite (the sandbox, relative to the basedir) or PostgreSQL: postgresql+psycopg://user@host:port/db
     db_url: str = "sqlite:///state.sqlite"
+    db_password_secret: str = ""  # secret file holding the database password; "" = none (SQLite, peer auth)
     secrets_dir: Path = SANDBOX_DIR / "secrets"
     workers_registry: Path = REPO_ROOT / "workers" / "registry.toml"
     log_horizon_days: int = 180  # build logs older than this are deleted nightly; 0 = keep forever
     # In-process workers for the release/recheck builders (they mostly wait):
     # how many releases may run at once.
     local_workers: int = 4
+    # Multi-master (several masters on one PostgreSQL database): each master's own name (its
+    # in-process workers are <name>-local-N) and the WAMP router they share ("" = one master).
+    name: str = "master"
+    mq_router_url: str = ""  # ws://host:port/ws of a crossbar router
+    mq_realm: str = "buildbot"
 
     @property
     def web_url_slash(self) -> str:
@@ -143,6 +168,19 @@ class Master:
                 raise SettingsError(f"{where}: must be a TCP port 0-65535, got {port}")
         if self.local_workers < 1:
             raise SettingsError("master.local_workers: must be at least 1 (the release builder runs on them)")
+        _db_url(self.db_url)
+        _secret_name("master.db_password_secret", self.db_password_secret)
+        if not re.fullmatch(r"[a-z0-9][a-z0-9-]{0,30}", self.name):
+            raise SettingsError(f"master.name: {self.name!r} must be lowercase letters, digits and '-'")
+        if self.mq_router_url:
+            if not re.match(r"^wss?://", self.mq_router_url):
+                raise SettingsError(f"master.mq_router_url: must be a ws:// or wss:// URL, got {self.mq_router_url!r}")
+            if self.db_url.startswith("sqlite"):
+                raise SettingsError("master.mq_router_url: several masters need a shared database; "
+                                    "master.db_url is SQLite")
+            if not self.mq_realm:
+                raise SettingsError("master.mq_realm: empty while mq_router_url is set")
+
 
 
 @dataclass(frozen=True)

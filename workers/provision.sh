@@ -42,5 +42,44 @@ cat > "$BASE/start.sh" <<EOS
 PATH="$BASE/venv/bin:\$PATH" $COMPILER exec "$BASE/venv/bin/buildbot-worker" start "$BASE/worker"
 EOS
 chmod +x "$BASE/start.sh"
-"$BASE/start.sh"
-echo "worker $WORKER_NAME started; add '@reboot $BASE/start.sh' to crontab to keep it running"
+# Keep the worker running: a systemd unit where systemd runs (restarts it, starts
+# it at boot); otherwise start.sh now and an @reboot crontab line.
+UNIT="vllm-cpu-worker-$WORKER_NAME.service"
+worker_unit() {
+  cat <<EOU
+# Written by workers/provision.sh (vllm-cpu-buildbot).
+[Unit]
+Description=vllm-cpu Buildbot worker $WORKER_NAME
+After=network-online.target
+Wants=network-online.target
+
+[Service]
+Type=simple
+User=$(id -un)
+WorkingDirectory=$BASE/worker
+Environment=PATH=$BASE/venv/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
+${COMPILER:+Environment=$COMPILER}
+ExecStart=$BASE/venv/bin/buildbot-worker start --nodaemon $BASE/worker
+Restart=always
+RestartSec=10
+
+[Install]
+WantedBy=multi-user.target
+EOU
+}
+if [ -d /run/systemd/system ] && command -v systemctl >/dev/null 2>&1; then
+  worker_unit | $SUDO tee "/etc/systemd/system/$UNIT" >/dev/null
+  $SUDO systemctl daemon-reload
+  $SUDO systemctl enable "$UNIT"
+  $SUDO systemctl restart "$UNIT"
+  echo "worker $WORKER_NAME started by systemd: systemctl status $UNIT"
+else
+  "$BASE/start.sh"
+  REBOOT="@reboot $BASE/start.sh"
+  if command -v crontab >/dev/null 2>&1; then
+    { crontab -l 2>/dev/null | grep -vxF "$REBOOT" || true; echo "$REBOOT"; } | crontab -
+    echo "worker $WORKER_NAME started (no systemd); crontab: $REBOOT"
+  else
+    echo "worker $WORKER_NAME started; no systemd and no crontab: run $BASE/start.sh at boot"
+  fi
+fi

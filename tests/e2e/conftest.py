@@ -18,3 +18,15 @@ def sandbox(tmp_path_factory: pytest.TempPathFactory):
         yield sb
     finally:
         sb.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """One PostgreSQL cluster (Debian's postgresql) in a temporary directory for the whole run."""
+    from tests.e2e.postgres import PostgresCluster
+
+    pg = PostgresCluster()
+    try:
+        yield pg.start()
+    finally:
+        pg.stop()
