@@ -200,6 +200,10 @@ def test_toolchain_tarball_is_deterministic_and_complete(tmp_path: Path) -> None
     assert {n.split("/")[0] for n in names} <= {"vllm_cpu_build", "variants.json", "readmes", "requirements.txt"}
     assert any(n.startswith("readmes/") for n in names)
     assert not any("__pycache__" in n for n in names)
+    # The worker installs only what the toolchain imports: no Buildbot, no database driver.
+    shipped = {dep.split("[")[0].split(">")[0].split(";")[0].strip().lower() for dep, _ in toolchain.requirements()}
+    assert not shipped & {"buildbot", "buildbot-worker", "buildbot-www", "twisted", "psycopg", "sqlalchemy"}, shipped
+    assert {"packaging", "pypi-simple", "twine", "pyelftools"} <= shipped
 
 
 def _bootstrap(tmp_path: Path, requirements: str) -> subprocess.CompletedProcess:
