@@ -11,6 +11,7 @@ from buildbot.steps.source.git import Git
 from buildbot.steps.transfer import FileDownload
 
 from master import published
+from master.inputs import TrustedBuild
 from master.names import RELEASE, builder_name
 from master.settings import Settings
 from master.tags import UpstreamTags
@@ -25,6 +26,12 @@ OUT = util.Interpolate("%(prop:builddir)s/out")
 RELEASE_PROPS = ["version", "tag", "postfix", "dry_run", "skip_upload"]
 # What makes two release requests the same release (None/absent = the default).
 SAME_RELEASE = ["postfix", "dry_run", "skip_upload", "variants", "arches", "python_versions"]
+
+
+class Factory(BuildFactory):
+    """Every builder's factory: builds start with trusted properties only (master/inputs.py)."""
+
+    buildClass = TrustedBuild
 
 
 def _not_duplicate(step) -> bool:
@@ -78,7 +85,7 @@ def ship_toolchain(tarball: Path, **kwargs) -> list:
 def release_factory(settings: Settings, tarball: Path, schedulers_for: dict[tuple[str, str], str],
                     tags: UpstreamTags) -> BuildFactory:
     check = functools.partial(_check_published, settings.index.simple_url)
-    f = BuildFactory()
+    f = Factory()
     f.addStep(release.ResolveRelease(tag_version=tags.version_of, tag_for=tags.tag_for, haltOnFailure=True))
     f.addStep(release.SkipDuplicateRelease(
         tag_version=tags.version_of, same_release=SAME_RELEASE, release_builder=RELEASE,
@@ -105,7 +112,7 @@ def _check_published(simple_url: str, builds: list[dict], version: str, include_
 
 def variant_factory(settings: Settings, tarball: Path, variant: Variant, arch: str) -> BuildFactory:
     pkg = variant.package
-    f = BuildFactory()
+    f = Factory()
     f.addStep(checkout(settings))
     f.addSteps(ship_toolchain(tarball))
     f.addStep(toolchain.PatchSource(cli_args=_args(
@@ -144,7 +151,7 @@ def recheck_factory(settings: Settings, release_trigger: str, tags: UpstreamTags
                 out.append((version, tag))
         return out
 
-    f = BuildFactory()
+    f = Factory()
     f.addStep(release.Recheck(schedulerNames=[release_trigger], find_missing=find_missing, release_builder=RELEASE,
                         max_attempts=settings.upstream.recheck_attempts))
     return f

@@ -79,6 +79,9 @@ class Upstream:
     recheck_interval: int = 0  # seconds between re-checks of every tag; 0 = off
     recheck_since: str = ""  # oldest version the re-check considers ("" = variants.json first_release)
     recheck_attempts: int = 3  # failed releases of a version after which the re-check leaves it to a maintainer
+    # Secret (file in master.secrets_dir, 0600) shared with the upstream's webhook: POST
+    # /change_hook/github must carry its HMAC-SHA256 (X-Hub-Signature-256). "" = no webhook.
+    webhook_secret: str = ""
 
     @property
     def tag_pattern(self) -> re.Pattern[str]:
@@ -95,6 +98,7 @@ class Upstream:
             raise SettingsError("upstream.poll_interval: must be at least 1 second")
         if self.recheck_attempts < 1:
             raise SettingsError("upstream.recheck_attempts: must be at least 1")
+        _secret_name("upstream.webhook_secret", self.webhook_secret)
         if self.recheck_since:
             try:
                 Version(self.recheck_since)
@@ -185,11 +189,16 @@ class Master:
 
 @dataclass(frozen=True)
 class Www:
-    users_file: Path | None = None  # set => login required to force/stop/rebuild
+    users_file: Path | None = None  # set => login required to force/stop/rebuild (argon2 hashes, 0600)
     admins: tuple[str, ...] = ()
+    max_request_bytes: int = 65536  # larger request bodies (REST, webhook, login) get HTTP 400 unread
+    max_builds_per_request: int = 100  # variant x arch builds one force request may start at most
 
     def check(self) -> None:
-        pass
+        if self.max_request_bytes < 1024:
+            raise SettingsError("www.max_request_bytes: must be at least 1024 (the force form posts ~1 KB)")
+        if self.max_builds_per_request < 1:
+            raise SettingsError("www.max_builds_per_request: must be at least 1")
 
 
 @dataclass(frozen=True)

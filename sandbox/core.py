@@ -37,6 +37,7 @@ BIN = Path(sys.executable).parent
 SANDBOX_TAGS = ["v0.11.1", "v0.11.2"]  # present before the master starts
 NEW_TAG = "v0.12.0"  # pushed once the master watches the upstream
 RELEASE = "release"
+WEBHOOK_SECRET = "upstream-webhook"  # secret name of the tag webhook's shared secret
 
 
 def _port(preferred: int) -> int:
@@ -59,7 +60,8 @@ class Sandbox:
     def __init__(self, root: Path, tags: list[str] | None = None, web_port: int = 8010, worker_port: int = 9989,
                  index_port: int = 8089, poll_interval: int = 2, quiet: bool = False,
                  recheck_since: str = "", recheck_interval: int = 0,
-                 users: dict[str, str] | None = None, admins: tuple[str, ...] = ()) -> None:
+                 users: dict[str, str] | None = None, admins: tuple[str, ...] = (),
+                 max_builds_per_request: int | None = None) -> None:
         self.root = root.resolve()
         self.tags = list(SANDBOX_TAGS if tags is None else tags)
         self.web_port, self.worker_port, self.index_port = _port(web_port), _port(worker_port), _port(index_port)
@@ -67,9 +69,12 @@ class Sandbox:
         self.quiet = quiet
         self.recheck_since = recheck_since
         self.recheck_interval = recheck_interval
-        # Web login (the [www] table): user -> password, written to a 0600 file.
+        # Web login (the [www] table): user -> password, written hashed to a 0600 file.
         self.users = dict(users or {})
         self.admins = tuple(admins)
+        self.max_builds_per_request = max_builds_per_request
+        # Shared with whoever may post tags to /change_hook/github (the tests).
+        self.webhook_secret = secrets.token_urlsafe(24)
         self.procs: dict[str, subprocess.Popen] = {}
         self.upstream = self.root / "upstream"
         self.master_dir = self.root / "master"
@@ -113,13 +118,16 @@ class Sandbox:
                                             start_new_session=True)
 
     def write_settings(self) -> None:
-        if self.users:  # a secret like the others: mode 0600 in secrets_dir
-            registry.write_secret(self.secrets_dir, self.users_file.name,
-                                  "".join(f"{u}:{pw}\n" for u, pw in self.users.items()))
+        if self.users:  # argon2 hashes, a secret like the others: mode 0600 in secrets_dir
+            from master import users
+
+            users.write(self.users_file, {u: users.hash_password(pw) for u, pw in self.users.items()})
+        registry.write_secret(self.secrets_dir, WEBHOOK_SECRET, self.webhook_secret)
         (self.root / "settings.toml").write_text(f"""\
 # Written by the sandbox (sandbox/core.py): everything on 127.0.0.1.
 [upstream]
 url = "{self.upstream}"
+webhook_secret = "{WEBHOOK_SECRET}"
 poll_interval = {self.poll_interval}
 recheck_interval = {self.recheck_interval}
 recheck_since = "{self.recheck_since}"
@@ -143,9 +151,12 @@ workers_registry = "{registry.DEFAULT_PATH}"
         return self.secrets_dir / "www-users"
 
     def _www_settings(self) -> str:
-        if not self.users:
-            return ""
-        return f'[www]\nusers_file = "{self.users_file}"\nadmins = {json.dumps(list(self.admins))}\n'
+        lines = []
+        if self.users:
+            lines += [f'users_file = "{self.users_file}"', f"admins = {json.dumps(list(self.admins))}"]
+        if self.max_builds_per_request is not None:
+            lines.append(f"max_builds_per_request = {self.max_builds_per_request}")
+        return "[www]\n" + "\n".join(lines) + "\n" if lines else ""
 
     def start(self) -> None:
         if str(REPO_ROOT) not in sys.path:  # the fixture lives under tests/
@@ -279,6 +290,27 @@ workers_registry = "{registry.DEFAULT_PATH}"
         body = {"jsonrpc": "2.0", "method": "force", "id": 1, "params": params}
         url = self.web_url + f"api/v2/forceschedulers/{scheduler}"
         return (session or self.session).post(url, json=body, timeout=60)
+
+    def webhook(self, payload: dict | bytes, event: str = "push", secret: str | None = "",
+                headers: dict[str, str] | None = None) -> requests.Response:
+        """POST ``payload`` to ``/change_hook/github`` as GitHub does, signed with ``secret``
+        ("" = the sandbox's own secret, None = unsigned)."""
+        from master.webhook import signature
+
+        body = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+        h = {"Content-Type": "application/json", "X-GitHub-Event": event}
+        if secret is not None:
+            h["X-Hub-Signature-256"] = signature((secret or self.webhook_secret).encode(), body)
+        h.update(headers or {})
+        return self.session.post(self.web_url + "change_hook/github", data=body, headers=h, timeout=60)
+
+    def tag_push(self, tag: str, **extra) -> dict:
+        """The payload GitHub sends when ``tag`` is pushed (the fields a push event has; ``extra`` added)."""
+        return {"ref": f"refs/tags/{tag}", "before": "0" * 40, "after": "1" * 40, "created": True,
+                "deleted": False, "forced": False, "base_ref": None, "commits": [],
+                "head_commit": {"id": "1" * 40, "message": tag, "timestamp": "2026-11-29T00:00:00Z"},
+                "repository": {"name": "vllm", "full_name": "vllm-project/vllm", "clone_url": str(self.upstream)},
+                "pusher": {"name": "sandbox"}, **extra}
 
     def builder_id(self, name: str) -> int:
         return {b["name"]: b["builderid"] for b in self.api("builders")}[name]

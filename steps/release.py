@@ -16,12 +16,19 @@ from buildbot.process.results import CANCELLED, EXCEPTION, FAILURE, SKIPPED, SUC
 from buildbot.steps.trigger import Trigger
 from twisted.internet import defer, threads
 
+from master import inputs
 from master.report import child_row, fetch_children, flatten, format_table
 
 
 class ResolveRelease(buildstep.BuildStep):
-    """Work out the release this build is for: a forced ``versions``, a triggered ``version``/``tag``,
-    or the change's tag ref."""
+    """Work out the release this build is for, and its tag as the upstream has it.
+
+    The version comes from a forced ``versions`` (force form), a triggered
+    ``version`` (re-check) or the tag a change announced (``branch``: poller,
+    signed webhook), in that order; ``master/inputs.py`` guarantees each came
+    from where it should.  The tag checked out is always the upstream's own
+    tag for that version (``git ls-remote``), never a ref a request named.
+    """
 
     name = "release"
 
@@ -31,19 +38,36 @@ class ResolveRelease(buildstep.BuildStep):
         self.tag_for = tag_for  # version -> upstream tag (None: no such tag); blocking
         super().__init__(**kwargs)
 
+    def _fail(self, text: str, why: str):
+        self.descriptionDone = text
+        d = self.addCompleteLog("why", why + "\n")
+        return d.addCallback(lambda _: FAILURE)
+
     @defer.inlineCallbacks
     def run(self):
-        tag = self.getProperty("tag") or self.getProperty("branch") or ""
-        tag = str(tag).removeprefix("refs/tags/")
-        version = self.getProperty("version") or (self.tag_version(tag) if tag else None)
         forced = self.getProperty("versions")  # the force form: one version per release build
-        if not version and forced:
-            version = str(forced)
-            tag = yield threads.deferToThread(self.tag_for, version)
-        if not tag or not version:
-            self.descriptionDone = f"not a release tag: {tag or '(none)'}"
-            yield self.addCompleteLog("why", "This build has neither a version property nor a release tag.\n")
-            return FAILURE
+        triggered = self.getProperty("version")
+        branch = str(self.getProperty("branch") or "")
+        if forced:
+            version, origin = str(forced), "forced"
+        elif triggered:
+            version, origin = str(triggered), "re-check"
+        elif branch:
+            version, origin = self.tag_version(branch), f"tag {branch}"
+            if not version:
+                return (yield self._fail(f"not a release tag: {branch}",
+                                         f"{branch} does not match upstream.tag_regex (or is a pre-release "
+                                         "and upstream.build_prereleases is false)."))
+        else:
+            return (yield self._fail("not a release: no version and no tag",
+                                     "This build has no forced version, no triggered version and no tag."))
+        try:
+            tag = yield threads.deferToThread(self.tag_for, str(version))
+        except Exception as exc:
+            return (yield self._fail(f"cannot list upstream tags: {exc}"[:200], f"{type(exc).__name__}: {exc}"))
+        if not tag:
+            return (yield self._fail(f"{version} ({origin}): no such release tag upstream",
+                                     f"The upstream has no release tag for {version}."))
         self.setProperty("tag", tag, "release")
         self.setProperty("version", str(version), "release")
         bits = [f"vLLM {version} ({tag})"]
@@ -70,7 +94,8 @@ def open_requests(master, builder: str):
     out = []
     for br in sorted(brs or [], key=lambda r: r["buildrequestid"]):
         raw = yield master.db.buildsets.getBuildsetProperties(br["buildsetid"])
-        out.append((br, flatten(raw)))
+        # Only what a build of that request would itself trust (master/inputs.py).
+        out.append((br, flatten({k: v for k, v in raw.items() if inputs.trusted(k, v[1])})))
     return out
 
 
@@ -97,8 +122,8 @@ class SkipDuplicateRelease(buildstep.BuildStep):
 
     @defer.inlineCallbacks
     def _version_of(self, bsid: int, props: dict):
-        if props.get("version") or props.get("versions"):  # triggered / forced
-            return str(props.get("version") or props["versions"])
+        if props.get("versions") or props.get("version"):  # forced / triggered
+            return str(props.get("versions") or props["version"])
         tag = props.get("tag")
         if not tag:
             bs = yield self.master.data.get(("buildsets", bsid))

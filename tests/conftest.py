@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import shutil
 import time
@@ -21,6 +22,11 @@ from tests.fixture_upstream.make_repo import make_fixture_repo
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", DeprecationWarning)
     import buildbot.util.ssl  # noqa: F401
+
+    # autobahn (imported by buildbot.test) imports passlib when argon2 is
+    # installed, and passlib imports the deprecated crypt module if present.
+    with contextlib.suppress(ImportError):
+        import crypt  # noqa: F401
 
 FIXTURE_TAGS = ["v0.11.1", "v0.11.2", "v0.12.0"]
 

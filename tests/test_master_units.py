@@ -289,19 +289,3 @@ def test_checkconfig_shipped_config_without_secrets(tmp_path: Path) -> None:
     bad = subprocess.run([str(Path(PY).with_name("buildbot")), "checkconfig", str(REPO / "master" / "master.cfg")],
                          capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120)
     assert bad.returncode != 0 and "build_prerelease" in bad.stdout + bad.stderr
-
-
-def test_www_anonymous_cannot_force_when_users_are_configured(tmp_path: Path) -> None:
-    from buildbot.www.auth import HTPasswdAuth
-    from buildbot.www.authz import Authz
-
-    from master.www import make_www
-
-    open_www = make_www(settings.Settings())
-    assert "auth" not in open_www and open_www["change_hook_dialects"] == {"base": True}
-    assert open_www["port"].endswith("interface=127.0.0.1")
-    (tmp_path / "htpasswd").write_text("alice:s3cret\n")
-    (tmp_path / "htpasswd").chmod(0o600)
-    (tmp_path / "s.toml").write_text('[www]\nusers_file = "htpasswd"\nadmins = ["alice"]\n')
-    prod = make_www(settings.load(tmp_path / "s.toml"))
-    assert isinstance(prod["auth"], HTPasswdAuth) and isinstance(prod["authz"], Authz)

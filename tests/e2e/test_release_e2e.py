@@ -13,7 +13,6 @@ import time
 from pathlib import Path
 
 import pytest
-import requests
 
 from master.names import builder_name
 from master.report import flatten
@@ -116,11 +115,9 @@ def test_published_wheel_installs_and_selects_cpu_platform(sandbox: Sandbox, rel
 def test_same_tag_again_rebuilds_nothing(sandbox: Sandbox, released: dict) -> None:
     before_brs = sandbox.buildrequests_total()
     before = newest_buildid(sandbox)
-    # The change hook announcing the tag again (as a webhook would).
-    r = requests.post(sandbox.web_url + "change_hook/base", data={
-        "branch": f"refs/tags/v{NEW}", "revision": "", "repository": str(sandbox.upstream), "project": "vllm",
-        "comments": "tag announced again", "author": "hook <hook@localhost>"}, timeout=30)
-    assert r.status_code == 200, r.text
+    # The upstream's signed webhook announcing the tag again.
+    r = sandbox.webhook(sandbox.tag_push(f"v{NEW}"))
+    assert r.status_code == 200 and "1 change found" in r.text, r.text
     rel = wait_release_done(sandbox, NEW, before)
     builds, pending = sandbox.children(rel["buildid"])
     assert builds == [] and pending == []
