@@ -131,11 +131,11 @@ class StrictForceScheduler(schedulers.ForceScheduler):
     def _check_builder(self, builderNames, builderid):
         # Buildbot answers an unknown builder with a 500; say which ones exist.
         if builderid is not None:
-            try:
+            builder = None
+            if isinstance(builderid, int) and not isinstance(builderid, bool) or (
+                    isinstance(builderid, str) and builderid.isascii() and builderid.isdigit()):
                 builder = yield self.master.data.get(("builders", int(builderid)))
-            except (ValueError, TypeError):
-                builder = None
-            if isinstance(builderid, bool) or not builder or builder["name"] not in self.builderNames:
+            if not builder or builder["name"] not in self.builderNames:
                 raise CollectedValidationError({
                     "builderid": f"no builder {builderid!r} for this scheduler; it starts: "
                                  + ", ".join(self.builderNames)})
@@ -264,7 +264,7 @@ def make_force(settings: Settings, catalog: Catalog, tags: UpstreamTags) -> Rele
 
 def make_schedulers(settings: Settings, catalog: Catalog, tags: UpstreamTags) -> list:
     out: list = [
-        # Tags from the poller (branch = refs/tags/...) and the change hook.
+        # Tags from the poller (branch = refs/tags/vX) and the signed webhook (branch = vX).
         schedulers.AnyBranchScheduler(
             name="release-tags", builderNames=[RELEASE], treeStableTimer=None,
             change_filter=util.ChangeFilter(branch_fn=is_release_ref(tags)),

@@ -104,7 +104,7 @@ class TagWebhook(BaseHookHandler):
         except ValueError:
             raise ValueError("body is not JSON") from None
         ref = payload.get("ref") if isinstance(payload, dict) else None
-        if not isinstance(ref, str):
+        if not isinstance(ref, str) or not ref:
             raise ValueError("push payload without a ref")
         if not ref.startswith("refs/tags/"):
             request.write(f"ignored: {ref} is not a tag; ".encode())

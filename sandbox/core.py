@@ -304,7 +304,7 @@ workers_registry = "{registry.DEFAULT_PATH}"
         h.update(headers or {})
         return self.session.post(self.web_url + "change_hook/github", data=body, headers=h, timeout=60)
 
-    def tag_push(self, tag: str, **extra) -> dict:
+    def tag_push(self, tag: str, /, **extra) -> dict:
         """The payload GitHub sends when ``tag`` is pushed (the fields a push event has; ``extra`` added)."""
         return {"ref": f"refs/tags/{tag}", "before": "0" * 40, "after": "1" * 40, "created": True,
                 "deleted": False, "forced": False, "base_ref": None, "commits": [],

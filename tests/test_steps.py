@@ -270,8 +270,8 @@ class TestUpload(StepCase):
 class TestMasterSide(StepCase):
     @defer.inlineCallbacks
     def test_resolve_release_from_tag_ref(self):
-        self.setup(release.ResolveRelease(tag_version=lambda t: t[1:] if t.startswith("v") else None,
-                                          tag_for=lambda v: None),
+        self.setup(release.ResolveRelease(tag_version=lambda t: t.removeprefix("refs/tags/v"),
+                                          tag_for={"0.11.2": "v0.11.2"}.get),
                    branch="refs/tags/v0.11.2")
         self.expect_outcome(SUCCESS, "vLLM 0.11.2 (v0.11.2)")
         self.expect_property("version", "0.11.2")
@@ -283,6 +283,23 @@ class TestMasterSide(StepCase):
         self.setup(release.ResolveRelease(tag_version=lambda t: None, tag_for=lambda v: None),
                    branch="refs/heads/main")
         self.expect_outcome(FAILURE, "not a release tag: refs/heads/main (failure)")
+        yield self.run_step()
+
+    @defer.inlineCallbacks
+    def test_resolve_release_refuses_a_tag_the_upstream_lacks(self):
+        self.setup(release.ResolveRelease(tag_version=lambda t: t.removeprefix("v"), tag_for=lambda v: None),
+                   branch="v0.99.0")
+        self.expect_outcome(FAILURE, "0.99.0 (tag v0.99.0): no such release tag upstream (failure)")
+        self.expect_no_property("tag")
+        yield self.run_step()
+
+    @defer.inlineCallbacks
+    def test_resolve_release_checks_out_the_upstream_tag_not_a_requested_ref(self):
+        # A triggered release (re-check) names its version; the tag is looked up again, never taken.
+        self.setup(release.ResolveRelease(tag_version=lambda t: None, tag_for={"0.11.2": "v0.11.2"}.get),
+                   version="0.11.2", tag="refs/pull/1/head")
+        self.expect_outcome(SUCCESS, "vLLM 0.11.2 (v0.11.2)")
+        self.expect_property("tag", "v0.11.2")
         yield self.run_step()
 
     @defer.inlineCallbacks
@@ -350,7 +367,8 @@ class TestSkipDuplicateRelease(StepCase):
         rows: list = [fakedb.Builder(id=150, name="release"), fakedb.SourceStamp(id=230), fakedb.Buildset(id=210),
                       fakedb.BuildsetSourceStamp(buildsetid=210, sourcestampid=230),
                       fakedb.BuildRequest(id=310, buildsetid=210, builderid=150, complete=0)]
-        rows += [fakedb.BuildsetProperty(buildsetid=210, property_name=k, property_value=json.dumps([v, "test"]))
+        origin = props.pop("origin", "Trigger")  # where the older request's properties came from
+        rows += [fakedb.BuildsetProperty(buildsetid=210, property_name=k, property_value=json.dumps([v, origin]))
                  for k, v in props.items()]
         if fanned_out:
             rows += [fakedb.Master(id=92), fakedb.Worker(id=13),
@@ -382,6 +400,15 @@ class TestSkipDuplicateRelease(StepCase):
         yield self.run_step()
 
     @defer.inlineCallbacks
+    def test_older_request_with_untrusted_properties_is_no_release(self):
+        # A change's own properties (master/inputs.py) say nothing about which release a request is for.
+        yield self._older_request(version="0.11.2", origin="Change")
+        self._setup(version="0.11.2")
+        self.expect_outcome(SUCCESS, "no older request for this release")
+        self.expect_no_property("duplicate_of")
+        yield self.run_step()
+
+    @defer.inlineCallbacks
     def test_another_version_is_another_release(self):
         yield self._older_request(version="0.12.0")
         self._setup(version="0.11.2")
@@ -390,7 +417,7 @@ class TestSkipDuplicateRelease(StepCase):
 
     @defer.inlineCallbacks
     def test_other_parameters_are_another_release(self):
-        yield self._older_request(version="0.11.2", dry_run=True)
+        yield self._older_request(version="0.11.2", dry_run=True)  # dry_run: from a trigger, as version
         self._setup(version="0.11.2")
         self.expect_outcome(SUCCESS, "no older request for this release")
         yield self.run_step()
@@ -424,7 +451,7 @@ class TestRecheck(StepCase):
             fakedb.SourceStamp(id=230),
             fakedb.Buildset(id=210),
             fakedb.BuildsetSourceStamp(buildsetid=210, sourcestampid=230),
-            fakedb.BuildsetProperty(buildsetid=210, property_name="version", property_value='["0.11.2", "test"]'),
+            fakedb.BuildsetProperty(buildsetid=210, property_name="version", property_value='["0.11.2", "Trigger"]'),
             fakedb.BuildRequest(id=310, buildsetid=210, builderid=150, complete=0),
         ])
         self.setup(self._step(lambda: [("0.11.2", "v0.11.2")]))

@@ -16,14 +16,14 @@ import pytest
 from sandbox import Sandbox
 
 ADMIN, USER = "alice", "carol"  # carol may log in, but is no admin
-PROD_TAGS = ["v0.12.0"]
+PROD_TAGS = ["v0.11.2", "v0.12.0"]
 
 
 @pytest.fixture(scope="session")
 def sandbox(tmp_path_factory: pytest.TempPathFactory):
     root: Path = tmp_path_factory.mktemp("sandbox")
     sb = Sandbox(root, web_port=0, worker_port=0, index_port=0, poll_interval=1, recheck_since="0.12.0",
-                 max_builds_per_request=12)
+                 max_builds_per_request=10)
     try:
         sb.start()
         yield sb
