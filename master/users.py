@@ -206,7 +206,7 @@ def main(argv: list[str] | None = None) -> int:
 
     p = argparse.ArgumentParser(
         prog="python -m master users", description="Manage the web users file ([www] users_file): argon2 "
-        "hashes, mode 0600. Exit codes: 0 done, 1 the file could not be written, 2 bad input.")
+        "hashes, mode 0600.", epilog="exit codes: 0 done, 1 the file could not be read or written, 2 bad input")
     p.add_argument("--file", type=Path, default=None,
                    help="users file (default: [www] users_file of $VLLM_CPU_BUILDBOT_SETTINGS)")
     sub = p.add_subparsers(dest="cmd", required=True)
