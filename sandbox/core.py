@@ -274,9 +274,18 @@ workers_registry = "{registry.DEFAULT_PATH}"
 
     # --------------------------------------------------------------- the REST API
     def api(self, path: str, **params) -> list[dict]:
-        r = self.session.get(self.web_url + "api/v2/" + path, params=params, timeout=30)
-        r.raise_for_status()
-        data = r.json()
+        # Buildbot 4.3 writes REST responses from a thread (V2RootResource._write_json_data): under load
+        # a gzip body now and then arrives garbled. A GET is safe to repeat.
+        for attempt in range(3):
+            try:
+                r = self.session.get(self.web_url + "api/v2/" + path, params=params, timeout=30)
+                r.raise_for_status()
+                data = r.json()
+                break
+            except (requests.ConnectionError, requests.exceptions.ContentDecodingError, ValueError):
+                if attempt == 2:
+                    raise
+                time.sleep(0.5)
         key = [k for k in data if k != "meta"][0]
         return data[key]
 
