@@ -32,6 +32,8 @@ from twisted.internet import threads
 from zope.interface import implementer
 
 USER_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._@-]{0,63}", re.ASCII)
+# Apache htpasswd hashes ($apr1$ MD5, $2y$ bcrypt, $1$/$5$/$6$ crypt, {SHA}): the password is unknown.
+_HTPASSWD = re.compile(r"^(\$(apr1|2[abxy]?|1|5|6)\$|\{SHA\})")
 _HASHER = PasswordHasher()  # argon2id with the library's current defaults (RFC 9106 low-memory profile)
 EXIT_OK, EXIT_FAIL, EXIT_USAGE = 0, 1, 2
 
@@ -61,6 +63,11 @@ def _is_hash(value: str) -> bool:
     return value.startswith("$argon2")
 
 
+def path_of(where: str) -> str:
+    """The file name in a ``where`` prefix ("www.users_file /srv/users" -> "/srv/users")."""
+    return where.removeprefix("www.users_file ")
+
+
 def parse(text: str, where: str) -> tuple[dict[str, str], list[str]]:
     """``name -> hash`` of a users file's text, and the problems (each naming line and fix)."""
     users: dict[str, str] = {}
@@ -73,11 +80,15 @@ def parse(text: str, where: str) -> tuple[dict[str, str], list[str]]:
             problems.append(f"{where} line {n}: expected NAME:ARGON2-HASH (NAME: letters, digits, . _ @ -)")
         elif name in users:
             problems.append(f"{where} line {n}: {name} is listed twice")
+        elif _HTPASSWD.match(value):
+            problems.append(
+                f"{where} line {n} ({name}): an htpasswd hash, not argon2; delete the line and set a new password "
+                f"with `python -m master users add {name} --file {path_of(where)}`")
         elif not _is_hash(value):
             problems.append(
-                f"{where} line {n} ({name}): not an argon2 hash; plain-text (or htpasswd) passwords are refused. "
-                f"Convert the file with `python -m master users convert --file {where}` (hashes every plain-text "
-                f"line in place) or set a new password with `python -m master users add {name} --file {where}`")
+                f"{where} line {n} ({name}): not an argon2 hash; plain-text passwords are refused. Convert the "
+                f"file with `python -m master users convert --file {path_of(where)}` (hashes every plain-text line "
+                f"in place) or set a new password with `python -m master users add {name} --file {path_of(where)}`")
         else:
             users[name] = value
     return users, problems
@@ -194,6 +205,9 @@ def _existing(path: Path) -> tuple[dict[str, str], dict[str, str], list[str]]:
         name, sep, value = line.partition(":")
         if not sep or not USER_RE.fullmatch(name) or not value:
             raise UsersFileError(f"{path} line {n}: expected NAME:ARGON2-HASH; fix it by hand first")
+        if _HTPASSWD.match(value):
+            raise UsersFileError(f"{path} line {n} ({name}): an htpasswd hash cannot be converted (the password "
+                                 f"is unknown); delete the line, then `users add {name}`")
         if _is_hash(value):
             hashed[name] = value
         else:

@@ -40,6 +40,13 @@ def test_add_convert_remove_keep_a_0600_file_of_argon2_hashes(tmp_path: Path) ->
     assert out.returncode == 0 and "1 plain-text password(s) hashed" in out.stdout
     assert users.verify(f, "bob", "hunter2") and users.verify(f, "alice", "correct horse")
     assert users.check_file(f, ("alice",)) == []
+    # An htpasswd hash hides the password: it cannot be converted, only replaced.
+    with f.open("a") as fh:
+        fh.write("dave:$apr1$abcdefgh$0123456789abcdefghij./\n")
+    assert any("delete the line" in p for p in users.check_file(f, ("alice",)))
+    out = cli("--file", str(f), "convert")
+    assert out.returncode == 2 and "cannot be converted" in out.stderr
+    f.write_text("".join(line + "\n" for line in f.read_text().splitlines() if not line.startswith("dave:")))
     assert cli("--file", str(f), "remove", "bob").returncode == 0
     assert cli("--file", str(f), "list").stdout.split() == ["alice"]
     assert stat.S_IMODE(f.stat().st_mode) == 0o600

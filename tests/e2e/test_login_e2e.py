@@ -144,8 +144,8 @@ def test_passwords_never_shown_or_logged(prod: Sandbox) -> None:
 
 @pytest.mark.parametrize(("content", "mode", "words"), [
     (f"{ADMIN}:{users_mod.hash_password('s3cret')}\n", 0o644, "make it 0600"),
-    (f"{ADMIN}:s3cret\n", 0o600, "plain-text (or htpasswd) passwords are refused"),
-    (f"{ADMIN}:$apr1$abcdefgh$0123456789abcdefghij./\n", 0o600, "users convert"),
+    (f"{ADMIN}:s3cret\n", 0o600, "plain-text passwords are refused"),
+    (f"{ADMIN}:$apr1$abcdefgh$0123456789abcdefghij./\n", 0o600, "an htpasswd hash, not argon2; delete the line"),
     (f"bob:{users_mod.hash_password('s3cret')}\n", 0o600, "alice not in"),
     (f"{ADMIN}\n", 0o600, "expected NAME:ARGON2-HASH"),
 ], ids=["world-readable", "plain-text", "htpasswd-hash", "admin-missing", "no-password"])
