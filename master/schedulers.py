@@ -115,11 +115,11 @@ class StrictForceScheduler(schedulers.ForceScheduler):
     """Buildbot's ``ForceScheduler`` that checks a request as a whole before anything is queued.
 
     Field types first (``strict_errors``), then every field through
-    Buildbot's own parameters (the values the build gets), then ``check``
-    (subclasses: what the request would start).  Any error is an HTTP 400
-    naming the field (red text in the web form) and queues nothing.  No
-    branch/revision/repository/project fields: the tag comes from the
-    upstream, never from a request.
+    Buildbot's own parameters (``validate``: the values the build gets);
+    ``ReleaseForceScheduler`` adds the versions and the build count.  Any
+    error is an HTTP 400 naming the field (red text in the web form) and
+    queues nothing.  No branch/revision/repository/project fields: the tag
+    comes from the upstream, never from a request.
     """
 
     def __init__(self, name: str, builderNames: list[str], **kwargs) -> None:

@@ -273,19 +273,27 @@ workers_registry = "{registry.DEFAULT_PATH}"
         self.procs.clear()
 
     # --------------------------------------------------------------- the REST API
-    def api(self, path: str, **params) -> list[dict]:
-        # Buildbot 4.3 writes REST responses from a thread (V2RootResource._write_json_data): under load
-        # a gzip body now and then arrives garbled. A GET is safe to repeat.
-        for attempt in range(3):
+    def _get_json(self, url: str, **params):
+        """GET a REST resource as JSON, repeated on a garbled or dropped response.
+
+        Buildbot 4.3 writes REST responses from a thread (V2RootResource._write_json_data):
+        under load a body now and then arrives corrupt. A GET is safe to repeat.
+        """
+        transient = (requests.ConnectionError, requests.exceptions.ContentDecodingError,
+                     requests.exceptions.ChunkedEncodingError, ValueError)
+        for attempt in range(4):
             try:
-                r = self.session.get(self.web_url + "api/v2/" + path, params=params, timeout=30)
+                r = self.session.get(url, params=params, timeout=30)
                 r.raise_for_status()
-                data = r.json()
-                break
-            except (requests.ConnectionError, requests.exceptions.ContentDecodingError, ValueError):
-                if attempt == 2:
+                return r.json()
+            except transient:
+                if attempt == 3:
                     raise
-                time.sleep(0.5)
+                time.sleep(0.5 * (attempt + 1))
+        raise AssertionError("unreachable")
+
+    def api(self, path: str, **params) -> list[dict]:
+        data = self._get_json(self.web_url + "api/v2/" + path, **params)
         key = [k for k in data if k != "meta"][0]
         return data[key]
 
@@ -339,9 +347,7 @@ workers_registry = "{registry.DEFAULT_PATH}"
     def _data(self, request: report.Request):
         """One data-API request of ``report.children`` over REST (same resource paths)."""
         path, filters = request
-        r = self.session.get(self.web_url + "api/v2/" + "/".join(map(str, path)), params=filters, timeout=30)
-        r.raise_for_status()
-        data = r.json()
+        data = self._get_json(self.web_url + "api/v2/" + "/".join(map(str, path)), **(filters or {}))
         if path[-1] == "properties":  # {"properties": [{name: [value, source]}]}
             return (data["properties"] or [{}])[0]
         items = data[[k for k in data if k != "meta"][0]]
