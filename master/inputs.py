@@ -11,8 +11,7 @@ drops everything else before the first step runs (and says so in the
 a step of the build itself: a value for it arriving from outside is dropped.
 Nothing may come from a change (``tests/test_inputs.py`` reads the steps and
 fails when a property they read is missing here or allowed from a change).
-
-Origins are Buildbot's property sources:
+Origins are Buildbot's property sources (the second item of a property).
 """
 
 from __future__ import annotations
