@@ -78,7 +78,7 @@ class Upstream:
     poll_interval: int = 5  # seconds between polls of the upstream tags
     recheck_interval: int = 0  # seconds between re-checks of every tag; 0 = off
     recheck_since: str = ""  # oldest version the re-check considers ("" = variants.json first_release)
-    recheck_attempts: int = 3  # failed releases of a version after which the re-check leaves it to a maintainer
+    recheck_attempts: int = 3  # failures of a missing build after which the re-check leaves it to a maintainer
 
     @property
     def tag_pattern(self) -> re.Pattern[str]:

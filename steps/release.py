@@ -357,9 +357,10 @@ class FanOut(Trigger):
         return out
 
     def interrupt(self, reason):
-        if isinstance(reason, Failure):
-            # The (in-process) worker went away: the master is stopping.  The
-            # release is re-run after the restart; its builds go on meanwhile.
+        if isinstance(reason, Failure) or getattr(self.master.botmaster, "shuttingDown", False):
+            # The master is stopping (Buildbot stops its builds with RETRY, or
+            # the in-process worker went away): the release is re-run after
+            # the restart; its builds are left alone, to go on then.
             self._lost = True
         elif self._stop_reason is None:
             self._stop_reason = str(reason) or "stopped"

@@ -16,7 +16,7 @@ from typing import Any
 
 from buildbot.process import buildstep
 from buildbot.process.properties import Interpolate, Property
-from buildbot.process.results import FAILURE, SKIPPED, SUCCESS, WARNINGS
+from buildbot.process.results import CANCELLED, FAILURE, SKIPPED, SUCCESS, WARNINGS
 from twisted.internet import defer
 
 from vllm_cpu_build.errors import EXIT_OK, EXIT_USAGE
@@ -80,6 +80,9 @@ class ToolchainStep(buildstep.ShellMixin, buildstep.BuildStep):
         command = [python, "-m", "vllm_cpu_build", self.subcommand, *self.command_args(), "--json"]
         cmd = yield self.makeRemoteShellCommand(command=command, collectStdout=True)
         yield self.runCommand(cmd)
+        if self.stopped:  # stopped (a cancelled release, a master shutdown): not a failure of the tool
+            self.descriptionDone = f"{self.subcommand} interrupted"
+            return CANCELLED
         result = parse_result(cmd.stdout or "")
         if result is not None:
             yield self.addCompleteLog("result.json", json.dumps(result.to_json(), indent=2))

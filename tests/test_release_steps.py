@@ -212,6 +212,19 @@ class TestFanOut(ReleaseCase):
         yield d
         assert not [k for k, _ in self.master.mq.productions if k[-1] == "cancel"]
 
+    @defer.inlineCallbacks
+    def test_master_shutdown_leaves_the_builds_alone(self):
+        """Buildbot stops running builds with a plain reason at shutdown: not a maintainer's stop."""
+        yield self.child(X86, "x86_64", results=None)
+        self.fan_out()
+        self.expect_outcome(RETRY, "interrupted: the master is stopping; the release goes on after its restart "
+                                   "(retry)")
+        d = self.run_step()
+        self.master.botmaster.shuttingDown = True
+        yield self.get_nth_step(0).interrupt("Master Shutdown")
+        yield d
+        assert not [k for k, _ in self.master.mq.productions if k[-1] == "cancel"]
+
 
 class TestRebuildFailed(ReleaseCase):
     @defer.inlineCallbacks
