@@ -44,6 +44,8 @@ _BAD = (FAILURE, EXCEPTION, CANCELLED)
 
 def wants(events: Iterable[str], kind: str | None, results: int | None) -> bool:
     """Whether ``events`` (settings' mail_events / irc_events) ask for this finished build."""
+    if results == RETRY:  # interrupted (a master restart, a lost worker): it runs again and is announced then
+        return False
     ev = set(events)
     if kind == RELEASE_KIND:
         return "release_finished" in ev or ("release_failed" in ev and results in _BAD)

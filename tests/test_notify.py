@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from buildbot.process.results import EXCEPTION, FAILURE, SUCCESS, WARNINGS
+from buildbot.process.results import EXCEPTION, FAILURE, RETRY, SUCCESS, WARNINGS
 
 from master import notify, settings
 from master.names import RELEASE, builder_name
@@ -152,6 +152,7 @@ def test_variant_failure_mail_quotes_the_compiler_errors_and_the_log_end() -> No
     (["variant_failed"], "variant", WARNINGS, False),
     (["variant_warnings"], "variant", WARNINGS, True),
     (["release_finished", "variant_failed"], None, FAILURE, False),  # e.g. the recheck builder
+    (["release_finished", "release_failed"], "release", RETRY, False),  # a master restart: it runs again
 ])
 def test_wants(events: list[str], kind: str | None, results: int, expected: bool) -> None:
     assert notify.wants(events, kind, results) is expected
