@@ -613,7 +613,7 @@ class Recheck(Trigger):
                     lines.append(where + queued)
                 elif failed >= self.max_attempts:
                     skip.append(m.key)
-                    given_up.append(f"{m} {version}")
+                    given_up.append(f"{version} {m}")
                     lines.append(where + f"failed {failed} times; left to a maintainer "
                                  "(rebuild the release or force one to retry)")
                 else:

