@@ -7,6 +7,7 @@ from pathlib import Path
 
 from buildbot.plugins import util
 from buildbot.process.factory import BuildFactory
+from buildbot.process.results import SKIPPED
 from buildbot.steps.source.git import Git
 from buildbot.steps.transfer import FileDownload
 
@@ -71,6 +72,9 @@ def checkout(settings: Settings, **kwargs) -> Git:
         name="checkout_tag", repourl=settings.upstream.url, branch=util.Property("tag"),
         alwaysUseLatest=True, mode="full", method="clobber", workdir="src", logEnviron=False,
         haltOnFailure=True, progress=False,
+        # Buildbot's default says "update" for a fresh clone of a tag.
+        description=util.Interpolate("checking out %(prop:tag)s"),
+        descriptionDone=util.Interpolate("checked out %(prop:tag)s"),
     )
 
 
@@ -87,6 +91,8 @@ def release_factory(settings: Settings, tarball: Path, schedulers_for: dict[tupl
     check = functools.partial(_check_published, settings.index.simple_url)
     f = Factory()
     f.addStep(release.ResolveRelease(tag_version=tags.version_of, tag_for=tags.tag_for, haltOnFailure=True))
+    # Buildbot's "Rebuild" of a release build: only its failed variant builds.
+    f.addStep(release.RebuildFailed(hideStepIf=lambda results, step: results == SKIPPED))
     f.addStep(release.SkipDuplicateRelease(
         tag_version=tags.version_of, same_release=SAME_RELEASE, release_builder=RELEASE,
         hideStepIf=lambda results, step: not step.getProperty("duplicate_of")))
@@ -121,14 +127,10 @@ def variant_factory(settings: Settings, tarball: Path, variant: Variant, arch: s
     )))
     f.addStep(toolchain.QueueWheelBuilds(build_args=["--variant", pkg, "--src", SRC, "--out", OUT]))
     token_name = settings.index.token_for(variant.short)
-
-    def uploading(step) -> bool:
-        return not (step.getProperty("dry_run") or step.getProperty("skip_upload"))
-
+    # Skips itself (visibly, on the build's summary too) in a dry run or with skip upload.
     f.addStep(toolchain.UploadWheels(
         wheels=util.Property("wheels"), variant=pkg, repository_url=settings.index.upload_url,
         simple_url=settings.index.simple_url, username=settings.index.username, token=util.Secret(token_name),
-        doStepIf=uploading,
     ))
     return f
 
@@ -136,22 +138,31 @@ def variant_factory(settings: Settings, tarball: Path, variant: Variant, arch: s
 def recheck_factory(settings: Settings, release_trigger: str, tags: UpstreamTags) -> BuildFactory:
     since = settings.upstream.recheck_since
 
-    def find_missing() -> list[tuple[str, str]]:
+    def applicable(version: str) -> list[dict]:
+        """The variant × arch builds variants.json and the upstream table want for ``version``."""
+        from vllm_cpu_build import upstream
+        from vllm_cpu_build.variants import load
+
+        out = []
+        for v in load().for_release(version):
+            for arch in v.arches:
+                try:
+                    upstream.build_env(v, arch, version)
+                except upstream.UnsupportedRelease:
+                    continue
+                out.append({"variant": v.package, "arch": arch, "pythons": [], "abi3": True})
+        return out
+
+    def find_missing(plans: dict[str, list[dict]]) -> list[published.MissingBuild]:
         from packaging.version import Version
 
         from vllm_cpu_build.variants import load
 
         first = Version(since or load().project["first_release"])
-        out = []
-        for version, tag in tags.list().items():
-            if Version(version) < first:
-                continue
-            applicable = [v.package for v in load().for_release(version)]
-            if applicable and not published.release_published(settings.index.simple_url, applicable, version):
-                out.append((version, tag))
-        return out
+        releases = {v: t for v, t in tags.list().items() if Version(v) >= first}
+        return published.missing_builds(settings.index.simple_url, releases, applicable, plans)
 
     f = Factory()
     f.addStep(release.Recheck(schedulerNames=[release_trigger], find_missing=find_missing, release_builder=RELEASE,
-                        max_attempts=settings.upstream.recheck_attempts))
+                              builder_for=builder_name, max_attempts=settings.upstream.recheck_attempts))
     return f

@@ -88,6 +88,10 @@ INPUTS: dict[str, Input] = {
     "smoke": _i(set(), "SmokeTest -> report"),
     "uploaded": _i(set(), "UploadWheels -> report"),
     "got_revision": _i(set(), "Buildbot's Git step"),
+    "only_builds": _i(set(), "RebuildFailed -> DropPublished: a rebuild builds only the failed builds"),
+    "rebuild_of": _i(set(), "RebuildFailed: the release build this one rebuilds"),
+    "waiting": _i(set(), "FanOut: variant builds waiting for a worker -> report, notifications"),
+    "skip_builds": _i({TRIGGER}, "re-check -> DropPublished: missing builds given up on, not rebuilt"),
     IGNORED: _i(set(), "TrustedBuild: what it dropped"),
 }
 

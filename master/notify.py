@@ -22,7 +22,7 @@ from collections.abc import Iterable
 from typing import ClassVar
 
 from buildbot.plugins import reporters, util
-from buildbot.process.results import CANCELLED, EXCEPTION, FAILURE, SUCCESS, WARNINGS, statusToString
+from buildbot.process.results import CANCELLED, EXCEPTION, FAILURE, RETRY, SUCCESS, WARNINGS, statusToString
 from buildbot.reporters import utils as rutils
 from buildbot.reporters.generators.build import BuildStatusGenerator
 from buildbot.reporters.irc import IRCChannel, IrcStatusBot
@@ -31,7 +31,7 @@ from twisted.internet import defer
 from twisted.python import log
 
 from master.names import RELEASE, builder_name
-from master.report import child_row, fetch_children, flatten, format_table, result_name
+from master.report import child_row, epoch, fetch_children, flatten, format_table, result_name
 from master.settings import Settings
 from vllm_cpu_build.variants import Catalog
 
@@ -44,6 +44,8 @@ _BAD = (FAILURE, EXCEPTION, CANCELLED)
 
 def wants(events: Iterable[str], kind: str | None, results: int | None) -> bool:
     """Whether ``events`` (settings' mail_events / irc_events) ask for this finished build."""
+    if results == RETRY:  # interrupted (a master restart, a lost worker): it runs again and is announced then
+        return False
     ev = set(events)
     if kind == RELEASE_KIND:
         return "release_finished" in ev or ("release_failed" in ev and results in _BAD)
@@ -65,12 +67,16 @@ def _mode(props: dict) -> str:
 
 
 def _attention(rows: list[dict]) -> list[str]:
-    """What a release engineer must look at: failures first, then skipped smoke tests."""
+    """What a release engineer must look at: failures first, builds waiting for a worker, skipped smoke tests."""
     out = []
     for r in rows:
         where = f"{r['variant']} {r['arch']}"
-        if r["result"] not in ("success", "warnings"):
+        if r["result"] not in ("success", "warnings") and not r["waiting"]:
             out.append(f"{where}: {r['result'].upper()}" + (f": {r['state']}" if r["state"] else ""))
+    for r in rows:
+        if r["waiting"]:
+            out.append(f"{r['variant']} {r['arch']}: {r['state']}: still queued; it builds when such a worker "
+                       "connects and is announced on its own")
     for r in rows:
         if "skipped" in r["smoke"]:
             out.append(f"{r['variant']} {r['arch']}: smoke test skipped (this worker's CPU lacks the ISA): "
@@ -108,6 +114,9 @@ def format_release(release: dict, children: list[dict], build_url: str, title: s
     else:
         failed = [s["name"] for s in release.get("steps") or [] if s.get("results") in _BAD]
         subject += " before any variant build" + (f" (at {failed[0]})" if failed else "")
+    waiting = [r for r in rows if r["waiting"]]
+    if waiting:
+        subject += f", {len(waiting)} waiting for a worker"
     if skipped:
         subject += f", smoke skipped on {len(skipped)}"
     lines = [
@@ -149,25 +158,29 @@ def format_release(release: dict, children: list[dict], build_url: str, title: s
 
 
 def format_variant(build: dict, builder: str, build_url: str, title: str,
-                   release_url: str | None, failed_log: tuple[str, str] | None = None) -> tuple[str, str]:
+                   release_url: str | None, failed_log: tuple[str, str] | None = None,
+                   after_release: bool = False) -> tuple[str, str]:
     """(subject, body) of the mail for one variant × arch build that failed or had warnings.
 
     ``failed_log`` is (log name, text) of the first failed step: its
     compiler errors and last lines go in the mail, which then tells what
-    broke without a click.
+    broke without a click.  ``after_release``: the build finished after its
+    release was reported (it waited for a worker), so this mail is its only
+    announcement, whatever its result.
     """
     props = flatten(build.get("properties"))
     row = child_row({**build, "url": build_url})
     status = result_name(build).upper()
     subject = (f"[{title}] {props.get('variant', builder)} {props.get('arch', '')} {status} "
-               f"for {_release_name(props)}")
+               f"for {_release_name(props)}" + (" (after its release)" if after_release else ""))
     state = build.get("state_string") or ""
     lines = [
         f"{subject[len(title) + 3:]}" + (f" ({_mode(props)})" if _mode(props) else ""),
         f"Builder: {builder}    build: {build_url}",
     ]
     if release_url:
-        lines.append(f"Release build: {release_url}")
+        lines.append(f"Release build: {release_url}"
+                     + (" (finished earlier, reporting this build as waiting for a worker)" if after_release else ""))
     if state:
         lines.append(f"State: {state}")
     lines.append("")
@@ -205,10 +218,15 @@ def release_irc_line(release: dict, children: list[dict], build_url: str) -> str
     text = (f"{_release_name(props)} release {statusToString(results) if results is not None else 'unfinished'}"
             f"{f' ({mode})' if mode else ''}: ")
     text += f"{ok}/{len(rows)} variant builds ok" if rows else "before any variant build"
-    bad = sorted(f"{r['variant']} {r['arch']}" for r in rows if r["result"] not in ("success", "warnings"))
+    bad = sorted(f"{r['variant']} {r['arch']}" for r in rows
+                 if r["result"] not in ("success", "warnings") and not r["waiting"])
+    waiting = sorted(f"{r['variant']} {r['arch']}" + (f" since {r['since']}" if r["since"] else "")
+                     for r in rows if r["waiting"])
     skipped = sorted(f"{r['variant']}" for r in rows if "skipped" in r["smoke"])
     if bad:
         text += "; FAILED: " + ", ".join(bad)
+    if waiting:
+        text += "; waiting for a worker: " + ", ".join(waiting)
     if skipped:
         text += "; smoke skipped: " + ", ".join(skipped)
     if not rows:
@@ -216,11 +234,12 @@ def release_irc_line(release: dict, children: list[dict], build_url: str) -> str
     return f"{text} - {build_url}"
 
 
-def variant_irc_line(build: dict, builder: str, build_url: str) -> str:
+def variant_irc_line(build: dict, builder: str, build_url: str, after_release: bool = False) -> str:
     props = flatten(build.get("properties"))
     state = build.get("state_string") or ""
     return (f"{props.get('variant', builder)} {props.get('arch', '')} {result_name(build)} for "
-            f"{_release_name(props)}{': ' + state if state else ''} - {build_url}")
+            f"{_release_name(props)}{' (after its release)' if after_release else ''}"
+            f"{': ' + state if state else ''} - {build_url}")
 
 
 # --------------------------------------------------------------------------- master glue
@@ -264,15 +283,44 @@ def fetch_failure_log(master, build: dict):
     return None
 
 
+@defer.inlineCallbacks
+def finished_release(master, build: dict):
+    """The release build that triggered ``build`` if it had finished before ``build`` started, else None.
+
+    Such a build waited for a worker of its arch after its release was
+    reported ("waiting for an aarch64 worker"): it is announced on its own.
+    The newest try of the release counts (a master restart re-runs it).
+    """
+    br = yield master.data.get(("buildrequests", build["buildrequestid"]))
+    bs = (yield master.data.get(("buildsets", br["buildsetid"]))) if br else None
+    if not bs or not bs.get("parent_buildid"):
+        return None
+    parent = yield master.data.get(("builds", bs["parent_buildid"]))
+    tries = (yield master.data.get(("buildrequests", parent["buildrequestid"], "builds"))) if parent else None
+    if not tries:
+        return None
+    release = max(tries, key=lambda b: b["buildid"])
+    if not release["complete"] or release["results"] == RETRY:
+        return None
+    done, started = epoch(release.get("complete_at")), epoch(build.get("started_at"))
+    return release if done is not None and started is not None and done <= started else None
+
+
 class ReleaseFormatter(MessageFormatterBase):
-    """Mail text for the release builder (kind "release") or a variant builder (kind "variant")."""
+    """Mail text for the release builder (kind "release") or a variant builder (kind "variant").
 
-    compare_attrs: ClassVar[list[str]] = ["kind", "upload_url"]
+    A variant build is mailed when ``events`` want its result, or when it
+    finished after its release (``finished_release``) and ``events`` want
+    releases: its mail is then the rest of the release's announcement.
+    """
 
-    def __init__(self, kind: str, upload_url: str) -> None:
+    compare_attrs: ClassVar[list[str]] = ["kind", "upload_url", "events"]
+
+    def __init__(self, kind: str, upload_url: str, events: Iterable[str] = ()) -> None:
         super().__init__(want_properties=True, want_steps=True)
         self.kind = kind
         self.upload_url = upload_url
+        self.events = tuple(events)
 
     @defer.inlineCallbacks
     def format_message_for_build(self, master, build, **kwargs):
@@ -285,8 +333,12 @@ class ReleaseFormatter(MessageFormatterBase):
             parent = build.get("parentbuild")
             release_url = (rutils.getURLForBuild(master, parent["builderid"], parent["number"])
                            if parent else None)
-            failed_log = yield fetch_failure_log(master, build)
-            msg = format_variant(build, build["builder"]["name"], url, title, release_url, failed_log)
+            after = bool("release_finished" in self.events and (yield finished_release(master, build)))
+            if after or wants(self.events, VARIANT_KIND, build["results"]):
+                failed_log = yield fetch_failure_log(master, build)
+                msg = format_variant(build, build["builder"]["name"], url, title, release_url, failed_log, after)
+            else:
+                msg = None
         subject, body = msg if msg else (None, None)
         return {"body": body, "subject": subject, "type": "plain", "extra_info": None}
 
@@ -311,6 +363,8 @@ def _modes(events: Iterable[str], kind: str) -> tuple[str, ...]:
         if "release_finished" in ev:
             return ("failing", "passing", "warnings", "exception", "cancelled")
         return ("failing", "exception", "cancelled") if "release_failed" in ev else ()
+    if "release_finished" in ev:  # a build finishing after its release is announced whatever its result
+        return ("failing", "passing", "warnings", "exception", "cancelled")
     modes: tuple[str, ...] = ()
     if "variant_failed" in ev:
         modes += ("failing", "exception", "cancelled")
@@ -328,7 +382,8 @@ def mail_generators(settings: Settings, variant_builders: list[str]) -> list[Bui
     if (modes := _modes(settings.notify.mail_events, VARIANT_KIND)) and variant_builders:
         out.append(QuietBuildStatusGenerator(
             builders=list(variant_builders), mode=modes,
-            message_formatter=ReleaseFormatter(VARIANT_KIND, settings.index.upload_url)))
+            message_formatter=ReleaseFormatter(VARIANT_KIND, settings.index.upload_url,
+                                               settings.notify.mail_events)))
     return out
 
 
@@ -341,7 +396,10 @@ class ReleaseIrcChannel(IRCChannel):
         builder = yield self.bot.getBuilder(builderid=build["builderid"])
         name = builder["name"]
         kind = svc.kind_of(name)
-        if not watched and not wants(svc.release_events, kind, build["results"]):
+        after = False
+        if kind == VARIANT_KIND and "release_finished" in svc.release_events:
+            after = bool((yield finished_release(self.master, build)))
+        if not watched and not after and not wants(svc.release_events, kind, build["results"]):
             return
         if not (watched or (yield self.notify_for_finished(build))):
             return  # the channel switched this event off ("notify off ...")
@@ -355,7 +413,7 @@ class ReleaseIrcChannel(IRCChannel):
             children = yield fetch_children(self.master, build["buildid"])
             line = release_irc_line(full, children, url)
         else:
-            line = variant_irc_line(full, name, url)
+            line = variant_irc_line(full, name, url, after)
         if line:
             self.send(line)
 

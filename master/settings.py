@@ -78,7 +78,7 @@ class Upstream:
     poll_interval: int = 5  # seconds between polls of the upstream tags
     recheck_interval: int = 0  # seconds between re-checks of every tag; 0 = off
     recheck_since: str = ""  # oldest version the re-check considers ("" = variants.json first_release)
-    recheck_attempts: int = 3  # failed releases of a version after which the re-check leaves it to a maintainer
+    recheck_attempts: int = 3  # failures of a missing build after which the re-check leaves it to a maintainer
     # Secret (file in master.secrets_dir, 0600) shared with the upstream's webhook: POST
     # /change_hook/github must carry its HMAC-SHA256 (X-Hub-Signature-256). "" = no webhook.
     webhook_secret: str = ""

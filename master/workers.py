@@ -11,8 +11,8 @@ from workers import registry
 # In-process workers for the orchestration builders (release, recheck): they
 # mostly wait for other builds, so they must not hold a real worker's slot.
 # A worker runs one build of a builder at a time, so several of them let
-# releases overlap (one may wait for days for an aarch64 worker); how many
-# is the setting master.local_workers.
+# releases overlap (a release never waits for an arch without a worker, see
+# steps/release.py FanOut); how many is the setting master.local_workers.
 # Their names carry the master's name: in a multi-master cluster each master
 # has its own, and a worker name is connected to one master at a time.
 def local_worker_names(count: int, master_name: str = "master") -> list[str]:

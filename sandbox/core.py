@@ -199,6 +199,20 @@ workers_registry = "{registry.DEFAULT_PATH}"
         self.log(f"tag poller watching {self.upstream} every {self.poll_interval}s "
                  f"({time.monotonic() - t0:.1f}s setup)")
 
+    def start_worker(self, name: str) -> None:
+        """Create and start registry worker ``name`` on this host (e.g. ``arm64-1``, whatever its arch)."""
+        entry = next(e for e in self.entries if e.name == name)
+        wdir = self.root / "workers" / name
+        if not wdir.exists():
+            wdir.parent.mkdir(exist_ok=True)
+            self._run(str(BIN / "buildbot-worker"), "create-worker", "-q", "--umask=0o22", str(wdir),
+                      f"127.0.0.1:{self.worker_port}", name, (self.secrets_dir / entry.secret_name).read_text())
+            (wdir / "info" / "admin").write_text(entry.admin + "\n")
+        self._spawn(f"worker {name}", [str(BIN / "buildbot-worker"), "start", "--nodaemon", str(wdir)],
+                    self.root / f"worker-{name}.log")
+        self._until(lambda: name in self.connected_workers(), 60, f"worker {name} connects")
+        self.log(f"worker {name} ({entry.arch}) connected")
+
     def _wait_ready(self) -> None:
         self._until(lambda: self.connected_workers() >= {e.name for e in self.local_workers}, 60, "workers connect")
         self.log(f"workers connected: {', '.join(sorted(self.connected_workers()))}")
@@ -374,23 +388,10 @@ workers_registry = "{registry.DEFAULT_PATH}"
         return len(self.api("buildrequests"))
 
     def table(self, release_buildid: int) -> list[dict]:
-        names = self.builders()
+        """The release's rows (``master.report.child_row``: the same table the release build logs)."""
         builds, pending = self.children(release_buildid)
-        rows = []
-        for b in sorted(builds, key=lambda b: names[b["builderid"]]):
-            result = "running" if not b["complete"] else _RESULTS.get(b["results"], str(b["results"]))
-            rows.append(report.row_from_properties(report.flatten(b.get("properties")), result))
-        for br in pending:
-            arch = br["properties"].get("arch", "?")
-            rows.append({"variant": br["properties"].get("variant", "?"), "arch": arch, "wheel": "-", "isa": "-",
-                         "verify": "-", "smoke": "-", "uploaded": "no",
-                         "result": f"waiting for an {arch} worker" if arch not in self._connected_arches()
-                         else "queued"})
-        return rows
-
-    def _connected_arches(self) -> set[str]:
-        names = self.connected_workers()
-        return {e.arch for e in self.entries if e.name in names}
+        rows = [report.child_row(c) for c in builds + pending]
+        return sorted(rows, key=lambda r: (r["variant"], r["arch"]))
 
     # ------------------------------------------------------------- a release
     def push_tag(self, tag: str) -> float:
@@ -400,8 +401,10 @@ workers_registry = "{registry.DEFAULT_PATH}"
         return time.monotonic()
 
     def wait_release(self, version: str, after: int = 0, timeout: float = 900, progress: bool = False) -> dict:
-        """Wait for a release build of ``version`` (buildid > after) whose x86_64 children are all done.
+        """Wait for the result of a release build of ``version`` (buildid > after).
 
+        A release ends once its builds have finished or wait for a worker of
+        an arch nobody serves (the sandbox has no aarch64 worker).
         Returns {"release": build, "rows": table, "seconds": ...}.
         """
         t0 = time.monotonic()
@@ -424,11 +427,7 @@ workers_registry = "{registry.DEFAULT_PATH}"
                     if progress and seen.get(b["buildid"]) != state:
                         self.log(f"  {names[b['builderid']]} #{b['number']}: {b['state_string']}")
                     seen[b["buildid"]] = state
-                x86_open = [b for b in builds if not b["complete"] and "x86_64" in names[b["builderid"]]]
-                x86_open += [p for p in pending if p["properties"].get("arch") == "x86_64"]
-                plan_done = rel["complete"] or any(s["name"] == "fan_out" for s in self._steps(rel["buildid"])
-                                                   if s["started_at"])
-                if rel["complete"] or (plan_done and builds and not x86_open):
+                if rel["complete"]:
                     return {"release": rel, "rows": self.table(release["buildid"]),
                             "seconds": time.monotonic() - t0}
             time.sleep(1)
@@ -462,8 +461,6 @@ workers_registry = "{registry.DEFAULT_PATH}"
         return problems
 
 
-_RESULTS = {0: "success", 1: "warnings", 2: "failure", 3: "skipped", 4: "exception", 5: "retry", 6: "cancelled"}
-
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m sandbox", description=__doc__.split("\n\n")[0])
@@ -492,10 +489,10 @@ def main(argv: list[str] | None = None) -> int:
         print()
         print(format_table(rows), end="")
         print()
+        sb.log(f"tag push -> release result: {elapsed:.1f}s: {done['release']['state_string']}")
         x86 = [r for r in rows if r["arch"] == "x86_64"]
         expected = [v.package for v in load_variants().for_release(version) if "x86_64" in v.arches]
         ok = sorted(r["variant"] for r in x86 if r["uploaded"] == "yes") == sorted(expected)
-        sb.log(f"tag push -> last x86_64 upload: {elapsed:.1f}s")
         problems = sb.installable(x86, version) if ok else ["not every x86_64 wheel was uploaded"]
         for prob in problems:
             sb.log(f"PROBLEM: {prob}")

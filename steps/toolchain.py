@@ -16,7 +16,7 @@ from typing import Any
 
 from buildbot.process import buildstep
 from buildbot.process.properties import Interpolate, Property
-from buildbot.process.results import FAILURE, SUCCESS, WARNINGS
+from buildbot.process.results import CANCELLED, FAILURE, SKIPPED, SUCCESS, WARNINGS
 from twisted.internet import defer
 
 from vllm_cpu_build.errors import EXIT_OK, EXIT_USAGE
@@ -80,6 +80,9 @@ class ToolchainStep(buildstep.ShellMixin, buildstep.BuildStep):
         command = [python, "-m", "vllm_cpu_build", self.subcommand, *self.command_args(), "--json"]
         cmd = yield self.makeRemoteShellCommand(command=command, collectStdout=True)
         yield self.runCommand(cmd)
+        if self.stopped:  # stopped (a cancelled release, a master shutdown): not a failure of the tool
+            self.descriptionDone = f"{self.subcommand} interrupted"
+            return CANCELLED
         result = parse_result(cmd.stdout or "")
         if result is not None:
             yield self.addCompleteLog("result.json", json.dumps(result.to_json(), indent=2))
@@ -148,10 +151,10 @@ class QueueWheelBuilds(buildstep.BuildStep):
         pythons = list(self.getProperty("pythons") or [])
         if self.getProperty("abi3") or not pythons:
             targets: list[str | None] = [None]
-            self.descriptionDone = "one abi3 wheel" + (f" (cp{pythons[0].replace('.', '')}+)" if pythons else "")
+            self.descriptionDone = "queued one abi3 wheel" + (f" for Python {pythons[0]}+" if pythons else "")
         else:
             targets = list(pythons)
-            self.descriptionDone = f"{len(pythons)} wheel(s): " + ", ".join(f"py{p}" for p in pythons)
+            self.descriptionDone = f"queued {len(pythons)} wheel(s): " + ", ".join(f"py{p}" for p in pythons)
         self.build.addStepsAfterCurrentStep([BuildWheel(python=p, cli_args=list(self.build_args)) for p in targets])
         return defer.succeed(SUCCESS)
 
@@ -262,6 +265,8 @@ class SmokeTest(ToolchainStep):
         self.wheel = wheel
         self.variant = variant if variant is not None else Property("variant")
         kwargs.setdefault("name", f"smoke_{_tag(wheel)}"[:50])
+        # A skipped smoke test makes the build WARNINGS (Buildbot's default drops a step's warnings).
+        kwargs.setdefault("warnOnWarnings", True)
         super().__init__(**kwargs)
 
     def command_args(self) -> list[str]:
@@ -278,7 +283,8 @@ class SmokeTest(ToolchainStep):
             self.descriptionDone = f"{name}: smoke skipped: {reason or 'this CPU lacks the ISA'}"
             return WARNINGS
         if status == "passed":
-            self.descriptionDone = f"{name}: smoke passed" + (f" ({reason})" if reason else "")
+            self.descriptionDone = f"{name}: smoke passed" + (f", {res.vllm_version} imported" if res.vllm_version
+                                                              else "")
             return SUCCESS
         self.descriptionDone = f"{name}: smoke FAILED: {reason}"
         return FAILURE
@@ -307,8 +313,21 @@ class UploadWheels(ToolchainStep):
         args = ["--variant", self.variant, "--repository-url", self.repository_url, "--simple-url", self.simple_url]
         return args + [str(w) for w in (self.wheels or [])]
 
+    def getResultSummary(self):
+        summary = super().getResultSummary()
+        if self.build_summary:
+            summary = {**summary, "build": self.build_summary}
+        return summary
+
+    build_summary: str | None = None
+
     @defer.inlineCallbacks
     def run(self):
+        if self.getProperty("dry_run") or self.getProperty("skip_upload"):
+            mode = "DRY RUN" if self.getProperty("dry_run") else "skip upload"
+            self.descriptionDone = f"{mode}: nothing uploaded"
+            self.build_summary = f"{mode}, not uploaded"  # the build page says so, not only this step
+            return SKIPPED
         if not self.wheels:
             self.descriptionDone = "nothing to upload"
             return FAILURE

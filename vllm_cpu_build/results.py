@@ -193,7 +193,7 @@ class SmokeResult(Result):
     kind: ClassVar[str] = "smoke"
     status: str  # passed | failed | skipped
     reason: str
-    vllm_version: str | None = None
+    vllm_version: str | None = None  # the installed wheel's version (never the "+cpu" one vLLM's check reads)
     platform: str | None = None
     seconds: float = 0.0
     details: dict = field(default_factory=dict)

@@ -179,10 +179,12 @@ def smoke(variant: Variant, wheel: Path, *, index_url: str | None = None, extra_
             return SmokeResult("failed", f"probe printed no result: {r.stdout[-500:]!r}",
                                seconds=time.monotonic() - start)
     bad = _check(probe, str(version))
+    # The version a user sees is the wheel's (``pip show``); the "+cpu" one the
+    # CPU platform fix writes for vLLM's platform check stays in ``details``.
     res = SmokeResult("failed" if bad else "passed", "; ".join(bad) if bad else
-                      f"import vllm on the CPU platform, version {probe.get('vllm_version')}"
+                      f"import vllm on the CPU platform, {variant.package} {probe.get('dist_version')}"
                       + (f", selftest ran {', '.join(probe['selftest'])}" if probe.get("selftest") else ""),
-                      probe.get("vllm_version"), probe.get("platform"), time.monotonic() - start, probe)
+                      probe.get("dist_version"), probe.get("platform"), time.monotonic() - start, probe)
     return res
 
 

@@ -11,6 +11,14 @@ wheel already listed is skipped.  Credentials come from the environment
 (``TWINE_USERNAME``/``TWINE_PASSWORD``, set by the Buildbot step from a
 secret) and are never put on a command line.  ``--dry-run`` uploads nothing.
 
+A package index that is down or overloaded is a transient failure: each
+wheel goes to twine on its own, and after a failed attempt the index is
+read again (a wheel listed now made it and is never sent twice) before
+the next attempt, ``--backoff`` seconds later, doubling each time.  After
+``--attempts`` the command fails with one line naming the index and what
+was and was not uploaded; the build then failed, and the re-check or a
+"rebuild" of the release uploads the rest.
+
 The index client is ``vllm_cpu_build.index`` (shared with the master).
 """
 
@@ -18,17 +26,62 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import requests
 from packaging.utils import InvalidWheelFilename, canonicalize_name, parse_wheel_filename
 
 from vllm_cpu_build.errors import StepFailed, UsageError
-from vllm_cpu_build.index import IndexFile, list_index_files, wheel_covers
+from vllm_cpu_build.index import IndexFile, IndexUnusable, list_index_files, session, wheel_covers
 from vllm_cpu_build.results import NotUploaded, UploadedFile, UploadResult
 
 __all__ = ["IndexFile", "list_index_files", "verify_gate", "wheel_covers"]
+
+ATTEMPTS = 4  # twine runs per wheel (and index reads) before giving up
+BACKOFF = 10.0  # seconds before the second attempt; doubles after each
+
+
+def _why(exc: BaseException) -> str:
+    """The useful end of a requests error ("[Errno 111] Connection refused"), not its repr chain."""
+    text = str(exc)
+    found = re.search(r"\[Errno -?\d+\] [^'\")]+", text)
+    if found:
+        return found.group(0).strip()
+    status = getattr(getattr(exc, "response", None), "status_code", None)
+    return f"HTTP {status}" if status else (type(exc).__name__ + (f": {text[:120]}" if text else ""))
+
+
+class _Index:
+    """The index's listing of one package, read with retries and backoff."""
+
+    def __init__(self, simple_url: str, package: str, attempts: int, backoff: float) -> None:
+        self.simple_url, self.package = simple_url, package
+        self.attempts, self.backoff = attempts, backoff
+
+    def pause(self, attempt: int) -> None:
+        delay = self.backoff * 2 ** (attempt - 1)
+        print(f"  retrying in {delay:g} s", file=sys.stderr, flush=True)
+        time.sleep(delay)
+
+    def listed(self) -> dict[str, str]:
+        """{filename: url}; raises IndexUnusable (one line) when it cannot be read after every attempt."""
+        for attempt in range(1, self.attempts + 1):
+            try:
+                # A quick blip is retried by the session; an outage by this loop, with its longer backoff.
+                with session(retries=2) as http:
+                    return {f.filename: f.url for f in list_index_files(self.simple_url, self.package, http=http)}
+            except (requests.RequestException, IndexUnusable, OSError) as exc:
+                why = _why(exc)
+                print(f"reading {self.simple_url} (attempt {attempt} of {self.attempts}): {why}", file=sys.stderr)
+                if attempt == self.attempts:
+                    raise IndexUnusable(f"package index {self.simple_url} not readable after {self.attempts} "
+                                        f"attempts: {why}") from None
+                self.pause(attempt)
+        raise AssertionError("unreachable")
 
 def verify_gate(wheels: list[Path], variant, manylinux: str | None = None) -> list[dict]:
     """[{"file", "reason"}] for every wheel that fails ``verify`` as ``variant`` (arch from its tag)."""
@@ -46,6 +99,26 @@ def verify_gate(wheels: list[Path], variant, manylinux: str | None = None) -> li
         if not result.ok:
             refused.append({"file": w.name, "reason": result.summary})
     return refused
+
+
+def _positive_int(value: str) -> int:
+    try:
+        n = int(value)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"{value!r}: must be a whole number of at least 1")
+    return n
+
+
+def _seconds(value: str) -> float:
+    try:
+        s = float(value)
+    except ValueError:
+        s = -1.0
+    if not 0 <= s <= 3600:
+        raise argparse.ArgumentTypeError(f"{value!r}: must be a number of seconds from 0 to 3600")
+    return s
 
 
 def _run(args: argparse.Namespace) -> UploadResult:
@@ -68,7 +141,11 @@ def _run(args: argparse.Namespace) -> UploadResult:
     if refused:
         raise StepFailed("nothing uploaded; failed verify: " + "; ".join(f"{r['file']}: {r['reason']}"
                                                                          for r in refused), refused=refused)
-    existing = {f.filename: f.url for f in list_index_files(args.simple_url, variant.package)}
+    idx = _Index(args.simple_url, variant.package, args.attempts, args.backoff)
+    try:
+        existing = idx.listed()
+    except IndexUnusable as exc:
+        raise StepFailed(f"nothing uploaded: {exc}") from None
     todo = []
     for w in wheels:
         if w.name in existing:
@@ -82,18 +159,16 @@ def _run(args: argparse.Namespace) -> UploadResult:
     if todo:
         if not os.environ.get("TWINE_PASSWORD"):
             raise UsageError("no credentials: TWINE_PASSWORD is not set (the index token secret)")
-        cmd = [sys.executable, "-m", "twine", "upload", "--non-interactive", "--disable-progress-bar",
-               "--repository-url", args.repository_url, *map(str, todo)]
-        print("running: " + " ".join(cmd), file=sys.stderr)
-        proc = subprocess.run(cmd, stdout=sys.stderr, stderr=sys.stderr, env=os.environ.copy(), check=False)
-        if proc.returncode != 0:
-            raise StepFailed(f"twine upload exited {proc.returncode}")
-        listed = {f.filename: f.url for f in list_index_files(args.simple_url, variant.package)}
         for w in todo:
-            if w.name not in listed:
-                raise StepFailed(f"{w.name}: uploaded but not listed at {args.simple_url}")
-            report.uploaded.append(UploadedFile(w.name, listed[w.name]))
-            print(f"{w.name}: uploaded, {listed[w.name]}", file=sys.stderr)
+            try:
+                url = _upload_one(w, args.repository_url, idx)
+            except (IndexUnusable, StepFailed) as exc:
+                done = ", ".join(u.file for u in report.uploaded) or "nothing"
+                left = ", ".join(x.name for x in todo[len(report.uploaded):])
+                raise StepFailed(f"{exc}; uploaded: {done}; not uploaded: {left}",
+                                 uploaded=[u.file for u in report.uploaded]) from None
+            report.uploaded.append(UploadedFile(w.name, url))
+            print(f"{w.name}: uploaded, {url}", file=sys.stderr)
     out = sys.stderr if args.json else sys.stdout
     for u in report.uploaded:
         print(f"uploaded {u.file}: {u.url}", file=out)
@@ -102,19 +177,63 @@ def _run(args: argparse.Namespace) -> UploadResult:
     return report
 
 
+def _twine(cmd: list[str]) -> int:
+    """Run twine; its output goes to stderr, a Python traceback (e.g. a refused connection) as one line."""
+    proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                          env=os.environ.copy(), check=False)
+    out = proc.stdout or ""
+    head, sep, trace = out.partition("Traceback (most recent call last):")
+    sys.stderr.write(head)
+    if sep:
+        last = [line for line in trace.strip().splitlines() if line.strip()][-1:]
+        print(f"twine stopped: {_why(Exception(last[0])) if last else 'a Python error'}", file=sys.stderr)
+    sys.stderr.flush()
+    return proc.returncode
+
+
+def _upload_one(wheel: Path, repository_url: str, idx: _Index) -> str:
+    """Upload one wheel with twine, retrying a failure; its index URL.  Never sends a listed file again."""
+    cmd = [sys.executable, "-m", "twine", "upload", "--non-interactive", "--disable-progress-bar",
+           "--repository-url", repository_url, str(wheel)]
+    for attempt in range(1, idx.attempts + 1):
+        if attempt > 1:
+            listed = idx.listed()  # it may have arrived after all (twine saw an error on the way back)
+            if wheel.name in listed:
+                print(f"{wheel.name}: listed by the index now; not sent again", file=sys.stderr)
+                return listed[wheel.name]
+        print(f"running (attempt {attempt} of {idx.attempts}): " + " ".join(cmd), file=sys.stderr, flush=True)
+        rc = _twine(cmd)
+        listed = idx.listed()
+        if wheel.name in listed:
+            return listed[wheel.name]
+        if rc == 0:
+            raise StepFailed(f"{wheel.name}: twine succeeded but {idx.simple_url} does not list it")
+        if attempt == idx.attempts:
+            raise StepFailed(f"{wheel.name}: twine upload to {repository_url} failed {idx.attempts} times "
+                             f"(last exit {rc})")
+        idx.pause(attempt)
+    raise AssertionError("unreachable")
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "upload", help="upload wheels with twine unless the index already has them",
         description="Verify every wheel again, then upload with twine what the index does not list yet. "
                     "Credentials come from the environment only: TWINE_USERNAME and TWINE_PASSWORD (the Buildbot "
                     "step sets them from the index token secret); they never appear on a command line. "
-                    "Exit 1 when a wheel fails verify (none is uploaded) or twine fails, 2 on bad input.")
+                    "An index that is down is retried (--attempts, --backoff); a file the index lists is never "
+                    "sent again. Exit 1 when a wheel fails verify (none is uploaded), or the index or twine "
+                    "still fails after the last attempt (the message says what was uploaded); 2 on bad input.")
     p.add_argument("--variant", required=True, help="package name from variants.json")
     p.add_argument("--repository-url", required=True, help="twine upload URL (legacy upload API)")
     p.add_argument("--simple-url", required=True, help="the index's simple API root, to skip existing files")
     p.add_argument("--dry-run", action="store_true", help="check and report, upload nothing")
     p.add_argument("--manylinux", help="policy the wheels are verified against "
                                        "(default: variants.json manylinux_policy)")
+    p.add_argument("--attempts", type=_positive_int, default=ATTEMPTS,
+                   help=f"tries per wheel and per index read before giving up (default {ATTEMPTS})")
+    p.add_argument("--backoff", type=_seconds, default=BACKOFF,
+                   help=f"seconds before the second try, doubled for each further one (default {BACKOFF:g})")
     p.add_argument("--json", action="store_true", help="print one JSON document on stdout")
     p.add_argument("wheels", nargs="+", help="wheel files")
     p.set_defaults(func=_run)

@@ -4,11 +4,12 @@ Real processes on 127.0.0.1: crossbar (its own venv, ``make setup``) with
 ``master/crossbar.json``, masters ``a`` and ``b`` with the same settings but
 for ``[master] name`` and their ports, ``mq_router_url`` pointing both at the
 router.  Master ``a`` starts alone and a release is forced through its REST
-API; its release build (an in-process worker of ``a``) plans the build and
-waits.  Then ``b`` starts and the only x86_64 worker attaches to ``b``: the
-variant build runs there, and its completion must reach ``a`` through the
-router for ``a``'s release build to finish.  Both masters' APIs show the
-same builds.
+API; its release build (an in-process worker of ``a``) plans the build,
+queues it and ends: no x86_64 worker is connected to any master ("waiting
+for an x86_64 worker").  Then ``b`` starts and the only x86_64 worker
+attaches to ``b``: the request ``a`` queued runs there (``b`` learns of
+it through the router), and ``a`` shows its result.  Both masters' APIs
+show the same builds.
 """
 
 from __future__ import annotations
@@ -150,7 +151,14 @@ local_workers = 1
                        check=True, timeout=120)
         procs["worker"] = subprocess.Popen([str(BIN / "buildbot-worker"), "start", "--nodaemon", str(wdir)],
                                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
-        a._until(lambda: a.api(f"builds/{release['buildid']}")[0]["complete"], 600, "a's release build to finish")
+        # a's release ended when it saw no x86_64 worker ("waiting for an x86_64 worker"); its request
+        # stays queued, and b's worker builds it once the router told b about it.
+        def built() -> bool:
+            builds, pending = a.children(release["buildid"])
+            return (a.api(f"builds/{release['buildid']}")[0]["complete"] and not pending and bool(builds)
+                    and all(b["complete"] for b in builds))
+
+        a._until(built, 600, "a's release build and its variant build on b to finish")
         seconds = time.monotonic() - t0
         print(f"\nmulti-master: force on a -> release done with b's worker: {seconds:.0f}s")
         yield {"a": a, "b": b, "release": release, "seconds": seconds}

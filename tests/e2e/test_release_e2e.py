@@ -59,7 +59,7 @@ def released(sandbox: Sandbox) -> dict:
     t0 = sandbox.push_tag("v" + NEW)
     done = sandbox.wait_release(NEW, after=before, timeout=600)
     done["push_to_done"] = time.monotonic() - t0
-    print(f"\ntag push -> every x86_64 wheel uploaded: {done['push_to_done']:.1f}s")
+    print(f"\ntag push -> release result (every x86_64 wheel uploaded): {done['push_to_done']:.1f}s")
     return done
 
 
