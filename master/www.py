@@ -26,7 +26,7 @@ from twisted.python import log
 from twisted.web import server
 from twisted.web.guard import BasicCredentialFactory
 
-from master import users
+from master import restfix, users
 from master.settings import Settings
 from master.tags import UpstreamTags
 from master.webhook import TagWebhook
@@ -114,6 +114,7 @@ def _loopback(interface: str) -> bool:
 
 
 def make_www(settings: Settings, tags: UpstreamTags | None = None) -> dict:
+    restfix.install()  # Buildbot 4.3 writes REST answers from a thread: corrupt gzip under load
     w = settings.www
     www: dict = {
         "port": f"tcp:{settings.master.web_port}:interface={settings.master.web_interface}",
