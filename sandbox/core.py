@@ -30,6 +30,7 @@ import requests
 from master import report
 from master.report import format_table
 from master.settings import ENV_VAR, REPO_ROOT
+from sandbox import http
 from vllm_cpu_build.variants import load as load_variants
 from workers import registry
 
@@ -233,7 +234,7 @@ workers_registry = "{registry.DEFAULT_PATH}"
                 if p.poll() is not None:
                     raise RuntimeError(f"{name} exited with {p.returncode}; see logs in {self.root}")
             try:
-                return self.session.get(url, timeout=2).status_code < 500
+                return self.session.get(url, timeout=10).status_code < 500
             except requests.RequestException:
                 return False
 
@@ -273,27 +274,8 @@ workers_registry = "{registry.DEFAULT_PATH}"
         self.procs.clear()
 
     # --------------------------------------------------------------- the REST API
-    def _get_json(self, url: str, **params):
-        """GET a REST resource as JSON, repeated on a garbled or dropped response.
-
-        Buildbot 4.3 writes REST responses from a thread (V2RootResource._write_json_data):
-        under load a body now and then arrives corrupt. A GET is safe to repeat.
-        """
-        transient = (requests.ConnectionError, requests.exceptions.ContentDecodingError,
-                     requests.exceptions.ChunkedEncodingError, ValueError)
-        for attempt in range(4):
-            try:
-                r = self.session.get(url, params=params, timeout=30)
-                r.raise_for_status()
-                return r.json()
-            except transient:
-                if attempt == 3:
-                    raise
-                time.sleep(0.5 * (attempt + 1))
-        raise AssertionError("unreachable")
-
     def api(self, path: str, **params) -> list[dict]:
-        data = self._get_json(self.web_url + "api/v2/" + path, **params)
+        data = http.get_json(self.session, self.web_url + "api/v2/" + path, params=params)
         key = [k for k in data if k != "meta"][0]
         return data[key]
 
@@ -306,7 +288,7 @@ workers_registry = "{registry.DEFAULT_PATH}"
             params["builderid"] = builder
         body = {"jsonrpc": "2.0", "method": "force", "id": 1, "params": params}
         url = self.web_url + f"api/v2/forceschedulers/{scheduler}"
-        return (session or self.session).post(url, json=body, timeout=60)
+        return (session or self.session).post(url, json=body, timeout=http.TIMEOUT)  # sent once: not idempotent
 
     def webhook(self, payload: dict | bytes, event: str = "push", secret: str | None = "",
                 headers: dict[str, str] | None = None) -> requests.Response:
@@ -347,7 +329,7 @@ workers_registry = "{registry.DEFAULT_PATH}"
     def _data(self, request: report.Request):
         """One data-API request of ``report.children`` over REST (same resource paths)."""
         path, filters = request
-        data = self._get_json(self.web_url + "api/v2/" + "/".join(map(str, path)), **(filters or {}))
+        data = http.get_json(self.session, self.web_url + "api/v2/" + "/".join(map(str, path)), params=filters)
         if path[-1] == "properties":  # {"properties": [{name: [value, source]}]}
             return (data["properties"] or [{}])[0]
         items = data[[k for k in data if k != "meta"][0]]
@@ -442,7 +424,7 @@ workers_registry = "{registry.DEFAULT_PATH}"
         out = {}
         for st in self._steps(buildid):
             for lg in self.api(f"steps/{st['stepid']}/logs"):
-                r = self.session.get(self.web_url + f"api/v2/logs/{lg['logid']}/raw", timeout=30)
+                r = http.get(self.session, self.web_url + f"api/v2/logs/{lg['logid']}/raw")
                 r.raise_for_status()
                 out[f"{st['name']}/{lg['name']}"] = r.text
         return out

@@ -88,15 +88,15 @@ def announced(tmp_path_factory: pytest.TempPathFactory):
                            web_port=0, worker_port=0, index_port=0, poll_interval=1, quiet=True)
         t0 = time.monotonic()
         sb.start()
-        wait_for(lambda: client.find(f":{BOT}!") and client.find(f"JOIN :{CHANNEL}"), 60, "the bot joining")
+        wait_for(lambda: client.find(f":{BOT}!") and client.find(f"JOIN :{CHANNEL}"), 180, "the bot joining")
         t1 = time.monotonic()
         r = sb.force(versions=VERSION, variants=[VARIANT], arches=["x86_64"], dry_run=True,
                      python_versions="auto", postfix="", reason="notify e2e")
         assert r.status_code == 200, r.text
         rel = wait_for(lambda: next((b for b in sb.release_builds() if b["complete"]), None), 600,
                        "the dry-run release to finish")
-        mails = smtp.wait(1, timeout=60)
-        line = wait_for(lambda: [m for m in client.privmsgs(CHANNEL, BOT) if f"vLLM {VERSION}" in m], 60,
+        mails = smtp.wait(1, timeout=180)
+        line = wait_for(lambda: [m for m in client.privmsgs(CHANNEL, BOT) if f"vLLM {VERSION}" in m], 180,
                         "the release announcement on IRC")
         time.sleep(2)  # anything else (a second mail, a per-variant line) would have arrived by now
         print(f"\nnotify sandbox up in {t1 - t0:.1f}s; forced dry run -> mail + IRC in {time.monotonic() - t1:.1f}s")

@@ -79,7 +79,7 @@ def restarted(tmp_path_factory: pytest.TempPathFactory) -> dict:
         t0 = time.monotonic()
         sb.start()
         # The timer runs while the master is up: one re-check has found nothing to do.
-        sb._until(lambda: any(b["complete"] for b in recheck_builds(sb)), 30, "a first periodic re-check")
+        sb._until(lambda: any(b["complete"] for b in recheck_builds(sb)), 180, "a first periodic re-check")
         before = {b["buildid"] for b in recheck_builds(sb)}
         sb.stop_master()
         t_down = time.monotonic()
@@ -92,11 +92,11 @@ def restarted(tmp_path_factory: pytest.TempPathFactory) -> dict:
         time.sleep(max(0.0, INTERVAL + 1 - (time.monotonic() - t_down)))
         t_up = time.monotonic()
         sb.start_master(wait_workers=True)
-        sb._until(lambda: x86_uploaded(sb, MISSED), 150, f"every x86_64 wheel of {MISSED}", step=1)
+        sb._until(lambda: x86_uploaded(sb, MISSED), 900, f"every x86_64 wheel of {MISSED}", step=1)
         seconds = time.monotonic() - t_up
         # Two more timer periods after every x86_64 wheel is up: nothing new may start.
         seen = len(recheck_builds(sb))
-        sb._until(lambda: sum(b["complete"] for b in recheck_builds(sb)) >= seen + 2, 6 * INTERVAL,
+        sb._until(lambda: sum(b["complete"] for b in recheck_builds(sb)) >= seen + 2, 24 * INTERVAL,
                   "two re-checks after the upload")
         print(f"\nsetup {t_up - t0:.1f}s; restart -> every x86_64 wheel of {MISSED} uploaded: {seconds:.1f}s")
         yield {"sb": sb, "before": before, "seconds": seconds}
