@@ -130,10 +130,17 @@ class ToolchainStep(buildstep.ShellMixin, buildstep.BuildStep):
         self.descriptionDone = self.failure_text(rc, result)
         return FAILURE
 
+    def _relative(self, line: str) -> str:
+        """Compiler paths relative to the checkout: ``csrc/cpu/x.c:3:2: error: ...``."""
+        builddir = str(self.getProperty("builddir") or "")
+        if not builddir:
+            return line
+        return line.replace(f"{builddir}/src/", "").replace(f"{builddir}/", "")
+
     def failure_text(self, rc: int, result: Result | None) -> str:
         """``build failed (exit 1): <first compiler/CMake/pip error line>`` (else the tool's own error)."""
         own = result.error if isinstance(result, ErrorResult) else ""
-        why = own if rc == EXIT_USAGE and own else (self.watch.errors.line or own)
+        why = own if rc == EXIT_USAGE and own else (self._relative(self.watch.errors.line) or own)
         kind = "bad input" if rc == EXIT_USAGE else "failed"
         if not why and result is None:
             why = "no result document; see stdio"

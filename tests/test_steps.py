@@ -166,12 +166,12 @@ class TestQueueAndBuild(StepCase):
         step = self.setup(toolchain.BuildWheel(cli_args=["--variant", "v"]))
         log = ("-- Configuring done\n[ 10%] Building C object CMakeFiles/_C.dir/a.c.o\n"
                "[ 45%] Building C object CMakeFiles/_C.dir/b.c.o\nFAILED: CMakeFiles/_C.dir/b.c.o\n"
-               "/src/csrc/cpu/b.c:3:2: error: #error fixture release that does not compile\n"
+               f"{BUILDDIR}/src/csrc/cpu/b.c:3:2: error: #error fixture release that does not compile\n"
                "/src/csrc/cpu/b.c:9:1: error: second one\nERROR: Failed building wheel for v\n")
         self.expect_commands(ExpectShell(workdir=".", command=cli("build", "--variant", "v"), env=ENV,
                                          log_environ=False)
                              .stdout(json.dumps(error("build", "pip wheel exited 1", 1))).stderr(log).exit(1))
-        self.expect_outcome(FAILURE, "build failed (exit 1): /src/csrc/cpu/b.c:3:2: error: #error fixture release "
+        self.expect_outcome(FAILURE, "build failed (exit 1): csrc/cpu/b.c:3:2: error: #error fixture release "
                                      "that does not compile (failure)")
         yield self.run_step()
         # While it ran, the summary followed CMake's progress.
