@@ -41,7 +41,7 @@ def children(release_buildid: int) -> Generator[Request, Any, list[dict]]:
     Each child is a data-API build dict plus ``builder`` (name) and raw
     ``properties``; a request no worker has taken yet is ``{"builder",
     "builderid", "complete": False, "results": None, "state_string":
-    "waiting for a worker", "properties"}`` with its buildset's properties.
+    "waiting for a worker", "submitted_at", "properties"}`` with its buildset's properties.
     """
     out: list[dict] = []
     names: dict[int, str] = {}
@@ -61,7 +61,8 @@ def children(release_buildid: int) -> Generator[Request, Any, list[dict]]:
             else:
                 props = yield (("buildsets", bs["bsid"], "properties"), {})
                 out.append({"builder": names[br["builderid"]], "builderid": br["builderid"],
-                            "buildrequestid": br["buildrequestid"], "complete": False, "results": None,
+                            "buildrequestid": br["buildrequestid"], "submitted_at": br.get("submitted_at"),
+                            "complete": False, "results": None,
                             "state_string": "waiting for a worker", "properties": props})
     return out
 

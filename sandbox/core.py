@@ -27,7 +27,7 @@ from pathlib import Path
 
 import requests
 
-from master import report
+from master import matrix, report
 from master.report import format_table
 from master.settings import ENV_VAR, REPO_ROOT
 from sandbox import http
@@ -210,7 +210,7 @@ workers_registry = "{registry.DEFAULT_PATH}"
         self._spawn("master", [str(BIN / "buildbot"), "start", "--nodaemon", str(self.master_dir)],
                     self.root / "master.log")
         self._wait_http(self.web_url + "api/v2/builders", "master", timeout=120)
-        self.log(f"master up, web UI {self.web_url}")
+        self.log(f"master up, web UI {self.web_url}, release matrix {matrix.page_url(self.web_url)}")
         if wait_workers:
             self._wait_ready()
 
@@ -349,6 +349,10 @@ workers_registry = "{registry.DEFAULT_PATH}"
         pending = [{**c, "properties": report.flatten(c["properties"])} for c in found if "buildid" not in c]
         return builds, pending
 
+    def matrix(self) -> dict:
+        """The release matrix as JSON (``master/matrix.py``), from its documented URL."""
+        return http.get_json(self.session, matrix.json_url(self.web_url))
+
     def buildset_properties(self, bsid: int) -> dict:
         return report.flatten(self._data((("buildsets", bsid, "properties"), {})))
 
@@ -485,6 +489,7 @@ def main(argv: list[str] | None = None) -> int:
             sb.log(f"every x86_64 wheel of {version} is published and installable from {sb.simple_url}")
         code = 0 if not problems else 1
         sb.log(f"web UI: {sb.web_url}")
+        sb.log(f"release matrix: {matrix.page_url(sb.web_url)} (JSON: {matrix.json_url(sb.web_url)})")
         if not args.once:
             sb.log("serving; Ctrl-C to stop")
             while True:
