@@ -102,7 +102,9 @@ def release_factory(settings: Settings, tarball: Path, schedulers_for: dict[tupl
         "--python-versions", util.Property("python_versions", default=settings.build.python_versions),
     )))
     f.addStep(release.DropPublished(check=check, builder_for=builder_name, haltOnFailure=True, **go))
-    f.addStep(release.FanOut(**go, schedulerNames=sorted(schedulers_for.values()),
+    # alwaysUseLatest=False: the variant builds get the release's source stamp (the tag's
+    # commit), so the console and grid views list them with the tag's change.
+    f.addStep(release.FanOut(**go, alwaysUseLatest=False, schedulerNames=sorted(schedulers_for.values()),
                              scheduler_for=lambda variant, arch: schedulers_for[(variant, arch)],
                              common_props=RELEASE_PROPS))
     return f

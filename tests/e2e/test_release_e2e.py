@@ -112,6 +112,17 @@ def test_published_wheel_installs_and_selects_cpu_platform(sandbox: Sandbox, rel
     assert out.stdout.split() == ["CpuPlatform", "cpu"]
 
 
+def test_variant_builds_share_the_tag_change_in_console_and_grid(sandbox: Sandbox, released: dict) -> None:
+    """Buildbot's console and grid views place a build by its buildset's source stamp and its change."""
+    change = next(c for c in sandbox.api("changes") if c["branch"] == f"refs/tags/v{NEW}")
+    builds, _ = sandbox.children(released["release"]["buildid"])
+    assert builds
+    for b in builds:
+        br = sandbox.api(f"buildrequests/{b['buildrequestid']}")[0]
+        stamps = sandbox.api(f"buildsets/{br['buildsetid']}")[0]["sourcestamps"]
+        assert [ss["ssid"] for ss in stamps] == [change["sourcestamp"]["ssid"]], (stamps, change["sourcestamp"])
+
+
 def test_same_tag_again_rebuilds_nothing(sandbox: Sandbox, released: dict) -> None:
     before_brs = sandbox.buildrequests_total()
     before = newest_buildid(sandbox)
@@ -245,6 +256,19 @@ def test_recheck_finds_nothing_missing(sandbox: Sandbox, released: dict) -> None
     assert sandbox.buildrequests_total() == before + 1
 
 
+def _leaves(fields: list[dict]) -> list[dict]:
+    return [leaf for f in fields for leaf in (_leaves(f["fields"]) if f.get("fields") else [f])]
+
+
+def test_force_form_shows_only_fields_that_matter_each_with_help(sandbox: Sandbox) -> None:
+    form = sandbox.api("forceschedulers/force-release")[0]
+    shown = {f["fullName"]: f for f in _leaves(form["all_fields"]) if not f["hide"]}
+    assert set(shown) == {"username", "reason", "versions", "python_versions", "variants", "arches", "postfix",
+                          "dry_run", "skip_upload"}
+    assert all(f["tooltip"] and "\n" not in f["tooltip"] for f in shown.values()), shown
+    assert "publish nothing" in shown["dry_run"]["label"] and "stops before publishing" in shown["skip_upload"]["label"]
+
+
 def test_web_force_form_validates_and_starts_a_release(sandbox: Sandbox, released: dict) -> None:
     """The force form in the real web UI (Debian chromium driven by Playwright)."""
     sync_api = pytest.importorskip("playwright.sync_api")
@@ -265,6 +289,8 @@ def test_web_force_form_validates_and_starts_a_release(sandbox: Sandbox, release
                     break
                 except sync_api.TimeoutError:
                     page.reload()
+            for hidden in ("priority", "branch", "revision", "repository", "project"):
+                assert page.locator(f"[data-bb-test-id=force-field-{hidden}]").count() == 0, hidden
             field.fill(NEW)
             page.locator("[data-bb-test-id=force-field-postfix]").fill("+cpu")
             page.get_by_role("button", name="Start build").click()
