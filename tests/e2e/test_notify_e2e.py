@@ -200,7 +200,7 @@ def test_variant_build_failure_is_mailed_and_announced(announced: dict) -> None:
     assert subject == f"[vllm-cpu sandbox] vLLM {BROKEN_VERSION} (dry run): FAILURE, 0/1 variant builds ok"
     assert release_url in body and child_url in body and f"{VARIANT} x86_64: failure" in body
     lines = wait_for(lambda: (lambda got: got if len(got) == 2 else None)(
-        [m for m in client.privmsgs(CHANNEL, BOT) if f"vLLM {BROKEN_VERSION}" in m]), 60, "two IRC lines")
+        [m for m in client.privmsgs(CHANNEL, BOT) if f"vLLM {BROKEN_VERSION}" in m]), 180, "two IRC lines")
     assert lines[0].startswith(f"{VARIANT} x86_64 failure for vLLM {BROKEN_VERSION}") and lines[0].endswith(child_url)
     assert lines[1] == (f"vLLM {BROKEN_VERSION} release failure (dry run): 0/1 variant builds ok; "
                         f"FAILED: {VARIANT} x86_64 - {release_url}")
