@@ -305,7 +305,7 @@ def to_json(m: Matrix) -> dict[str, Any]:
 
 _STYLE = """
 .vcm table{border-collapse:collapse;font-size:13px}
-.vcm th,.vcm td{border:1px solid #ccc;padding:4px 6px;vertical-align:top;max-width:22em}
+.vcm th,.vcm td{border:1px solid #ccc;padding:4px 6px;vertical-align:top;min-width:8em;max-width:22em}
 .vcm .published{background:#dff0d8}.vcm .building{background:#d9edf7}
 .vcm .waiting{background:#fcf8e3}.vcm .failed{background:#f2dede}
 .vcm .dry-run{background:#eee8f7}.vcm .not-built{background:#fff}
