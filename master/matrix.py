@@ -175,19 +175,26 @@ def _running_text(child: dict) -> str:
     return child.get("state_string") or "starting"
 
 
-def _cell_from_build(child: dict, web_url: str, waiting_arch: Callable[[dict], bool]) -> Cell:
+def _request_url(web_url: str, child: dict) -> str:
+    return f"{web_url.rstrip('/')}/#/buildrequests/{child['buildrequestid']}"
+
+
+def _cell_from_build(child: dict, web_url: str, no_worker: Callable[[dict], bool]) -> Cell:
+    """One child of a release (``report.children``): a build, or a request without one."""
     props = flatten(child.get("properties"))
     dry = " (dry run)" if props.get("dry_run") else ""
-    if "buildid" not in child:  # a request no worker has taken yet
+    results = child.get("results")
+    if "buildid" not in child:
+        if child.get("complete"):  # cancelled before any worker took it
+            return Cell(FAILED, f"request {statusToString(results)}{dry}: {child.get('state_string') or 'not built'}",
+                        url=_request_url(web_url, child))
         since = _epoch(child.get("submitted_at"))
-        what = (f"waiting for an {props.get('arch', '?')} worker" if waiting_arch(child)
-                else "queued (its workers are busy)")
-        return Cell(WAITING, f"{what} since {_when(since)}{dry}",
-                    url=f"{web_url.rstrip('/')}/#/buildrequests/{child['buildrequestid']}", since=since)
+        absent = child["waiting"] if "waiting" in child else no_worker(child)
+        what = f"waiting for an {props.get('arch', '?')} worker" if absent else "queued (its workers are busy)"
+        return Cell(WAITING, f"{what} since {_when(since)}{dry}", url=_request_url(web_url, child), since=since)
     url = build_url(web_url, child["builderid"], child["number"])
     if not child.get("complete"):
         return Cell(BUILDING, f"#{child['number']} {_running_text(child)}{dry}", url=url)
-    results = child.get("results")
     if results in _BAD:
         step = _failed_step(child.get("steps") or [])
         if step is None:
@@ -202,21 +209,23 @@ def _cell_from_build(child: dict, web_url: str, waiting_arch: Callable[[dict], b
     return Cell(NOT_BUILT, f"#{child['number']} {statusToString(results)} but not in the index", url=url)
 
 
+def _order(child: dict) -> tuple[int, int]:
+    return child.get("buildrequestid") or 0, child.get("buildid") or 0
+
+
 def _newest(children: list[dict]) -> tuple[dict | None, dict | None, dict | None]:
-    """(newest running build, oldest waiting request, newest finished build) of one cell."""
+    """(newest running build, oldest waiting request, newest finished build or request) of one cell."""
     running = [c for c in children if "buildid" in c and not c.get("complete")]
-    waiting = [c for c in children if "buildid" not in c]
-    done = [c for c in children if "buildid" in c and c.get("complete")]
-    return (max(running, key=lambda c: c["buildid"], default=None),
-            min(waiting, key=lambda c: c.get("buildrequestid", 0), default=None),
-            max(done, key=lambda c: c["buildid"], default=None))
+    waiting = [c for c in children if "buildid" not in c and not c.get("complete")]
+    done = [c for c in children if c.get("complete")]
+    return (max(running, key=_order, default=None), min(waiting, key=_order, default=None),
+            max(done, key=_order, default=None))
 
 
 def compute(catalog: Catalog, snapshot: dict, index: dict[str, list[IndexFile]] | None, *, web_url: str,
             index_url: str, index_error: str = "", now: float | None = None) -> Matrix:
     """The matrix from ``collect``'s snapshot and the index listing per package (None: unreadable)."""
     columns = tuple((v.package, a) for v, a in catalog.builds())
-    arch_of_builder: dict[int, str] = {}
     by_cell: dict[tuple[str, str, str], list[dict]] = {}
     newest_release: dict[str, dict] = {}
     versions: set[str] = set()
@@ -230,7 +239,6 @@ def compute(catalog: Catalog, snapshot: dict, index: dict[str, list[IndexFile]] 
             p = flatten(c.get("properties"))
             key = (p.get("version") or version, p.get("variant", "?"), p.get("arch", "?"))
             by_cell.setdefault(key, []).append(c)
-            arch_of_builder[c["builderid"]] = key[2]
     connected = set(snapshot.get("connected_builders", []))
 
     def no_worker(child: dict) -> bool:

@@ -30,7 +30,7 @@ def props(**kw) -> dict:
 
 def build(buildid: int, builderid: int, number: int, version: str, variant: str, arch: str, *, results=SUCCESS,
           complete=True, steps=(), state="build successful", **extra) -> dict:
-    b = {"buildid": buildid, "builderid": builderid, "number": number, "complete": complete,
+    b = {"buildid": buildid, "buildrequestid": buildid, "builderid": builderid, "number": number, "complete": complete,
          "results": results if complete else None, "state_string": state,
          "properties": props(version=version, variant=variant, arch=arch, **extra)}
     if steps:
@@ -124,6 +124,20 @@ def test_newest_build_wins_and_an_active_one_comes_first(catalog) -> None:
     assert got["vllm-cpu/x86_64"].state == matrix.DRY_RUN  # build 12 is the newest
     # An aarch64 worker is connected but busy: queued, not "waiting for a worker".
     assert got["vllm-cpu/aarch64"].state == matrix.WAITING and got["vllm-cpu/aarch64"].text.startswith("queued")
+
+
+def test_request_cancelled_before_it_started_and_a_reported_waiting_flag(catalog) -> None:
+    cancelled = {**waiting(30, X86, "0.12.0", "vllm-cpu", "x86_64", 1000), "complete": True, "results": CANCELLED,
+                 "state_string": "cancelled before it started"}
+    # report.children may say itself whether a worker could take the request.
+    queued = {**waiting(31, ARM, "0.12.0", "vllm-cpu", "aarch64", 1000), "waiting": False}
+    snapshot = {"releases": [release(1, 1, "0.12.0", [build(10, X86, 1, "0.12.0", "vllm-cpu", "x86_64"),
+                                                      cancelled, queued], results=CANCELLED)],
+                "connected_builders": []}
+    got = cells(matrix.compute(catalog, snapshot, {}, web_url=WEB, index_url=INDEX))["0.12.0"]
+    assert got["vllm-cpu/x86_64"].state == matrix.FAILED  # the newer request, not the older build
+    assert got["vllm-cpu/x86_64"].text == "request cancelled: cancelled before it started"
+    assert got["vllm-cpu/aarch64"].text.startswith("queued")
 
 
 def test_release_that_failed_before_fan_out_marks_its_cells(catalog) -> None:
