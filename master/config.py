@@ -47,7 +47,7 @@ def build_config(settings: Settings, basedir: str | Path) -> dict:
         "builders": builders.make_builders(settings, catalog, workers.names_by_arch(entries), tarball, tags),
         # Never merge queued requests: each carries its own version/parameters.
         "collapseRequests": False,
-        "www": www.make_www(settings, tags),
+        "www": www.make_www(settings, tags, catalog),
         "buildbotNetUsageData": None,
         "secretsProviders": [],
         "services": notify.make_reporters(settings, catalog),

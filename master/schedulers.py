@@ -238,26 +238,54 @@ class ReleaseForceScheduler(StrictForceScheduler):
         return results[0]
 
 
+# One line of help per field of the force form (the "?" next to its label in the web UI).
+FORCE_HELP = {
+    "reason": "Why: shown with the build, in the release mail and on IRC.",
+    "username": "Your name <email>, recorded as the builds' owner (with a login, the logged-in user).",
+    "versions": "One upstream release (0.11.2), a range of release tags (0.11.0-0.12.0) or a comma list of "
+                "both; each version gets its own release build.",
+    "python_versions": "auto: what the release supports (one cp38-abi3 wheel when its modules are abi3); "
+                       "or a list 3.11,3.12 or a range 3.10-3.13.",
+    "variants": "Packages of variants.json; one that a version is not built for (its releases) is skipped.",
+    "arches": "x86_64 and/or aarch64: each build waits for a worker of its platform.",
+    "postfix": "Publish as <version><postfix>: .post1 for a fixed re-release, .dev1 a1 b1 rc1 for a "
+               "pre-release; empty = the upstream version.",
+    "dry_run": "Builds, verifies and smoke-tests every planned wheel, even one the index has, and uploads "
+               "nothing: a rehearsal, marked as a dry run in the matrix and the mails.",
+    "skip_upload": "A real release that stops before publishing: what the index has is skipped as usual, the "
+                   "other wheels are built and checked but not uploaded. With dry run, dry run wins.",
+}
+
+
 def make_force(settings: Settings, catalog: Catalog, tags: UpstreamTags) -> ReleaseForceScheduler:
     names = catalog.names()
+    # No branch/revision/repository/project fields (StrictForceScheduler) and one
+    # queue order for all releases: no priority field either.
     return ReleaseForceScheduler(
         name="force-release", builderNames=[RELEASE], list_versions=tags.forceable, catalog=catalog,
         max_builds=settings.www.max_builds_per_request,
         buttonName="Release", label="Build and publish vLLM releases",
-        reason=util.StringParameter(name="reason", label="Reason", default="manual release", size=40, maxsize=500),
+        priority=util.IntParameter(name="priority", default=0, hide=True),
+        username=util.UserNameParameter(label="Your name", tooltip=FORCE_HELP["username"]),
+        reason=util.StringParameter(name="reason", label="Reason", default="manual release", size=40, maxsize=500,
+                                    tooltip=FORCE_HELP["reason"]),
         properties=[
-            _Checked("versions", _check_version, label="vLLM versions (0.11.2 | 0.11.0-0.12.0 | mix)",
-                     required=True, size=50, maxsize=500),
-            _Checked("python_versions", _check_pythons, label="Python versions (auto | 3.11,3.12 | 3.10-3.13)",
-                     default=settings.build.python_versions, size=20, maxsize=200),
-            util.ChoiceStringParameter(name="variants", label="Variants", choices=names, default=names,
-                                       multiple=True, strict=True),
+            _Checked("versions", _check_version, label="vLLM versions", required=True, size=50, maxsize=500,
+                     tooltip=FORCE_HELP["versions"]),
+            _Checked("python_versions", _check_pythons, label="Python versions",
+                     default=settings.build.python_versions, size=20, maxsize=200,
+                     tooltip=FORCE_HELP["python_versions"]),
+            util.ChoiceStringParameter(name="variants", label="Packages", choices=names, default=names,
+                                       multiple=True, strict=True, tooltip=FORCE_HELP["variants"]),
             util.ChoiceStringParameter(name="arches", label="Platforms", choices=list(ARCHES),
-                                       default=list(ARCHES), multiple=True, strict=True),
-            _Checked("postfix", specs.normalize_postfix, label="Version postfix (.post1 .dev1 a1 b1 rc1)",
-                     default="", size=10, maxsize=50),
-            util.BooleanParameter(name="dry_run", label="Dry run (everything but the upload)", default=False),
-            util.BooleanParameter(name="skip_upload", label="Skip upload", default=False),
+                                       default=list(ARCHES), multiple=True, strict=True,
+                                       tooltip=FORCE_HELP["arches"]),
+            _Checked("postfix", specs.normalize_postfix, label="Version postfix", default="", size=10, maxsize=50,
+                     tooltip=FORCE_HELP["postfix"]),
+            util.BooleanParameter(name="dry_run", label="Dry run: build and check everything, publish nothing",
+                                  default=False, tooltip=FORCE_HELP["dry_run"]),
+            util.BooleanParameter(name="skip_upload", label="Skip upload: a real release that stops before "
+                                  "publishing", default=False, tooltip=FORCE_HELP["skip_upload"]),
         ],
     )
 

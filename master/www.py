@@ -26,10 +26,13 @@ from twisted.python import log
 from twisted.web import server
 from twisted.web.guard import BasicCredentialFactory
 
-from master import users
+from master import matrix, restfix, users
 from master.settings import Settings
 from master.tags import UpstreamTags
 from master.webhook import TagWebhook
+from vllm_cpu_build import variants
+from vllm_cpu_build.index import list_index_files
+from vllm_cpu_build.variants import Catalog
 
 
 def check_users_file(path: Path, admins: tuple[str, ...]) -> list[str]:
@@ -113,11 +116,17 @@ def _loopback(interface: str) -> bool:
         return interface == "localhost"
 
 
-def make_www(settings: Settings, tags: UpstreamTags | None = None) -> dict:
+def make_www(settings: Settings, tags: UpstreamTags | None = None, catalog: Catalog | None = None) -> dict:
+    restfix.install()  # Buildbot 4.3 writes REST answers from a thread: corrupt gzip under load
     w = settings.www
+    # The release matrix: a menu entry (#/releases) whose page and JSON the WSGI app serves.
+    releases = matrix.MatrixApp(catalog or variants.load(), settings.index.simple_url, settings.master.web_url_slash,
+                                list_index_files)
     www: dict = {
         "port": f"tcp:{settings.master.web_port}:interface={settings.master.web_interface}",
-        "plugins": {"waterfall_view": {}, "console_view": {}, "grid_view": {}},
+        "plugins": {"waterfall_view": {}, "console_view": {}, "grid_view": {},
+                    "wsgi_dashboards": [{"name": matrix.NAME, "caption": "Release matrix", "app": releases,
+                                         "order": 2, "icon": "table"}]},
         # No "base" dialect: it lets the poster set build properties. Tags come
         # from the poller or the signed webhook, which makes changes without any.
         "change_hook_dialects": {},

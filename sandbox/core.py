@@ -27,9 +27,10 @@ from pathlib import Path
 
 import requests
 
-from master import report
+from master import matrix, report
 from master.report import format_table
 from master.settings import ENV_VAR, REPO_ROOT
+from sandbox import http
 from vllm_cpu_build.variants import load as load_variants
 from workers import registry
 
@@ -223,7 +224,7 @@ workers_registry = "{registry.DEFAULT_PATH}"
         self._spawn("master", [str(BIN / "buildbot"), "start", "--nodaemon", str(self.master_dir)],
                     self.root / "master.log")
         self._wait_http(self.web_url + "api/v2/builders", "master", timeout=120)
-        self.log(f"master up, web UI {self.web_url}")
+        self.log(f"master up, web UI {self.web_url}, release matrix {matrix.page_url(self.web_url)}")
         if wait_workers:
             self._wait_ready()
 
@@ -247,7 +248,7 @@ workers_registry = "{registry.DEFAULT_PATH}"
                 if p.poll() is not None:
                     raise RuntimeError(f"{name} exited with {p.returncode}; see logs in {self.root}")
             try:
-                return self.session.get(url, timeout=2).status_code < 500
+                return self.session.get(url, timeout=10).status_code < 500
             except requests.RequestException:
                 return False
 
@@ -287,27 +288,8 @@ workers_registry = "{registry.DEFAULT_PATH}"
         self.procs.clear()
 
     # --------------------------------------------------------------- the REST API
-    def _get_json(self, url: str, **params):
-        """GET a REST resource as JSON, repeated on a garbled or dropped response.
-
-        Buildbot 4.3 writes REST responses from a thread (V2RootResource._write_json_data):
-        under load a body now and then arrives corrupt. A GET is safe to repeat.
-        """
-        transient = (requests.ConnectionError, requests.exceptions.ContentDecodingError,
-                     requests.exceptions.ChunkedEncodingError, ValueError)
-        for attempt in range(4):
-            try:
-                r = self.session.get(url, params=params, timeout=30)
-                r.raise_for_status()
-                return r.json()
-            except transient:
-                if attempt == 3:
-                    raise
-                time.sleep(0.5 * (attempt + 1))
-        raise AssertionError("unreachable")
-
     def api(self, path: str, **params) -> list[dict]:
-        data = self._get_json(self.web_url + "api/v2/" + path, **params)
+        data = http.get_json(self.session, self.web_url + "api/v2/" + path, params=params)
         key = [k for k in data if k != "meta"][0]
         return data[key]
 
@@ -320,7 +302,7 @@ workers_registry = "{registry.DEFAULT_PATH}"
             params["builderid"] = builder
         body = {"jsonrpc": "2.0", "method": "force", "id": 1, "params": params}
         url = self.web_url + f"api/v2/forceschedulers/{scheduler}"
-        return (session or self.session).post(url, json=body, timeout=60)
+        return (session or self.session).post(url, json=body, timeout=http.TIMEOUT)  # sent once: not idempotent
 
     def webhook(self, payload: dict | bytes, event: str = "push", secret: str | None = "",
                 headers: dict[str, str] | None = None) -> requests.Response:
@@ -361,7 +343,7 @@ workers_registry = "{registry.DEFAULT_PATH}"
     def _data(self, request: report.Request):
         """One data-API request of ``report.children`` over REST (same resource paths)."""
         path, filters = request
-        data = self._get_json(self.web_url + "api/v2/" + "/".join(map(str, path)), **(filters or {}))
+        data = http.get_json(self.session, self.web_url + "api/v2/" + "/".join(map(str, path)), params=filters)
         if path[-1] == "properties":  # {"properties": [{name: [value, source]}]}
             return (data["properties"] or [{}])[0]
         items = data[[k for k in data if k != "meta"][0]]
@@ -380,6 +362,10 @@ workers_registry = "{registry.DEFAULT_PATH}"
         builds = [c for c in found if "buildid" in c]
         pending = [{**c, "properties": report.flatten(c["properties"])} for c in found if "buildid" not in c]
         return builds, pending
+
+    def matrix(self) -> dict:
+        """The release matrix as JSON (``master/matrix.py``), from its documented URL."""
+        return http.get_json(self.session, matrix.json_url(self.web_url))
 
     def buildset_properties(self, bsid: int) -> dict:
         return report.flatten(self._data((("buildsets", bsid, "properties"), {})))
@@ -441,7 +427,7 @@ workers_registry = "{registry.DEFAULT_PATH}"
         out = {}
         for st in self._steps(buildid):
             for lg in self.api(f"steps/{st['stepid']}/logs"):
-                r = self.session.get(self.web_url + f"api/v2/logs/{lg['logid']}/raw", timeout=30)
+                r = http.get(self.session, self.web_url + f"api/v2/logs/{lg['logid']}/raw")
                 r.raise_for_status()
                 out[f"{st['name']}/{lg['name']}"] = r.text
         return out
@@ -500,6 +486,7 @@ def main(argv: list[str] | None = None) -> int:
             sb.log(f"every x86_64 wheel of {version} is published and installable from {sb.simple_url}")
         code = 0 if not problems else 1
         sb.log(f"web UI: {sb.web_url}")
+        sb.log(f"release matrix: {matrix.page_url(sb.web_url)} (JSON: {matrix.json_url(sb.web_url)})")
         if not args.once:
             sb.log("serving; Ctrl-C to stop")
             while True:

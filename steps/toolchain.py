@@ -14,11 +14,12 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from buildbot.process import buildstep
+from buildbot.process import buildstep, logobserver
 from buildbot.process.properties import Interpolate, Property
 from buildbot.process.results import CANCELLED, FAILURE, SKIPPED, SUCCESS, WARNINGS
 from twisted.internet import defer
 
+from master.logscan import FirstError, progress
 from vllm_cpu_build.errors import EXIT_OK, EXIT_USAGE
 from vllm_cpu_build.results import (
     BuildResult,
@@ -55,6 +56,33 @@ def _tag(wheel: object) -> str:
     return "-".join(parts[-3:-1]) if len(parts) >= 5 else name
 
 
+class LogWatch(logobserver.LogLineObserver):
+    """Reads the step's stdio as it streams: the first error line, and compile progress.
+
+    Progress (CMake/make ``[ 45%]``, ninja ``[12/80]``) goes into the running
+    step's summary, so an hour-long compile says how far it is.
+    """
+
+    def __init__(self, step: ToolchainStep) -> None:
+        super().__init__()
+        self.step = step
+        self.errors = FirstError()
+        self.progress: str | None = None
+
+    def _line(self, line: str) -> None:
+        self.errors.feed(line)
+        p = progress(line)
+        if p and p != self.progress:
+            self.progress = p
+            self.step.show_progress(p)
+
+    def outLineReceived(self, line: str) -> None:
+        self._line(line)
+
+    def errLineReceived(self, line: str) -> None:
+        self._line(line)
+
+
 class ToolchainStep(buildstep.ShellMixin, buildstep.BuildStep):
     """Run one ``vllm-cpu-build`` subcommand and interpret its typed result."""
 
@@ -70,6 +98,12 @@ class ToolchainStep(buildstep.ShellMixin, buildstep.BuildStep):
         kwargs = self.setupShellMixin(kwargs, prohibitArgs=["command"])
         self.cli_args = cli_args or []
         super().__init__(**kwargs)
+        self.watch = LogWatch(self)
+        self.addLogObserver("stdio", self.watch)
+
+    def show_progress(self, where: str) -> None:
+        self.description = f"{self.subcommand} running: {where}"
+        self.updateSummary()
 
     def command_args(self) -> list[str]:
         return [str(a) for a in self.cli_args]
@@ -99,10 +133,19 @@ class ToolchainStep(buildstep.ShellMixin, buildstep.BuildStep):
         self.descriptionDone = self.failure_text(rc, result)
         return FAILURE
 
+    def _relative(self, line: str) -> str:
+        """Compiler paths relative to the checkout: ``csrc/cpu/x.c:3:2: error: ...``."""
+        builddir = str(self.getProperty("builddir") or "")
+        if not builddir:
+            return line
+        return line.replace(f"{builddir}/src/", "").replace(f"{builddir}/", "")
+
     def failure_text(self, rc: int, result: Result | None) -> str:
-        why = result.error if isinstance(result, ErrorResult) else ""
+        """``build failed (exit 1): <first compiler/CMake/pip error line>`` (else the tool's own error)."""
+        own = result.error if isinstance(result, ErrorResult) else ""
+        why = own if rc == EXIT_USAGE and own else (self._relative(self.watch.errors.line) or own)
         kind = "bad input" if rc == EXIT_USAGE else "failed"
-        if result is None:
+        if not why and result is None:
             why = "no result document; see stdio"
         return f"{self.subcommand} {kind} (exit {rc})" + (f": {why}" if why else "")
 

@@ -42,6 +42,10 @@ GRAVITON3 = ("fp asimd evtstrm aes pmull sha1 sha2 crc32 atomics fphp asimdhp cp
              "svei8mm svebf16 i8mm bf16 dgh rng")
 GRAVITON2_CPU = "neoverse-n1"  # ARMv8.2 + dotprod + fp16, no BF16/I8MM/SVE
 OLD_CPU = "cortex-a53"  # ARMv8.0: no dot product, no FP16 arithmetic
+# pytest-timeout counts a module fixture's setup in the first test that uses it, and
+# any test may be the first (-k): each may create the root on a cold cache (726 s of
+# mmdebstrap alone was measured on a busy machine), then run its emulated commands.
+ARM_TIMEOUT = pytest.mark.timeout(aarch64_host.COLD_SETUP_TIMEOUT + 1800)
 
 
 def test_hwcap_bits_are_cpuinfo_names() -> None:
@@ -60,7 +64,8 @@ class Arm:
     timings: dict[str, float] = field(default_factory=dict)
     graviton3: Path | None = None
 
-    def tool(self, *args: str, qemu_cpu: str | None = None, timeout: float = 600) -> tuple[int, dict, str]:
+    def tool(self, *args: str, qemu_cpu: str | None = None,
+             timeout: float = aarch64_host.COMMAND_TIMEOUT) -> tuple[int, dict, str]:
         r = self.root.run(steps_argv(self.python, *args, "--json"), qemu_cpu=qemu_cpu, timeout=timeout)
         try:
             doc = json.loads(r.stdout) if r.stdout.strip() else {}
@@ -93,6 +98,7 @@ def arm(tmp_path_factory: pytest.TempPathFactory):
 
 
 @pytest.mark.slow
+@ARM_TIMEOUT
 def test_root_is_aarch64_and_hwcap_table_matches_kernel_header(arm: Arm) -> None:
     r = arm.root.run(["uname", "-m"])
     assert r.stdout.strip() == "aarch64"
@@ -117,6 +123,7 @@ def test_root_is_aarch64_and_hwcap_table_matches_kernel_header(arm: Arm) -> None
 
 
 @pytest.mark.slow
+@ARM_TIMEOUT
 def test_pinned_build_on_a_bf16_host_verifies_and_runs_on_graviton2(arm: Arm) -> None:
     src = arm.checkout("pinned")
     arm.root.bind_file(arm.graviton3, "/proc/cpuinfo")  # the build host has bf16: the trap is armed
@@ -149,6 +156,7 @@ def test_pinned_build_on_a_bf16_host_verifies_and_runs_on_graviton2(arm: Arm) ->
 
 
 @pytest.mark.slow
+@ARM_TIMEOUT
 def test_unpinned_build_on_a_bf16_host_leaks_bf16_and_is_rejected(arm: Arm) -> None:
     src = arm.checkout("unpinned")
     code, _, err = arm.tool("patch", "--variant", VARIANT, "--src", src, "--arch", "aarch64")
@@ -215,6 +223,7 @@ def bare_master(tmp_path: Path):
 
 @pytest.mark.slow
 @pytest.mark.e2e
+@ARM_TIMEOUT
 def test_provision_sh_makes_an_arm_worker_that_attaches(arm: Arm, bare_master) -> None:
     """workers/provision.sh as documented, in the aarch64 root, against a real master.
 
@@ -227,7 +236,7 @@ def test_provision_sh_makes_an_arm_worker_that_attaches(arm: Arm, bare_master) -
     start = time.monotonic()
     try:
         r = arm.root.run(["env", "WORKER_NAME=arm64-1", f"WORKER_PASSWORD={password}", f"MASTER=127.0.0.1:{port}",
-                          "sh", "/tmp/provision.sh"], timeout=1200)
+                          "sh", "/tmp/provision.sh"], timeout=aarch64_host.BOOTSTRAP_TIMEOUT)
         assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-3000:]
         assert arm.root.host_path(f"{base}/worker/info/host").read_text().splitlines()[0] == "aarch64"
         wlog = arm.root.host_path(f"{base}/worker/twistd.log").read_text()

