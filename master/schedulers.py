@@ -18,7 +18,7 @@ from buildbot.schedulers.forcesched import (
 )
 from twisted.internet import defer, threads
 
-from master.names import RECHECK, RELEASE, builder_name, trigger_name
+from master.names import IMAGES, IMAGES_TRIGGER, RECHECK, RELEASE, builder_name, trigger_name
 from master.settings import Settings
 from master.tags import UpstreamTags
 from vllm_cpu_build import specs
@@ -258,6 +258,25 @@ def make_force(settings: Settings, catalog: Catalog, tags: UpstreamTags) -> Rele
                      default="", size=10, maxsize=50),
             util.BooleanParameter(name="dry_run", label="Dry run (everything but the upload)", default=False),
             util.BooleanParameter(name="skip_upload", label="Skip upload", default=False),
+            util.BooleanParameter(name="use_highest_postfix", default=False,
+                                  label="Use the highest .postN on the index for the GitHub release and images"),
+        ],
+    )
+
+
+def make_images_force(catalog: Catalog) -> schedulers.ForceScheduler:
+    """Rebuild and push the images of one version (e.g. after a .postN re-release), without a release."""
+    names = catalog.names()
+    return schedulers.ForceScheduler(
+        name="force-images", builderNames=[IMAGES], buttonName="Build images",
+        label="Build and push the runtime images of a published version",
+        reason=util.StringParameter(name="reason", label="Reason", default="manual images", size=40),
+        properties=[
+            _Checked("version", _check_version, label="vLLM version (0.12.0)", required=True, size=20),
+            util.ChoiceStringParameter(name="variants", label="Variants", choices=names, default=names,
+                                       multiple=True, strict=True),
+            util.BooleanParameter(name="use_highest_postfix", default=True,
+                                  label="Use the highest .postN of the version on the index"),
         ],
     )
 
@@ -274,6 +293,8 @@ def make_schedulers(settings: Settings, catalog: Catalog, tags: UpstreamTags) ->
         StrictForceScheduler(name="recheck-now", builderNames=[RECHECK], buttonName="Re-check now",
                              label="Re-check upstream tags against the index", properties=[]),
     ]
+    if settings.images.enabled:
+        out += [schedulers.Triggerable(name=IMAGES_TRIGGER, builderNames=[IMAGES]), make_images_force(catalog)]
     if settings.upstream.recheck_interval:
         out.append(schedulers.Periodic(name="recheck-periodic", builderNames=[RECHECK],
                                        periodicBuildTimer=settings.upstream.recheck_interval))
