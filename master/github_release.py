@@ -149,7 +149,7 @@ def _client(api_url: str, token: str, timeout: int, retries: int, throttle: bool
 
     kwargs = {} if throttle else {"seconds_between_requests": None, "seconds_between_writes": None}
     # GithubRetry retries 5xx and rate-limit 403s (GET and POST) with backoff.
-    return Github(auth=Auth.Token(token), base_url=api_url.rstrip("/"), timeout=timeout,
+    return Github(auth=Auth.Token(token), base_url=api_url.rstrip("/"), timeout=timeout, lazy=True,
                   retry=GithubRetry(total=retries, backoff_factor=0.5), **kwargs)
 
 
@@ -185,7 +185,7 @@ def publish(api_url: str, token: str, repository: str, notes: Notes, assets: lis
     res = PublishResult()
     gh = _client(api_url, token, timeout, retries, throttle)
     try:
-        repo = gh.get_repo(repository, lazy=True)
+        repo = gh.get_repo(repository)  # lazy: no request until a release is asked for
         try:
             rel = repo.get_release(notes.tag)
         except github.UnknownObjectException:
@@ -196,7 +196,7 @@ def publish(api_url: str, token: str, repository: str, notes: Notes, assets: lis
                                           prerelease=notes.prerelease,
                                           make_latest="true" if notes.make_latest else "false")
             res.created = True
-        elif (rel.body or "") != notes.body or rel.title != notes.name or rel.prerelease != notes.prerelease:
+        elif (rel.body or "") != notes.body or rel.name != notes.name or rel.prerelease != notes.prerelease:
             log(f"updating release {notes.tag} (id {rel.id})")
             rel = rel.update_release(name=notes.name, message=notes.body, prerelease=notes.prerelease,
                                      draft=False, make_latest="true" if notes.make_latest else "false")

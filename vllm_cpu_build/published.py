@@ -30,6 +30,7 @@ class PublishedWheel:
 
 
 def _arches(platforms: Iterable[str]) -> tuple[str, ...]:
+    platforms = list(platforms)
     return tuple(a for a in ARCHES if any(p == a or p.endswith("_" + a) for p in platforms))
 
 
