@@ -160,6 +160,8 @@ def images_factory(settings: Settings, tarball: Path) -> BuildFactory:
             "--dockerfile", "docker/Dockerfile", "--context", "docker"]
     for repo in im.repositories:
         args += ["--repository", repo]
+    if im.torch_index_url:
+        args += ["--torch-index-url", im.torch_index_url]
     if not im.tls_verify:
         args.append("--no-tls-verify")
     if im.auth_secret:

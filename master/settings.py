@@ -294,6 +294,7 @@ class Images:
     # Image repositories pushed to, each gets <short>-<version> and <short>-latest.
     repositories: tuple[str, ...] = ()
     base_image: str = "docker.io/library/python:3.12-slim"  # FROM of docker/Dockerfile (a multi-arch image)
+    torch_index_url: str = ""  # extra pip index with CPU torch inside the image; "" = variants.json's
     tls_verify: bool = True  # TLS for the registries (false only for a registry on 127.0.0.1)
     auth_secret: str = ""  # secret file name: a containers auth.json for the registries; "" = anonymous
     # Workers with buildah that build the images; () = every x86_64 worker. Other arches are
@@ -308,6 +309,8 @@ class Images:
                 raise SettingsError(f"images.repositories: not an image repository (registry/name, no tag): {repo!r}")
         if self.enabled and not self.repositories:
             raise SettingsError("images.repositories: none while images is on")
+        if self.torch_index_url:
+            _url("images.torch_index_url", self.torch_index_url)
         if not self.base_image or any(c.isspace() for c in self.base_image):
             raise SettingsError(f"images.base_image: not an image reference: {self.base_image!r}")
 

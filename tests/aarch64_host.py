@@ -53,6 +53,9 @@ BINFMT_ENTRY = BINFMT / "qemu-aarch64"
 ROOT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 HOST_CA = "/etc/ssl/certs/host-ca.crt"  # the host's CA bundle (pip may sit behind a TLS proxy)
 VENV_PARENT = "root/.cache/vllm-cpu-buildbot"  # where bootstrap.py puts its venv-<key> (HOME=/root)
+# pytest timeout of a test using the root: cold, on a busy 2-core machine, mmdebstrap
+# took 726 s once, and the toolchain venv is pip-installed under qemu the first time.
+ARM_ROOT_TIMEOUT = 3600
 
 
 def _key(*parts: str) -> str:
@@ -198,6 +201,12 @@ class EmulatedRoot:
     def bind_file(self, source: Path, inside: str) -> None:
         """Bind-mount the host file ``source`` over ``inside`` (e.g. a fake /proc/cpuinfo)."""
         self._mount(["--bind", str(source)], self.path / inside.lstrip("/"))
+
+    def bind_dir(self, source: Path, inside: str | None = None) -> None:
+        """Bind-mount the host directory ``source`` at ``inside`` (default: the same path) in the root."""
+        target = self.path / (inside or str(source)).lstrip("/")
+        target.mkdir(parents=True, exist_ok=True)
+        self._mount(["--bind", str(source)], target)
 
     def unbind(self, inside: str) -> None:
         subprocess.run(["umount", str(self.path / inside.lstrip("/"))], check=True, capture_output=True)
