@@ -67,12 +67,16 @@ def _log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
-def _buildah(*args: str, capture: bool = False) -> subprocess.CompletedProcess:
+def _buildah(*args: str, capture: bool = False, quiet: bool = False) -> subprocess.CompletedProcess:
+    """Run buildah; its output goes to stderr (the step's log), stdout stays the JSON document.
+
+    ``capture``: keep stdout; ``quiet``: drop stderr too (a clean-up that may find nothing).
+    """
     cmd = ["buildah", *args]
-    _log("+ " + shlex.join(cmd))
-    # Build output goes to stderr (the step's log); stdout stays the JSON document.
-    return subprocess.run(cmd, stdout=subprocess.PIPE if capture else sys.stderr, stderr=sys.stderr, text=True,
-                          check=False)
+    if not quiet:
+        _log("+ " + shlex.join(cmd))
+    return subprocess.run(cmd, stdout=subprocess.PIPE if capture or quiet else sys.stderr,
+                          stderr=subprocess.DEVNULL if quiet else sys.stderr, text=True, check=False)
 
 
 class BuildahError(RuntimeError):
@@ -119,6 +123,12 @@ def plan(package: str, version: str, simple_url: str, highest_postfix: bool = Fa
     return res
 
 
+def build_args(res: ImageResult, base_image: str, index_url: str, torch_index_url: str) -> dict[str, str]:
+    """The Dockerfile's ARGs for one image."""
+    return {"BASE_IMAGE": base_image, "PACKAGE": res.package, "VERSION": res.version, "INDEX_URL": index_url,
+            "TORCH_INDEX_URL": torch_index_url}
+
+
 def build_and_push(res: ImageResult, *, repositories: list[str], dockerfile: Path, context: Path,
                    base_image: str, index_url: str, torch_index_url: str, tls_verify: bool = True,
                    authfile: Path | None = None, keep: bool = False) -> ImageResult:
@@ -127,6 +137,8 @@ def build_and_push(res: ImageResult, *, repositories: list[str], dockerfile: Pat
     tls = [f"--tls-verify={'true' if tls_verify else 'false'}"]
     auth = ["--authfile", str(authfile)] if authfile else []
     built: list[str] = []
+    arg_list = [a for k, v in build_args(res, base_image, index_url, torch_index_url).items()
+                for a in ("--build-arg", f"{k}={v}")]
     try:
         for arch in res.arches:
             platform = PLATFORMS[arch]
@@ -134,10 +146,8 @@ def build_and_push(res: ImageResult, *, repositories: list[str], dockerfile: Pat
             t = time.monotonic()
             # --pull=always: the base is one name for every arch; never reuse another arch's copy.
             _ok(_buildah("bud", "--isolation", "chroot", "--platform", platform, "--pull=always", "--layers=false",
-                         *tls, *auth, "--build-arg", f"BASE_IMAGE={base_image}",
-                         "--build-arg", f"PACKAGE={res.package}", "--build-arg", f"VERSION={res.version}",
-                         "--build-arg", f"INDEX_URL={index_url}", "--build-arg", f"TORCH_INDEX_URL={torch_index_url}",
-                         "-f", str(dockerfile), "-t", local, str(context)), f"image build for {arch}")
+                         *tls, *auth, *arg_list, "-f", str(dockerfile), "-t", local, str(context)),
+                f"image build for {arch}")
             built.append(local)
             got = _ok(_buildah("inspect", "--type", "image", "--format", "{{.OCIv1.Architecture}}", local,
                                capture=True), "inspect").stdout.strip()
@@ -145,7 +155,7 @@ def build_and_push(res: ImageResult, *, repositories: list[str], dockerfile: Pat
                 raise BuildahError(f"the {arch} image has architecture {got!r}: the base image "
                                    f"{base_image} has no {platform} variant")
             res.seconds[f"build_{arch}"] = round(time.monotonic() - t, 1)
-        _buildah("manifest", "rm", local_list, capture=True)  # left by an earlier run: start afresh
+        _buildah("manifest", "rm", local_list, capture=True, quiet=True)  # left by an earlier run: start afresh
         _ok(_buildah("manifest", "create", local_list, capture=True), "manifest create")
         for local in built:
             _ok(_buildah("manifest", "add", local_list, f"containers-storage:{local}", capture=True), "manifest add")
@@ -161,9 +171,9 @@ def build_and_push(res: ImageResult, *, repositories: list[str], dockerfile: Pat
         res.seconds["push"] = round(time.monotonic() - t, 1)
     finally:
         if not keep:  # runtime images are large (torch): keep only the cached base layers
-            _buildah("manifest", "rm", local_list, capture=True)
+            _buildah("manifest", "rm", local_list, quiet=True)
             for local in built:
-                _buildah("rmi", local, capture=True)
+                _buildah("rmi", local, quiet=True)
     return res
 
 
