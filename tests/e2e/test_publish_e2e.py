@@ -62,8 +62,9 @@ def buildah(sb: Sandbox, *args: str, timeout: float = 600) -> subprocess.Complet
 @pytest.fixture(scope="module")
 def pub(arm_root, tmp_path_factory: pytest.TempPathFactory):
     root, _ = arm_root
-    sb = Sandbox(tmp_path_factory.mktemp("publish"), web_port=0, worker_port=0, index_port=0, poll_interval=1,
-                 github=True, images=True, image_arches=ARCHES)
+    # Every tag exists before the master starts: releases here are forced, never started by the poller.
+    sb = Sandbox(tmp_path_factory.mktemp("publish"), tags=["v0.11.2", f"v{VERSION}"], web_port=0, worker_port=0,
+                 index_port=0, poll_interval=1, github=True, images=True, image_arches=ARCHES)
     from sandbox import arm64
 
     try:
