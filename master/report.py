@@ -20,6 +20,8 @@ from buildbot.process.results import statusToString
 from buildbot.reporters import utils as rutils
 from twisted.internet import defer
 
+from master.names import IMAGES
+
 # A data-API request: (resource path, {field: value} equality filters).
 Request = tuple[tuple[Any, ...], dict[str, Any]]
 
@@ -52,6 +54,8 @@ def children(release_buildid: int) -> Generator[Request, Any, list[dict]]:
             if br["builderid"] not in names:
                 builder = yield (("builders", br["builderid"]), {})
                 names[br["builderid"]] = builder["name"] if builder else str(br["builderid"])
+            if names[br["builderid"]] == IMAGES:  # the images a release triggers: not a variant build
+                continue
             builds = yield (("buildrequests", br["buildrequestid"], "builds"), {})
             if builds:
                 b = dict(sorted(builds, key=lambda x: x["buildid"])[-1])
