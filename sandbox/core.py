@@ -496,12 +496,12 @@ workers_registry = "{registry.DEFAULT_PATH}"
                     if progress and seen.get(b["buildid"]) != state:
                         self.log(f"  {names[b['builderid']]} #{b['number']}: {b['state_string']}")
                     seen[b["buildid"]] = state
-                x86_open = [b for b in builds if not b["complete"]
+                still_open = [b for b in builds if not b["complete"]
                             and any(names[b["builderid"]].endswith("-" + a) for a in arches)]
-                x86_open += [p for p in pending if p["properties"].get("arch") in arches]
+                still_open += [p for p in pending if p["properties"].get("arch") in arches]
                 plan_done = rel["complete"] or any(s["name"] == "fan_out" for s in self._steps(rel["buildid"])
                                                    if s["started_at"])
-                if rel["complete"] or (plan_done and builds and not x86_open and not complete):
+                if rel["complete"] or (plan_done and builds and not still_open and not complete):
                     return {"release": rel, "rows": self.table(release["buildid"]),
                             "seconds": time.monotonic() - t0}
             time.sleep(1)

@@ -26,6 +26,7 @@ from master.report import row_from_properties
 from steps.toolchain import EXIT_OK, EXIT_SKIPPED, ToolchainStep
 from vllm_cpu_build import published
 from vllm_cpu_build.specs import final_version
+from vllm_cpu_build.variants import load
 
 PYPI_SIMPLE = "https://pypi.org/simple"
 
@@ -147,8 +148,6 @@ class GitHubRelease(buildstep.BuildStep):
         versions = {pkg: chosen for pkg, (chosen, _, _) in index.items()}
         images = {pkg: self.images(pkg, v) for pkg, v in versions.items()} if self.images else None
         index_url = None if self.simple_url.rstrip("/") == PYPI_SIMPLE else self.simple_url
-        from vllm_cpu_build.variants import load
-
         notes = github_release.release_notes(
             str(self.getProperty("version")), versions, records, load(), self.torch_index_url, index_url, images,
             newest=all(newest for _, _, newest in index.values()), upstream_tag=str(self.getProperty("tag") or ""))
