@@ -234,9 +234,9 @@ workers_registry = "{registry.DEFAULT_PATH}"
                  f"({time.monotonic() - t0:.1f}s setup)")
 
     def _wait_ready(self) -> None:
-        self._until(lambda: self.connected_workers() >= {e.name for e in self.local_workers}, 60, "workers connect")
+        self._until(lambda: self.connected_workers() >= {e.name for e in self.local_workers}, 300, "workers connect")
         self.log(f"workers connected: {', '.join(sorted(self.connected_workers()))}")
-        self._until(self._poller_has_baseline, 60, "the tag poller's first poll")
+        self._until(self._poller_has_baseline, 300, "the tag poller's first poll")
 
     def attach_arm64(self, root) -> float:
         """Provision the registry's aarch64 worker in the emulated ``root`` against this master; seconds."""
