@@ -13,14 +13,11 @@ message or log.
 
 from __future__ import annotations
 
-import hashlib
 import json
-import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-import requests
 from packaging.version import Version
 
 WHEEL_TYPE = "application/zip"  # a wheel is a zip archive; GitHub serves assets with this type
@@ -121,27 +118,6 @@ def release_notes(upstream_version: str, versions: dict[str, str], records: list
     pre = top.is_prerelease or top.is_devrelease
     return Notes(tag=tag, name=f"vLLM CPU {top}", body="\n".join(lines), prerelease=pre,
                  make_latest=newest and not pre)
-
-
-def download(url: str, dest: Path, sha256: str = "", attempts: int = 3, timeout: float = 120) -> Path:
-    """Fetch ``url`` to ``dest`` (retrying a transient failure) and check its sha256 when known."""
-    for attempt in range(1, attempts + 1):
-        try:
-            with requests.get(url, stream=True, timeout=timeout) as r:
-                r.raise_for_status()
-                h = hashlib.sha256()
-                with dest.open("wb") as fh:
-                    for chunk in r.iter_content(1 << 20):
-                        fh.write(chunk)
-                        h.update(chunk)
-            break
-        except requests.RequestException as exc:
-            if attempt == attempts:
-                raise GitHubReleaseError(f"cannot download {url}: {exc}") from None
-            time.sleep(2 * attempt)
-    if sha256 and h.hexdigest() != sha256:
-        raise GitHubReleaseError(f"{dest.name}: sha256 {h.hexdigest()} differs from the index's {sha256}")
-    return dest
 
 
 def _client(api_url: str, token: str, timeout: int, retries: int, throttle: bool):

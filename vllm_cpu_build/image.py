@@ -14,53 +14,28 @@ Daemonless (no Docker engine).  Registry credentials only through
 secret), never on a command line.  The storage buildah uses is its default
 or what ``CONTAINERS_STORAGE_CONF`` says.
 
-Exit codes: 0 pushed (or dry run), 1 a build or push failed, 2 bad input,
-3 skipped: the index has no wheel of that version to build from.
+Result: ``results.ImageResult``.  Exit codes: 0 pushed (or dry run), 1 a
+build or push failed, 2 bad input, 3 skipped: the index has no wheel of that
+version to build from.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import shlex
 import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from vllm_cpu_build import published
-from vllm_cpu_build.cli import EXIT_FAIL, EXIT_OK, EXIT_SKIPPED, UsageError
+from vllm_cpu_build.errors import StepFailed, UsageError
+from vllm_cpu_build.results import ImageResult, PushedImage
 
 PLATFORMS = {"x86_64": "linux/amd64", "aarch64": "linux/arm64"}
 DEFAULT_BASE = "docker.io/library/python:3.12-slim"
 LOCAL_PREFIX = "localhost/vllm-cpu-image"  # local names of what is built, before the push
-
-
-@dataclass
-class Pushed:
-    ref: str  # repository:tag
-    digest: str  # of the manifest list
-
-
-@dataclass
-class ImageResult:
-    package: str
-    short: str  # variants.json short name: the tag prefix
-    requested: str  # the upstream version asked for
-    version: str = ""  # the package version installed (with the highest .postN when asked)
-    arches: list[str] = field(default_factory=list)
-    tags: list[str] = field(default_factory=list)
-    latest: bool = False
-    pushed: list[Pushed] = field(default_factory=list)
-    seconds: dict[str, float] = field(default_factory=dict)
-    # pushed | nothing_published (no wheel to build from: exit 3) | failed | dry_run
-    status: str = ""
-    error: str = ""
-
-    def to_json(self) -> str:
-        return json.dumps(asdict(self), indent=2)
 
 
 def _log(msg: str) -> None:
@@ -79,13 +54,9 @@ def _buildah(*args: str, capture: bool = False, quiet: bool = False) -> subproce
                           stderr=subprocess.DEVNULL if quiet else sys.stderr, text=True, check=False)
 
 
-class BuildahError(RuntimeError):
-    pass
-
-
 def _ok(r: subprocess.CompletedProcess, what: str) -> subprocess.CompletedProcess:
     if r.returncode != 0:
-        raise BuildahError(f"{what} failed (buildah exit {r.returncode}); see the log above")
+        raise StepFailed(f"{what} failed (buildah exit {r.returncode}); see the log above")
     return r
 
 
@@ -105,16 +76,16 @@ def plan(package: str, version: str, simple_url: str, highest_postfix: bool = Fa
     chosen = published.pick_version(versions, version, highest_postfix)
     if chosen is None:
         res.status = "nothing_published"
-        res.error = (f"the index has no wheel of {variant.package} {version}"
-                     + (" or a .postN of it" if highest_postfix else "") + f" ({simple_url})")
+        res.reason = (f"the index has no wheel of {variant.package} {version}"
+                      + (" or a .postN of it" if highest_postfix else "") + f" ({simple_url})")
         return res
     res.version = chosen
     have = {a for w in wheels if w.version == chosen for a in w.arches}
     wanted = [a for a in variant.arches if a in have and (not arches or a in arches)]
     if not wanted:
         res.status = "nothing_published"
-        res.error = (f"{variant.package} {chosen}: no wheel on the index for "
-                     f"{', '.join(arches or variant.arches)} (has: {', '.join(sorted(have)) or 'none'})")
+        res.reason = (f"{variant.package} {chosen}: no wheel on the index for "
+                      f"{', '.join(arches or variant.arches)} (has: {', '.join(sorted(have)) or 'none'})")
         return res
     res.arches = wanted
     res.latest = published.is_newest(versions, chosen)
@@ -136,9 +107,9 @@ def build_and_push(res: ImageResult, *, repositories: list[str], dockerfile: Pat
     local_list = f"{LOCAL_PREFIX}/{res.short}:{res.version}"
     tls = [f"--tls-verify={'true' if tls_verify else 'false'}"]
     auth = ["--authfile", str(authfile)] if authfile else []
-    built: list[str] = []
     arg_list = [a for k, v in build_args(res, base_image, index_url, torch_index_url).items()
                 for a in ("--build-arg", f"{k}={v}")]
+    built: list[str] = []
     try:
         for arch in res.arches:
             platform = PLATFORMS[arch]
@@ -152,10 +123,10 @@ def build_and_push(res: ImageResult, *, repositories: list[str], dockerfile: Pat
             got = _ok(_buildah("inspect", "--type", "image", "--format", "{{.OCIv1.Architecture}}", local,
                                capture=True), "inspect").stdout.strip()
             if got != platform.split("/")[1]:
-                raise BuildahError(f"the {arch} image has architecture {got!r}: the base image "
-                                   f"{base_image} has no {platform} variant")
+                raise StepFailed(f"the {arch} image has architecture {got!r}: the base image "
+                                 f"{base_image} has no {platform} variant")
             res.seconds[f"build_{arch}"] = round(time.monotonic() - t, 1)
-        _buildah("manifest", "rm", local_list, capture=True, quiet=True)  # left by an earlier run: start afresh
+        _buildah("manifest", "rm", local_list, quiet=True)  # left by an earlier run: start afresh
         _ok(_buildah("manifest", "create", local_list, capture=True), "manifest create")
         for local in built:
             _ok(_buildah("manifest", "add", local_list, f"containers-storage:{local}", capture=True), "manifest add")
@@ -167,17 +138,18 @@ def build_and_push(res: ImageResult, *, repositories: list[str], dockerfile: Pat
                     digestfile = Path(tmp) / "digest"
                     _ok(_buildah("manifest", "push", "--all", *tls, *auth, "--digestfile", str(digestfile),
                                  local_list, f"docker://{ref}"), f"push of {ref}")
-                    res.pushed.append(Pushed(ref, digestfile.read_text().strip()))
+                    res.pushed.append(PushedImage(ref, digestfile.read_text().strip()))
         res.seconds["push"] = round(time.monotonic() - t, 1)
     finally:
         if not keep:  # runtime images are large (torch): keep only the cached base layers
             _buildah("manifest", "rm", local_list, quiet=True)
             for local in built:
                 _buildah("rmi", local, quiet=True)
+    res.status = "pushed"
     return res
 
 
-def _run(args: argparse.Namespace) -> int:
+def _run(args: argparse.Namespace) -> ImageResult:
     from vllm_cpu_build.variants import load
 
     if not args.repository and not args.dry_run:
@@ -195,32 +167,21 @@ def _run(args: argparse.Namespace) -> int:
         raise UsageError(f"--authfile: {authfile}: no such file")
     t0 = time.monotonic()
     res = plan(args.package, args.version, args.simple_url, args.highest_postfix, arches)
-    code = EXIT_OK
-    if res.error:
-        code = EXIT_SKIPPED
+    if res.status == "nothing_published":
+        _log(f"skipped: {res.reason}")
     elif args.dry_run:
         res.status = "dry_run"
         _log(f"dry run: would build {res.package} {res.version} for {', '.join(res.arches)} and push "
              + ", ".join(f"{r}:{t}" for r in args.repository or ["<repository>"] for t in res.tags))
     else:
         torch = args.torch_index_url or load().project["torch_index_url"]
-        try:
-            build_and_push(res, repositories=args.repository, dockerfile=dockerfile, context=context,
-                           base_image=args.base_image, index_url=args.index_url or args.simple_url,
-                           torch_index_url=torch, tls_verify=args.tls_verify, authfile=authfile, keep=args.keep)
-            res.status = "pushed"
-        except (BuildahError, OSError) as exc:
-            res.status, res.error = "failed", str(exc)
-            code = EXIT_FAIL
-    res.seconds["total"] = round(time.monotonic() - t0, 1)
-    if args.json:
-        print(res.to_json())
-    elif res.error:
-        print(f"error: {res.error}")
-    else:
+        build_and_push(res, repositories=args.repository, dockerfile=dockerfile, context=context,
+                       base_image=args.base_image, index_url=args.index_url or args.simple_url,
+                       torch_index_url=torch, tls_verify=args.tls_verify, authfile=authfile, keep=args.keep)
         for p in res.pushed:
-            print(f"pushed {p.ref} {p.digest}")
-    return code
+            _log(f"pushed {p.ref} {p.digest}")
+    res.seconds["total"] = round(time.monotonic() - t0, 1)
+    return res
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -1,7 +1,7 @@
 """What the package index holds of one package: versions, arches, the highest ``.postN``, the newest release.
 
-Read through the simple API (``upload.list_index_files``: PEP 691 JSON or
-HTML).  ``image`` uses it to pick the version an image installs and whether
+Read through the index client (``vllm_cpu_build.index``: PEP 691 JSON or
+HTML, retried).  ``image`` uses it to pick the version an image installs and whether
 ``<short>-latest`` moves; the master's GitHub release step to find a
 version's wheels.  Blocking HTTP: the master calls it from a thread.
 """
@@ -10,23 +10,32 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from urllib.parse import urlsplit
 
 from packaging.utils import InvalidWheelFilename, parse_wheel_filename
 from packaging.version import InvalidVersion, Version
 
-from vllm_cpu_build.upload import IndexFile, list_index_files
+from vllm_cpu_build.index import IndexFile, list_index_files
 
 ARCHES = ("x86_64", "aarch64")
 
 
 @dataclass(frozen=True)
 class PublishedWheel:
-    filename: str
-    url: str  # without the #sha256= fragment
+    file: IndexFile  # filename, url, sha256 as the index lists them
     version: str  # normalised PEP 440
     arches: tuple[str, ...]  # x86_64 / aarch64 from the platform tags
-    sha256: str  # from the index (URL fragment); "" when the index gives none
+
+    @property
+    def filename(self) -> str:
+        return self.file.filename
+
+    @property
+    def url(self) -> str:
+        return self.file.url.split("#", 1)[0]
+
+    @property
+    def sha256(self) -> str:
+        return self.file.sha256 or ""
 
 
 def _arches(platforms: Iterable[str]) -> tuple[str, ...]:
@@ -43,10 +52,7 @@ def wheels(simple_url: str, package: str,
             _, version, _, tags = parse_wheel_filename(f.filename)
         except InvalidWheelFilename:
             continue
-        parts = urlsplit(f.url)
-        frag = dict(p.split("=", 1) for p in parts.fragment.split("&") if "=" in p)
-        out.append(PublishedWheel(f.filename, parts._replace(fragment="").geturl(), str(version),
-                                  _arches(t.platform for t in tags), frag.get("sha256", "")))
+        out.append(PublishedWheel(f, str(version), _arches(t.platform for t in tags)))
     return out
 
 
