@@ -338,6 +338,10 @@ workers_registry = "{registry.DEFAULT_PATH}"
         for reg in self.registries:
             reg.stop()
         self.registries = []
+        if self.images:
+            from sandbox.publish import release_storage
+
+            release_storage(self.root / "containers", self._env())
         if self.fake_github is not None:
             self.fake_github.close()
             self.fake_github = None

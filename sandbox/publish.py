@@ -119,6 +119,17 @@ def storage_conf(dest: Path, graphroot: Path) -> Path:
     return dest
 
 
+def release_storage(graphroot: Path, env: dict[str, str]) -> None:
+    """Remove the storage's working containers and undo its mounts: a tree with mounts cannot be deleted."""
+    subprocess.run(["buildah", "rm", "--all"], env=env, capture_output=True, check=False)
+    prefix = str(graphroot.resolve())
+    mounts = [line.split()[1] for line in Path("/proc/self/mounts").read_text().splitlines()
+              if line.split()[1] == prefix or line.split()[1].startswith(prefix + "/")]
+    for target in sorted(mounts, key=len, reverse=True):
+        if subprocess.run(["umount", target], capture_output=True, check=False).returncode != 0:
+            subprocess.run(["umount", "-l", target], capture_output=True, check=False)
+
+
 def base_tarball(arch: str, log=_say) -> Path:
     """The cached Debian root of ``arch`` for the base image (mmdebstrap on first use)."""
     key = hashlib.sha256("\n".join([SUITE, arch, *BASE_PACKAGES]).encode()).hexdigest()[:12]

@@ -177,7 +177,8 @@ def test_images_pushed_as_multi_arch_to_both_registries_and_run(pub: Sandbox, re
                    else ["python", "-c", PROBE])
             run = buildah(pub, "run", "--isolation", "chroot", ctr, "--", *cmd)
         finally:
-            buildah(pub, "rm", ctr)
+            rm = buildah(pub, "rm", ctr)
+            assert rm.returncode == 0, rm.stderr
         assert run.returncode == 0, run.stderr + run.stdout
         assert run.stdout.splitlines()[-1].split() == [expect, "CpuPlatform", "cpu"], run.stdout
         if arch == "amd64":
