@@ -48,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  ssh <worker-host> 'umask 077; cat > ~/.vllm-cpu-worker-password' < {secret}")
             print("then provision the host (it checks the CPU, installs, starts and waits until connected):")
             print(f"  WORKER_NAME={e.name} MASTER=<master-host>:{s.master.worker_port} sh workers/provision.sh")
-            print("and reconfigure the master: buildbot reconfig <master basedir>")
+            print("and reconfigure the master: systemctl reload vllm-cpu-master (or buildbot reconfig <basedir>)")
         else:
             problems = registry.check(args.registry, args.secrets_dir)
             for line in problems:
