@@ -264,15 +264,16 @@ def make_force(settings: Settings, catalog: Catalog, tags: UpstreamTags) -> Rele
     )
 
 
-def make_images_force(catalog: Catalog) -> schedulers.ForceScheduler:
+def make_images_force(catalog: Catalog) -> StrictForceScheduler:
     """Rebuild and push the images of one version (e.g. after a .postN re-release), without a release."""
     names = catalog.names()
-    return schedulers.ForceScheduler(
+    return StrictForceScheduler(
         name="force-images", builderNames=[IMAGES], buttonName="Build images",
         label="Build and push the runtime images of a published version",
-        reason=util.StringParameter(name="reason", label="Reason", default="manual images", size=40),
+        reason=util.StringParameter(name="reason", label="Reason", default="manual images", size=40, maxsize=500),
         properties=[
-            _Checked("version", _check_version, label="vLLM version (0.12.0)", required=True, size=20),
+            _Checked("version", _check_version, label="vLLM version (0.12.0)", required=True, size=20,
+                     maxsize=50),
             util.ChoiceStringParameter(name="variants", label="Variants", choices=names, default=names,
                                        multiple=True, strict=True),
             util.BooleanParameter(name="use_highest_postfix", default=True,

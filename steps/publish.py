@@ -75,11 +75,11 @@ class GitHubRelease(buildstep.BuildStep):
 
     @defer.inlineCallbacks
     def _build_of(self, package: str, arch: str, version: str, filename: str):
-        """(properties, build URL) of this master's newest good build that made ``filename``, or (None, "")."""
+        """(properties, build URL, worker) of this master's newest good build that made ``filename``, or Nones."""
         try:
             builder_id = yield self.master.data.updates.findBuilderId(self.builder_for(package, arch))
         except Exception:
-            return None, ""
+            return None, "", ""
         builds = yield self.master.data.get(("builders", builder_id, "builds"),
                                             filters=[resultspec.Filter("complete", "eq", [True])],
                                             order=["-buildid"], limit=50)
@@ -91,8 +91,9 @@ class GitHubRelease(buildstep.BuildStep):
             made = [str(w).rsplit("/", 1)[-1] for w in props.get("wheels") or []]
             if props.get("final_version") == version and filename in made and props.get("uploaded"):
                 url = f"{self.master.config.buildbotURL}#/builders/{builder_id}/builds/{b['number']}"
-                return props, url
-        return None, ""
+                worker = yield self.master.data.get(("workers", b["workerid"]))
+                return props, url, (worker or {}).get("name", "")
+        return None, "", ""
 
     @defer.inlineCallbacks
     def _records(self, index: dict) -> Any:
@@ -101,7 +102,7 @@ class GitHubRelease(buildstep.BuildStep):
             for w in wheels:
                 for arch in w.arches:
                     rec = github_release.WheelRecord(pkg, arch, w.filename, w.url, w.sha256, chosen)
-                    props, url = yield self._build_of(pkg, arch, chosen, w.filename)
+                    props, url, worker = yield self._build_of(pkg, arch, chosen, w.filename)
                     if props:
                         row = row_from_properties(props, statusToString(SUCCESS))
                         verify = (props.get("verify") or {}).get(w.filename, {})
@@ -114,7 +115,7 @@ class GitHubRelease(buildstep.BuildStep):
                             "upstream_tag": props.get("tag", ""), "upstream_commit": props.get("got_revision", ""),
                             "pinned_flags": props.get("pinned_flags", []), "verify": verify.get("summary", ""),
                             "smoke": smoke.get("status", ""), "smoke_reason": smoke.get("reason", ""),
-                            "build": url, "worker": props.get("workername", ""),
+                            "build": url, "worker": worker,
                             **(extra.get(w.filename, {}) if isinstance(extra, dict) else {}),
                         }
                     else:
