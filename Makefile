@@ -9,11 +9,12 @@ PY     := $(VENV)/bin/python
 # the web UI test, ngircd as a real IRC server, qemu-user-static + mmdebstrap
 # for the emulated aarch64 build host of tests/aarch64_host.py, postgresql
 # for the production test's database, systemd for `systemd-analyze verify`
-# of the service units).
+# of the service units, buildah + docker-registry + skopeo for the runtime
+# images and a real OCI registry).
 APT_PACKAGES := git cmake gcc g++ ccache patchelf binutils-aarch64-linux-gnu \
                 gcc-aarch64-linux-gnu chromium ngircd \
                 qemu-user-static binfmt-support mmdebstrap arch-test \
-                postgresql systemd
+                postgresql systemd buildah docker-registry skopeo
 APT_STAMP := $(VENV)/.apt-done
 PIP_STAMP := $(VENV)/.pip-done
 # The WAMP router of Buildbot's multi-master mode (master/README.md, the
@@ -25,11 +26,13 @@ CROSSBAR_PIN   := crossbar==26.10.1
 
 .PHONY: setup run test lint clean help
 help:
-	@echo "make run   - start the local sandbox (ONCE=1: release once and exit)"
+	@echo "make run   - start the local sandbox (ONCE=1: release once and exit;"
+	@echo "             ARM64=1: emulated arm64 worker too; IMAGES=1: local registries + images;"
+	@echo "             GITHUB=1: a local GitHub stand-in gets the release; FULL=1: all three)"
 	@echo "make test  - set up and run the whole test suite"
 	@echo "make lint  - ruff"
 
-$(APT_STAMP):
+$(APT_STAMP): Makefile
 	@mkdir -p $(VENV)
 	@missing=$$(for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
 	if [ -n "$$missing" ]; then \
@@ -63,7 +66,8 @@ test: setup
 	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
 
 run: setup
-	$(PY) -m sandbox $(if $(ONCE),--once,)
+	$(PY) -m sandbox $(if $(ONCE),--once,) $(if $(or $(ARM64),$(FULL)),--arm64,) \
+	  $(if $(or $(IMAGES),$(FULL)),--images,) $(if $(or $(GITHUB),$(FULL)),--github,)
 
 clean:
 	rm -rf $(VENV) $(CROSSBAR_VENV) .sandbox .pytest_cache

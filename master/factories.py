@@ -8,17 +8,19 @@ from pathlib import Path
 from buildbot.plugins import util
 from buildbot.process.factory import BuildFactory
 from buildbot.process.results import SKIPPED
+from buildbot.steps.shell import ShellCommand
 from buildbot.steps.source.git import Git
-from buildbot.steps.transfer import FileDownload
+from buildbot.steps.transfer import FileDownload, StringDownload
+from buildbot.steps.trigger import Trigger
 
 from master import published
 from master.inputs import TrustedBuild
-from master.names import RELEASE, builder_name
-from master.settings import Settings
+from master.names import IMAGES_TRIGGER, RELEASE, builder_name
+from master.settings import REPO_ROOT, Settings
 from master.tags import UpstreamTags
-from steps import release, toolchain
+from steps import publish, release, toolchain
 from steps.title import BuildTitle
-from vllm_cpu_build.variants import Variant
+from vllm_cpu_build.variants import Variant, load
 
 # Absolute worker paths (the toolchain runs with cwd = the builder directory).
 SRC = util.Interpolate("%(prop:builddir)s/src")
@@ -27,7 +29,9 @@ OUT = util.Interpolate("%(prop:builddir)s/out")
 # Properties a release passes to every variant build it triggers.
 RELEASE_PROPS = ["version", "tag", "postfix", "dry_run", "skip_upload"]
 # What makes two release requests the same release (None/absent = the default).
-SAME_RELEASE = ["postfix", "dry_run", "skip_upload", "variants", "arches", "python_versions"]
+SAME_RELEASE = ["postfix", "dry_run", "skip_upload", "variants", "arches", "python_versions", "use_highest_postfix"]
+# Properties the images builder gets from the release that triggers it.
+IMAGES_PROPS = ["version", "tag", "postfix", "use_highest_postfix", "variants"]
 
 
 class Factory(BuildFactory):
@@ -113,6 +117,72 @@ def release_factory(settings: Settings, tarball: Path, schedulers_for: dict[tupl
     f.addStep(release.FanOut(**go, alwaysUseLatest=False, schedulerNames=sorted(schedulers_for.values()),
                              scheduler_for=lambda variant, arch: schedulers_for[(variant, arch)],
                              common_props=RELEASE_PROPS))
+    f.addSteps(publish_steps(settings, go))
+    return f
+
+
+def _publishing(step) -> bool:
+    return _not_duplicate(step) and not (step.getProperty("dry_run") or step.getProperty("skip_upload"))
+
+
+def _packages_for(version: str) -> list[str]:
+    return [v.package for v in load().for_release(version)]
+
+
+def image_refs(settings: Settings) -> functools.partial:
+    return functools.partial(_image_refs, settings.images.repositories)
+
+
+def _image_refs(repositories: tuple[str, ...], package: str, version: str) -> list[str]:
+    tag = load().get(package).docker_tags(version)[0]
+    return [f"{repo}:{tag}" for repo in repositories]
+
+
+def publish_steps(settings: Settings, go: dict) -> list:
+    """After the uploads (whatever fan_out's result: what is on the index is published): GitHub, images."""
+    out: list = []
+    gh = settings.github
+    if gh.enabled:
+        out.append(publish.GitHubRelease(
+            api_url=gh.api_url, repository=gh.repository, token=util.Secret(gh.token_secret),
+            simple_url=settings.index.simple_url, torch_index_url=load().project["torch_index_url"],
+            packages_for=_packages_for, builder_for=builder_name, attach_wheels=gh.attach_wheels,
+            images=image_refs(settings) if settings.images.enabled else None,
+            doStepIf=_publishing,
+        ))
+    if settings.images.enabled:
+        out.append(Trigger(
+            name="trigger_images", schedulerNames=[IMAGES_TRIGGER], waitForFinish=False, alwaysUseLatest=True,
+            set_properties={p: util.Property(p) for p in IMAGES_PROPS}, doStepIf=_publishing,
+        ))
+    return out
+
+
+def images_factory(settings: Settings, tarball: Path) -> BuildFactory:
+    """The ``images`` builder: ship the toolchain and the Dockerfile, one ``image`` step per package."""
+    im = settings.images
+    f = Factory()
+    f.addSteps(ship_toolchain(tarball))
+    for name, mode in (("Dockerfile", None), ("entrypoint.sh", 0o755)):
+        f.addStep(FileDownload(name=f"ship_{name}", mastersrc=str(REPO_ROOT / "docker" / name),
+                               workerdest=f"docker/{name}", workdir=".", mode=mode, haltOnFailure=True))
+    args = ["--simple-url", settings.index.simple_url, "--base-image", im.base_image,
+            "--dockerfile", "docker/Dockerfile", "--context", "docker"]
+    for repo in im.repositories:
+        args += ["--repository", repo]
+    if im.torch_index_url:
+        args += ["--torch-index-url", im.torch_index_url]
+    if not im.tls_verify:
+        args.append("--no-tls-verify")
+    if im.auth_secret:
+        # The registries' auth.json: a 0600 file for the run only, never on a command line.
+        f.addStep(StringDownload(util.Secret(im.auth_secret), workerdest="registry-auth.json", workdir=".",
+                                 mode=0o600, name="registry_credentials", haltOnFailure=True))
+        args += ["--authfile", "registry-auth.json"]
+    f.addStep(publish.QueueImages(packages_for=_packages_for, image_args=args))
+    if im.auth_secret:
+        f.addStep(ShellCommand(name="forget_credentials", command=["rm", "-f", "registry-auth.json"], workdir=".",
+                               alwaysRun=True, logEnviron=False))
     return f
 
 

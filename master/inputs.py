@@ -45,15 +45,17 @@ INPUTS: dict[str, Input] = {
     # The force form (release builder): each checked in ReleaseForceScheduler before anything is queued.
     "versions": _i({FORCE}, "ResolveRelease: the one version of this forced release"),
     "python_versions": _i({FORCE}, "plan --python-versions (normalised Python spec)"),
-    "variants": _i({FORCE}, "plan --variants; duplicate check"),
+    "variants": _i({FORCE, TRIGGER}, "plan --variants; duplicate check; the images of those packages only"),
     "arches": _i({FORCE}, "plan --arches; duplicate check"),
     "postfix": _i({FORCE, TRIGGER}, "plan/patch --version-postfix; already-published check; report"),
     "dry_run": _i({FORCE, TRIGGER}, "no upload; already-published check; report"),
     "skip_upload": _i({FORCE, TRIGGER}, "no upload; report"),
     "reason": _i({FORCE}, "release mail"),
+    "use_highest_postfix": _i({FORCE, TRIGGER}, "GitHub release and images: the highest .postN on the index"),
     "owner": _i({FORCE}, "Buildbot: who forced"),
     # From our own trigger steps (re-check -> release, release -> variant builds).
-    "version": _i({TRIGGER}, "ResolveRelease (re-check); variant builds; report"),
+    # FORCE only through the "Build images" form (the release form has no such field).
+    "version": _i({TRIGGER, FORCE}, "ResolveRelease (re-check); variant builds; images; report"),
     "tag": _i({TRIGGER}, "variant builds: the ref checked out (the release resolved it from the upstream)"),
     "recheck": _i({TRIGGER}, "marks a release started by the re-check"),
     "variant": _i({TRIGGER}, "verify/smoke --variant; report"),
@@ -92,6 +94,8 @@ INPUTS: dict[str, Input] = {
     "rebuild_of": _i(set(), "RebuildFailed: the release build this one rebuilds"),
     "waiting": _i(set(), "FanOut: variant builds waiting for a worker -> report, notifications"),
     "skip_builds": _i({TRIGGER}, "re-check -> DropPublished: missing builds given up on, not rebuilt"),
+    "images": _i(set(), "BuildImage -> images pushed, per package"),
+    "provenance": _i(set(), "a variant build's per-wheel provenance records -> the GitHub release"),
     IGNORED: _i(set(), "TrustedBuild: what it dropped"),
 }
 

@@ -22,6 +22,8 @@ from buildbot.process.results import CANCELLED, FAILURE, SUCCESS, WARNINGS, stat
 from buildbot.reporters import utils as rutils
 from twisted.internet import defer
 
+from master.names import IMAGES
+
 # A data-API request: (resource path, {field: value} equality filters).
 Request = tuple[tuple[Any, ...], dict[str, Any]]
 
@@ -99,6 +101,8 @@ def children(release_buildid: int) -> Generator[Request, Any, list[dict]]:
                 if bid not in names:
                     builder = yield (("builders", bid), {})
                     names[bid] = builder["name"] if builder else str(bid)
+                if names[bid] == IMAGES:  # the images a release triggers: not a variant build
+                    continue
                 builds = yield (("buildrequests", br["buildrequestid"], "builds"), {})
                 last = dict(sorted(builds, key=lambda x: x["buildid"])[-1]) if builds else None
                 if last is not None and (br["complete"] or not last["complete"]):

@@ -18,7 +18,7 @@ from buildbot.schedulers.forcesched import (
 )
 from twisted.internet import defer, threads
 
-from master.names import RECHECK, RELEASE, builder_name, trigger_name
+from master.names import IMAGES, IMAGES_TRIGGER, RECHECK, RELEASE, builder_name, trigger_name
 from master.settings import Settings
 from master.tags import UpstreamTags
 from vllm_cpu_build import specs
@@ -254,6 +254,8 @@ FORCE_HELP = {
                "nothing: a rehearsal, marked as a dry run in the matrix and the mails.",
     "skip_upload": "A real release that stops before publishing: what the index has is skipped as usual, the "
                    "other wheels are built and checked but not uploaded. With dry run, dry run wins.",
+    "use_highest_postfix": "For the GitHub release and the images: take each package's highest .postN of the "
+                           "version on the index (0.11.2 -> 0.11.2.post3), not the version itself.",
 }
 
 
@@ -286,6 +288,28 @@ def make_force(settings: Settings, catalog: Catalog, tags: UpstreamTags) -> Rele
                                   default=False, tooltip=FORCE_HELP["dry_run"]),
             util.BooleanParameter(name="skip_upload", label="Skip upload: a real release that stops before "
                                   "publishing", default=False, tooltip=FORCE_HELP["skip_upload"]),
+            util.BooleanParameter(name="use_highest_postfix", default=False, tooltip=FORCE_HELP["use_highest_postfix"],
+                                  label="Use the highest .postN on the index for the GitHub release and images"),
+        ],
+    )
+
+
+def make_images_force(catalog: Catalog) -> StrictForceScheduler:
+    """Rebuild and push the images of one version (e.g. after a .postN re-release), without a release."""
+    names = catalog.names()
+    return StrictForceScheduler(
+        name="force-images", builderNames=[IMAGES], buttonName="Build images",
+        label="Build and push the runtime images of a published version",
+        priority=util.IntParameter(name="priority", default=0, hide=True),
+        reason=util.StringParameter(name="reason", label="Reason", default="manual images", size=40, maxsize=500,
+                                    tooltip=FORCE_HELP["reason"]),
+        properties=[
+            _Checked("version", _check_version, label="vLLM version", required=True, size=20, maxsize=50,
+                     tooltip="One published version (0.12.0); its images are built from the wheels on the index."),
+            util.ChoiceStringParameter(name="variants", label="Packages", choices=names, default=names,
+                                       multiple=True, strict=True, tooltip=FORCE_HELP["variants"]),
+            util.BooleanParameter(name="use_highest_postfix", default=True, tooltip=FORCE_HELP["use_highest_postfix"],
+                                  label="Use the highest .postN of the version on the index"),
         ],
     )
 
@@ -302,6 +326,8 @@ def make_schedulers(settings: Settings, catalog: Catalog, tags: UpstreamTags) ->
         StrictForceScheduler(name="recheck-now", builderNames=[RECHECK], buttonName="Re-check now",
                              label="Re-check upstream tags against the index", properties=[]),
     ]
+    if settings.images.enabled:
+        out += [schedulers.Triggerable(name=IMAGES_TRIGGER, builderNames=[IMAGES]), make_images_force(catalog)]
     if settings.upstream.recheck_interval:
         out.append(schedulers.Periodic(name="recheck-periodic", builderNames=[RECHECK],
                                        periodicBuildTimer=settings.upstream.recheck_interval))

@@ -268,6 +268,54 @@ class Notify:
 
 
 @dataclass(frozen=True)
+class GitHub:
+    """A GitHub release per version after its uploads (steps/publish.py); off unless enabled."""
+
+    enabled: bool = False
+    repository: str = ""  # owner/name the releases are made in
+    api_url: str = "https://api.github.com"  # REST API root (GitHub Enterprise: https://HOST/api/v3)
+    token_secret: str = "github-token"  # secret file name: a token allowed to write releases (contents: write)
+    attach_wheels: bool = True  # attach the published wheels (downloaded from the index) to the release
+
+    def check(self) -> None:
+        _url("github.api_url", self.api_url)
+        _secret_name("github.token_secret", self.token_secret)
+        if self.enabled and not re.fullmatch(r"[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+", self.repository):
+            raise SettingsError(f"github.repository: must be owner/name while github is on, got {self.repository!r}")
+        if self.enabled and not self.token_secret:
+            raise SettingsError("github.token_secret: empty while github is on")
+
+
+@dataclass(frozen=True)
+class Images:
+    """Runtime images per variant, built with buildah and pushed after a release's uploads; off unless enabled."""
+
+    enabled: bool = False
+    # Image repositories pushed to, each gets <short>-<version> and <short>-latest.
+    repositories: tuple[str, ...] = ()
+    base_image: str = "docker.io/library/python:3.12-slim"  # FROM of docker/Dockerfile (a multi-arch image)
+    torch_index_url: str = ""  # extra pip index with CPU torch inside the image; "" = variants.json's
+    tls_verify: bool = True  # TLS for the registries (false only for a registry on 127.0.0.1)
+    auth_secret: str = ""  # secret file name: a containers auth.json for the registries; "" = anonymous
+    # Workers with buildah that build the images; () = every x86_64 worker. Other arches are
+    # built there too, emulated (qemu-user-static), when the index has wheels for them.
+    workers: tuple[str, ...] = ()
+
+    def check(self) -> None:
+        _secret_name("images.auth_secret", self.auth_secret)
+        for repo in self.repositories:
+            # registry/path, lower case as the distribution spec demands; no tag (the tags are derived).
+            if not re.fullmatch(r"[a-z0-9.-]+(?::\d+)?(?:/[a-z0-9]+(?:[._-][a-z0-9]+)*)+", repo):
+                raise SettingsError(f"images.repositories: not an image repository (registry/name, no tag): {repo!r}")
+        if self.enabled and not self.repositories:
+            raise SettingsError("images.repositories: none while images is on")
+        if self.torch_index_url:
+            _url("images.torch_index_url", self.torch_index_url)
+        if not self.base_image or any(c.isspace() for c in self.base_image):
+            raise SettingsError(f"images.base_image: not an image reference: {self.base_image!r}")
+
+
+@dataclass(frozen=True)
 class Settings:
     source: Path | None = None  # the TOML file read, None = built-in sandbox defaults
     upstream: Upstream = field(default_factory=Upstream)
@@ -276,6 +324,8 @@ class Settings:
     master: Master = field(default_factory=Master)
     www: Www = field(default_factory=Www)
     notify: Notify = field(default_factory=Notify)
+    github: GitHub = field(default_factory=GitHub)
+    images: Images = field(default_factory=Images)
 
 
 TABLES: dict[str, type] = {f.name: f.default_factory for f in fields(Settings)  # type: ignore[misc]
@@ -345,5 +395,5 @@ def load(path: str | os.PathLike | None = None) -> Settings:
     return parse(raw, p.parent, p)
 
 
-__all__ = ["ENV_VAR", "NOTIFY_EVENTS", "REPO_ROOT", "Build", "Index", "Master", "Notify", "Settings",
-           "SettingsError", "Upstream", "Www", "load", "parse", "replace"]
+__all__ = ["ENV_VAR", "NOTIFY_EVENTS", "REPO_ROOT", "Build", "GitHub", "Images", "Index", "Master", "Notify",
+           "Settings", "SettingsError", "Upstream", "Www", "load", "parse", "replace"]

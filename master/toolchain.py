@@ -19,7 +19,7 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parent.parent
 PARTS = ("vllm_cpu_build", "variants.json", "readmes")
 # The worker needs the project's runtime dependencies minus the master's own.
-_MASTER_ONLY = ("buildbot", "twisted", "psycopg", "sqlalchemy", "argon2")  # the master's, never a worker's
+_MASTER_ONLY = ("buildbot", "twisted", "psycopg", "sqlalchemy", "argon2", "pygithub")  # the master's, never a worker's
 # pip name -> import name where they differ
 _IMPORT_NAMES = {"pyelftools": "elftools", "iced-x86": "iced_x86", "setuptools-scm": "setuptools_scm"}
 

@@ -61,6 +61,8 @@ BOOTSTRAP_TIMEOUT = 1800
 COMMAND_TIMEOUT = 1200  # one toolchain command in the root (a build is the longest)
 # What the first test using a fresh root may spend in its setup: base + venv + extraction.
 COLD_SETUP_TIMEOUT = MMDEBSTRAP_TIMEOUT + BOOTSTRAP_TIMEOUT + 300
+# pytest timeout of a test using the root (cold, busy): every stage above.
+ARM_ROOT_TIMEOUT = COLD_SETUP_TIMEOUT + COMMAND_TIMEOUT
 
 
 def _key(*parts: str) -> str:
@@ -210,6 +212,12 @@ class EmulatedRoot:
     def bind_file(self, source: Path, inside: str) -> None:
         """Bind-mount the host file ``source`` over ``inside`` (e.g. a fake /proc/cpuinfo)."""
         self._mount(["--bind", str(source)], self.path / inside.lstrip("/"))
+
+    def bind_dir(self, source: Path, inside: str | None = None) -> None:
+        """Bind-mount the host directory ``source`` at ``inside`` (default: the same path) in the root."""
+        target = self.path / (inside or str(source)).lstrip("/")
+        target.mkdir(parents=True, exist_ok=True)
+        self._mount(["--bind", str(source)], target)
 
     def unbind(self, inside: str) -> None:
         subprocess.run(["umount", str(self.path / inside.lstrip("/"))], check=True, capture_output=True)

