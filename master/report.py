@@ -79,7 +79,8 @@ def children(release_buildid: int) -> Generator[Request, Any, list[dict]]:
     "buildrequestid", "complete": False, "results": None, "submitted_at",
     "waiting", "state_string", "properties"}``: ``waiting`` is True when no
     worker that could take it is connected ("waiting for an aarch64 worker
-    since ...").  A request cancelled before it started is ``complete``
+    since ..."); ``retried_at`` (epoch) when a build of it was interrupted
+    and it was queued again.  A request cancelled before it started is ``complete``
     with its ``results``.
     """
     names: dict[int, str] = {}
@@ -122,6 +123,8 @@ def children(release_buildid: int) -> Generator[Request, Any, list[dict]]:
                             found = yield (("builders", bid, "workers"), {})
                             workers[bid] = has_usable_worker(found)
                         child["waiting"] = not workers[bid]
+                        if last is not None:  # a worker took it before (a restart or a lost worker ended it)
+                            child["retried_at"] = epoch(last.get("complete_at"))
                         child["state_string"] = (waiting_text(arch, br.get("submitted_at")) if child["waiting"]
                                                  else "queued" + (" again after a retry" if last else ""))
                 child.update(builder=names[bid], builderid=bid)

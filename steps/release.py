@@ -340,11 +340,16 @@ class FanOut(Trigger):
     name = "fan_out"
 
     def __init__(self, scheduler_for: Callable[[str, str], str], common_props: list[str],
-                 poll_interval: float = 5.0, cancel_timeout: float = 300.0, **kwargs: Any) -> None:
+                 poll_interval: float = 5.0, cancel_timeout: float = 300.0, reconnect_grace: float = 300.0,
+                 **kwargs: Any) -> None:
         self.scheduler_for = scheduler_for  # (variant, arch) -> Triggerable name
         self.common_props = common_props  # properties copied from the release build
         self.poll_interval = poll_interval  # seconds between looks at the builds (also woken by finished builds)
         self.cancel_timeout = cancel_timeout  # after a stop, how long cancelled builds may take to end
+        # A build interrupted by a master restart (or a lost worker) is queued again, and its
+        # worker needs a while to reconnect (buildbot-worker backs off up to 300 s): until then
+        # it is not "waiting for a worker that is not there".
+        self.reconnect_grace = reconnect_grace
         kwargs["waitForFinish"] = False  # waiting is ours: never for a worker that is not there
         kwargs.setdefault("alwaysUseLatest", True)
         kwargs.setdefault("warnOnWarnings", True)
@@ -462,7 +467,7 @@ class FanOut(Trigger):
                 if self._lost:
                     return kids
                 if self._stop_reason is None:
-                    if all(k.get("complete") or k.get("waiting") for k in kids):
+                    if all(k.get("complete") or (k.get("waiting") and not self._returning(k)) for k in kids):
                         return kids
                 else:
                     if all(k.get("complete") for k in kids):
@@ -475,6 +480,11 @@ class FanOut(Trigger):
             if self._lost:
                 return kids
             yield self._sleep(self.poll_interval)
+
+    def _returning(self, kid: dict) -> bool:
+        """Whether a worker may still come back for this re-queued build (within ``reconnect_grace``)."""
+        at = kid.get("retried_at")
+        return at is not None and self.master.reactor.seconds() - at < self.reconnect_grace
 
     def _cancel(self, kids: list[dict]) -> None:
         """Cancel every build of this release not finished yet (queued: dropped; running: stopped)."""

@@ -185,6 +185,38 @@ class TestFanOut(ReleaseCase):
         yield self.run_step()
 
     @defer.inlineCallbacks
+    def test_a_build_requeued_by_a_restart_gives_its_worker_time_to_return(self):
+        self.reactor.advance(SUBMITTED + 60)  # now: the aarch64 build was interrupted just now
+        yield self.release_try(91)
+        yield self.child(ARM, "aarch64", parent=91, results=RETRY)
+        self.fan_out()
+        self.expect_outcome(WARNINGS, "0.11.2: 0 of 1 variant build ok, 1 waiting for an aarch64 worker since "
+                                      "2027-01-15 08:00 UTC (warnings)")
+        d = self.run_step()
+        self.reactor.pump([5] * 50)  # 250 s: its worker may still reconnect
+        assert not d.called
+        self.reactor.pump([5] * 11)  # past the 300 s grace: it waits for a worker that is not there
+        yield d
+
+    @defer.inlineCallbacks
+    def test_a_requeued_build_whose_worker_returns_is_waited_for(self):
+        self.reactor.advance(SUBMITTED + 60)
+        yield self.release_try(91)
+        brid = yield self.child(ARM, "aarch64", parent=91, results=RETRY)
+        self.fan_out()
+        self.expect_outcome(SUCCESS, "0.11.2: 1 of 1 variant build ok")
+        d = self.run_step()
+        self.reactor.pump([5] * 6)
+        # The worker is back and builds it.
+        yield self.master.db.insert_test_data([
+            fakedb.ConnectedWorker(id=2, masterid=MASTER, workerid=14),
+            fakedb.Build(id=1999, buildrequestid=brid, builderid=ARM, masterid=MASTER, workerid=14,
+                         results=SUCCESS, complete_at=SUBMITTED + 100)])
+        yield self.master.db.buildrequests.completeBuildRequests([brid], SUCCESS)
+        self.reactor.pump([5] * 2)
+        yield d
+
+    @defer.inlineCallbacks
     def test_a_stop_cancels_the_builds_and_reports_them(self):
         brid = yield self.child(X86, "x86_64", results=None)
         self.fan_out()

@@ -40,6 +40,17 @@ def upload(url: str, simple_url: str, wheel: Path, *args: str, popen: bool = Fal
     return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
 
 
+def finish(proc: subprocess.Popen) -> str:
+    """stdout once stderr was read to its end.
+
+    Not ``communicate()`` after a partly iterated stderr: it reads the raw
+    pipe, and the lines the text wrapper had already buffered were lost.
+    """
+    out = proc.stdout.read()
+    proc.wait(timeout=300)
+    return out
+
+
 def files_in(root: Path) -> list[str]:
     return sorted(p.name for p in root.iterdir() if p.suffix == ".whl")
 
@@ -66,13 +77,12 @@ def test_index_back_during_the_backoff_gets_the_wheel_once(wheel: Path, tmp_path
     try:
         proc = upload(srv.url, srv.simple_url, wheel, "--attempts", "5", "--backoff", "3", popen=True)
         err = []
-        for line in proc.stderr:
+        for line in proc.stderr:  # read to the end: see finish()
             err.append(line)
-            if line.startswith("reading ") and "Connection refused" in line:
+            if back is None and line.startswith("reading ") and "Connection refused" in line:
                 back = PyPIServer(root, port=srv.port)
-                break
-        out, rest = proc.communicate(timeout=300)
-        stderr = "".join(err) + rest
+        out = finish(proc)
+        stderr = "".join(err)
         assert proc.returncode == 0, stderr
         assert "retrying in 3 s" in stderr and "Traceback" not in stderr, stderr
         uploaded = json.loads(out)["uploaded"]
@@ -96,13 +106,11 @@ def test_a_file_that_arrived_despite_a_twine_error_is_not_sent_again(wheel: Path
         dead = f"http://127.0.0.1:{free_port()}/"
         proc = upload(dead, srv.simple_url, wheel, "--attempts", "3", "--backoff", "5", popen=True)
         err = []
-        for line in proc.stderr:  # wait for the first failure, then let the file "arrive"
+        for line in proc.stderr:  # at the first failure let the file "arrive"; read to the end: see finish()
             err.append(line)
-            if line.strip().startswith("retrying in"):
+            if line.strip().startswith("retrying in") and not (root / wheel.name).exists():
                 shutil.copy(wheel, root / wheel.name)
-                break
-        out, rest = proc.communicate(timeout=300)
-        err.append(rest)
+        out = finish(proc)
         stderr = "".join(err)
         assert proc.returncode == 0, stderr
         assert "attempt 1 of 3" in stderr and "running (attempt 2 of 3)" not in stderr, stderr
