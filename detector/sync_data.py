@@ -2,7 +2,8 @@
 
 The detector is installed on machines without this repository, so it carries
 the little it needs from ``variants.json`` (package names, required CPU
-flags, release ranges, the torch CPU index) in a generated module,
+flags, release ranges, the torch CPU index) and from
+``vllm_cpu_build/upstream.py`` (the newest release line checked) in a generated module,
 ``src/vllm_cpu_detect/_variants.py``. Nobody edits that file by hand:
 
     python detector/sync_data.py          # rewrite it from variants.json
@@ -37,6 +38,7 @@ def derive(variants_path: str | Path | None = None) -> dict:
     """The detector's view of variants.json, read through the validated loader."""
     sys.path.insert(0, str(REPO_ROOT))
     try:
+        from vllm_cpu_build.upstream import NEWEST_CHECKED_RELEASE
         from vllm_cpu_build.variants import load
     finally:
         sys.path.remove(str(REPO_ROOT))
@@ -64,10 +66,13 @@ def derive(variants_path: str | Path | None = None) -> dict:
     project = catalog.project
     for key in ("first_release", "unified_x86_release"):
         parse_release(project[key])
+    parse_release(NEWEST_CHECKED_RELEASE)
     return {
         "TORCH_INDEX_URL": project["torch_index_url"],
         "FIRST_RELEASE": project["first_release"],
         "UNIFIED_X86_RELEASE": project["unified_x86_release"],
+        # Past this release line the packages that exist are not known yet.
+        "NEWEST_KNOWN_RELEASE": NEWEST_CHECKED_RELEASE,
         "VARIANTS": variants,
     }
 

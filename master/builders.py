@@ -8,7 +8,7 @@ from buildbot import config
 from buildbot.plugins import util
 
 from master import factories
-from master.names import RECHECK, RELEASE, builder_name, trigger_name
+from master.names import IMAGES, RECHECK, RELEASE, builder_name, trigger_name
 from master.settings import Settings
 from master.tags import UpstreamTags
 from master.workers import local_worker_names
@@ -18,7 +18,7 @@ from vllm_cpu_build.variants import Catalog
 def make_builders(settings: Settings, catalog: Catalog, workers_by_arch: dict[str, list[str]],
                   tarball: Path, tags: UpstreamTags) -> list[util.BuilderConfig]:
     schedulers_for = {(v.package, a): trigger_name(v.package, a) for v, a in catalog.builds()}
-    local_workers = local_worker_names(settings.master.local_workers)
+    local_workers = local_worker_names(settings.master.local_workers, settings.master.name)
     out = [
         util.BuilderConfig(
             name=RELEASE, workernames=local_workers, collapseRequests=False, tags=["release"],
@@ -44,4 +44,22 @@ def make_builders(settings: Settings, catalog: Catalog, workers_by_arch: dict[st
             factory=factories.variant_factory(settings, tarball, variant, arch),
             description=f"{variant.package} for {arch}: {variant.target_cpus}"[:200],
         ))
+    if settings.images.enabled:
+        out.append(images_builder(settings, workers_by_arch, tarball))
     return out
+
+
+def images_builder(settings: Settings, workers_by_arch: dict[str, list[str]], tarball: Path) -> util.BuilderConfig:
+    """Runtime images on workers with buildah: ``[images] workers``, or every x86_64 worker."""
+    known = {w for ws in workers_by_arch.values() for w in ws}
+    names = list(settings.images.workers) or workers_by_arch.get("x86_64", [])
+    unknown = sorted(set(names) - known)
+    if unknown:
+        config.error(f"images.workers: not in {settings.master.workers_registry}: {', '.join(unknown)}")
+    if not names:
+        config.error("images: no worker to build images on (no x86_64 worker and no images.workers)")
+    return util.BuilderConfig(
+        name=IMAGES, workernames=names, collapseRequests=False, tags=["release", "images"],
+        factory=factories.images_factory(settings, tarball),
+        description="runtime images of a release's packages (buildah), pushed to the configured registries",
+    )

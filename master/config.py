@@ -10,9 +10,17 @@ from buildbot.plugins import secrets, util
 from twisted.python import log
 
 from master import builders, notify, schedulers, toolchain, workers, www
-from master.settings import Settings
+from master.settings import Master, Settings
 from master.tags import UpstreamTags
 from vllm_cpu_build import variants
+
+
+def db_config(m: Master) -> dict:
+    """``c["db"]``: the URL, and the password as a secret handed to the driver (never part of the URL or logs)."""
+    db: dict = {"db_url": m.db_url}
+    if m.db_password_secret:
+        db["engine_kwargs"] = {"connect_args": {"password": util.Secret(m.db_password_secret)}}
+    return db
 
 
 def build_config(settings: Settings, basedir: str | Path) -> dict:
@@ -31,19 +39,23 @@ def build_config(settings: Settings, basedir: str | Path) -> dict:
         "title": settings.master.title,
         "titleURL": settings.master.web_url_slash,
         "buildbotURL": settings.master.web_url_slash,
-        "db": {"db_url": settings.master.db_url},
+        "db": db_config(settings.master),
         "protocols": {"pb": {"port": f"tcp:{m.worker_port}:interface={m.worker_interface}"}},
-        "workers": workers.make_workers(entries, settings.master.local_workers),
+        "workers": workers.make_workers(entries, m.local_workers, m.name),
         "change_source": schedulers.make_change_sources(settings),
         "schedulers": schedulers.make_schedulers(settings, catalog, tags),
         "builders": builders.make_builders(settings, catalog, workers.names_by_arch(entries), tarball, tags),
         # Never merge queued requests: each carries its own version/parameters.
         "collapseRequests": False,
-        "www": www.make_www(settings),
+        "www": www.make_www(settings, tags, catalog),
         "buildbotNetUsageData": None,
         "secretsProviders": [],
         "services": notify.make_reporters(settings, catalog),
     }
+    if m.mq_router_url:
+        # Multi-master: masters share the database and exchange messages through a WAMP router (crossbar).
+        c["multiMaster"] = True
+        c["mq"] = {"type": "wamp", "router_url": m.mq_router_url, "realm": m.mq_realm, "wamp_debug_level": "error"}
     if settings.master.log_horizon_days:
         # Compile logs are MBs per build; the build records (results, properties,
         # what the re-check counts) stay, only old log text goes.

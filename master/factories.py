@@ -7,15 +7,20 @@ from pathlib import Path
 
 from buildbot.plugins import util
 from buildbot.process.factory import BuildFactory
+from buildbot.process.results import SKIPPED
+from buildbot.steps.shell import ShellCommand
 from buildbot.steps.source.git import Git
-from buildbot.steps.transfer import FileDownload
+from buildbot.steps.transfer import FileDownload, StringDownload
+from buildbot.steps.trigger import Trigger
 
 from master import published
-from master.names import RELEASE, builder_name
-from master.settings import Settings
+from master.inputs import TrustedBuild
+from master.names import IMAGES_TRIGGER, RELEASE, builder_name
+from master.settings import REPO_ROOT, Settings
 from master.tags import UpstreamTags
-from steps import release, toolchain
-from vllm_cpu_build.variants import Variant
+from steps import publish, release, toolchain
+from steps.title import BuildTitle
+from vllm_cpu_build.variants import Variant, load
 
 # Absolute worker paths (the toolchain runs with cwd = the builder directory).
 SRC = util.Interpolate("%(prop:builddir)s/src")
@@ -24,7 +29,15 @@ OUT = util.Interpolate("%(prop:builddir)s/out")
 # Properties a release passes to every variant build it triggers.
 RELEASE_PROPS = ["version", "tag", "postfix", "dry_run", "skip_upload"]
 # What makes two release requests the same release (None/absent = the default).
-SAME_RELEASE = ["postfix", "dry_run", "skip_upload", "variants", "arches", "python_versions"]
+SAME_RELEASE = ["postfix", "dry_run", "skip_upload", "variants", "arches", "python_versions", "use_highest_postfix"]
+# Properties the images builder gets from the release that triggers it.
+IMAGES_PROPS = ["version", "tag", "postfix", "use_highest_postfix", "variants"]
+
+
+class Factory(BuildFactory):
+    """Every builder's factory: builds start with trusted properties only (master/inputs.py)."""
+
+    buildClass = TrustedBuild
 
 
 def _not_duplicate(step) -> bool:
@@ -64,6 +77,9 @@ def checkout(settings: Settings, **kwargs) -> Git:
         name="checkout_tag", repourl=settings.upstream.url, branch=util.Property("tag"),
         alwaysUseLatest=True, mode="full", method="clobber", workdir="src", logEnviron=False,
         haltOnFailure=True, progress=False,
+        # Buildbot's default says "update" for a fresh clone of a tag.
+        description=util.Interpolate("checking out %(prop:tag)s"),
+        descriptionDone=util.Interpolate("checked out %(prop:tag)s"),
     )
 
 
@@ -78,8 +94,11 @@ def ship_toolchain(tarball: Path, **kwargs) -> list:
 def release_factory(settings: Settings, tarball: Path, schedulers_for: dict[tuple[str, str], str],
                     tags: UpstreamTags) -> BuildFactory:
     check = functools.partial(_check_published, settings.index.simple_url)
-    f = BuildFactory()
+    f = Factory()
     f.addStep(release.ResolveRelease(tag_version=tags.version_of, tag_for=tags.tag_for, haltOnFailure=True))
+    f.addStep(BuildTitle())  # "vLLM 0.12.0 (dry run)" in the build's summary on every page
+    # Buildbot's "Rebuild" of a release build: only its failed variant builds.
+    f.addStep(release.RebuildFailed(hideStepIf=lambda results, step: results == SKIPPED))
     f.addStep(release.SkipDuplicateRelease(
         tag_version=tags.version_of, same_release=SAME_RELEASE, release_builder=RELEASE,
         hideStepIf=lambda results, step: not step.getProperty("duplicate_of")))
@@ -93,9 +112,77 @@ def release_factory(settings: Settings, tarball: Path, schedulers_for: dict[tupl
         "--python-versions", util.Property("python_versions", default=settings.build.python_versions),
     )))
     f.addStep(release.DropPublished(check=check, builder_for=builder_name, haltOnFailure=True, **go))
-    f.addStep(release.FanOut(**go, schedulerNames=sorted(schedulers_for.values()),
+    # alwaysUseLatest=False: the variant builds get the release's source stamp (the tag's
+    # commit), so the console and grid views list them with the tag's change.
+    f.addStep(release.FanOut(**go, alwaysUseLatest=False, schedulerNames=sorted(schedulers_for.values()),
                              scheduler_for=lambda variant, arch: schedulers_for[(variant, arch)],
                              common_props=RELEASE_PROPS))
+    f.addSteps(publish_steps(settings, go))
+    return f
+
+
+def _publishing(step) -> bool:
+    return _not_duplicate(step) and not (step.getProperty("dry_run") or step.getProperty("skip_upload"))
+
+
+def _packages_for(version: str) -> list[str]:
+    return [v.package for v in load().for_release(version)]
+
+
+def image_refs(settings: Settings) -> functools.partial:
+    return functools.partial(_image_refs, settings.images.repositories)
+
+
+def _image_refs(repositories: tuple[str, ...], package: str, version: str) -> list[str]:
+    tag = load().get(package).docker_tags(version)[0]
+    return [f"{repo}:{tag}" for repo in repositories]
+
+
+def publish_steps(settings: Settings, go: dict) -> list:
+    """After the uploads (whatever fan_out's result: what is on the index is published): GitHub, images."""
+    out: list = []
+    gh = settings.github
+    if gh.enabled:
+        out.append(publish.GitHubRelease(
+            api_url=gh.api_url, repository=gh.repository, token=util.Secret(gh.token_secret),
+            simple_url=settings.index.simple_url, torch_index_url=load().project["torch_index_url"],
+            packages_for=_packages_for, builder_for=builder_name, attach_wheels=gh.attach_wheels,
+            images=image_refs(settings) if settings.images.enabled else None,
+            doStepIf=_publishing,
+        ))
+    if settings.images.enabled:
+        out.append(Trigger(
+            name="trigger_images", schedulerNames=[IMAGES_TRIGGER], waitForFinish=False, alwaysUseLatest=True,
+            set_properties={p: util.Property(p) for p in IMAGES_PROPS}, doStepIf=_publishing,
+        ))
+    return out
+
+
+def images_factory(settings: Settings, tarball: Path) -> BuildFactory:
+    """The ``images`` builder: ship the toolchain and the Dockerfile, one ``image`` step per package."""
+    im = settings.images
+    f = Factory()
+    f.addSteps(ship_toolchain(tarball))
+    for name, mode in (("Dockerfile", None), ("entrypoint.sh", 0o755)):
+        f.addStep(FileDownload(name=f"ship_{name}", mastersrc=str(REPO_ROOT / "docker" / name),
+                               workerdest=f"docker/{name}", workdir=".", mode=mode, haltOnFailure=True))
+    args = ["--simple-url", settings.index.simple_url, "--base-image", im.base_image,
+            "--dockerfile", "docker/Dockerfile", "--context", "docker"]
+    for repo in im.repositories:
+        args += ["--repository", repo]
+    if im.torch_index_url:
+        args += ["--torch-index-url", im.torch_index_url]
+    if not im.tls_verify:
+        args.append("--no-tls-verify")
+    if im.auth_secret:
+        # The registries' auth.json: a 0600 file for the run only, never on a command line.
+        f.addStep(StringDownload(util.Secret(im.auth_secret), workerdest="registry-auth.json", workdir=".",
+                                 mode=0o600, name="registry_credentials", haltOnFailure=True))
+        args += ["--authfile", "registry-auth.json"]
+    f.addStep(publish.QueueImages(packages_for=_packages_for, image_args=args))
+    if im.auth_secret:
+        f.addStep(ShellCommand(name="forget_credentials", command=["rm", "-f", "registry-auth.json"], workdir=".",
+                               alwaysRun=True, logEnviron=False))
     return f
 
 
@@ -116,7 +203,8 @@ def _root(default: str) -> util.Renderer:
 
 def variant_factory(settings: Settings, tarball: Path, variant: Variant, arch: str) -> BuildFactory:
     pkg = variant.package
-    f = BuildFactory()
+    f = Factory()
+    f.addStep(BuildTitle())  # "vllm-cpu 0.12.0 x86_64 (dry run)" in the build's summary on every page
     f.addStep(checkout(settings))
     f.addSteps(ship_toolchain(tarball))
     f.addStep(toolchain.PatchSource(cli_args=_args(
@@ -127,14 +215,10 @@ def variant_factory(settings: Settings, tarball: Path, variant: Variant, arch: s
         "--variant", pkg, "--src", SRC, "--out", OUT, *settings.build.build_args(),
         _root(settings.build.root_for(arch))], smoke_args=settings.build.smoke_args()))
     token_name = settings.index.token_for(variant.short)
-
-    def uploading(step) -> bool:
-        return not (step.getProperty("dry_run") or step.getProperty("skip_upload"))
-
+    # Skips itself (visibly, on the build's summary too) in a dry run or with skip upload.
     f.addStep(toolchain.UploadWheels(
         wheels=util.Property("wheels"), variant=pkg, repository_url=settings.index.upload_url,
         simple_url=settings.index.simple_url, username=settings.index.username, token=util.Secret(token_name),
-        doStepIf=uploading,
     ))
     return f
 
@@ -142,22 +226,31 @@ def variant_factory(settings: Settings, tarball: Path, variant: Variant, arch: s
 def recheck_factory(settings: Settings, release_trigger: str, tags: UpstreamTags) -> BuildFactory:
     since = settings.upstream.recheck_since
 
-    def find_missing() -> list[tuple[str, str]]:
+    def applicable(version: str) -> list[dict]:
+        """The variant × arch builds variants.json and the upstream table want for ``version``."""
+        from vllm_cpu_build import upstream
+        from vllm_cpu_build.variants import load
+
+        out = []
+        for v in load().for_release(version):
+            for arch in v.arches:
+                try:
+                    upstream.build_env(v, arch, version)
+                except upstream.UnsupportedRelease:
+                    continue
+                out.append({"variant": v.package, "arch": arch, "pythons": [], "abi3": True})
+        return out
+
+    def find_missing(plans: dict[str, list[dict]]) -> list[published.MissingBuild]:
         from packaging.version import Version
 
         from vllm_cpu_build.variants import load
 
         first = Version(since or load().project["first_release"])
-        out = []
-        for version, tag in tags.list().items():
-            if Version(version) < first:
-                continue
-            applicable = [v.package for v in load().for_release(version)]
-            if applicable and not published.release_published(settings.index.simple_url, applicable, version):
-                out.append((version, tag))
-        return out
+        releases = {v: t for v, t in tags.list().items() if Version(v) >= first}
+        return published.missing_builds(settings.index.simple_url, releases, applicable, plans)
 
-    f = BuildFactory()
+    f = Factory()
     f.addStep(release.Recheck(schedulerNames=[release_trigger], find_missing=find_missing, release_builder=RELEASE,
-                        max_attempts=settings.upstream.recheck_attempts))
+                              builder_for=builder_name, max_attempts=settings.upstream.recheck_attempts))
     return f

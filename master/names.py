@@ -2,6 +2,8 @@
 
 RELEASE = "release"
 RECHECK = "recheck"
+IMAGES = "images"  # runtime images of a release (settings [images])
+IMAGES_TRIGGER = "images-trigger"
 
 
 def builder_name(package: str, arch: str) -> str:

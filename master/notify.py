@@ -17,13 +17,11 @@ and they never reach a log, a property or a message.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable
-from typing import Any, ClassVar
+from typing import ClassVar
 
-from buildbot.data import resultspec
 from buildbot.plugins import reporters, util
-from buildbot.process.results import CANCELLED, EXCEPTION, FAILURE, SUCCESS, WARNINGS, statusToString
+from buildbot.process.results import CANCELLED, EXCEPTION, FAILURE, RETRY, SUCCESS, WARNINGS, statusToString
 from buildbot.reporters import utils as rutils
 from buildbot.reporters.generators.build import BuildStatusGenerator
 from buildbot.reporters.irc import IRCChannel, IrcStatusBot
@@ -31,8 +29,9 @@ from buildbot.reporters.message import MessageFormatterBase
 from twisted.internet import defer
 from twisted.python import log
 
+from master.logscan import log_excerpt
 from master.names import RELEASE, builder_name
-from master.report import format_table, row_from_properties
+from master.report import child_row, epoch, fetch_children, flatten, format_table, result_name
 from master.settings import Settings
 from vllm_cpu_build.variants import Catalog
 
@@ -43,19 +42,10 @@ _BAD = (FAILURE, EXCEPTION, CANCELLED)
 # --------------------------------------------------------------------------- pure text
 
 
-def props_of(build: dict) -> dict[str, Any]:
-    """A data-API build's properties ({name: [value, source]}) as {name: value}."""
-    return {k: (v[0] if isinstance(v, list | tuple) else v) for k, v in (build.get("properties") or {}).items()}
-
-
-def result_name(build: dict) -> str:
-    if not build.get("complete", True) or build.get("results") is None:
-        return "not finished"
-    return statusToString(build["results"])
-
-
 def wants(events: Iterable[str], kind: str | None, results: int | None) -> bool:
     """Whether ``events`` (settings' mail_events / irc_events) ask for this finished build."""
+    if results == RETRY:  # interrupted (a master restart, a lost worker): it runs again and is announced then
+        return False
     ev = set(events)
     if kind == RELEASE_KIND:
         return "release_finished" in ev or ("release_failed" in ev and results in _BAD)
@@ -76,30 +66,17 @@ def _mode(props: dict) -> str:
     return ""
 
 
-def child_row(child: dict) -> dict:
-    """One variant × arch line: row_from_properties (the release table) + result detail and link."""
-    props = props_of(child)
-    row = row_from_properties(props, result_name(child))
-    if not child.get("complete", True):
-        row["result"] = "not finished"
-    row["url"] = child.get("url", "")
-    row["state"] = child.get("state_string", "")
-    row["uploaded_urls"] = list(props.get("uploaded") or [])
-    row["smoke_detail"] = [f"{w}: {v.get('status', '?')}" + (f" ({v['reason']})" if v.get("reason") else "")
-                           for w, v in (props.get("smoke") or {}).items()]
-    row["verify_detail"] = [f"{w}: {'ok' if v.get('ok') else 'NOT publishable'} - {v.get('summary', '')}"
-                            + (f" [{'; '.join(v['failed'])}]" if v.get("failed") else "")
-                            for w, v in (props.get("verify") or {}).items()]
-    return row
-
-
 def _attention(rows: list[dict]) -> list[str]:
-    """What a release engineer must look at: failures first, then skipped smoke tests."""
+    """What a release engineer must look at: failures first, builds waiting for a worker, skipped smoke tests."""
     out = []
     for r in rows:
         where = f"{r['variant']} {r['arch']}"
-        if r["result"] not in ("success", "warnings"):
+        if r["result"] not in ("success", "warnings") and not r["waiting"]:
             out.append(f"{where}: {r['result'].upper()}" + (f": {r['state']}" if r["state"] else ""))
+    for r in rows:
+        if r["waiting"]:
+            out.append(f"{r['variant']} {r['arch']}: {r['state']}: still queued; it builds when such a worker "
+                       "connects and is announced on its own")
     for r in rows:
         if "skipped" in r["smoke"]:
             out.append(f"{r['variant']} {r['arch']}: smoke test skipped (this worker's CPU lacks the ISA): "
@@ -120,10 +97,10 @@ def format_release(release: dict, children: list[dict], build_url: str, title: s
     the variant builds it triggered, each a build dict plus ``builder`` and ``url``
     (a request still waiting has ``complete`` False).
     """
-    props = props_of(release)
+    props = flatten(release.get("properties"))
     results = release.get("results")
-    rows = [child_row(c) for c in sorted(children, key=lambda c: (props_of(c).get("variant", ""),
-                                                                  props_of(c).get("arch", "")))]
+    rows = [child_row(c) for c in sorted(children, key=lambda c: (flatten(c.get("properties")).get("variant", ""),
+                                                                  flatten(c.get("properties")).get("arch", "")))]
     if not rows and results in _OK:
         return None  # everything was already published: not a release, no mail
     ok = sum(1 for r in rows if r["result"] in ("success", "warnings"))
@@ -137,6 +114,9 @@ def format_release(release: dict, children: list[dict], build_url: str, title: s
     else:
         failed = [s["name"] for s in release.get("steps") or [] if s.get("results") in _BAD]
         subject += " before any variant build" + (f" (at {failed[0]})" if failed else "")
+    waiting = [r for r in rows if r["waiting"]]
+    if waiting:
+        subject += f", {len(waiting)} waiting for a worker"
     if skipped:
         subject += f", smoke skipped on {len(skipped)}"
     lines = [
@@ -178,25 +158,29 @@ def format_release(release: dict, children: list[dict], build_url: str, title: s
 
 
 def format_variant(build: dict, builder: str, build_url: str, title: str,
-                   release_url: str | None, failed_log: tuple[str, str] | None = None) -> tuple[str, str]:
+                   release_url: str | None, failed_log: tuple[str, str] | None = None,
+                   after_release: bool = False) -> tuple[str, str]:
     """(subject, body) of the mail for one variant × arch build that failed or had warnings.
 
     ``failed_log`` is (log name, text) of the first failed step: its
     compiler errors and last lines go in the mail, which then tells what
-    broke without a click.
+    broke without a click.  ``after_release``: the build finished after its
+    release was reported (it waited for a worker), so this mail is its only
+    announcement, whatever its result.
     """
-    props = props_of(build)
+    props = flatten(build.get("properties"))
     row = child_row({**build, "url": build_url})
     status = result_name(build).upper()
     subject = (f"[{title}] {props.get('variant', builder)} {props.get('arch', '')} {status} "
-               f"for {_release_name(props)}")
+               f"for {_release_name(props)}" + (" (after its release)" if after_release else ""))
     state = build.get("state_string") or ""
     lines = [
         f"{subject[len(title) + 3:]}" + (f" ({_mode(props)})" if _mode(props) else ""),
         f"Builder: {builder}    build: {build_url}",
     ]
     if release_url:
-        lines.append(f"Release build: {release_url}")
+        lines.append(f"Release build: {release_url}"
+                     + (" (finished earlier, reporting this build as waiting for a worker)" if after_release else ""))
     if state:
         lines.append(f"State: {state}")
     lines.append("")
@@ -224,7 +208,7 @@ def format_variant(build: dict, builder: str, build_url: str, title: str,
 
 def release_irc_line(release: dict, children: list[dict], build_url: str) -> str | None:
     """One IRC line for a finished release; None when it had nothing to build and succeeded."""
-    props = props_of(release)
+    props = flatten(release.get("properties"))
     results = release.get("results")
     rows = [child_row(c) for c in children]
     if not rows and results in _OK:
@@ -234,10 +218,15 @@ def release_irc_line(release: dict, children: list[dict], build_url: str) -> str
     text = (f"{_release_name(props)} release {statusToString(results) if results is not None else 'unfinished'}"
             f"{f' ({mode})' if mode else ''}: ")
     text += f"{ok}/{len(rows)} variant builds ok" if rows else "before any variant build"
-    bad = sorted(f"{r['variant']} {r['arch']}" for r in rows if r["result"] not in ("success", "warnings"))
+    bad = sorted(f"{r['variant']} {r['arch']}" for r in rows
+                 if r["result"] not in ("success", "warnings") and not r["waiting"])
+    waiting = sorted(f"{r['variant']} {r['arch']}" + (f" since {r['since']}" if r["since"] else "")
+                     for r in rows if r["waiting"])
     skipped = sorted(f"{r['variant']}" for r in rows if "skipped" in r["smoke"])
     if bad:
         text += "; FAILED: " + ", ".join(bad)
+    if waiting:
+        text += "; waiting for a worker: " + ", ".join(waiting)
     if skipped:
         text += "; smoke skipped: " + ", ".join(skipped)
     if not rows:
@@ -245,52 +234,18 @@ def release_irc_line(release: dict, children: list[dict], build_url: str) -> str
     return f"{text} - {build_url}"
 
 
-def variant_irc_line(build: dict, builder: str, build_url: str) -> str:
-    props = props_of(build)
+def variant_irc_line(build: dict, builder: str, build_url: str, after_release: bool = False) -> str:
+    props = flatten(build.get("properties"))
     state = build.get("state_string") or ""
     return (f"{props.get('variant', builder)} {props.get('arch', '')} {result_name(build)} for "
-            f"{_release_name(props)}{': ' + state if state else ''} - {build_url}")
+            f"{_release_name(props)}{' (after its release)' if after_release else ''}"
+            f"{': ' + state if state else ''} - {build_url}")
 
 
 # --------------------------------------------------------------------------- master glue
 
 
-@defer.inlineCallbacks
-def fetch_children(master, buildid: int):
-    """The variant builds (or still-waiting requests) a release build triggered, newest try of each."""
-    out: list[dict] = []
-    bsets = yield master.data.get(("buildsets",), filters=[resultspec.Filter("parent_buildid", "eq", [buildid])])
-    for bs in bsets or []:
-        brs = yield master.data.get(("buildrequests",),
-                                    filters=[resultspec.Filter("buildsetid", "eq", [bs["bsid"]])])
-        for br in brs or []:
-            builder = yield master.data.get(("builders", br["builderid"]))
-            builds = yield master.data.get(("buildrequests", br["buildrequestid"], "builds"))
-            if builds:
-                b = dict(sorted(builds, key=lambda x: x["buildid"])[-1])
-                b["properties"] = yield master.data.get(("builds", b["buildid"], "properties"))
-                b["builder"] = builder["name"]
-                b["url"] = rutils.getURLForBuild(master, br["builderid"], b["number"])
-                out.append(b)
-            else:
-                raw = yield master.db.buildsets.getBuildsetProperties(bs["bsid"])
-                out.append({"builder": builder["name"], "complete": False, "results": None, "url": "",
-                            "state_string": "waiting for a worker", "properties": raw})
-    return out
-
-
 LOG_SCAN_LINES = 5000  # the end of a compile log: where its errors are
-LOG_TAIL_LINES = 15
-LOG_ERROR_LINES = 10
-# Compiler/linker/cmake/ninja diagnostics: "file.c:305:2: error: ...", "CMake Error at ...", "FAILED: obj.o".
-_ERROR_LINE = re.compile(r":\d+(?::\d+)?: (?:fatal )?error:|^\s*CMake Error\b|^\s*FAILED: |undefined reference to")
-
-
-def log_excerpt(text: str) -> tuple[list[str], list[str]]:
-    """(first diagnostic lines, last lines) of a failed step's log text."""
-    lines = text.rstrip("\n").split("\n") if text.strip() else []
-    errors = [line for line in lines if _ERROR_LINE.search(line)][:LOG_ERROR_LINES]
-    return errors, lines[-LOG_TAIL_LINES:]
 
 
 @defer.inlineCallbacks
@@ -317,15 +272,44 @@ def fetch_failure_log(master, build: dict):
     return None
 
 
+@defer.inlineCallbacks
+def finished_release(master, build: dict):
+    """The release build that triggered ``build`` if it had finished before ``build`` started, else None.
+
+    Such a build waited for a worker of its arch after its release was
+    reported ("waiting for an aarch64 worker"): it is announced on its own.
+    The newest try of the release counts (a master restart re-runs it).
+    """
+    br = yield master.data.get(("buildrequests", build["buildrequestid"]))
+    bs = (yield master.data.get(("buildsets", br["buildsetid"]))) if br else None
+    if not bs or not bs.get("parent_buildid"):
+        return None
+    parent = yield master.data.get(("builds", bs["parent_buildid"]))
+    tries = (yield master.data.get(("buildrequests", parent["buildrequestid"], "builds"))) if parent else None
+    if not tries:
+        return None
+    release = max(tries, key=lambda b: b["buildid"])
+    if not release["complete"] or release["results"] == RETRY:
+        return None
+    done, started = epoch(release.get("complete_at")), epoch(build.get("started_at"))
+    return release if done is not None and started is not None and done <= started else None
+
+
 class ReleaseFormatter(MessageFormatterBase):
-    """Mail text for the release builder (kind "release") or a variant builder (kind "variant")."""
+    """Mail text for the release builder (kind "release") or a variant builder (kind "variant").
 
-    compare_attrs: ClassVar[list[str]] = ["kind", "upload_url"]
+    A variant build is mailed when ``events`` want its result, or when it
+    finished after its release (``finished_release``) and ``events`` want
+    releases: its mail is then the rest of the release's announcement.
+    """
 
-    def __init__(self, kind: str, upload_url: str) -> None:
+    compare_attrs: ClassVar[list[str]] = ["kind", "upload_url", "events"]
+
+    def __init__(self, kind: str, upload_url: str, events: Iterable[str] = ()) -> None:
         super().__init__(want_properties=True, want_steps=True)
         self.kind = kind
         self.upload_url = upload_url
+        self.events = tuple(events)
 
     @defer.inlineCallbacks
     def format_message_for_build(self, master, build, **kwargs):
@@ -338,8 +322,12 @@ class ReleaseFormatter(MessageFormatterBase):
             parent = build.get("parentbuild")
             release_url = (rutils.getURLForBuild(master, parent["builderid"], parent["number"])
                            if parent else None)
-            failed_log = yield fetch_failure_log(master, build)
-            msg = format_variant(build, build["builder"]["name"], url, title, release_url, failed_log)
+            after = bool("release_finished" in self.events and (yield finished_release(master, build)))
+            if after or wants(self.events, VARIANT_KIND, build["results"]):
+                failed_log = yield fetch_failure_log(master, build)
+                msg = format_variant(build, build["builder"]["name"], url, title, release_url, failed_log, after)
+            else:
+                msg = None
         subject, body = msg if msg else (None, None)
         return {"body": body, "subject": subject, "type": "plain", "extra_info": None}
 
@@ -364,6 +352,8 @@ def _modes(events: Iterable[str], kind: str) -> tuple[str, ...]:
         if "release_finished" in ev:
             return ("failing", "passing", "warnings", "exception", "cancelled")
         return ("failing", "exception", "cancelled") if "release_failed" in ev else ()
+    if "release_finished" in ev:  # a build finishing after its release is announced whatever its result
+        return ("failing", "passing", "warnings", "exception", "cancelled")
     modes: tuple[str, ...] = ()
     if "variant_failed" in ev:
         modes += ("failing", "exception", "cancelled")
@@ -381,7 +371,8 @@ def mail_generators(settings: Settings, variant_builders: list[str]) -> list[Bui
     if (modes := _modes(settings.notify.mail_events, VARIANT_KIND)) and variant_builders:
         out.append(QuietBuildStatusGenerator(
             builders=list(variant_builders), mode=modes,
-            message_formatter=ReleaseFormatter(VARIANT_KIND, settings.index.upload_url)))
+            message_formatter=ReleaseFormatter(VARIANT_KIND, settings.index.upload_url,
+                                               settings.notify.mail_events)))
     return out
 
 
@@ -394,7 +385,10 @@ class ReleaseIrcChannel(IRCChannel):
         builder = yield self.bot.getBuilder(builderid=build["builderid"])
         name = builder["name"]
         kind = svc.kind_of(name)
-        if not watched and not wants(svc.release_events, kind, build["results"]):
+        after = False
+        if kind == VARIANT_KIND and "release_finished" in svc.release_events:
+            after = bool((yield finished_release(self.master, build)))
+        if not watched and not after and not wants(svc.release_events, kind, build["results"]):
             return
         if not (watched or (yield self.notify_for_finished(build))):
             return  # the channel switched this event off ("notify off ...")
@@ -408,7 +402,7 @@ class ReleaseIrcChannel(IRCChannel):
             children = yield fetch_children(self.master, build["buildid"])
             line = release_irc_line(full, children, url)
         else:
-            line = variant_irc_line(full, name, url)
+            line = variant_irc_line(full, name, url, after)
         if line:
             self.send(line)
 

@@ -1,15 +1,42 @@
 """What the package index already has, through the simple API only.
 
 Used by the release builder (drop builds already published) and the
-periodic re-check (find releases nothing was published for).  Blocking
+periodic re-check (find every applicable build the index lacks).  Blocking
 HTTP: call it from a thread (``deferToThread``), never on the reactor.
 """
 
 from __future__ import annotations
 
-from vllm_cpu_build.upload import IndexFile, list_index_files, wheel_covers
+from collections.abc import Callable
+from dataclasses import dataclass
 
-__all__ = ["IndexFile", "filter_published", "list_index_files", "release_published", "wheel_covers"]
+from vllm_cpu_build.index import IndexFile, list_index_files, wheel_covers
+
+__all__ = ["IndexFile", "MissingBuild", "build_key", "filter_published", "list_index_files", "missing_builds",
+           "wheel_covers"]
+
+
+def build_key(variant: str, arch: str) -> str:
+    """How ``only_builds``/``skip_builds`` properties name a variant × arch build."""
+    return f"{variant}/{arch}"
+
+
+@dataclass(frozen=True)
+class MissingBuild:
+    """A build of a release the index lacks: one wheel (abi3, ``python`` None) or one Python's."""
+
+    version: str
+    tag: str
+    variant: str
+    arch: str
+    python: str | None = None
+
+    @property
+    def key(self) -> str:
+        return build_key(self.variant, self.arch)
+
+    def __str__(self) -> str:
+        return f"{self.variant} {self.arch}" + (f" py{self.python}" if self.python else "")
 
 
 def filter_published(builds: list[dict], simple_url: str, version: str, include_posts: bool = True,
@@ -46,10 +73,31 @@ def filter_published(builds: list[dict], simple_url: str, version: str, include_
     return todo, notes
 
 
-def release_published(simple_url: str, packages: list[str], version: str, lister=list_index_files) -> bool:
-    """True when any of ``packages`` has any file for ``version`` (or a .postN of it)."""
-    for pkg in packages:
-        for f in lister(simple_url, pkg):
-            if any(wheel_covers(f.filename, version, arch, None) for arch in ("x86_64", "aarch64")):
-                return True
-    return False
+def missing_builds(simple_url: str, releases: dict[str, str], applicable: Callable[[str], list[dict]],
+                   plans: dict[str, list[dict]], lister=list_index_files) -> list[MissingBuild]:
+    """Every (version, variant, arch, Python) of ``releases`` ({version: tag}) the index lacks.
+
+    ``applicable(version)`` gives the variant × arch builds variants.json
+    wants for a version (any wheel of the arch counts); a version's planned
+    builds from an earlier release (``plans``) replace them where known, so
+    a per-Python build is checked per Python.
+    """
+    files: dict[str, list[IndexFile]] = {}
+
+    def cached(url: str, project: str) -> list[IndexFile]:
+        if project not in files:
+            files[project] = lister(url, project)
+        return files[project]
+
+    out: list[MissingBuild] = []
+    for version, tag in releases.items():
+        builds = {build_key(b["variant"], b["arch"]): b for b in applicable(version)}
+        for b in plans.get(version, []):
+            if build_key(b["variant"], b["arch"]) in builds:
+                builds[build_key(b["variant"], b["arch"])] = b
+        todo, _ = filter_published(list(builds.values()), simple_url, version, True, lister=cached)
+        for b in todo:
+            pythons = [] if b.get("abi3") else list(b.get("pythons") or [])
+            out += [MissingBuild(version, tag, b["variant"], b["arch"], py) for py in pythons] or [
+                MissingBuild(version, tag, b["variant"], b["arch"])]
+    return out

@@ -5,10 +5,20 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from buildbot.plugins import changes, schedulers, util
-from buildbot.schedulers.forcesched import CollectedValidationError, ValidationError
+from buildbot.schedulers.forcesched import (
+    BaseParameter,
+    BooleanParameter,
+    ChoiceStringParameter,
+    CollectedValidationError,
+    FixedParameter,
+    IntParameter,
+    NestedParameter,
+    ValidationError,
+    ValidationErrorCollector,
+)
 from twisted.internet import defer, threads
 
-from master.names import RECHECK, RELEASE, builder_name, trigger_name
+from master.names import IMAGES, IMAGES_TRIGGER, RECHECK, RELEASE, builder_name, trigger_name
 from master.settings import Settings
 from master.tags import UpstreamTags
 from vllm_cpu_build import specs
@@ -42,106 +52,282 @@ def _check_version(s: str) -> str:
 
 
 def _check_pythons(s: str) -> str:
-    specs.parse_pythons(s)
-    return s.strip() or "auto"
+    """The toolchain's own parser; the build gets the normalised list (``3.10,3.11``) or ``auto``."""
+    pythons = specs.parse_pythons(s)
+    return ",".join(pythons) if pythons else "auto"
 
 
-class ReleaseForceScheduler(schedulers.ForceScheduler):
-    """The force form: ``versions`` is expanded against upstream tags, one release per version.
+def _type_name(value: object) -> str:
+    return {bool: "a boolean", int: "a number", float: "a number", str: "text", list: "a list", dict: "an object",
+            type(None): "null"}.get(type(value), type(value).__name__)
 
-    The expansion is the only thing added to Buildbot's ``ForceScheduler``:
-    for each version its own ``force`` runs with that single version, so
-    every field is validated by Buildbot's parameters (HTTP 400 naming the
-    field over the REST API, red text in the web form).  A bad field fails
-    the first call, before anything is queued.
+
+def _leaf_fields(params: list[BaseParameter]) -> dict[str, BaseParameter]:
+    """Every field of the form by the name a request uses (``fullName``), nested groups flattened."""
+    out: dict[str, BaseParameter] = {}
+    for p in params:
+        if isinstance(p, NestedParameter):
+            out.update(_leaf_fields(list(p.fields or [])))
+        elif p.fullName:
+            out[p.fullName] = p
+    return out
+
+
+def strict_errors(fields: dict[str, BaseParameter], kwargs: dict) -> dict[str, str]:
+    """Type errors of a force request, per field: what Buildbot's parameters would coerce or ignore.
+
+    Buildbot takes ``"false"`` for false, the first item of a list given for a
+    text field, the defaults for an empty list, and ignores unknown fields.
+    Here: booleans only as JSON booleans, text only as text, lists non-empty
+    without duplicates and of known choices, no unknown field.
+    """
+    errors: dict[str, str] = {}
+    for name, value in kwargs.items():
+        field = fields.get(name)
+        if field is None:
+            errors[name] = f"unknown field; this form takes: {', '.join(sorted(fields))}"
+        elif isinstance(field, BooleanParameter):
+            if not isinstance(value, bool):
+                errors[name] = f"must be true or false (a JSON boolean), got {_type_name(value)} {value!r}"[:200]
+        elif isinstance(field, ChoiceStringParameter) and field.multiple:
+            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+                errors[name] = f"must be a list of names, got {_type_name(value)}"
+            elif not value:
+                errors[name] = f"empty list; name at least one of: {', '.join(field.choices)}"
+            elif len(set(value)) != len(value):
+                twice = sorted({v for v in value if value.count(v) > 1})
+                errors[name] = f"{', '.join(twice)} named more than once"
+            elif unknown := [v for v in value if v not in field.choices]:
+                errors[name] = f"unknown: {', '.join(unknown)}; choose from {', '.join(field.choices)}"[:300]
+        elif isinstance(field, IntParameter):
+            if isinstance(value, bool) or not (isinstance(value, int) or (isinstance(value, str) and value.isascii()
+                                                                          and value.lstrip("-").isdigit())):
+                errors[name] = f"must be a whole number, got {_type_name(value)}"
+        elif isinstance(field, FixedParameter):
+            if value not in ("", field.default):
+                errors[name] = "fixed; cannot be set"
+        elif not isinstance(value, str):
+            errors[name] = f"must be text, got {_type_name(value)}"
+    return errors
+
+
+class StrictForceScheduler(schedulers.ForceScheduler):
+    """Buildbot's ``ForceScheduler`` that checks a request as a whole before anything is queued.
+
+    Field types first (``strict_errors``), then every field through
+    Buildbot's own parameters (``validate``: the values the build gets);
+    ``ReleaseForceScheduler`` adds the versions and the build count.  Any
+    error is an HTTP 400 naming the field (red text in the web form) and
+    queues nothing.  No branch/revision/repository/project fields: the tag
+    comes from the upstream, never from a request.
     """
 
-    def checkConfig(self, builderNames, list_versions=None, **kwargs):
-        super().checkConfig(builderNames, **kwargs)
-
-    def reconfigService(self, builderNames, list_versions=None, **kwargs):
-        self.list_versions = list_versions
-        return super().reconfigService(builderNames, **kwargs)
+    def __init__(self, name: str, builderNames: list[str], **kwargs) -> None:
+        kwargs.setdefault("codebases", [util.CodebaseParameter("", hide=True, branch=None, revision=None,
+                                                               repository=None, project=None)])
+        super().__init__(name=name, builderNames=builderNames, **kwargs)
 
     @defer.inlineCallbacks
     def _check_builder(self, builderNames, builderid):
         # Buildbot answers an unknown builder with a 500; say which ones exist.
         if builderid is not None:
-            try:
+            builder = None
+            if isinstance(builderid, int) and not isinstance(builderid, bool) or (
+                    isinstance(builderid, str) and builderid.isascii() and builderid.isdigit()):
                 builder = yield self.master.data.get(("builders", int(builderid)))
-            except (ValueError, TypeError):
-                builder = None
             if not builder or builder["name"] not in self.builderNames:
                 raise CollectedValidationError({
                     "builderid": f"no builder {builderid!r} for this scheduler; it starts: "
                                  + ", ".join(self.builderNames)})
-        if builderNames is not None and not set(builderNames) <= set(self.builderNames):
-            unknown = sorted(set(builderNames) - set(self.builderNames))
+        if builderNames is not None and (not isinstance(builderNames, list)
+                                         or not set(map(str, builderNames)) <= set(self.builderNames)):
+            unknown = sorted(set(map(str, builderNames)) - set(self.builderNames)) if isinstance(
+                builderNames, list) else [repr(builderNames)]
             raise CollectedValidationError({"builderNames": f"unknown builder(s) {', '.join(unknown)}; "
                                                             f"this scheduler starts: {', '.join(self.builderNames)}"})
 
     @defer.inlineCallbacks
-    def _expand(self, spec):
+    def validate(self, kwargs: dict):
+        """The properties the build would get; CollectedValidationError (-> HTTP 400) for any bad field."""
+        collector = ValidationErrorCollector()
+        listed = {k: list(v) if isinstance(v, list) else [v] for k, v in kwargs.items()}
+        for param in (self.reason, self.username, self.forced_priority):
+            yield collector.collectValidationErrors(param.fullName, param.getFromKwargs, dict(listed))
+        props, _, _ = yield self.gatherPropertiesAndChanges(collector, **listed)
+        collector.maybeRaiseCollectedErrors()
+        return props
+
+    @defer.inlineCallbacks
+    def force(self, owner, builderNames=None, builderid=None, **kwargs):
+        yield self._check_builder(builderNames, builderid)
+        errors = strict_errors(_leaf_fields(self.all_fields), kwargs)
+        if errors:
+            raise CollectedValidationError(errors)
+        yield self.validate(kwargs)
+        res = yield super().force(owner, builderNames=builderNames, builderid=builderid, **kwargs)
+        return res
+
+
+class ReleaseForceScheduler(StrictForceScheduler):
+    """The release form: ``versions`` is expanded against upstream tags, one release per version.
+
+    On top of ``StrictForceScheduler``: the versions must be upstream release
+    tags, and the request must start at least one and at most ``max_builds``
+    variant builds.  Then Buildbot's own ``force`` runs once per version
+    with that single version.
+    """
+
+    def checkConfig(self, builderNames, list_versions=None, catalog=None, max_builds=100, **kwargs):
+        super().checkConfig(builderNames, **kwargs)
+
+    def reconfigService(self, builderNames, list_versions=None, catalog=None, max_builds=100, **kwargs):
+        self.list_versions = list_versions
+        self.catalog = catalog
+        self.max_builds = max_builds
+        return super().reconfigService(builderNames, **kwargs)
+
+    @defer.inlineCallbacks
+    def _expand(self, spec: str):
         try:
-            specs.parse_version_spec(spec[0] if isinstance(spec, list) and len(spec) == 1 else spec)
+            specs.parse_version_spec(spec)
             available = yield threads.deferToThread(self.list_versions)
         except specs.SpecError as exc:
             raise CollectedValidationError({"versions": str(exc)}) from None
         except Exception as exc:
             raise CollectedValidationError({"versions": f"cannot list upstream tags: {exc}"}) from None
         try:
-            return specs.expand_versions(spec[0] if isinstance(spec, list) else spec, available)
+            return specs.expand_versions(spec, available)
         except specs.SpecError as exc:
             raise CollectedValidationError({"versions": str(exc)}) from None
+
+    def _count_builds(self, versions: list[str], variants: list[str], arches: list[str]) -> dict[str, str]:
+        """Errors for a request that would start no variant build, or more than ``max_builds``."""
+        if self.catalog is None:
+            return {}
+        total = 0
+        for version in versions:
+            total += sum(1 for v in self.catalog.for_release(version) if v.package in variants
+                         for a in v.arches if a in arches)
+        if total == 0:
+            return {"variants": f"nothing to build: {', '.join(variants)} on {', '.join(arches)} has no build "
+                                f"for {', '.join(versions)}"}
+        if total > self.max_builds:
+            return {"versions": f"{len(versions)} version(s) would start {total} variant builds, over "
+                                f"www.max_builds_per_request ({self.max_builds}); force fewer versions at once"}
+        return {}
 
     @defer.inlineCallbacks
     def force(self, owner, builderNames=None, builderid=None, **kwargs):
         yield self._check_builder(builderNames, builderid)
-        chosen = yield self._expand(kwargs.get("versions", ""))
+        errors = strict_errors(_leaf_fields(self.all_fields), kwargs)
+        if "versions" not in errors and not str(kwargs.get("versions") or "").strip():
+            errors["versions"] = "no version given (examples: 0.11.2 | 0.11.0-0.12.0 | 0.10.0, 0.11.0-0.11.2)"
+        if errors:
+            raise CollectedValidationError(errors)
+        chosen = yield self._expand(kwargs["versions"])
+        props = yield self.validate({**kwargs, "versions": chosen[0]})
+        errors = self._count_builds(chosen, props.getProperty("variants"), props.getProperty("arches"))
+        if errors:
+            raise CollectedValidationError(errors)
         results = []
         for version in chosen:
-            res = yield super().force(owner, builderNames=builderNames, builderid=builderid,
-                                      **{**kwargs, "versions": version})
+            res = yield schedulers.ForceScheduler.force(self, owner, builderNames=builderNames, builderid=builderid,
+                                                        **{**kwargs, "versions": version})
             results.append(res)
         # The web UI expects one (bsid, brids); REST callers find every buildset via the API.
         return results[0]
 
 
+# One line of help per field of the force form (the "?" next to its label in the web UI).
+FORCE_HELP = {
+    "reason": "Why: shown with the build, in the release mail and on IRC.",
+    "username": "Your name <email>, recorded as the builds' owner (with a login, the logged-in user).",
+    "versions": "One upstream release (0.11.2), a range of release tags (0.11.0-0.12.0) or a comma list of "
+                "both; each version gets its own release build.",
+    "python_versions": "auto: what the release supports (one cp38-abi3 wheel when its modules are abi3); "
+                       "or a list 3.11,3.12 or a range 3.10-3.13.",
+    "variants": "Packages of variants.json; one that a version is not built for (its releases) is skipped.",
+    "arches": "x86_64 and/or aarch64: each build waits for a worker of its platform.",
+    "postfix": "Publish as <version><postfix>: .post1 for a fixed re-release, .dev1 a1 b1 rc1 for a "
+               "pre-release; empty = the upstream version.",
+    "dry_run": "Builds, verifies and smoke-tests every planned wheel, even one the index has, and uploads "
+               "nothing: a rehearsal, marked as a dry run in the matrix and the mails.",
+    "skip_upload": "A real release that stops before publishing: what the index has is skipped as usual, the "
+                   "other wheels are built and checked but not uploaded. With dry run, dry run wins.",
+    "use_highest_postfix": "For the GitHub release and the images: take each package's highest .postN of the "
+                           "version on the index (0.11.2 -> 0.11.2.post3), not the version itself.",
+}
+
+
 def make_force(settings: Settings, catalog: Catalog, tags: UpstreamTags) -> ReleaseForceScheduler:
     names = catalog.names()
+    # No branch/revision/repository/project fields (StrictForceScheduler) and one
+    # queue order for all releases: no priority field either.
     return ReleaseForceScheduler(
-        name="force-release", builderNames=[RELEASE], list_versions=tags.forceable,
+        name="force-release", builderNames=[RELEASE], list_versions=tags.forceable, catalog=catalog,
+        max_builds=settings.www.max_builds_per_request,
         buttonName="Release", label="Build and publish vLLM releases",
-        reason=util.StringParameter(name="reason", label="Reason", default="manual release", size=40),
+        priority=util.IntParameter(name="priority", default=0, hide=True),
+        username=util.UserNameParameter(label="Your name", tooltip=FORCE_HELP["username"]),
+        reason=util.StringParameter(name="reason", label="Reason", default="manual release", size=40, maxsize=500,
+                                    tooltip=FORCE_HELP["reason"]),
         properties=[
-            _Checked("versions", _check_version, label="vLLM versions (0.11.2 | 0.11.0-0.12.0 | mix)",
-                     required=True, size=50),
-            _Checked("python_versions", _check_pythons, label="Python versions (auto | 3.11,3.12 | 3.10-3.13)",
-                     default=settings.build.python_versions, size=20),
-            util.ChoiceStringParameter(name="variants", label="Variants", choices=names, default=names,
-                                       multiple=True, strict=True),
+            _Checked("versions", _check_version, label="vLLM versions", required=True, size=50, maxsize=500,
+                     tooltip=FORCE_HELP["versions"]),
+            _Checked("python_versions", _check_pythons, label="Python versions",
+                     default=settings.build.python_versions, size=20, maxsize=200,
+                     tooltip=FORCE_HELP["python_versions"]),
+            util.ChoiceStringParameter(name="variants", label="Packages", choices=names, default=names,
+                                       multiple=True, strict=True, tooltip=FORCE_HELP["variants"]),
             util.ChoiceStringParameter(name="arches", label="Platforms", choices=list(ARCHES),
-                                       default=list(ARCHES), multiple=True, strict=True),
-            _Checked("postfix", specs.normalize_postfix, label="Version postfix (.post1 .dev1 a1 b1 rc1)",
-                     default="", size=10),
-            util.BooleanParameter(name="dry_run", label="Dry run (everything but the upload)", default=False),
-            util.BooleanParameter(name="skip_upload", label="Skip upload", default=False),
+                                       default=list(ARCHES), multiple=True, strict=True,
+                                       tooltip=FORCE_HELP["arches"]),
+            _Checked("postfix", specs.normalize_postfix, label="Version postfix", default="", size=10, maxsize=50,
+                     tooltip=FORCE_HELP["postfix"]),
+            util.BooleanParameter(name="dry_run", label="Dry run: build and check everything, publish nothing",
+                                  default=False, tooltip=FORCE_HELP["dry_run"]),
+            util.BooleanParameter(name="skip_upload", label="Skip upload: a real release that stops before "
+                                  "publishing", default=False, tooltip=FORCE_HELP["skip_upload"]),
+            util.BooleanParameter(name="use_highest_postfix", default=False, tooltip=FORCE_HELP["use_highest_postfix"],
+                                  label="Use the highest .postN on the index for the GitHub release and images"),
+        ],
+    )
+
+
+def make_images_force(catalog: Catalog) -> StrictForceScheduler:
+    """Rebuild and push the images of one version (e.g. after a .postN re-release), without a release."""
+    names = catalog.names()
+    return StrictForceScheduler(
+        name="force-images", builderNames=[IMAGES], buttonName="Build images",
+        label="Build and push the runtime images of a published version",
+        priority=util.IntParameter(name="priority", default=0, hide=True),
+        reason=util.StringParameter(name="reason", label="Reason", default="manual images", size=40, maxsize=500,
+                                    tooltip=FORCE_HELP["reason"]),
+        properties=[
+            _Checked("version", _check_version, label="vLLM version", required=True, size=20, maxsize=50,
+                     tooltip="One published version (0.12.0); its images are built from the wheels on the index."),
+            util.ChoiceStringParameter(name="variants", label="Packages", choices=names, default=names,
+                                       multiple=True, strict=True, tooltip=FORCE_HELP["variants"]),
+            util.BooleanParameter(name="use_highest_postfix", default=True, tooltip=FORCE_HELP["use_highest_postfix"],
+                                  label="Use the highest .postN of the version on the index"),
         ],
     )
 
 
 def make_schedulers(settings: Settings, catalog: Catalog, tags: UpstreamTags) -> list:
     out: list = [
-        # Tags from the poller (branch = refs/tags/...) and the change hook.
+        # Tags from the poller (branch = refs/tags/vX) and the signed webhook (branch = vX).
         schedulers.AnyBranchScheduler(
             name="release-tags", builderNames=[RELEASE], treeStableTimer=None,
             change_filter=util.ChangeFilter(branch_fn=is_release_ref(tags)),
         ),
         schedulers.Triggerable(name="release-trigger", builderNames=[RELEASE]),
         make_force(settings, catalog, tags),
-        schedulers.ForceScheduler(name="recheck-now", builderNames=[RECHECK], buttonName="Re-check now",
-                                  label="Re-check upstream tags against the index", properties=[]),
+        StrictForceScheduler(name="recheck-now", builderNames=[RECHECK], buttonName="Re-check now",
+                             label="Re-check upstream tags against the index", properties=[]),
     ]
+    if settings.images.enabled:
+        out += [schedulers.Triggerable(name=IMAGES_TRIGGER, builderNames=[IMAGES]), make_images_force(catalog)]
     if settings.upstream.recheck_interval:
         out.append(schedulers.Periodic(name="recheck-periodic", builderNames=[RECHECK],
                                        periodicBuildTimer=settings.upstream.recheck_interval))

@@ -52,6 +52,24 @@ def _secret_name(where: str, value: str) -> None:
         raise SettingsError(f"{where}: a secret is a file name in master.secrets_dir, got {value!r}")
 
 
+def _db_url(value: str) -> None:
+    """SQLite or PostgreSQL through psycopg 3 (the driver in the dependencies); no password in the URL."""
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        url = make_url(value)
+    except ArgumentError:
+        raise SettingsError(f"master.db_url: not a database URL: {value!r}") from None
+    if url.drivername not in ("sqlite", "postgresql+psycopg"):
+        raise SettingsError(f"master.db_url: {url.drivername!r} is not supported; use sqlite:///state.sqlite "
+                            "or postgresql+psycopg://user@host:port/database")
+    if url.password is not None:
+        # The settings file is not a secret; Buildbot renders the secret into the driver's connect arguments.
+        raise SettingsError("master.db_url: holds a password; put it in a secret file and name that file "
+                            "in master.db_password_secret")
+
+
 @dataclass(frozen=True)
 class Upstream:
     url: str = str(SANDBOX_DIR / "upstream")  # the repository whose tags are released
@@ -60,7 +78,10 @@ class Upstream:
     poll_interval: int = 5  # seconds between polls of the upstream tags
     recheck_interval: int = 0  # seconds between re-checks of every tag; 0 = off
     recheck_since: str = ""  # oldest version the re-check considers ("" = variants.json first_release)
-    recheck_attempts: int = 3  # failed releases of a version after which the re-check leaves it to a maintainer
+    recheck_attempts: int = 3  # failures of a missing build after which the re-check leaves it to a maintainer
+    # Secret (file in master.secrets_dir, 0600) shared with the upstream's webhook: POST
+    # /change_hook/github must carry its HMAC-SHA256 (X-Hub-Signature-256). "" = no webhook.
+    webhook_secret: str = ""
 
     @property
     def tag_pattern(self) -> re.Pattern[str]:
@@ -77,6 +98,7 @@ class Upstream:
             raise SettingsError("upstream.poll_interval: must be at least 1 second")
         if self.recheck_attempts < 1:
             raise SettingsError("upstream.recheck_attempts: must be at least 1")
+        _secret_name("upstream.webhook_secret", self.webhook_secret)
         if self.recheck_since:
             try:
                 Version(self.recheck_since)
@@ -163,13 +185,20 @@ class Master:
     web_interface: str = "127.0.0.1"
     worker_port: int = 9989
     worker_interface: str = "127.0.0.1"
+    # SQLite (the sandbox, relative to the basedir) or PostgreSQL: postgresql+psycopg://user@host:port/db
     db_url: str = "sqlite:///state.sqlite"
+    db_password_secret: str = ""  # secret file holding the database password; "" = none (SQLite, peer auth)
     secrets_dir: Path = SANDBOX_DIR / "secrets"
     workers_registry: Path = REPO_ROOT / "workers" / "registry.toml"
     log_horizon_days: int = 180  # build logs older than this are deleted nightly; 0 = keep forever
     # In-process workers for the release/recheck builders (they mostly wait):
     # how many releases may run at once.
     local_workers: int = 4
+    # Multi-master (several masters on one PostgreSQL database): each master's own name (its
+    # in-process workers are <name>-local-N) and the WAMP router they share ("" = one master).
+    name: str = "master"
+    mq_router_url: str = ""  # ws://host:port/ws of a crossbar router
+    mq_realm: str = "buildbot"
 
     @property
     def web_url_slash(self) -> str:
@@ -182,15 +211,33 @@ class Master:
                 raise SettingsError(f"{where}: must be a TCP port 0-65535, got {port}")
         if self.local_workers < 1:
             raise SettingsError("master.local_workers: must be at least 1 (the release builder runs on them)")
+        _db_url(self.db_url)
+        _secret_name("master.db_password_secret", self.db_password_secret)
+        if not re.fullmatch(r"[a-z0-9][a-z0-9-]{0,30}", self.name):
+            raise SettingsError(f"master.name: {self.name!r} must be lowercase letters, digits and '-'")
+        if self.mq_router_url:
+            if not re.match(r"^wss?://", self.mq_router_url):
+                raise SettingsError(f"master.mq_router_url: must be a ws:// or wss:// URL, got {self.mq_router_url!r}")
+            if self.db_url.startswith("sqlite"):
+                raise SettingsError("master.mq_router_url: several masters need a shared database; "
+                                    "master.db_url is SQLite")
+            if not self.mq_realm:
+                raise SettingsError("master.mq_realm: empty while mq_router_url is set")
+
 
 
 @dataclass(frozen=True)
 class Www:
-    users_file: Path | None = None  # set => login required to force/stop/rebuild
+    users_file: Path | None = None  # set => login required to force/stop/rebuild (argon2 hashes, 0600)
     admins: tuple[str, ...] = ()
+    max_request_bytes: int = 65536  # larger request bodies (REST, webhook, login) get HTTP 400 unread
+    max_builds_per_request: int = 100  # variant x arch builds one force request may start at most
 
     def check(self) -> None:
-        pass
+        if self.max_request_bytes < 1024:
+            raise SettingsError("www.max_request_bytes: must be at least 1024 (the force form posts ~1 KB)")
+        if self.max_builds_per_request < 1:
+            raise SettingsError("www.max_builds_per_request: must be at least 1")
 
 
 @dataclass(frozen=True)
@@ -260,6 +307,54 @@ class Notify:
 
 
 @dataclass(frozen=True)
+class GitHub:
+    """A GitHub release per version after its uploads (steps/publish.py); off unless enabled."""
+
+    enabled: bool = False
+    repository: str = ""  # owner/name the releases are made in
+    api_url: str = "https://api.github.com"  # REST API root (GitHub Enterprise: https://HOST/api/v3)
+    token_secret: str = "github-token"  # secret file name: a token allowed to write releases (contents: write)
+    attach_wheels: bool = True  # attach the published wheels (downloaded from the index) to the release
+
+    def check(self) -> None:
+        _url("github.api_url", self.api_url)
+        _secret_name("github.token_secret", self.token_secret)
+        if self.enabled and not re.fullmatch(r"[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+", self.repository):
+            raise SettingsError(f"github.repository: must be owner/name while github is on, got {self.repository!r}")
+        if self.enabled and not self.token_secret:
+            raise SettingsError("github.token_secret: empty while github is on")
+
+
+@dataclass(frozen=True)
+class Images:
+    """Runtime images per variant, built with buildah and pushed after a release's uploads; off unless enabled."""
+
+    enabled: bool = False
+    # Image repositories pushed to, each gets <short>-<version> and <short>-latest.
+    repositories: tuple[str, ...] = ()
+    base_image: str = "docker.io/library/python:3.12-slim"  # FROM of docker/Dockerfile (a multi-arch image)
+    torch_index_url: str = ""  # extra pip index with CPU torch inside the image; "" = variants.json's
+    tls_verify: bool = True  # TLS for the registries (false only for a registry on 127.0.0.1)
+    auth_secret: str = ""  # secret file name: a containers auth.json for the registries; "" = anonymous
+    # Workers with buildah that build the images; () = every x86_64 worker. Other arches are
+    # built there too, emulated (qemu-user-static), when the index has wheels for them.
+    workers: tuple[str, ...] = ()
+
+    def check(self) -> None:
+        _secret_name("images.auth_secret", self.auth_secret)
+        for repo in self.repositories:
+            # registry/path, lower case as the distribution spec demands; no tag (the tags are derived).
+            if not re.fullmatch(r"[a-z0-9.-]+(?::\d+)?(?:/[a-z0-9]+(?:[._-][a-z0-9]+)*)+", repo):
+                raise SettingsError(f"images.repositories: not an image repository (registry/name, no tag): {repo!r}")
+        if self.enabled and not self.repositories:
+            raise SettingsError("images.repositories: none while images is on")
+        if self.torch_index_url:
+            _url("images.torch_index_url", self.torch_index_url)
+        if not self.base_image or any(c.isspace() for c in self.base_image):
+            raise SettingsError(f"images.base_image: not an image reference: {self.base_image!r}")
+
+
+@dataclass(frozen=True)
 class Settings:
     source: Path | None = None  # the TOML file read, None = built-in sandbox defaults
     upstream: Upstream = field(default_factory=Upstream)
@@ -268,6 +363,8 @@ class Settings:
     master: Master = field(default_factory=Master)
     www: Www = field(default_factory=Www)
     notify: Notify = field(default_factory=Notify)
+    github: GitHub = field(default_factory=GitHub)
+    images: Images = field(default_factory=Images)
 
 
 TABLES: dict[str, type] = {f.name: f.default_factory for f in fields(Settings)  # type: ignore[misc]
@@ -337,5 +434,5 @@ def load(path: str | os.PathLike | None = None) -> Settings:
     return parse(raw, p.parent, p)
 
 
-__all__ = ["ENV_VAR", "NOTIFY_EVENTS", "REPO_ROOT", "Build", "Index", "Master", "Notify", "Settings",
-           "SettingsError", "Upstream", "Www", "load", "parse", "replace"]
+__all__ = ["ENV_VAR", "NOTIFY_EVENTS", "REPO_ROOT", "Build", "GitHub", "Images", "Index", "Master", "Notify",
+           "Settings", "SettingsError", "Upstream", "Www", "load", "parse", "replace"]

@@ -1,7 +1,8 @@
 """Ship the worker-side toolchain of the master's own revision with every build.
 
-At (re)config the master packs ``vllm_cpu_build/``, ``variants.json`` and ``readmes/``
-plus a tiny bootstrap into ``<basedir>/toolchain/toolchain-<hash>.tar.gz``;
+At (re)config the master packs ``vllm_cpu_build/``, ``variants.json``,
+``readmes/`` and the worker's ``requirements.txt`` (read by
+``vllm_cpu_build/bootstrap.py``) into ``<basedir>/toolchain/toolchain-<hash>.tar.gz``;
 each build downloads it (FileDownload) and runs ``python -m vllm_cpu_build`` from
 the unpacked copy, so a worker never needs this repository installed and
 can never run a toolchain older or newer than the master's.
@@ -18,7 +19,7 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parent.parent
 PARTS = ("vllm_cpu_build", "variants.json", "readmes")
 # The worker needs the project's runtime dependencies minus the master's own.
-_MASTER_ONLY = ("buildbot", "twisted")
+_MASTER_ONLY = ("buildbot", "twisted", "psycopg", "sqlalchemy", "argon2", "pygithub")  # the master's, never a worker's
 # pip name -> import name where they differ
 _IMPORT_NAMES = {"pyelftools": "elftools", "iced-x86": "iced_x86", "setuptools-scm": "setuptools_scm"}
 
@@ -39,48 +40,6 @@ def requirements(root: Path = REPO_ROOT) -> list[tuple[str, str]]:
             continue
         out.append((dep, _IMPORT_NAMES.get(name, name.replace("-", "_"))))
     return out
-
-
-# Runs on the worker with its python: use that interpreter when it already has
-# every module, else a venv cached per requirements hash (system site packages
-# visible so a provisioned host's packages are reused). Prints the interpreter.
-BOOTSTRAP = '''\
-import hashlib, importlib.util, os, subprocess, sys, venv
-here = os.path.dirname(os.path.abspath(__file__))
-entries = []  # (requirement, import name)
-for line in open(os.path.join(here, "requirements.txt")):
-    req, _, mod = line.partition(" # ")
-    if req.strip():
-        entries.append((req.strip(), mod.strip()))
-reqs = [r for r, _ in entries]
-
-
-def applies(req):
-    # iced-x86 is x86-only: its marker decides whether this host needs it.
-    if ";" not in req:
-        return True
-    try:
-        from packaging.markers import Marker
-    except ImportError:  # packaging is a requirement too: the venv path follows anyway
-        return True
-    return Marker(req.split(";", 1)[1]).evaluate()
-
-
-missing = [m for r, m in entries if m and applies(r) and importlib.util.find_spec(m) is None]
-if not missing:
-    print(sys.executable)
-    sys.exit(0)
-print("toolchain: missing " + ", ".join(missing) + " in " + sys.executable, file=sys.stderr)
-key = hashlib.sha256("\\n".join(reqs).encode()).hexdigest()[:16]
-root = os.path.join(os.path.expanduser("~"), ".cache", "vllm-cpu-buildbot", "venv-" + key)
-py = os.path.join(root, "bin", "python")
-if not os.path.exists(os.path.join(root, ".ok")):
-    print("toolchain: creating " + root, file=sys.stderr)
-    venv.create(root, with_pip=True, system_site_packages=True, clear=True)
-    subprocess.check_call([py, "-m", "pip", "install", "-q", *reqs], stdout=sys.stderr)
-    open(os.path.join(root, ".ok"), "w").close()
-print(py)
-'''
 
 
 def _add_bytes(tar: tarfile.TarFile, name: str, data: bytes, mode: int = 0o644) -> None:
@@ -109,7 +68,6 @@ def build_tarball(dest_dir: Path, root: Path = REPO_ROOT) -> Path:
         for f in files(root):
             _add_bytes(tar, str(f.relative_to(root)), f.read_bytes())
         _add_bytes(tar, "requirements.txt", reqs)
-        _add_bytes(tar, "bootstrap.py", BOOTSTRAP.encode())
     data = gzip.compress(buf.getvalue(), mtime=0)
     digest = hashlib.sha256(data).hexdigest()[:12]
     dest_dir.mkdir(parents=True, exist_ok=True)

@@ -11,18 +11,20 @@ from workers import registry
 # In-process workers for the orchestration builders (release, recheck): they
 # mostly wait for other builds, so they must not hold a real worker's slot.
 # A worker runs one build of a builder at a time, so several of them let
-# releases overlap (one may wait for days for an aarch64 worker); how many
-# is the setting master.local_workers.
-def local_worker_names(count: int) -> list[str]:
-    return [f"master-local-{i}" for i in range(1, count + 1)]
+# releases overlap (a release never waits for an arch without a worker, see
+# steps/release.py FanOut); how many is the setting master.local_workers.
+# Their names carry the master's name: in a multi-master cluster each master
+# has its own, and a worker name is connected to one master at a time.
+def local_worker_names(count: int, master_name: str = "master") -> list[str]:
+    return [f"{master_name}-local-{i}" for i in range(1, count + 1)]
 
 
 def load_entries(settings: Settings) -> list[registry.WorkerEntry]:
     return registry.load(settings.master.workers_registry)
 
 
-def make_workers(entries: list[registry.WorkerEntry], local_workers: int) -> list:
-    out: list = [worker.LocalWorker(name, max_builds=2) for name in local_worker_names(local_workers)]
+def make_workers(entries: list[registry.WorkerEntry], local_workers: int, master_name: str = "master") -> list:
+    out: list = [worker.LocalWorker(name, max_builds=2) for name in local_worker_names(local_workers, master_name)]
     for e in entries:
         out.append(worker.Worker(
             e.name, util.Secret(e.secret_name), max_builds=e.max_builds,

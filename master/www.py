@@ -1,81 +1,157 @@
-"""Web UI, REST API and the change hook."""
+"""Web UI, REST API, login, the tag webhook and authz.
+
+Who may do what (see "Security model" in master/README.md):
+
+* reading (UI, REST GET) is public;
+* with ``[www] users_file``: forcing, stopping and rebuilding need a logged-in
+  user named in ``[www] admins``; login is HTTP basic against argon2 hashes
+  (``master/users.py``).  Without it (the sandbox) anyone who reaches the web
+  port may do everything, so the web port must then stay on loopback;
+* changes come only from the tag poller and ``/change_hook/github``, whose
+  posts are signed with ``[upstream] webhook_secret`` (``master/webhook.py``);
+* every request body over ``[www] max_request_bytes`` is answered 400 unread.
+"""
 
 from __future__ import annotations
 
-import re
-import stat
+import ipaddress
+import json
 from pathlib import Path
+from typing import Any
 
 from buildbot import config
 from buildbot.plugins import util
+from buildbot.www.auth import NoAuth, TwistedICredAuthBase
 from twisted.python import log
+from twisted.web import server
+from twisted.web.guard import BasicCredentialFactory
 
+from master import matrix, restfix, users
 from master.settings import Settings
-
-# Values that look like htpasswd hashes: $apr1$ (MD5), $2y$ (bcrypt), $5$/$6$ (SHA crypt), {SHA}.
-_HASHED = re.compile(r"^(\$(apr1|2[abxy]?|1|5|6)\$|\{SHA\})")
+from master.tags import UpstreamTags
+from master.webhook import TagWebhook
+from vllm_cpu_build import variants
+from vllm_cpu_build.index import list_index_files
+from vllm_cpu_build.variants import Catalog
 
 
 def check_users_file(path: Path, admins: tuple[str, ...]) -> list[str]:
-    """Problems with the [www] users file; it must exist, be 0600 and hold ``user:password`` lines.
+    """Problems with the [www] users file (kept here: checkconfig and the tests ask www)."""
+    return users.check_file(path, admins)
 
-    Buildbot's ``HTPasswdAuth`` is Twisted's ``FilePasswordDB`` without a hash
-    function: it compares the password typed with the text after the colon.
-    An Apache ``htpasswd`` line would make its hash the password, so it is
-    refused, and the file is a secret like the worker passwords.
-    """
+
+def limited_request(max_bytes: int) -> type[server.Request]:
+    """A twisted.web Request class that refuses bodies over ``max_bytes`` (HTTP 400) without storing them."""
+
+    class LimitedRequest(server.Request):
+        _received = 0
+        _too_big = False
+
+        def gotLength(self, length: int | None) -> None:
+            self._too_big = length is not None and length > max_bytes
+            super().gotLength(0 if self._too_big else length)
+
+        def handleContentChunk(self, data: bytes) -> None:
+            self._received += len(data)
+            self._too_big = self._too_big or self._received > max_bytes
+            if not self._too_big:
+                super().handleContentChunk(data)
+
+        def process(self) -> None:
+            if not self._too_big:
+                return super().process()
+            self.site = self.channel.site
+            # Shaped like a JSON-RPC error, the format REST clients of Buildbot read.
+            body = json.dumps({"jsonrpc": "2.0", "id": None, "error": {"code": -32600, "message": (
+                f"request body over www.max_request_bytes ({max_bytes} bytes); nothing was done")}}).encode()
+            self.setResponseCode(400)
+            self.setHeader(b"content-type", b"application/json")
+            self.setHeader(b"content-length", str(len(body)).encode())
+            self.write(body)
+            self.finish()
+            return None
+
+    return LimitedRequest
+
+
+class _LimitsRequests:
+    """Buildbot calls the auth's ``reconfigAuth`` right after it (re)built its web site:
+    the one hook from the configuration into the site, used for the body-size limit."""
+
+    max_request_bytes = 65536
+
+    def reconfigAuth(self, master: Any, new_config: Any) -> None:
+        super().reconfigAuth(master, new_config)  # type: ignore[misc]
+        site = getattr(master.www, "site", None)
+        if site is not None:  # read per connection: new connections get the new limit
+            site.requestFactory = limited_request(self.max_request_bytes)
+
+
+class OpenAuth(_LimitsRequests, NoAuth):
+    """No login (the sandbox): everyone may do everything; the UI shows no login bar."""
+
+    def __init__(self, max_request_bytes: int) -> None:
+        super().__init__()
+        self.max_request_bytes = max_request_bytes
+
+    def getConfigDict(self) -> dict[str, str]:
+        return {"name": "NoAuth"}  # the web UI hides its login bar for this name
+
+
+class UsersFileAuth(_LimitsRequests, TwistedICredAuthBase):
+    """HTTP basic login against the argon2 users file (no Digest: it needs the plain password)."""
+
+    def __init__(self, users_file: Path, max_request_bytes: int) -> None:
+        super().__init__([BasicCredentialFactory(b"buildbot")], [users.HashedUsersChecker(users_file)])
+        self.max_request_bytes = max_request_bytes
+
+    def getConfigDict(self) -> dict[str, str]:
+        return {"name": "login"}
+
+
+def _loopback(interface: str) -> bool:
     try:
-        mode = path.stat().st_mode
-        lines = path.read_text().splitlines()
-    except OSError as exc:
-        return [f"www.users_file {path}: cannot read: {exc.strerror}"]
-    problems = []
-    if mode & (stat.S_IRWXG | stat.S_IRWXO):
-        problems.append(f"www.users_file {path}: mode {stat.S_IMODE(mode):04o}; it holds passwords, "
-                        "make it 0600 (chmod 600)")
-    users = set()
-    for n, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        user, sep, password = line.partition(":")
-        if not sep or not user or not password:
-            problems.append(f"www.users_file {path} line {n}: expected user:password")
-        elif _HASHED.match(password):
-            problems.append(f"www.users_file {path} line {n} ({user}): looks like an htpasswd hash; "
-                            "Buildbot compares the plain password, write user:password")
-        else:
-            users.add(user)
-    missing = sorted(set(admins) - users)
-    if missing:
-        problems.append(f"www.admins: {', '.join(missing)} not in {path}")
-    if not admins:
-        problems.append("www.admins: nobody could force, stop or rebuild; name at least one user")
-    return problems
+        return ipaddress.ip_address(interface).is_loopback
+    except ValueError:
+        return interface == "localhost"
 
 
-def make_www(settings: Settings) -> dict:
+def make_www(settings: Settings, tags: UpstreamTags | None = None, catalog: Catalog | None = None) -> dict:
+    restfix.install()  # Buildbot 4.3 writes REST answers from a thread: corrupt gzip under load
+    w = settings.www
+    # The release matrix: a menu entry (#/releases) whose page and JSON the WSGI app serves.
+    releases = matrix.MatrixApp(catalog or variants.load(), settings.index.simple_url, settings.master.web_url_slash,
+                                list_index_files)
     www: dict = {
         "port": f"tcp:{settings.master.web_port}:interface={settings.master.web_interface}",
-        "plugins": {"waterfall_view": {}, "console_view": {}, "grid_view": {}},
-        # POST /change_hook/base with branch=refs/tags/vX announces a tag at once.
-        "change_hook_dialects": {"base": True},
+        "plugins": {"waterfall_view": {}, "console_view": {}, "grid_view": {},
+                    "wsgi_dashboards": [{"name": matrix.NAME, "caption": "Release matrix", "app": releases,
+                                         "order": 2, "icon": "table"}]},
+        # No "base" dialect: it lets the poster set build properties. Tags come
+        # from the poller or the signed webhook, which makes changes without any.
+        "change_hook_dialects": {},
     }
-    if settings.www.users_file:
-        if settings.www.users_file.exists():
-            for problem in check_users_file(settings.www.users_file, settings.www.admins):
-                config.error(problem)
-        else:  # like a missing secret: checkconfig before deployment passes; nobody can log in
-            log.msg(f"vllm-cpu: www.users_file {settings.www.users_file} missing; nobody can log in")
-        # Production: reading stays public; forcing, stopping and rebuilding
-        # need a logged-in admin.
-        auth = util.HTPasswdAuth(str(settings.www.users_file))
-        www["auth"] = auth
-        www["authz"] = util.Authz(
-            allowRules=[util.AnyControlEndpointMatcher(role="admins")],
-            roleMatchers=[util.RolesFromUsername(roles=["admins"], usernames=list(settings.www.admins))],
-        )
-        # The change hook takes the same users (HTTP basic auth): a change may
-        # carry build properties (postfix, dry_run, variants, ...) that reach
-        # the release build, so an anonymous one could publish a .postN.
-        www["change_hook_auth"] = auth.checkers
+    if settings.upstream.webhook_secret:
+        www["change_hook_dialects"]["github"] = {
+            "custom_class": TagWebhook, "secret": util.Secret(settings.upstream.webhook_secret),
+            "tags": tags or UpstreamTags(settings.upstream), "repository": settings.upstream.url,
+            "max_bytes": w.max_request_bytes,
+        }
+    if not w.users_file:
+        if not _loopback(settings.master.web_interface):
+            config.error(f"master.web_interface = {settings.master.web_interface!r} without www.users_file: "
+                         "anyone reaching the web port could force releases; set [www] users_file and admins")
+        www["auth"] = OpenAuth(w.max_request_bytes)
+        return www
+    if w.users_file.exists():
+        for problem in check_users_file(w.users_file, w.admins):
+            config.error(problem)
+    else:  # like a missing secret: checkconfig before deployment passes; nobody can log in
+        log.msg(f"vllm-cpu: www.users_file {w.users_file} missing; nobody can log in")
+    # Reading stays public; forcing, stopping and rebuilding need a logged-in admin.
+    www["auth"] = UsersFileAuth(w.users_file, w.max_request_bytes)
+    www["authz"] = util.Authz(
+        allowRules=[util.AnyControlEndpointMatcher(role="admins")],
+        roleMatchers=[util.RolesFromUsername(roles=["admins"], usernames=list(w.admins))],
+    )
     return www

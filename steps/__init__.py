@@ -2,4 +2,5 @@
 
 ``toolchain``: thin wrappers that run ``vllm-cpu-build`` on a worker.
 ``release``: the release and re-check builders' own steps (no worker command).
+``publish``: after a release's uploads: the GitHub release, the ``images`` builder's steps.
 """

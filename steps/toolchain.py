@@ -1,28 +1,39 @@
 """Buildbot steps that run ``vllm-cpu-build`` on a worker.
 
 Each step runs ``python -m vllm_cpu_build <sub> ... --json`` from the
-toolchain the master shipped into ``<builddir>/tc`` and turns its JSON into
-a step summary, build properties and links; the full human log (stderr)
-stays in the step's stdio log.  The worker's environment is not logged
-(``logEnviron=False``) and the index token only travels as a
-``util.Secret`` renderable, which Buildbot redacts from logs.
+toolchain the master shipped into ``<builddir>/tc``, reads back its typed
+result (``vllm_cpu_build.results``) and turns it into a step summary,
+build properties and links; the full human log (stderr) stays in the step's
+stdio log.  The worker's environment is not logged (``logEnviron=False``)
+and the index token only travels as a ``util.Secret`` renderable, which
+Buildbot redacts from logs.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from typing import Any
 
-from buildbot.process import buildstep
-from buildbot.process.properties import Interpolate
-from buildbot.process.results import FAILURE, SUCCESS, WARNINGS
+from buildbot.process import buildstep, logobserver
+from buildbot.process.properties import Interpolate, Property
+from buildbot.process.results import CANCELLED, FAILURE, SKIPPED, SUCCESS, WARNINGS
 from twisted.internet import defer
 
-from master.report import short_isa
+from master.logscan import FirstError, progress
+from vllm_cpu_build.errors import EXIT_OK, EXIT_USAGE
+from vllm_cpu_build.results import (
+    BuildResult,
+    ErrorResult,
+    PatchResult,
+    PlanResult,
+    Result,
+    SmokeResult,
+    UploadResult,
+    VerifyResult,
+    parse_result,
+)
 
 TOOLCHAIN_DIR = "tc"  # relative to the builder directory on the worker
-EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_SKIPPED = 0, 1, 2, 3
 
 
 def toolchain_env() -> dict[str, Any]:
@@ -34,35 +45,49 @@ def toolchain_env() -> dict[str, Any]:
     }
 
 
-def parse_json_output(stdout: str) -> dict | None:
-    """The JSON document a ``--json`` subcommand printed (None if there is none)."""
-    text = stdout.strip()
-    if not text:
-        return None
-    try:
-        data = json.loads(text)
-    except ValueError:
-        # Tolerate stray lines before the document: take the last {...} block.
-        start = text.rfind("\n{")
-        try:
-            data = json.loads(text[start + 1:] if start >= 0 else text[text.index("{"):])
-        except ValueError:
-            return None
-    return data if isinstance(data, dict) else None
+def _wheel_name(wheel: object) -> str:
+    return str(wheel).rsplit("/", 1)[-1]
 
 
 def _tag(wheel: object) -> str:
     """Short step-name part for a wheel: its Python/ABI tags (``cp38-abi3``) or its file name."""
-    name = str(wheel).rsplit("/", 1)[-1]
+    name = _wheel_name(wheel)
     parts = name[:-4].split("-") if name.endswith(".whl") else []
     return "-".join(parts[-3:-1]) if len(parts) >= 5 else name
 
 
+class LogWatch(logobserver.LogLineObserver):
+    """Reads the step's stdio as it streams: the first error line, and compile progress.
+
+    Progress (CMake/make ``[ 45%]``, ninja ``[12/80]``) goes into the running
+    step's summary, so an hour-long compile says how far it is.
+    """
+
+    def __init__(self, step: ToolchainStep) -> None:
+        super().__init__()
+        self.step = step
+        self.errors = FirstError()
+        self.progress: str | None = None
+
+    def _line(self, line: str) -> None:
+        self.errors.feed(line)
+        p = progress(line)
+        if p and p != self.progress:
+            self.progress = p
+            self.step.show_progress(p)
+
+    def outLineReceived(self, line: str) -> None:
+        self._line(line)
+
+    def errLineReceived(self, line: str) -> None:
+        self._line(line)
+
 
 class ToolchainStep(buildstep.ShellMixin, buildstep.BuildStep):
-    """Run one ``vllm-cpu-build`` subcommand; subclasses interpret its JSON."""
+    """Run one ``vllm-cpu-build`` subcommand and interpret its typed result."""
 
     subcommand = ""
+    result_type: type[Result] = Result
     renderables = ["cli_args"]
 
     def __init__(self, cli_args: list | None = None, **kwargs: Any) -> None:
@@ -73,6 +98,12 @@ class ToolchainStep(buildstep.ShellMixin, buildstep.BuildStep):
         kwargs = self.setupShellMixin(kwargs, prohibitArgs=["command"])
         self.cli_args = cli_args or []
         super().__init__(**kwargs)
+        self.watch = LogWatch(self)
+        self.addLogObserver("stdio", self.watch)
+
+    def show_progress(self, where: str) -> None:
+        self.description = f"{self.subcommand} running: {where}"
+        self.updateSummary()
 
     def command_args(self) -> list[str]:
         out: list[str] = []
@@ -86,23 +117,40 @@ class ToolchainStep(buildstep.ShellMixin, buildstep.BuildStep):
         command = [python, "-m", "vllm_cpu_build", self.subcommand, *self.command_args(), "--json"]
         cmd = yield self.makeRemoteShellCommand(command=command, collectStdout=True)
         yield self.runCommand(cmd)
-        data = parse_json_output(cmd.stdout or "")
-        if data is not None:
-            yield self.addCompleteLog("result.json", json.dumps(data, indent=2))
-        result = yield defer.maybeDeferred(self.interpret, cmd.rc, data)
-        return result
-
-    def interpret(self, rc: int, data: dict | None) -> int:
-        if rc == EXIT_OK and data is not None:
-            self.descriptionDone = f"{self.subcommand} ok"
-            return SUCCESS
-        self.descriptionDone = self.failure_text(rc, data)
+        if self.stopped:  # stopped (a cancelled release, a master shutdown): not a failure of the tool
+            self.descriptionDone = f"{self.subcommand} interrupted"
+            return CANCELLED
+        result = parse_result(cmd.stdout or "")
+        if result is not None:
+            yield self.addCompleteLog("result.json", json.dumps(result.to_json(), indent=2))
+        if isinstance(result, self.result_type) and not isinstance(result, ErrorResult):
+            outcome = yield defer.maybeDeferred(self.interpret, cmd.rc, result)
+            return outcome
+        self.descriptionDone = self.failure_text(cmd.rc, result)
         return FAILURE
 
-    def failure_text(self, rc: int, data: dict | None) -> str:
-        why = (data or {}).get("error") or (data or {}).get("summary") or (data or {}).get("reason")
+    def interpret(self, rc: int, result: Any) -> int:
+        if rc == EXIT_OK:
+            self.descriptionDone = f"{self.subcommand} ok"
+            return SUCCESS
+        self.descriptionDone = self.failure_text(rc, result)
+        return FAILURE
+
+    def _relative(self, line: str) -> str:
+        """Compiler paths relative to the checkout: ``csrc/cpu/x.c:3:2: error: ...``."""
+        builddir = str(self.getProperty("builddir") or "")
+        if not builddir:
+            return line
+        return line.replace(f"{builddir}/src/", "").replace(f"{builddir}/", "")
+
+    def failure_text(self, rc: int, result: Result | None) -> str:
+        """``build failed (exit 1): <first compiler/CMake/pip error line>`` (else the tool's own error)."""
+        own = result.error if isinstance(result, ErrorResult) else ""
+        why = own if rc == EXIT_USAGE and own else (self._relative(self.watch.errors.line) or own)
         kind = "bad input" if rc == EXIT_USAGE else "failed"
-        return f"{self.subcommand} {kind} (exit {rc})" + (f": {why}" if why else "; see stdio")
+        if not why and result is None:
+            why = "no result document; see stdio"
+        return f"{self.subcommand} {kind} (exit {rc})" + (f": {why}" if why else "")
 
 
 class UnpackToolchain(buildstep.ShellMixin, buildstep.BuildStep):
@@ -111,7 +159,8 @@ class UnpackToolchain(buildstep.ShellMixin, buildstep.BuildStep):
     name = "unpack_toolchain"
     # $0 is the worker's python: bootstrap.py prints the interpreter to use
     # (itself, or a cached venv when a module is missing).
-    SCRIPT = ('rm -rf tc out && mkdir tc out && tar -xzf toolchain.tar.gz -C tc && exec "$0" tc/bootstrap.py')
+    SCRIPT = ('rm -rf tc out && mkdir tc out && tar -xzf toolchain.tar.gz -C tc && '
+              'exec "$0" tc/vllm_cpu_build/bootstrap.py')
 
     def __init__(self, tarball_name: str = "", **kwargs: Any) -> None:
         kwargs.setdefault("logEnviron", False)
@@ -149,15 +198,12 @@ class QueueWheelBuilds(buildstep.BuildStep):
         pythons = list(self.getProperty("pythons") or [])
         if self.getProperty("abi3") or not pythons:
             targets: list[str | None] = [None]
-            self.descriptionDone = "one abi3 wheel" + (f" (cp{pythons[0].replace('.', '')}+)" if pythons else "")
+            self.descriptionDone = "queued one abi3 wheel" + (f" for Python {pythons[0]}+" if pythons else "")
         else:
             targets = list(pythons)
-            self.descriptionDone = f"{len(pythons)} wheel(s): " + ", ".join(f"py{p}" for p in pythons)
-        smoke_args = self.smoke_args
-        self.build.addStepsAfterCurrentStep([
-            BuildWheel(python=p, cli_args=list(self.build_args),
-                       smoke_step=lambda wheel, **kw: SmokeTest(wheel=wheel, cli_args=list(smoke_args), **kw))
-            for p in targets])
+            self.descriptionDone = f"queued {len(pythons)} wheel(s): " + ", ".join(f"py{p}" for p in pythons)
+        self.build.addStepsAfterCurrentStep([BuildWheel(python=p, cli_args=list(self.build_args),
+                                                        smoke_args=self.smoke_args) for p in targets])
         return defer.succeed(SUCCESS)
 
 
@@ -166,20 +212,17 @@ class PlanRelease(ToolchainStep):
 
     name = "plan"
     subcommand = "plan"
+    result_type = PlanResult
 
-    def interpret(self, rc: int, data: dict | None) -> int:
-        if rc != EXIT_OK or data is None or "builds" not in data:
-            self.descriptionDone = self.failure_text(rc, data)
+    def interpret(self, rc: int, plan: PlanResult) -> int:
+        if rc != EXIT_OK:
+            self.descriptionDone = self.failure_text(rc, plan)
             return FAILURE
-        self.setProperty("plan", data, "plan")
-        builds = data["builds"]
-        parts = [f"{b['variant']} {b['arch']} " + ("abi3" if b.get("abi3") else "py" + ",".join(b["pythons"]))
-                 for b in builds]
-        text = f"{data.get('version', '?')}: {len(builds)} build(s)"
-        if data.get("skipped"):
-            text += f", {len(data['skipped'])} variant(s) not for this release"
+        self.setProperty("plan", plan.to_json(), "plan")
+        text = f"{plan.version}: {len(plan.builds)} build(s)"
+        if plan.skipped:
+            text += f", {len(plan.skipped)} variant(s) not for this release"
         self.descriptionDone = text
-        self.plan_lines = parts
         return SUCCESS
 
 
@@ -188,16 +231,16 @@ class PatchSource(ToolchainStep):
 
     name = "patch"
     subcommand = "patch"
+    result_type = PatchResult
 
-    def interpret(self, rc: int, data: dict | None) -> int:
-        if rc != EXIT_OK or data is None:
-            self.descriptionDone = self.failure_text(rc, data)
+    def interpret(self, rc: int, res: PatchResult) -> int:
+        if rc != EXIT_OK:
+            self.descriptionDone = self.failure_text(rc, res)
             return FAILURE
-        self.setProperty("final_version", data.get("version"), "patch")
-        self.setProperty("pinned_flags", data.get("pinned_flags", []), "patch")
-        flags = " ".join(data.get("pinned_flags", [])) or "no ISA switches"
-        self.descriptionDone = (f"{data.get('variant')} {data.get('version')}: "
-                                f"{len(data.get('changes', []))} change(s); {flags}")
+        self.setProperty("final_version", res.full_version, "patch")
+        self.setProperty("pinned_flags", res.pinned_flags, "patch")
+        flags = " ".join(res.pinned_flags) or "no ISA switches"
+        self.descriptionDone = f"{res.variant} {res.full_version}: {len(res.changes)} change(s); {flags}"
         return SUCCESS
 
 
@@ -205,13 +248,12 @@ class BuildWheel(ToolchainStep):
     """``build`` once (abi3) or for one Python; queues verify + smoke for the wheel it made."""
 
     subcommand = "build"
+    result_type = BuildResult
     renderables = ["python"]
 
-    def __init__(self, python: Any = None, verify_step: Callable | None = None,
-                 smoke_step: Callable | None = None, **kwargs: Any) -> None:
+    def __init__(self, python: Any = None, smoke_args: list | None = None, **kwargs: Any) -> None:
         self.python = python
-        self.verify_step = verify_step or (lambda wheel, **kw: VerifyWheel(wheel=wheel, **kw))
-        self.smoke_step = smoke_step or (lambda wheel, **kw: SmokeTest(wheel=wheel, **kw))
+        self.smoke_args = list(smoke_args or [])  # the worker-side settings smoke needs (torch index)
         kwargs.setdefault("name", f"build_py{python.replace('.', '')}" if isinstance(python, str) else "build")
         super().__init__(**kwargs)
 
@@ -220,35 +262,32 @@ class BuildWheel(ToolchainStep):
         return args + (["--python", self.python] if self.python else [])
 
     @defer.inlineCallbacks
-    def interpret(self, rc: int, data: dict | None):
-        if rc != EXIT_OK or data is None or not data.get("wheel"):
-            self.descriptionDone = self.failure_text(rc, data)
+    def interpret(self, rc: int, res: BuildResult):
+        if rc != EXIT_OK or not res.wheel:
+            self.descriptionDone = self.failure_text(rc, res)
             return FAILURE
-        wheel = data["wheel"]
-        name = wheel.rsplit("/", 1)[-1]
-        wheels = list(self.getProperty("wheels") or [])
-        wheels.append(wheel)
+        wheels = [*(self.getProperty("wheels") or []), res.wheel]
         self.setProperty("wheels", wheels, "build")
-        secs = data.get("seconds")
-        self.descriptionDone = f"built {name}" + (f" in {secs:.0f}s" if isinstance(secs, int | float) else "")
-        record = data.get("record")
-        if isinstance(record, dict) and record:
+        name = _wheel_name(res.wheel)
+        self.descriptionDone = f"built {name} in {res.seconds:.0f}s"
+        if res.record:
             # Every decision the build made, on the build page: torch, compiler, root, tag, sizes.
             from vllm_cpu_build.provenance import summary
 
-            yield self.addCompleteLog("provenance.json", json.dumps(record, indent=2, sort_keys=True))
+            yield self.addCompleteLog("provenance.json", json.dumps(res.record, indent=2, sort_keys=True))
             # The property is the short form (the whole record is the log): big build properties bloat
             # every REST answer that lists builds.
             records = dict(self.getProperty("provenance") or {})
-            records[name] = {"torch": (record.get("torch") or {}).get("built_against"),
-                             "torch_matches": (record.get("torch") or {}).get("matches"),
-                             "platform": (record.get("platform") or {}).get("tag"),
-                             "compiler": (record.get("build") or {}).get("compiler")}
+            records[name] = {"torch": (res.record.get("torch") or {}).get("built_against"),
+                             "torch_matches": (res.record.get("torch") or {}).get("matches"),
+                             "platform": (res.record.get("platform") or {}).get("tag"),
+                             "compiler": (res.record.get("build") or {}).get("compiler")}
             self.setProperty("provenance", records, "build")
-            line = summary(record)
+            line = summary(res.record)
             if line:
                 self.descriptionDone += f" ({line})"
-        self.build.addStepsAfterCurrentStep([self.verify_step(wheel), self.smoke_step(wheel)])
+        self.build.addStepsAfterCurrentStep([VerifyWheel(wheel=res.wheel),
+                                             SmokeTest(wheel=res.wheel, cli_args=list(self.smoke_args))])
         return SUCCESS
 
 
@@ -256,11 +295,10 @@ class VerifyWheel(ToolchainStep):
     """``verify``: integrity + ISA contract; the summary is what a maintainer needs to see."""
 
     subcommand = "verify"
+    result_type = VerifyResult
     renderables = ["wheel", "variant", "arch"]
 
     def __init__(self, wheel: Any, variant: Any = None, arch: Any = None, **kwargs: Any) -> None:
-        from buildbot.process.properties import Property
-
         self.wheel = wheel
         self.variant = variant if variant is not None else Property("variant")
         self.arch = arch if arch is not None else Property("arch")
@@ -270,22 +308,17 @@ class VerifyWheel(ToolchainStep):
     def command_args(self) -> list[str]:
         return ["--variant", self.variant, "--arch", self.arch, self.wheel]
 
-    def interpret(self, rc: int, data: dict | None) -> int:
-        name = str(self.wheel).rsplit("/", 1)[-1]
-        if data is None:
-            self.descriptionDone = f"{name}: " + self.failure_text(rc, data)
-            return FAILURE
-        summary = short_isa(str(data.get("summary", "")))
-        failed = [c["name"] + (f" ({c.get('detail')})" if c.get("detail") else "")
-                  for c in data.get("checks", []) if not c.get("ok")]
+    def interpret(self, rc: int, res: VerifyResult) -> int:
+        name = _wheel_name(self.wheel)
+        failed = [c.name + (f" ({c.detail})" if c.detail else "") for c in res.checks if not c.ok]
+        ok = rc == EXIT_OK and res.ok and not failed
         results = dict(self.getProperty("verify") or {})
-        ok = rc == EXIT_OK and data.get("ok") is True and not failed
-        results[name] = {"ok": ok, "summary": data.get("summary", ""), "failed": failed}
+        results[name] = {"ok": ok, "summary": res.summary, "isa": res.isa_summary, "failed": failed}
         self.setProperty("verify", results, "verify")
         if ok:
-            self.descriptionDone = f"{name}: {summary}"
+            self.descriptionDone = f"{name}: ISA ok {res.isa_summary}"
             return SUCCESS
-        self.descriptionDone = f"{name}: NOT publishable: " + ("; ".join(failed) or summary or f"exit {rc}")
+        self.descriptionDone = f"{name}: NOT publishable: " + ("; ".join(failed) or res.summary or f"exit {rc}")
         return FAILURE
 
 
@@ -293,37 +326,35 @@ class SmokeTest(ToolchainStep):
     """``smoke``: install + import in a fresh venv; exit 3 (CPU lacks the ISA) is a visible warning."""
 
     subcommand = "smoke"
+    result_type = SmokeResult
     renderables = ["wheel", "variant"]
 
     def __init__(self, wheel: Any, variant: Any = None, **kwargs: Any) -> None:
-        from buildbot.process.properties import Property
-
         self.wheel = wheel
         self.variant = variant if variant is not None else Property("variant")
         kwargs.setdefault("name", f"smoke_{_tag(wheel)}"[:50])
+        # A skipped smoke test makes the build WARNINGS (Buildbot's default drops a step's warnings).
+        kwargs.setdefault("warnOnWarnings", True)
         super().__init__(**kwargs)
 
     def command_args(self) -> list[str]:
         return ["--variant", self.variant, self.wheel, *super().command_args()]
 
-    def interpret(self, rc: int, data: dict | None) -> int:
-        name = str(self.wheel).rsplit("/", 1)[-1]
-        status = (data or {}).get("status")
-        reason = (data or {}).get("reason") or ""
+    def interpret(self, rc: int, res: SmokeResult) -> int:
+        name = _wheel_name(self.wheel)
+        status = res.status if rc == res.exit_code else "failed"
+        reason = res.reason or ("" if status != "failed" else f"exit {rc}")
         results = dict(self.getProperty("smoke") or {})
-        if rc == EXIT_SKIPPED or status == "skipped":
-            results[name] = {"status": "skipped", "reason": reason}
-            self.setProperty("smoke", results, "smoke")
+        results[name] = {"status": status, "reason": reason}
+        self.setProperty("smoke", results, "smoke")
+        if status == "skipped":
             self.descriptionDone = f"{name}: smoke skipped: {reason or 'this CPU lacks the ISA'}"
             return WARNINGS
-        if rc == EXIT_OK and status == "passed":
-            results[name] = {"status": "passed", "reason": reason}
-            self.setProperty("smoke", results, "smoke")
-            self.descriptionDone = f"{name}: smoke passed" + (f" ({reason})" if reason else "")
+        if status == "passed":
+            self.descriptionDone = f"{name}: smoke passed" + (f", {res.vllm_version} imported" if res.vllm_version
+                                                              else "")
             return SUCCESS
-        results[name] = {"status": "failed", "reason": reason or f"exit {rc}"}
-        self.setProperty("smoke", results, "smoke")
-        self.descriptionDone = f"{name}: smoke FAILED: {reason or f'exit {rc}'}"
+        self.descriptionDone = f"{name}: smoke FAILED: {reason}"
         return FAILURE
 
 
@@ -332,12 +363,13 @@ class UploadWheels(ToolchainStep):
 
     name = "upload"
     subcommand = "upload"
-    renderables = ["wheels", "variant", "repository_url", "simple_url", "dry_run"]
+    result_type = UploadResult
+    renderables = ["wheels", "variant", "repository_url", "simple_url"]
 
     def __init__(self, wheels: Any, variant: Any, repository_url: Any, simple_url: Any,
-                 dry_run: Any = False, username: Any = "__token__", token: Any = None, **kwargs: Any) -> None:
+                 username: Any = "__token__", token: Any = None, **kwargs: Any) -> None:
         self.wheels, self.variant = wheels, variant
-        self.repository_url, self.simple_url, self.dry_run = repository_url, simple_url, dry_run
+        self.repository_url, self.simple_url = repository_url, simple_url
         env = dict(kwargs.pop("env", None) or toolchain_env())
         env["TWINE_USERNAME"] = username
         if token is not None:
@@ -346,14 +378,24 @@ class UploadWheels(ToolchainStep):
         super().__init__(**kwargs)
 
     def command_args(self) -> list[str]:
-        args = ["--variant", self.variant, "--repository-url", self.repository_url,
-                "--simple-url", self.simple_url]
-        if self.dry_run:
-            args.append("--dry-run")
+        args = ["--variant", self.variant, "--repository-url", self.repository_url, "--simple-url", self.simple_url]
         return args + [str(w) for w in (self.wheels or [])]
+
+    def getResultSummary(self):
+        summary = super().getResultSummary()
+        if self.build_summary:
+            summary = {**summary, "build": self.build_summary}
+        return summary
+
+    build_summary: str | None = None
 
     @defer.inlineCallbacks
     def run(self):
+        if self.getProperty("dry_run") or self.getProperty("skip_upload"):
+            mode = "DRY RUN" if self.getProperty("dry_run") else "skip upload"
+            self.descriptionDone = f"{mode}: nothing uploaded"
+            self.build_summary = f"{mode}, not uploaded"  # the build page says so, not only this step
+            return SKIPPED
         if not self.wheels:
             self.descriptionDone = "nothing to upload"
             return FAILURE
@@ -361,21 +403,20 @@ class UploadWheels(ToolchainStep):
         return result
 
     @defer.inlineCallbacks
-    def interpret(self, rc: int, data: dict | None):
-        if rc != EXIT_OK or data is None:
-            self.descriptionDone = self.failure_text(rc, data)
+    def interpret(self, rc: int, res: UploadResult):
+        if rc != EXIT_OK:
+            self.descriptionDone = self.failure_text(rc, res)
             return FAILURE
-        uploaded = data.get("uploaded", [])
-        for u in uploaded:
-            yield self.addURL(u["file"], u["url"])
-        for s in data.get("skipped", []):
-            if s.get("url"):
-                yield self.addURL(f"{s['file']} (already there)", s["url"])
-        self.setProperty("uploaded", [u["url"] for u in uploaded], "upload")
+        for u in res.uploaded:
+            yield self.addURL(u.file, u.url)
+        for s in res.skipped:
+            if s.url:
+                yield self.addURL(f"{s.file} (already there)", s.url)
+        self.setProperty("uploaded", [u.url for u in res.uploaded], "upload")
         parts = []
-        if uploaded:
-            parts.append("uploaded " + ", ".join(u["file"] for u in uploaded))
-        if data.get("skipped"):
-            parts.append("not uploaded: " + ", ".join(f"{s['file']} ({s['reason']})" for s in data["skipped"]))
+        if res.uploaded:
+            parts.append("uploaded " + ", ".join(u.file for u in res.uploaded))
+        if res.skipped:
+            parts.append("not uploaded: " + ", ".join(f"{s.file} ({s.reason})" for s in res.skipped))
         self.descriptionDone = "; ".join(parts) or "nothing uploaded"
         return SUCCESS

@@ -53,6 +53,16 @@ BINFMT_ENTRY = BINFMT / "qemu-aarch64"
 ROOT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 HOST_CA = "/etc/ssl/certs/host-ca.crt"  # the host's CA bundle (pip may sit behind a TLS proxy)
 VENV_PARENT = "root/.cache/vllm-cpu-buildbot"  # where bootstrap.py puts its venv-<key> (HOME=/root)
+# Upper bounds of each stage on a cold cache and a busy 2-core machine (everything
+# in the root is emulated).  Measured: mmdebstrap 726 s once under load; the
+# toolchain venv (pip, cmake and friends under qemu) several minutes.
+MMDEBSTRAP_TIMEOUT = 1800
+BOOTSTRAP_TIMEOUT = 1800
+COMMAND_TIMEOUT = 1200  # one toolchain command in the root (a build is the longest)
+# What the first test using a fresh root may spend in its setup: base + venv + extraction.
+COLD_SETUP_TIMEOUT = MMDEBSTRAP_TIMEOUT + BOOTSTRAP_TIMEOUT + 300
+# pytest timeout of a test using the root (cold, busy): every stage above.
+ARM_ROOT_TIMEOUT = COLD_SETUP_TIMEOUT + COMMAND_TIMEOUT
 
 
 def _key(*parts: str) -> str:
@@ -121,9 +131,13 @@ def base_tarball(log=_say) -> Path:
     tmp = path.with_suffix(".tar.part")
     # No mirror given: mmdebstrap uses Debian's default one plus updates and security.
     # --format: mmdebstrap guesses it from the name, and ".tar.part" would make a directory.
-    r = subprocess.run(["mmdebstrap", "--arch=arm64", "--variant=apt", "--format=tar", "--quiet",
-                        f"--include={','.join(PACKAGES)}", SUITE, str(tmp)],
-                       capture_output=True, text=True, check=False)
+    try:
+        r = subprocess.run(["mmdebstrap", "--arch=arm64", "--variant=apt", "--format=tar", "--quiet",
+                            f"--include={','.join(PACKAGES)}", SUITE, str(tmp)],
+                           capture_output=True, text=True, check=False, timeout=MMDEBSTRAP_TIMEOUT)
+    except subprocess.TimeoutExpired:
+        tmp.unlink(missing_ok=True)
+        raise RuntimeError(f"mmdebstrap did not finish within {MMDEBSTRAP_TIMEOUT} s") from None
     if r.returncode != 0 or not tmp.is_file():
         shutil.rmtree(tmp) if tmp.is_dir() else tmp.unlink(missing_ok=True)
         raise RuntimeError(f"mmdebstrap failed (exit {r.returncode}): {r.stderr.strip()[-2000:]}")
@@ -199,6 +213,12 @@ class EmulatedRoot:
         """Bind-mount the host file ``source`` over ``inside`` (e.g. a fake /proc/cpuinfo)."""
         self._mount(["--bind", str(source)], self.path / inside.lstrip("/"))
 
+    def bind_dir(self, source: Path, inside: str | None = None) -> None:
+        """Bind-mount the host directory ``source`` at ``inside`` (default: the same path) in the root."""
+        target = self.path / (inside or str(source)).lstrip("/")
+        target.mkdir(parents=True, exist_ok=True)
+        self._mount(["--bind", str(source)], target)
+
     def unbind(self, inside: str) -> None:
         subprocess.run(["umount", str(self.path / inside.lstrip("/"))], check=True, capture_output=True)
 
@@ -216,7 +236,7 @@ class EmulatedRoot:
         return self.path / inside.lstrip("/")
 
     def run(self, cmd: Sequence[str] | str, *, env: dict[str, str] | None = None, cwd: str = "/",
-            qemu_cpu: str | None = None, timeout: float = 900, check: bool = False,
+            qemu_cpu: str | None = None, timeout: float = COMMAND_TIMEOUT, check: bool = False,
             capture: bool = True) -> subprocess.CompletedProcess:
         """Run ``cmd`` (argv, or a shell string) in the root with a clean environment.
 
@@ -257,7 +277,7 @@ class EmulatedRoot:
             subprocess.run(["tar", "-xf", str(layer), "-C", str(venv_parent)], check=True)
             self.timings["venv_restore"] = time.monotonic() - t
         t = time.monotonic()
-        r = self.run(["python3", f"{dest}/bootstrap.py"], timeout=1800)
+        r = self.run(["python3", f"{dest}/vllm_cpu_build/bootstrap.py"], timeout=BOOTSTRAP_TIMEOUT)
         self.timings["bootstrap"] = time.monotonic() - t
         if r.returncode != 0:
             raise RuntimeError(f"bootstrap.py failed in the aarch64 root (exit {r.returncode}):\n"

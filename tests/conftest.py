@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import shutil
 import time
@@ -23,6 +24,11 @@ with warnings.catch_warnings():
     warnings.simplefilter("ignore", DeprecationWarning)
     import buildbot.util.ssl  # noqa: F401
 
+    # autobahn (imported by buildbot.test) imports passlib when argon2 is
+    # installed, and passlib imports the deprecated crypt module if present.
+    with contextlib.suppress(ImportError):
+        import crypt  # noqa: F401
+
 FIXTURE_TAGS = ["v0.11.1", "v0.11.2", "v0.12.0"]
 
 
@@ -37,7 +43,7 @@ class BuiltVariant:
     package: str
     src: Path
     wheel: Path | None
-    result: object  # steps.build.BuildResult
+    result: object  # vllm_cpu_build.results.BuildResult
     log: str
     seconds: dict[str, float] = field(default_factory=dict)
 
@@ -62,6 +68,26 @@ def built_variants(fixture_repo: Path, tmp_path_factory: pytest.TempPathFactory)
         log = io.StringIO()
         res = build.build(variant, src, root / variant.short / "dist", log=log, fetch_mirror=MIRROR)
         t2 = time.monotonic()
-        out[variant.package] = BuiltVariant(variant.package, src, res.wheel, res, log.getvalue(),
+        out[variant.package] = BuiltVariant(variant.package, src, Path(res.wheel), res, log.getvalue(),
                                             {"patch": t1 - t0, "build": t2 - t1})
     return out
+
+
+@pytest.fixture(scope="session")
+def arm_root(tmp_path_factory: pytest.TempPathFactory):
+    """The one emulated arm64 root of a test run (tests/aarch64_host.py) and its toolchain interpreter.
+
+    Shared by tests/test_aarch64_emulated.py and the arm64 worker of
+    tests/e2e/test_publish_e2e.py; a test using it needs
+    ``@pytest.mark.timeout(ARM_ROOT_TIMEOUT)`` (its first user pays for a cold cache).
+    """
+    from master.toolchain import build_tarball
+    from tests import aarch64_host
+
+    why = aarch64_host.unavailable()
+    if why:
+        pytest.skip(f"no emulated aarch64 host: {why}")
+    tmp = tmp_path_factory.mktemp("aarch64")
+    with aarch64_host.EmulatedRoot(tmp) as root:
+        py = root.install_toolchain(build_tarball(tmp / "toolchain"))
+        yield root, py

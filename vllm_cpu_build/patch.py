@@ -36,9 +36,10 @@ except ImportError:  # Python 3.10
     import tomli as tomllib  # type: ignore[no-redef]
 
 from vllm_cpu_build import platform_fix, specs, upstream
-from vllm_cpu_build.cli import EXIT_FAIL, EXIT_OK, UsageError
-from vllm_cpu_build.hostcpu import ARCH_ALIASES as _ARCH_ALIASES
+from vllm_cpu_build.cli import ARCH_CHOICES, arch_arg
+from vllm_cpu_build.errors import StepFailed, UsageError
 from vllm_cpu_build.hostcpu import host_arch
+from vllm_cpu_build.results import PatchResult
 from vllm_cpu_build.variants import ARCHES, Variant, load
 
 STAMP = ".vllm-cpu-build.json"
@@ -55,12 +56,13 @@ _NEUTRALISED = "pass  # vllm-cpu-build: no +cpu local version (PyPI refuses loca
 _CMAKE_ARCH = {"x86_64": "x86_64|AMD64|amd64", "aarch64": "aarch64|arm64|ARM64"}
 
 
-class AnchorMissing(Exception):
-    """An upstream file lacks the text an edit relies on."""
+class AnchorMissing(StepFailed):
+    """An upstream file lacks the text an edit relies on (exit 1: upstream changed, nothing was written)."""
 
     def __init__(self, file: str, expected: str, detail: str = ""):
         self.file, self.expected = file, expected
-        super().__init__(f"{file}: expected {expected}" + (f" ({detail})" if detail else ""))
+        super().__init__(f"{file}: expected {expected}" + (f" ({detail})" if detail else ""),
+                         file=file, expected=expected)
 
 
 @dataclass
@@ -329,25 +331,6 @@ def patch_init(tree: Tree, line: upstream.ReleaseLine) -> list[str]:
 # --- driver -----------------------------------------------------------------
 
 
-@dataclass
-class PatchResult:
-    variant: str
-    arch: str
-    version: str
-    full_version: str
-    release_line: str
-    python_versions: list[str]
-    changes: list[str]
-    pinned_flags: list[str]
-    env: dict[str, str]
-
-    def as_json(self) -> dict:
-        return {"variant": self.variant, "arch": self.arch, "version": self.version,
-                "full_version": self.full_version, "release_line": self.release_line,
-                "python_versions": self.python_versions, "changes": self.changes,
-                "pinned_flags": self.pinned_flags, "env": self.env}
-
-
 def patch_tree(src: Path, variant: Variant, arch: str, version: str, postfix: str = "",
                python_versions: str = "auto") -> PatchResult:
     """Patch ``src`` in place.  Raises UsageError (bad input) or AnchorMissing (upstream changed)."""
@@ -394,24 +377,17 @@ def patch_tree(src: Path, variant: Variant, arch: str, version: str, postfix: st
                        upstream.pinned_flags(variant, arch), env)
 
 
-def run(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace) -> PatchResult:
     src = Path(args.src)
     if not src.is_dir():
         raise UsageError(f"--src {src}: not a directory")
     variant = load().get(args.variant)
-    arch = _ARCH_ALIASES.get(args.arch or host_arch())
+    arch = args.arch or host_arch()
     if arch not in ARCHES:
-        raise UsageError(f"--arch {args.arch or host_arch()}: unknown; known: {', '.join(ARCHES)}")
+        raise UsageError(f"--arch: this host is {arch}; known: {', '.join(ARCHES)}")
     version = args.version or detect_version(src)
     out = sys.stderr if args.json else sys.stdout
-    try:
-        res = patch_tree(src, variant, arch, version, args.version_postfix or "", args.python_versions)
-    except AnchorMissing as exc:
-        print(f"vllm-cpu-build patch: FAILED: {exc}", file=sys.stderr)
-        if args.json:
-            print(json.dumps({"variant": variant.package, "arch": arch, "version": version,
-                              "error": str(exc), "file": exc.file, "expected": exc.expected}))
-        return EXIT_FAIL
+    res = patch_tree(src, variant, arch, version, args.version_postfix or "", args.python_versions)
     print(f"patch {res.variant} ({res.arch}) on vLLM {res.version} -> {res.full_version}, "
           f"release line {res.release_line}, Python {', '.join(res.python_versions)}", file=out)
     for c in res.changes:
@@ -419,19 +395,18 @@ def run(args: argparse.Namespace) -> int:
     if not res.changes:
         print("  nothing to change: the tree is already patched for this variant", file=out)
     print(f"  ISA pinned: {' '.join(res.pinned_flags)}", file=out)
-    if args.json:
-        print(json.dumps(res.as_json(), indent=2))
-    return EXIT_OK
+    return res
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("patch", help="patch an upstream vLLM tree for one variant",
-                       description=__doc__.split("\n\n")[0])
+                       description=__doc__.split("\n\n")[0] + " Exit 1 when an upstream anchor is missing "
+                       "(nothing is written then).")
     p.add_argument("--variant", required=True, help="package name from variants.json")
     p.add_argument("--src", required=True, help="upstream source tree (sdist or git checkout)")
-    p.add_argument("--arch", choices=sorted({*ARCHES, *_ARCH_ALIASES}), help="target arch (default: this host)")
+    p.add_argument("--arch", type=arch_arg, help=f"target arch, one of {', '.join(ARCH_CHOICES)} (default: this host)")
     p.add_argument("--version", help="upstream version (default: from PKG-INFO or the git tag)")
     p.add_argument("--version-postfix", default="", help=".postN, .devN, aN, bN or rcN")
-    p.add_argument("--python-versions", default="auto", help="auto | 3.10-3.13 | 3.11,3.12")
+    p.add_argument("--python-versions", default="auto", help="auto | 3.11 | 3.10,3.12 | 3.10-3.13")
     p.add_argument("--json", action="store_true", help="print the result as JSON on stdout")
     p.set_defaults(func=run)

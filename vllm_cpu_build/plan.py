@@ -9,9 +9,7 @@ Nothing is built or changed.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
@@ -22,7 +20,9 @@ except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib  # type: ignore[no-redef]
 
 from vllm_cpu_build import specs, upstream
-from vllm_cpu_build.cli import EXIT_OK, UsageError
+from vllm_cpu_build.cli import ARCH_CHOICES, arches_arg
+from vllm_cpu_build.errors import UsageError
+from vllm_cpu_build.results import PlannedBuild, PlanResult, SkippedBuild
 from vllm_cpu_build.variants import ARCHES, Catalog, Variant, format_spec, load
 
 # Upstream's stable-ABI wheels are tagged for the oldest CPython it targets.
@@ -67,28 +67,14 @@ def wheel_glob(variant: Variant, arch: str, full_version: str, abi3: bool, pytho
     return f"{variant.dist_name}-{full_version}-{tag}-{plat}.whl"
 
 
-@dataclass
-class Plan:
-    version: str
-    full_version: str
-    release_line: str
-    requires_python: str
-    pythons: list[str]
-    builds: list[dict] = field(default_factory=list)
-    skipped: list[dict] = field(default_factory=list)
-
-    def as_json(self) -> dict:
-        return {"version": self.version, "full_version": self.full_version, "release_line": self.release_line,
-                "requires_python": self.requires_python, "pythons": self.pythons,
-                "builds": self.builds, "skipped": self.skipped}
 
 
 def _split(value: str | None) -> list[str] | None:
-    return [x.strip() for x in value.split(",") if x.strip()] if value else None
+    return list(dict.fromkeys(x.strip() for x in value.split(",") if x.strip())) if value else None
 
 
 def make_plan(version: str, requires: str, *, variants: list[str] | None = None, arches: list[str] | None = None,
-              python_versions: str = "auto", postfix: str = "", catalog: Catalog | None = None) -> Plan:
+              python_versions: str = "auto", postfix: str = "", catalog: Catalog | None = None) -> PlanResult:
     """The builds of upstream ``version`` (whose requires-python is ``requires``)."""
     catalog = catalog or load()
     try:
@@ -105,36 +91,32 @@ def make_plan(version: str, requires: str, *, variants: list[str] | None = None,
             raise UsageError(f"--arches: unknown arch {a!r}; known: {', '.join(ARCHES)}")
     chosen = [catalog.get(n) for n in variants] if variants else list(catalog.variants)
     pythons = pythons_for(requires, python_versions)
-    plan = Plan(str(v), full, line.name, requires, pythons)
+    plan = PlanResult(str(v), full, line.name, requires, pythons)
     for var in chosen:
         if not var.applies_to(v):
-            plan.skipped.append({"variant": var.package, "arch": None,
-                                 "reason": f"variants.json releases {format_spec(var.releases)} excludes vLLM {v}"})
+            plan.skipped.append(SkippedBuild(var.package, None,
+                                             f"variants.json releases {format_spec(var.releases)} excludes vLLM {v}"))
             continue
         for arch in arches or list(ARCHES):
             if arch not in var.arches:
                 if arches:  # asked for explicitly: say why it is not built
-                    plan.skipped.append({"variant": var.package, "arch": arch,
-                                         "reason": f"not built for {arch} (only {', '.join(var.arches)})"})
+                    plan.skipped.append(SkippedBuild(var.package, arch,
+                                                     f"not built for {arch} (only {', '.join(var.arches)})"))
                 continue
             try:
                 env = upstream.build_env(var, arch, str(v), postfix)
             except upstream.UnsupportedRelease as exc:
-                plan.skipped.append({"variant": var.package, "arch": arch, "reason": str(exc)})
+                plan.skipped.append(SkippedBuild(var.package, arch, str(exc)))
                 continue
-            build = {"variant": var.package, "arch": arch, "pythons": pythons, "abi3": line.abi3, "env": env}
-            if line.abi3:
-                # One cp38-abi3 wheel serves every Python; build it with the oldest one.
-                build["build_pythons"] = pythons[:1]
-                build["wheel_glob"] = wheel_glob(var, arch, full, True)
-            else:
-                build["build_pythons"] = pythons
-                build["wheel_glob"] = wheel_glob(var, arch, full, False)
-            plan.builds.append(build)
+            # One cp38-abi3 wheel serves every Python; build it with the oldest one.
+            plan.builds.append(PlannedBuild(
+                variant=var.package, arch=arch, pythons=pythons, abi3=line.abi3, env=env,
+                build_pythons=pythons[:1] if line.abi3 else pythons,
+                wheel_glob=wheel_glob(var, arch, full, line.abi3)))
     return plan
 
 
-def run(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace) -> PlanResult:
     src = Path(args.src)
     if not src.is_dir():
         raise UsageError(f"--src {src}: not a directory")
@@ -143,27 +125,25 @@ def run(args: argparse.Namespace) -> int:
         from vllm_cpu_build.patch import detect_version
 
         version = detect_version(src)
-    plan = make_plan(version, requires_python(src), variants=_split(args.variants), arches=_split(args.arches),
+    plan = make_plan(version, requires_python(src), variants=_split(args.variants), arches=args.arches,
                      python_versions=args.python_versions, postfix=args.version_postfix or "")
     out = sys.stderr if args.json else sys.stdout
     print(f"vLLM {plan.version} (release line {plan.release_line}), requires-python {plan.requires_python}: "
           f"Python {', '.join(plan.pythons)}", file=out)
     for b in plan.builds:
-        print(f"  build {b['variant']} {b['arch']}: {b['wheel_glob']}", file=out)
+        print(f"  build {b.variant} {b.arch}: {b.wheel_glob}", file=out)
     for s in plan.skipped:
-        print(f"  skip  {s['variant']}{' ' + s['arch'] if s['arch'] else ''}: {s['reason']}", file=out)
-    if args.json:
-        print(json.dumps(plan.as_json(), indent=2))
-    return EXIT_OK
+        print(f"  skip  {s.variant}{' ' + s.arch if s.arch else ''}: {s.reason}", file=out)
+    return plan
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("plan", help="list the builds (variant x arch x Python) for a vLLM source tree",
-                       description=__doc__.split("\n\n")[0])
+                       description=__doc__.split("\n\n")[0] + " Nothing is built or changed.")
     p.add_argument("--src", required=True, help="upstream vLLM source tree (sdist or git checkout)")
     p.add_argument("--variants", help="comma-separated package names (default: all in variants.json)")
-    p.add_argument("--arches", help=f"comma-separated, of {', '.join(ARCHES)} (default: all)")
-    p.add_argument("--python-versions", default="auto", help="auto | 3.10-3.13 | 3.11,3.12")
+    p.add_argument("--arches", type=arches_arg, help=f"comma-separated, of {', '.join(ARCH_CHOICES)} (default: all)")
+    p.add_argument("--python-versions", default="auto", help="auto | 3.11 | 3.10,3.12 | 3.10-3.13")
     p.add_argument("--version", help="upstream version (default: from PKG-INFO or the git tag)")
     p.add_argument("--version-postfix", default="", help=".postN, .devN, aN, bN or rcN")
     p.add_argument("--json", action="store_true", help="print the plan as JSON on stdout")

@@ -37,13 +37,13 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 from packaging.utils import InvalidWheelFilename, canonicalize_name, parse_wheel_filename
 
 from vllm_cpu_build import hostcpu
-from vllm_cpu_build.cli import EXIT_FAIL, EXIT_OK, EXIT_SKIPPED, UsageError
+from vllm_cpu_build.errors import UsageError
+from vllm_cpu_build.results import SmokeResult
 from vllm_cpu_build.variants import ARCHES, Variant, load
 
 # Runs inside the fresh venv; prints one JSON line.  Real vLLM depends on
@@ -158,20 +158,6 @@ got = [list(g) for g in got]
 print(json.dumps({"hf": want, "vllm": got, "equal": got == want, "model_seconds": round(t1 - t0, 1),
                   "vllm_seconds": round(time.monotonic() - t1, 1)}))
 '''
-
-
-@dataclass
-class SmokeResult:
-    status: str  # passed | failed | skipped
-    reason: str
-    vllm_version: str | None = None
-    platform: str | None = None
-    seconds: float = 0.0
-    details: dict | None = None
-
-    def as_json(self) -> dict:
-        return {"status": self.status, "reason": self.reason, "vllm_version": self.vllm_version,
-                "platform": self.platform, "seconds": round(self.seconds, 1), "details": self.details or {}}
 
 
 def wheel_arch(wheel: Path) -> str:
@@ -364,11 +350,13 @@ def smoke(variant: Variant, wheel: Path, *, index_url: str | None = None, extra_
         ran.append("kernels " + ", ".join(f"{Path(k['module']).name}" for k in probe["kernels"]))
     if probe.get("inference"):
         ran.append(f"tiny Llama greedy tokens = Hugging Face's ({probe['inference']['vllm_seconds']} s)")
+    # The version a user sees is the wheel's (``pip show``); the "+cpu" one the
+    # CPU platform fix writes for vLLM's platform check stays in ``details``.
     res = SmokeResult("failed" if bad else "passed", "; ".join(bad) if bad else
-                      f"import vllm on the CPU platform, version {probe.get('vllm_version')}"
+                      f"import vllm on the CPU platform, {variant.package} {probe.get('dist_version')}"
                       + (f", selftest ran {', '.join(probe['selftest'])}" if probe.get("selftest") else "")
                       + ("; " + "; ".join(ran) if ran else ""),
-                      probe.get("vllm_version"), probe.get("platform"), time.monotonic() - start, probe)
+                      probe.get("dist_version"), probe.get("platform"), time.monotonic() - start, probe)
     return res
 
 
@@ -380,7 +368,7 @@ def _died(r: subprocess.CompletedProcess, what: str) -> str:
     return f"{what} failed (exit {r.returncode}): {r.stderr.strip()[-2000:]}"
 
 
-def run(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace) -> SmokeResult:
     variant = load().get(args.variant)
     if args.python and not shutil.which(args.python):
         raise UsageError(f"--python {args.python}: not found")
@@ -388,22 +376,22 @@ def run(args: argparse.Namespace) -> int:
     res = smoke(variant, Path(args.wheel), index_url=args.index_url, extra_index_urls=args.extra_index_url,
                 torch_index_url=args.torch_index_url, no_index=args.no_index, inference=args.inference,
                 cpuinfo=args.cpuinfo, python=args.python, log=log)
+    res.seconds = round(res.seconds, 1)
     print(f"smoke {res.status}: {res.reason} ({res.seconds:.1f} s)", file=log)
     from vllm_cpu_build import provenance
 
     try:
         provenance.add_section(Path(args.wheel), "smoke", {"status": res.status, "reason": res.reason,
-                                                           "seconds": round(res.seconds, 1)})
+                                                           "seconds": res.seconds})
     except provenance.ProvenanceError as exc:
         print(f"warning: record beside the wheel not updated: {exc}", file=sys.stderr)
-    if args.json:
-        print(json.dumps(res.as_json(), indent=2))
-    return {"passed": EXIT_OK, "failed": EXIT_FAIL, "skipped": EXIT_SKIPPED}[res.status]
+    return res
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("smoke", help="install a wheel into a fresh venv and run it (skips on a CPU lacking its ISA)",
-                       description=__doc__.split("\n\n")[0])
+                       description=__doc__.split("\n\n")[0] + " Exit 0 passed, 1 failed, 3 skipped (this CPU "
+                       "lacks the variant's ISA).")
     p.add_argument("--variant", required=True, help="package name from variants.json")
     p.add_argument("wheel", help="the wheel to test")
     p.add_argument("--index-url", help="the project's package index (default: pip's configuration, PyPI)")

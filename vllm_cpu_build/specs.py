@@ -190,6 +190,28 @@ def pythons_for(requires_python: str, requested: str = "auto", *, strict: bool =
     return out
 
 
+# --------------------------------------------------------------------------- architectures
+
+# Every option or field naming an architecture takes these spellings (arm64 = aarch64).
+ARCH_ALIASES = {"x86_64": "x86_64", "aarch64": "aarch64", "arm64": "aarch64"}
+
+
+def parse_arch(text: str) -> str:
+    """``x86_64``, ``aarch64`` or ``arm64`` -> the canonical arch name."""
+    arch = ARCH_ALIASES.get(str(text).strip().lower()) if isinstance(text, str) else None
+    if arch is None:
+        raise SpecError(f"unknown arch {text!r}; use {', '.join(ARCH_ALIASES)}")
+    return arch
+
+
+def parse_arches(text: str) -> list[str]:
+    """A comma-separated list of arches: canonical names, each once, in the order given."""
+    out = [parse_arch(a) for a in str(text).split(",") if a.strip()]
+    if not out:
+        raise SpecError("empty list of arches")
+    return list(dict.fromkeys(out))
+
+
 # --------------------------------------------------------------------------- tags
 
 

@@ -11,110 +11,77 @@ wheel already listed is skipped.  Credentials come from the environment
 (``TWINE_USERNAME``/``TWINE_PASSWORD``, set by the Buildbot step from a
 secret) and are never put on a command line.  ``--dry-run`` uploads nothing.
 
-The index helpers here are also used by the master to decide what is
-already published.
+A package index that is down or overloaded is a transient failure: each
+wheel goes to twine on its own, and after a failed attempt the index is
+read again (a wheel listed now made it and is never sent twice) before
+the next attempt, ``--backoff`` seconds later, doubling each time.  After
+``--attempts`` the command fails with one line naming the index and what
+was and was not uploaded; the build then failed, and the re-check or a
+"rebuild" of the release uploads the rest.
+
+The index client is ``vllm_cpu_build.index`` (shared with the master).
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
+import re
 import subprocess
 import sys
-from dataclasses import dataclass
-from html.parser import HTMLParser
+import time
 from pathlib import Path
-from urllib.parse import urljoin, urlsplit
 
 import requests
 from packaging.utils import InvalidWheelFilename, canonicalize_name, parse_wheel_filename
-from packaging.version import Version
 
-from vllm_cpu_build.cli import EXIT_FAIL, EXIT_OK, UsageError
+from vllm_cpu_build.errors import StepFailed, UsageError
+from vllm_cpu_build.index import IndexFile, IndexUnusable, list_index_files, session, wheel_covers
+from vllm_cpu_build.results import NotUploaded, UploadedFile, UploadResult
 
-SIMPLE_JSON = "application/vnd.pypi.simple.v1+json"
+__all__ = ["IndexFile", "list_index_files", "verify_gate", "wheel_covers"]
 
-
-@dataclass(frozen=True)
-class IndexFile:
-    filename: str
-    url: str
+ATTEMPTS = 4  # twine runs per wheel (and index reads) before giving up
+BACKOFF = 10.0  # seconds before the second attempt; doubles after each
 
 
-class _Anchors(HTMLParser):
-    def __init__(self) -> None:
-        super().__init__()
-        self.links: list[tuple[str, str]] = []
-        self._href: str | None = None
-        self._text: list[str] = []
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        if tag == "a":
-            self._href = dict(attrs).get("href") or ""
-            self._text = []
-
-    def handle_data(self, data: str) -> None:
-        if self._href is not None:
-            self._text.append(data)
-
-    def handle_endtag(self, tag: str) -> None:
-        if tag == "a" and self._href is not None:
-            self.links.append((self._href, "".join(self._text).strip()))
-            self._href = None
+def _why(exc: BaseException) -> str:
+    """The useful end of a requests error ("[Errno 111] Connection refused"), not its repr chain."""
+    text = str(exc)
+    found = re.search(r"\[Errno -?\d+\] [^'\")]+", text)
+    if found:
+        return found.group(0).strip()
+    status = getattr(getattr(exc, "response", None), "status_code", None)
+    return f"HTTP {status}" if status else (type(exc).__name__ + (f": {text[:120]}" if text else ""))
 
 
-def list_index_files(simple_url: str, project: str, timeout: float = 30) -> list[IndexFile]:
-    """Files the index lists for ``project``; [] when the project does not exist yet."""
-    page = simple_url.rstrip("/") + "/" + canonicalize_name(project) + "/"
-    resp = requests.get(page, headers={"Accept": f"{SIMPLE_JSON}, text/html;q=0.1"}, timeout=timeout)
-    if resp.status_code == 404:
-        return []
-    resp.raise_for_status()
-    base = resp.url or page
-    if resp.headers.get("Content-Type", "").startswith(SIMPLE_JSON):
-        return [IndexFile(f["filename"], urljoin(base, f["url"])) for f in resp.json().get("files", [])]
-    parser = _Anchors()
-    parser.feed(resp.text)
-    out = []
-    for href, text in parser.links:
-        name = text or Path(urlsplit(href).path).name
-        out.append(IndexFile(name, urljoin(base, href)))
-    return out
+class _Index:
+    """The index's listing of one package, read with retries and backoff."""
 
+    def __init__(self, simple_url: str, package: str, attempts: int, backoff: float) -> None:
+        self.simple_url, self.package = simple_url, package
+        self.attempts, self.backoff = attempts, backoff
 
-def wheel_covers(filename: str, version: str, arch: str, python: str | None = None,
-                 include_posts: bool = True) -> bool:
-    """Whether the wheel ``filename`` already provides (version, arch, python).
+    def pause(self, attempt: int) -> None:
+        delay = self.backoff * 2 ** (attempt - 1)
+        print(f"  retrying in {delay:g} s", file=sys.stderr, flush=True)
+        time.sleep(delay)
 
-    ``include_posts``: a ``.postN`` of the version counts (a re-release of the
-    same upstream code).  ``python`` None = any; an abi3 wheel for cp3X
-    covers every later CPython.
-    """
-    try:
-        _, wv, _, tags = parse_wheel_filename(filename)
-    except InvalidWheelFilename:
-        return False
-    want = Version(version)
-    same = wv == want or (
-        include_posts and wv.is_postrelease and wv.release == want.release
-        and wv.pre == want.pre and wv.dev is None and want.post is None
-    )
-    if not same:
-        return False
-    want_py = int(python.split(".")[1]) if python else None
-    for t in tags:
-        if not (t.platform == arch or t.platform.endswith("_" + arch)):
-            continue
-        if want_py is None:
-            return True
-        if not t.interpreter.startswith("cp3"):
-            continue
-        minor = int(t.interpreter[3:]) if t.interpreter[3:].isdigit() else -1
-        if (t.abi == "abi3" and minor <= want_py) or minor == want_py:
-            return True
-    return False
-
+    def listed(self) -> dict[str, str]:
+        """{filename: url}; raises IndexUnusable (one line) when it cannot be read after every attempt."""
+        for attempt in range(1, self.attempts + 1):
+            try:
+                # A quick blip is retried by the session; an outage by this loop, with its longer backoff.
+                with session(retries=2) as http:
+                    return {f.filename: f.url for f in list_index_files(self.simple_url, self.package, http=http)}
+            except (requests.RequestException, IndexUnusable, OSError) as exc:
+                why = _why(exc)
+                print(f"reading {self.simple_url} (attempt {attempt} of {self.attempts}): {why}", file=sys.stderr)
+                if attempt == self.attempts:
+                    raise IndexUnusable(f"package index {self.simple_url} not readable after {self.attempts} "
+                                        f"attempts: {why}") from None
+                self.pause(attempt)
+        raise AssertionError("unreachable")
 
 def verify_gate(wheels: list[Path], variant, manylinux: str | None = None) -> list[dict]:
     """[{"file", "reason"}] for every wheel that fails ``verify`` as ``variant`` (arch from its tag)."""
@@ -134,7 +101,27 @@ def verify_gate(wheels: list[Path], variant, manylinux: str | None = None) -> li
     return refused
 
 
-def _run(args: argparse.Namespace) -> int:
+def _positive_int(value: str) -> int:
+    try:
+        n = int(value)
+    except ValueError:
+        n = 0
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"{value!r}: must be a whole number of at least 1")
+    return n
+
+
+def _seconds(value: str) -> float:
+    try:
+        s = float(value)
+    except ValueError:
+        s = -1.0
+    if not 0 <= s <= 3600:
+        raise argparse.ArgumentTypeError(f"{value!r}: must be a number of seconds from 0 to 3600")
+    return s
+
+
+def _run(args: argparse.Namespace) -> UploadResult:
     from vllm_cpu_build.variants import load
 
     variant = load().get(args.variant)
@@ -149,63 +136,104 @@ def _run(args: argparse.Namespace) -> int:
         if canonicalize_name(name) != canonicalize_name(variant.package):
             raise UsageError(f"{w.name}: belongs to {name}, not to variant {variant.package}")
 
-    report: dict = {"variant": variant.package, "repository_url": args.repository_url,
-                    "dry_run": args.dry_run, "uploaded": [], "skipped": []}
+    report = UploadResult(variant.package, args.repository_url, args.dry_run)
     refused = verify_gate(wheels, variant, args.manylinux)
     if refused:
-        report["refused"] = refused
-        report["error"] = "nothing uploaded; failed verify: " + "; ".join(
-            f"{r['file']}: {r['reason']}" for r in refused)
-        print(json.dumps(report, indent=2) if args.json else report["error"])
-        return EXIT_FAIL
-    existing = {f.filename: f.url for f in list_index_files(args.simple_url, variant.package)}
+        raise StepFailed("nothing uploaded; failed verify: " + "; ".join(f"{r['file']}: {r['reason']}"
+                                                                         for r in refused), refused=refused)
+    idx = _Index(args.simple_url, variant.package, args.attempts, args.backoff)
+    try:
+        existing = idx.listed()
+    except IndexUnusable as exc:
+        raise StepFailed(f"nothing uploaded: {exc}") from None
     todo = []
     for w in wheels:
         if w.name in existing:
-            report["skipped"].append({"file": w.name, "url": existing[w.name], "reason": "already in the index"})
+            report.skipped.append(NotUploaded(w.name, "already in the index", existing[w.name]))
             print(f"{w.name}: already in the index, not uploaded again", file=sys.stderr)
         elif args.dry_run:
-            report["skipped"].append({"file": w.name, "url": "", "reason": "dry run"})
+            report.skipped.append(NotUploaded(w.name, "dry run"))
             print(f"{w.name}: dry run, would upload to {args.repository_url}", file=sys.stderr)
         else:
             todo.append(w)
     if todo:
         if not os.environ.get("TWINE_PASSWORD"):
             raise UsageError("no credentials: TWINE_PASSWORD is not set (the index token secret)")
-        cmd = [sys.executable, "-m", "twine", "upload", "--non-interactive", "--disable-progress-bar",
-               "--repository-url", args.repository_url, *map(str, todo)]
-        print("running: " + " ".join(cmd), file=sys.stderr)
-        proc = subprocess.run(cmd, stdout=sys.stderr, stderr=sys.stderr, env=os.environ.copy(), check=False)
-        if proc.returncode != 0:
-            report["error"] = f"twine upload exited {proc.returncode}"
-            print(json.dumps(report, indent=2) if args.json else report["error"])
-            return EXIT_FAIL
-        listed = {f.filename: f.url for f in list_index_files(args.simple_url, variant.package)}
         for w in todo:
-            if w.name not in listed:
-                report["error"] = f"{w.name}: uploaded but not listed at {args.simple_url}"
-                print(json.dumps(report, indent=2) if args.json else report["error"])
-                return EXIT_FAIL
-            report["uploaded"].append({"file": w.name, "url": listed[w.name]})
-            print(f"{w.name}: uploaded, {listed[w.name]}", file=sys.stderr)
-    if args.json:
-        print(json.dumps(report, indent=2))
-    else:
-        for u in report["uploaded"]:
-            print(f"uploaded {u['file']}: {u['url']}")
-        for s in report["skipped"]:
-            print(f"skipped {s['file']}: {s['reason']}")
-    return EXIT_OK
+            try:
+                url = _upload_one(w, args.repository_url, idx)
+            except (IndexUnusable, StepFailed) as exc:
+                done = ", ".join(u.file for u in report.uploaded) or "nothing"
+                left = ", ".join(x.name for x in todo[len(report.uploaded):])
+                raise StepFailed(f"{exc}; uploaded: {done}; not uploaded: {left}",
+                                 uploaded=[u.file for u in report.uploaded]) from None
+            report.uploaded.append(UploadedFile(w.name, url))
+            print(f"{w.name}: uploaded, {url}", file=sys.stderr)
+    out = sys.stderr if args.json else sys.stdout
+    for u in report.uploaded:
+        print(f"uploaded {u.file}: {u.url}", file=out)
+    for s in report.skipped:
+        print(f"skipped {s.file}: {s.reason}", file=out)
+    return report
+
+
+def _twine(cmd: list[str]) -> int:
+    """Run twine; its output goes to stderr, a Python traceback (e.g. a refused connection) as one line."""
+    proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                          env=os.environ.copy(), check=False)
+    out = proc.stdout or ""
+    head, sep, trace = out.partition("Traceback (most recent call last):")
+    sys.stderr.write(head)
+    if sep:
+        last = [line for line in trace.strip().splitlines() if line.strip()][-1:]
+        print(f"twine stopped: {_why(Exception(last[0])) if last else 'a Python error'}", file=sys.stderr)
+    sys.stderr.flush()
+    return proc.returncode
+
+
+def _upload_one(wheel: Path, repository_url: str, idx: _Index) -> str:
+    """Upload one wheel with twine, retrying a failure; its index URL.  Never sends a listed file again."""
+    cmd = [sys.executable, "-m", "twine", "upload", "--non-interactive", "--disable-progress-bar",
+           "--repository-url", repository_url, str(wheel)]
+    for attempt in range(1, idx.attempts + 1):
+        if attempt > 1:
+            listed = idx.listed()  # it may have arrived after all (twine saw an error on the way back)
+            if wheel.name in listed:
+                print(f"{wheel.name}: listed by the index now; not sent again", file=sys.stderr)
+                return listed[wheel.name]
+        print(f"running (attempt {attempt} of {idx.attempts}): " + " ".join(cmd), file=sys.stderr, flush=True)
+        rc = _twine(cmd)
+        listed = idx.listed()
+        if wheel.name in listed:
+            return listed[wheel.name]
+        if rc == 0:
+            raise StepFailed(f"{wheel.name}: twine succeeded but {idx.simple_url} does not list it")
+        if attempt == idx.attempts:
+            raise StepFailed(f"{wheel.name}: twine upload to {repository_url} failed {idx.attempts} times "
+                             f"(last exit {rc})")
+        idx.pause(attempt)
+    raise AssertionError("unreachable")
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser("upload", help="upload wheels with twine unless the index already has them")
+    p = sub.add_parser(
+        "upload", help="upload wheels with twine unless the index already has them",
+        description="Verify every wheel again, then upload with twine what the index does not list yet. "
+                    "Credentials come from the environment only: TWINE_USERNAME and TWINE_PASSWORD (the Buildbot "
+                    "step sets them from the index token secret); they never appear on a command line. "
+                    "An index that is down is retried (--attempts, --backoff); a file the index lists is never "
+                    "sent again. Exit 1 when a wheel fails verify (none is uploaded), or the index or twine "
+                    "still fails after the last attempt (the message says what was uploaded); 2 on bad input.")
     p.add_argument("--variant", required=True, help="package name from variants.json")
     p.add_argument("--repository-url", required=True, help="twine upload URL (legacy upload API)")
     p.add_argument("--simple-url", required=True, help="the index's simple API root, to skip existing files")
     p.add_argument("--dry-run", action="store_true", help="check and report, upload nothing")
     p.add_argument("--manylinux", help="policy the wheels are verified against "
                                        "(default: variants.json manylinux_policy)")
+    p.add_argument("--attempts", type=_positive_int, default=ATTEMPTS,
+                   help=f"tries per wheel and per index read before giving up (default {ATTEMPTS})")
+    p.add_argument("--backoff", type=_seconds, default=BACKOFF,
+                   help=f"seconds before the second try, doubled for each further one (default {BACKOFF:g})")
     p.add_argument("--json", action="store_true", help="print one JSON document on stdout")
     p.add_argument("wheels", nargs="+", help="wheel files")
     p.set_defaults(func=_run)

@@ -127,6 +127,12 @@ RELEASE_LINES: tuple[ReleaseLine, ...] = (
 )
 
 
+# The newest upstream sdist the table above was checked against.  A newer
+# release still builds (patch re-checks every anchor), but tools that answer
+# without a tree (vllm-cpu-detect) call anything past this line "unknown".
+NEWEST_CHECKED_RELEASE = "0.33.0"
+
+
 class UnsupportedRelease(ValueError):
     """The version is older than the project builds or not a version at all."""
 

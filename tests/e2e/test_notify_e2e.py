@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from buildbot.process.results import statusToString
 
-from master.report import row_from_properties
+from master.report import flatten, row_from_properties
 from sandbox import Sandbox
 from tests.notify_servers import IrcClient, IrcServer, SmtpSink, wait_for
 from vllm_cpu_build.variants import load
@@ -88,15 +88,15 @@ def announced(tmp_path_factory: pytest.TempPathFactory):
                            web_port=0, worker_port=0, index_port=0, poll_interval=1, quiet=True)
         t0 = time.monotonic()
         sb.start()
-        wait_for(lambda: client.find(f":{BOT}!") and client.find(f"JOIN :{CHANNEL}"), 60, "the bot joining")
+        wait_for(lambda: client.find(f":{BOT}!") and client.find(f"JOIN :{CHANNEL}"), 180, "the bot joining")
         t1 = time.monotonic()
         r = sb.force(versions=VERSION, variants=[VARIANT], arches=["x86_64"], dry_run=True,
                      python_versions="auto", postfix="", reason="notify e2e")
         assert r.status_code == 200, r.text
         rel = wait_for(lambda: next((b for b in sb.release_builds() if b["complete"]), None), 600,
                        "the dry-run release to finish")
-        mails = smtp.wait(1, timeout=60)
-        line = wait_for(lambda: [m for m in client.privmsgs(CHANNEL, BOT) if f"vLLM {VERSION}" in m], 60,
+        mails = smtp.wait(1, timeout=180)
+        line = wait_for(lambda: [m for m in client.privmsgs(CHANNEL, BOT) if f"vLLM {VERSION}" in m], 180,
                         "the release announcement on IRC")
         time.sleep(2)  # anything else (a second mail, a per-variant line) would have arrived by now
         print(f"\nnotify sandbox up in {t1 - t0:.1f}s; forced dry run -> mail + IRC in {time.monotonic() - t1:.1f}s")
@@ -116,7 +116,7 @@ def _expected(sb: Sandbox, rel: dict) -> tuple[dict, str, str]:
     builds, pending = sb.children(rel["buildid"])
     assert pending == [] and len(builds) == 1
     b = builds[0]
-    row = row_from_properties({k: v[0] for k, v in b["properties"].items()}, statusToString(b["results"]))
+    row = row_from_properties(flatten(b["properties"]), statusToString(b["results"]))
     return (row, f"{sb.web_url}#/builders/{b['builderid']}/builds/{b['number']}",
             f"{sb.web_url}#/builders/{rel['builderid']}/builds/{rel['number']}")
 
@@ -200,7 +200,7 @@ def test_variant_build_failure_is_mailed_and_announced(announced: dict) -> None:
     assert subject == f"[vllm-cpu sandbox] vLLM {BROKEN_VERSION} (dry run): FAILURE, 0/1 variant builds ok"
     assert release_url in body and child_url in body and f"{VARIANT} x86_64: failure" in body
     lines = wait_for(lambda: (lambda got: got if len(got) == 2 else None)(
-        [m for m in client.privmsgs(CHANNEL, BOT) if f"vLLM {BROKEN_VERSION}" in m]), 60, "two IRC lines")
+        [m for m in client.privmsgs(CHANNEL, BOT) if f"vLLM {BROKEN_VERSION}" in m]), 180, "two IRC lines")
     assert lines[0].startswith(f"{VARIANT} x86_64 failure for vLLM {BROKEN_VERSION}") and lines[0].endswith(child_url)
     assert lines[1] == (f"vLLM {BROKEN_VERSION} release failure (dry run): 0/1 variant builds ok; "
                         f"FAILED: {VARIANT} x86_64 - {release_url}")

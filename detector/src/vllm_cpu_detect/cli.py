@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import traceback
 from pathlib import Path
 
 from . import __version__
+from ._variants import NEWEST_KNOWN_RELEASE
 from .choose import Choice, by_release, choose, relevant_flags
 from .cpu import ARCHES, CpuInfo, DetectError, Unsupported, detect_local, from_cpuinfo_text, from_flags, normalize_arch
 from .installed import Report, check, find, python_paths
-from .releases import parse_release
+from .releases import format_release, parse_release
 
 EXIT_OK, EXIT_ERROR, EXIT_UNSUPPORTED, EXIT_MISMATCH = 0, 1, 2, 3
 
@@ -79,6 +81,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    try:
+        return _main(argv)
+    except BrokenPipeError:
+        # `vllm-cpu-detect --json | head`: the reader left; end quietly, as the docs advise
+        # (point stdout at devnull so the interpreter's final flush does not fail again).
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return EXIT_ERROR
+
+
+def _main(argv: list[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.arch and not (args.cpuinfo or args.flags):
@@ -90,6 +103,8 @@ def main(argv: list[str] | None = None) -> int:
     except DetectError as exc:
         print(f"vllm-cpu-detect: error: {exc}", file=sys.stderr)
         return EXIT_ERROR
+    except BrokenPipeError:
+        raise
     except Exception:  # a bug: say so, never exit as if the CPU were unsupported
         traceback.print_exc()
         print("vllm-cpu-detect: internal error (please report it)", file=sys.stderr)
@@ -123,6 +138,12 @@ def _run(args: argparse.Namespace) -> int:
             release = parse_release(version)
         except ValueError as exc:
             raise DetectError(f"--vllm-version: {exc}") from None
+        newest = parse_release(NEWEST_KNOWN_RELEASE)
+        if (release + (0, 0))[:2] > (newest + (0, 0))[:2]:
+            raise DetectError(
+                f"--vllm-version {version}: unknown release, newer than any this vllm-cpu-detect knows "
+                f"(newest: the {format_release(newest[:2])} line); which packages exist for it is not known "
+                "here: upgrade vllm-cpu-detect (pip install -U vllm-cpu-detect)")
     try:
         info = _read_cpu(args)
     except Unsupported as exc:

