@@ -70,6 +70,7 @@ INPUTS: dict[str, Input] = {
     "worker_arch": _i({WORKER}, "informational (registry)"),
     "worker_admin": _i({WORKER}, "informational (registry)"),
     "worker_python": _i({WORKER}, "UnpackToolchain: the interpreter that bootstraps the toolchain (registry)"),
+    "worker_build_root": _i({WORKER}, "build --root: the root file system this worker builds in (registry)"),
     "builddir": _i({WORKER}, "absolute paths of every toolchain command"),
     "basedir": _i({WORKER}, "Buildbot"),
     "buildnumber": _i({BUILD}, "Buildbot"),

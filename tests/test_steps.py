@@ -166,8 +166,9 @@ class TestQueueAndBuild(StepCase):
                   "platform": {"tag": "manylinux_2_34_x86_64"},
                   "strip": {"modules": {"vllm/_C.abi3.so": {"before": 31_000_000, "after": 900_000}}}}
         self.setup(toolchain.BuildWheel(cli_args=["--variant", "vllm-cpu", ["--root", "/r.tar"], []]))
-        self.shell(cli("build", "--variant", "vllm-cpu", "--root", "/r.tar"),
-                   {"wheel": WHEEL, "seconds": 600, "record": record}, 0)
+        out = BuildResult(WHEEL, True, "abi3", 600, {}, ["cp38-abi3-manylinux_2_34_x86_64"], [], PY, "g++",
+                          record=record).to_json()
+        self.shell(cli("build", "--variant", "vllm-cpu", "--root", "/r.tar"), out, 0)
         self.expect_outcome(SUCCESS, f"built {WHEEL.split('/')[-1]} in 600s (torch 2.13.0+cpu (pin torch==2.8.0+cpu "
                                      "MISMATCH); c++ (GNU 14.2.0); root Debian 12; manylinux_2_34_x86_64; "
                                      "stripped 31.0 -> 0.9 MB)")

