@@ -238,6 +238,9 @@ def production(tmp_path_factory: pytest.TempPathFactory, postgres: PostgresClust
             ("master", "worker_interface"): '"127.0.0.1"',
             ("master", "db_url"): f'"postgresql+psycopg://buildbot@127.0.0.1:{postgres.port}/buildbot"',
             ("www", "admins"): f'["{ADMIN}"]',
+            # Publishing beyond the index has e2e tests of its own (GitHub stand-in, OCI registry).
+            ("github", "enabled"): "false",
+            ("images", "enabled"): "false",
             ("notify", "mail"): "false",
             ("notify", "irc"): "false",
         })
