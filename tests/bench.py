@@ -134,7 +134,7 @@ def ccache(work: Path) -> list[str]:
             times.append(res.seconds)
             units.append((miss, hit))
             lines.append(f"  {run:5} build {res.seconds:8.1f} s   compiler runs (ccache misses) {miss}, hits {hit}; "
-                         f"wheel {res.wheel.stat().st_size / 1e6:.1f} MB (module "
+                         f"wheel {Path(res.wheel).stat().st_size / 1e6:.1f} MB (module "
                          f"{sum(m['before'] for m in res.strip['modules'].values()) / 1e6:.1f} -> "
                          f"{sum(m['after'] for m in res.strip['modules'].values()) / 1e6:.1f} MB stripped)")
     finally:

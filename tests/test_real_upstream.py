@@ -19,6 +19,7 @@ configured find-links), so what this proves is the refusal path:
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import shutil
@@ -32,6 +33,7 @@ from tests import sdist
 from vllm_cpu_build import build, finish, patch, provenance
 from vllm_cpu_build.cli import main as cli_main
 from vllm_cpu_build.hostcpu import host_arch
+from vllm_cpu_build.results import BuildResult
 from vllm_cpu_build.variants import load
 from vllm_cpu_build.verify import verify_wheel
 
@@ -50,7 +52,7 @@ class RealBuild:
     sdist: Path
     src: Path
     out: Path
-    result: build.BuildResult
+    result: BuildResult
     log: str
 
 
@@ -79,7 +81,8 @@ def real_build(real_src: tuple[Path, Path], tmp_path_factory: pytest.TempPathFac
     except Exception:
         print(log.getvalue()[-20000:])
         raise
-    return RealBuild(archive, src, out, res, log.getvalue())
+    # The typed result carries the wheel's path as a string (JSON); these tests want a Path.
+    return RealBuild(archive, src, out, dataclasses.replace(res, wheel=Path(res.wheel)), log.getvalue())
 
 
 def test_managed_env_refuses_a_torch_it_cannot_get(real_src, tmp_path: Path, capsys) -> None:
