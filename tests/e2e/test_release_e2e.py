@@ -264,7 +264,7 @@ def test_force_form_shows_only_fields_that_matter_each_with_help(sandbox: Sandbo
     form = sandbox.api("forceschedulers/force-release")[0]
     shown = {f["fullName"]: f for f in _leaves(form["all_fields"]) if not f["hide"]}
     assert set(shown) == {"username", "reason", "versions", "python_versions", "variants", "arches", "postfix",
-                          "dry_run", "skip_upload"}
+                          "dry_run", "skip_upload", "use_highest_postfix"}
     assert all(f["tooltip"] and "\n" not in f["tooltip"] for f in shown.values()), shown
     assert "publish nothing" in shown["dry_run"]["label"] and "stops before publishing" in shown["skip_upload"]["label"]
 
