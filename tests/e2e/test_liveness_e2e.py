@@ -58,7 +58,7 @@ class LiveSandbox(Sandbox):
     def write_settings(self) -> None:
         super().write_settings()
         path = self.root / "settings.toml"
-        text = path.read_text().replace("[index]\n", "recheck_attempts = 2\n[index]\n", 1)
+        text = path.read_text().replace("[upstream]\n", "[upstream]\nrecheck_attempts = 2\n", 1)
         path.write_text(text + f"""\
 [notify]
 mail = true

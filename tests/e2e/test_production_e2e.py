@@ -37,6 +37,7 @@ from packaging.utils import parse_wheel_filename
 
 from master.names import RECHECK
 from sandbox import Sandbox
+from sandbox.core import FIXTURE_MIRROR
 from tests.e2e.postgres import PostgresCluster
 from tests.e2e.services import PyPIServer, make_wheel, stop_process, unit_service
 from tests.fixture_upstream.make_repo import add_release, make_fixture_repo
@@ -238,6 +239,10 @@ def production(tmp_path_factory: pytest.TempPathFactory, postgres: PostgresClust
             ("master", "worker_interface"): '"127.0.0.1"',
             ("master", "db_url"): f'"postgresql+psycopg://buildbot@127.0.0.1:{postgres.port}/buildbot"',
             ("www", "admins"): f'["{ADMIN}"]',
+            # The workers' own paths: the fixture's FetchContent mirror; they build on the host (the
+            # build roots have tests of their own).
+            ("build", "fetchcontent_mirror"): f'"{FIXTURE_MIRROR}"',
+            ("build", "root_x86_64"): '""',
             # Publishing beyond the index has e2e tests of its own (GitHub stand-in, OCI registry).
             ("github", "enabled"): "false",
             ("images", "enabled"): "false",
