@@ -261,13 +261,19 @@ workers_registry = "{registry.DEFAULT_PATH}"
         self.log(f"workers connected: {', '.join(sorted(self.connected_workers()))}")
         self._until(self._poller_has_baseline, 300, "the tag poller's first poll")
 
+    @property
+    def arm64_shared(self) -> tuple[Path, ...]:
+        """Host directories the emulated arm64 worker sees at the same path: builds clone the upstream by
+        its host path, and the FetchContent mirror is a worker path in the settings."""
+        return (self.upstream, FIXTURE_MIRROR)
+
     def attach_arm64(self, root) -> float:
         """Provision the registry's aarch64 worker in the emulated ``root`` against this master; seconds."""
         from sandbox import arm64
 
         entry = next(e for e in self.entries if e.arch == "aarch64")
         secs = arm64.provision(root, entry.name, (self.secrets_dir / entry.secret_name).read_text(), self.worker_port,
-                               shared=(self.upstream,))
+                               shared=self.arm64_shared)
         self._until(lambda: entry.name in self.connected_workers(), 120, f"{entry.name} in the master's worker list")
         return secs
 
@@ -639,7 +645,7 @@ def main(argv: list[str] | None = None) -> int:
         if arm_root is not None:
             from sandbox import arm64
 
-            arm64.stop(arm_root, shared=(sb.upstream,))
+            arm64.stop(arm_root, shared=sb.arm64_shared)
         sb.stop()
         if arm_root is not None:
             arm_root.close()

@@ -73,7 +73,7 @@ def pub(arm_root, tmp_path_factory: pytest.TempPathFactory):
         print(f"\nprovision.sh in the arm64 root, to connected: {sb.provision_seconds:.0f}s")
         yield sb
     finally:
-        arm64.stop(root, shared=(sb.upstream,))
+        arm64.stop(root, shared=sb.arm64_shared)
         sb.wait_idle(IMAGES)  # never kill buildah mid-build (its mounts would outlive the test)
         sb.stop()
 
