@@ -31,6 +31,8 @@ import shutil
 import subprocess
 from pathlib import Path
 
+from vllm_cpu_build.index import sha256_of
+
 # PATH inside a root: manylinux images keep their toolsets and Pythons under /opt and /usr/local.
 ROOT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 # Host variables that may cross into a root: pip's and ccache's configuration, proxies, locale.
@@ -77,14 +79,6 @@ class Runner:
         return {"kind": "host"}
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _cache() -> Path:
     root = os.environ.get("VLLM_CPU_CACHE") or Path.home() / ".cache" / "vllm-cpu-buildbot"
     return Path(root) / "roots"
@@ -94,7 +88,7 @@ def unpack(tarball: Path, log=None) -> tuple[Path, str]:
     """The cached unpacked copy of a root tarball: (directory, sha256)."""
     import fcntl
 
-    digest = _sha256(tarball)
+    digest = sha256_of(tarball)
     name = tarball.name
     for suffix in _TARBALL:
         if name.endswith(suffix):

@@ -14,12 +14,7 @@ from pathlib import Path
 
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
 
-try:
-    import tomllib
-except ModuleNotFoundError:  # Python 3.10
-    import tomli as tomllib  # type: ignore[no-redef]
-
-from vllm_cpu_build import specs, upstream
+from vllm_cpu_build import reqfiles, specs, upstream
 from vllm_cpu_build.cli import ARCH_CHOICES, arches_arg
 from vllm_cpu_build.errors import UsageError
 from vllm_cpu_build.results import PlannedBuild, PlanResult, SkippedBuild
@@ -31,13 +26,10 @@ ABI3_TAG = "cp38-abi3"
 
 def requires_python(src: Path) -> str:
     """``[project] requires-python`` of the tree's pyproject.toml."""
-    path = src / "pyproject.toml"
     try:
-        data = tomllib.loads(path.read_text())
-    except FileNotFoundError:
-        raise UsageError(f"{src}: no pyproject.toml; not a vLLM source tree") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise UsageError(f"{path}: not valid TOML: {exc}") from None
+        path, data = reqfiles.pyproject(src)
+    except reqfiles.RequirementsError as exc:
+        raise UsageError(str(exc)) from None
     spec = data.get("project", {}).get("requires-python")
     if not spec:
         raise UsageError(f"{path}: [project] has no requires-python")

@@ -22,10 +22,11 @@ match), ``platform`` (policy, what the binaries need, the tag given),
 
 from __future__ import annotations
 
-import hashlib
 import json
 import zipfile
 from pathlib import Path
+
+from vllm_cpu_build.index import sha256_of as sha256  # noqa: F401 - provenance.sha256, used by build and tests
 
 SCHEMA = 1
 MEMBER = "vllm_cpu_build.json"  # inside the .dist-info directory
@@ -38,14 +39,6 @@ class ProvenanceError(ValueError):
 
 def beside(wheel: Path) -> Path:
     return wheel.with_name(wheel.name + SUFFIX)
-
-
-def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def dumps(record: dict) -> str:

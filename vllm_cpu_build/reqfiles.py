@@ -112,15 +112,20 @@ def read_file(path: Path, target: Target, root: Path | None = None, _seen: set[P
     return out
 
 
-def build_system_requires(src: Path, target: Target) -> RequirementList:
-    """``[build-system] requires`` of the tree's pyproject.toml, for ``target``."""
+def pyproject(src: Path) -> tuple[Path, dict]:
+    """(path, contents) of the tree's pyproject.toml; RequirementsError when it is missing or not TOML."""
     path = src / "pyproject.toml"
     try:
-        data = tomllib.loads(path.read_text())
+        return path, tomllib.loads(path.read_text())
     except FileNotFoundError:
         raise RequirementsError(f"{src}: no pyproject.toml; not a vLLM source tree") from None
     except tomllib.TOMLDecodeError as exc:
         raise RequirementsError(f"{path}: not valid TOML: {exc}") from None
+
+
+def build_system_requires(src: Path, target: Target) -> RequirementList:
+    """``[build-system] requires`` of the tree's pyproject.toml, for ``target``."""
+    path, data = pyproject(src)
     requires = data.get("build-system", {}).get("requires")
     if not isinstance(requires, list) or not all(isinstance(r, str) for r in requires):
         raise RequirementsError(f"{path}: [build-system] requires is not a list of requirements")
