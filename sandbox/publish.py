@@ -132,23 +132,12 @@ def release_storage(graphroot: Path, env: dict[str, str]) -> None:
 
 def base_tarball(arch: str, log=_say) -> Path:
     """The cached Debian root of ``arch`` for the base image (mmdebstrap on first use)."""
+    from tests.aarch64_host import mmdebstrap_tarball
+
     key = hashlib.sha256("\n".join([SUITE, arch, *BASE_PACKAGES]).encode()).hexdigest()[:12]
-    path = CACHE / f"{SUITE}-{GOARCH[arch]}-{key}.tar"
-    if path.is_file():
-        return path
-    CACHE.mkdir(parents=True, exist_ok=True)
-    start = time.monotonic()
-    log(f"creating {path.name} with mmdebstrap (once; minutes for an emulated arch)")
-    tmp = path.with_suffix(".tar.part")
-    r = subprocess.run(["mmdebstrap", f"--arch={GOARCH[arch]}", "--variant=apt", "--format=tar", "--quiet",
-                        f"--include={','.join(BASE_PACKAGES)}", SUITE, str(tmp)],
-                       capture_output=True, text=True, check=False)
-    if r.returncode != 0 or not tmp.is_file():
-        tmp.unlink(missing_ok=True)
-        raise RuntimeError(f"mmdebstrap {arch} failed (exit {r.returncode}): {r.stderr.strip()[-2000:]}")
-    tmp.rename(path)
-    log(f"created {path} ({path.stat().st_size >> 20} MiB) in {time.monotonic() - start:.0f} s")
-    return path
+    return mmdebstrap_tarball(CACHE / f"{SUITE}-{GOARCH[arch]}-{key}.tar",
+                              [f"--arch={GOARCH[arch]}", "--variant=apt", f"--include={','.join(BASE_PACKAGES)}"],
+                              SUITE, what="once; minutes for an emulated arch", log=log)
 
 
 def _buildah(*args: str, env: dict[str, str]) -> str:

@@ -115,25 +115,24 @@ def unavailable() -> str | None:
 # --------------------------------------------------------------- the cache
 
 
-def base_tarball(log=_say) -> Path:
-    """The cached arm64 Debian root (created with mmdebstrap on first use)."""
-    CACHE.mkdir(parents=True, exist_ok=True)
-    path = CACHE / f"{SUITE}-arm64-{base_key()}.tar"
+def mmdebstrap_tarball(path: Path, options: Sequence[str], suite: str, mirrors: Sequence[str] = (), *,
+                       what: str = "a few minutes, once", log=_say) -> Path:
+    """``path``, a Debian root tarball made once by ``mmdebstrap OPTIONS SUITE PATH MIRRORS`` and cached.
+
+    Shared by every root the tests and the sandbox make: the emulated arm64
+    host, the build root (tests/build_root.py), the image base (sandbox/publish.py).
+    """
     if path.is_file():
         return path
     if path.is_dir():  # left by a run whose mmdebstrap wrote a directory instead of a tarball
         shutil.rmtree(path)
-    for tool in ("mmdebstrap", "arch-test"):
-        if not shutil.which(tool):
-            raise RuntimeError(f"{tool} is not installed (apt-get install {tool})")
+    path.parent.mkdir(parents=True, exist_ok=True)
     start = time.monotonic()
-    log(f"creating {path.name} with mmdebstrap (a few minutes, once)")
+    log(f"creating {path.name} with mmdebstrap ({what})")
     tmp = path.with_suffix(".tar.part")
-    # No mirror given: mmdebstrap uses Debian's default one plus updates and security.
     # --format: mmdebstrap guesses it from the name, and ".tar.part" would make a directory.
     try:
-        r = subprocess.run(["mmdebstrap", "--arch=arm64", "--variant=apt", "--format=tar", "--quiet",
-                            f"--include={','.join(PACKAGES)}", SUITE, str(tmp)],
+        r = subprocess.run(["mmdebstrap", "--format=tar", "--quiet", *options, suite, str(tmp), *mirrors],
                            capture_output=True, text=True, check=False, timeout=MMDEBSTRAP_TIMEOUT)
     except subprocess.TimeoutExpired:
         tmp.unlink(missing_ok=True)
@@ -144,6 +143,16 @@ def base_tarball(log=_say) -> Path:
     tmp.rename(path)
     log(f"created {path} ({path.stat().st_size >> 20} MiB) in {time.monotonic() - start:.0f} s")
     return path
+
+
+def base_tarball(log=_say) -> Path:
+    """The cached arm64 Debian root (created with mmdebstrap on first use)."""
+    for tool in ("mmdebstrap", "arch-test"):
+        if not shutil.which(tool):
+            raise RuntimeError(f"{tool} is not installed (apt-get install {tool})")
+    # No mirror given: mmdebstrap uses Debian's default one plus updates and security.
+    return mmdebstrap_tarball(CACHE / f"{SUITE}-arm64-{base_key()}.tar",
+                              ["--arch=arm64", "--variant=apt", f"--include={','.join(PACKAGES)}"], SUITE, log=log)
 
 
 def venv_tarball(requirements: str) -> Path:

@@ -21,11 +21,11 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
+
+from tests.aarch64_host import mmdebstrap_tarball
 
 SUITE = "bookworm"
 EXTRA_SUITE = "trixie"
@@ -61,31 +61,17 @@ def unavailable() -> str | None:
 
 def tarball(log=print) -> Path:
     """The cached root tarball, made with mmdebstrap on first use."""
-    CACHE.mkdir(parents=True, exist_ok=True)
-    path = CACHE / f"{SUITE}-gcc14-amd64-{_key()}.tar"
-    if path.is_file():
-        return path
-    start = time.monotonic()
-    log(f"creating {path.name} with mmdebstrap (a few minutes, once)")
     with tempfile.TemporaryDirectory(prefix="root-hook-") as tmp:
         hook = Path(tmp) / "hook.sh"
         hook.write_text(HOOK.format(extra=EXTRA_SUITE, pkgs=" ".join(FROM_EXTRA)))
         hook.chmod(0o755)
-        part = path.with_suffix(".tar.part")
-        r = subprocess.run(
-            ["mmdebstrap", "--variant=apt", "--format=tar", "--quiet", "--arch=amd64",
-             f'--aptopt=APT::Default-Release "{SUITE}"', f"--include={','.join(PACKAGES)}",
-             f'--customize-hook={hook} "$1"',
+        return mmdebstrap_tarball(
+            CACHE / f"{SUITE}-gcc14-amd64-{_key()}.tar",
+            ["--variant=apt", "--arch=amd64", f'--aptopt=APT::Default-Release "{SUITE}"',
+             f"--include={','.join(PACKAGES)}", f'--customize-hook={hook} "$1"',
              "--dpkgopt=path-exclude=/usr/share/doc/*", "--dpkgopt=path-exclude=/usr/share/man/*",
-             "--dpkgopt=path-exclude=/usr/share/locale/*",
-             SUITE, str(part), f"deb {MIRROR} {SUITE} main", f"deb {MIRROR} {EXTRA_SUITE} main"],
-            capture_output=True, text=True, check=False)
-        if r.returncode != 0 or not part.is_file():
-            part.unlink(missing_ok=True)
-            raise RuntimeError(f"mmdebstrap failed (exit {r.returncode}): {r.stderr.strip()[-2000:]}")
-        part.rename(path)
-    log(f"created {path} ({path.stat().st_size >> 20} MiB) in {time.monotonic() - start:.0f} s")
-    return path
+             "--dpkgopt=path-exclude=/usr/share/locale/*"],
+            SUITE, [f"deb {MIRROR} {SUITE} main", f"deb {MIRROR} {EXTRA_SUITE} main"], log=log)
 
 
 if __name__ == "__main__":
