@@ -163,7 +163,7 @@ def per_release() -> list[str]:
             continue
         p = plan.make_plan(ver, spec)
         pythons = p.pythons
-        combos = len({(b["variant"], b["arch"]) for b in p.builds})
+        combos = len({(b.variant, b.arch) for b in p.builds})
         wheels = len(p.builds)
         lines.append(f"  {ver:8} {p.release_line:5} {len(pythons):8} {combos:14} {wheels:11} {wheels:8} "
                      f"{combos * len(pythons):17} {combos * len(pythons):8}")

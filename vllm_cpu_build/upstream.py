@@ -107,6 +107,8 @@ _PRE17 = dict(disable_avx512="VLLM_CPU_DISABLE_AVX512", avx512vnni="VLLM_CPU_AVX
               avx512bf16="VLLM_CPU_AVX512BF16")
 _POST17 = dict(x86="VLLM_CPU_X86", arm_bf16="VLLM_CPU_ARM_BF16", version_override=True)
 
+_SABI311 = "fs_io_C/spinloop: USE_SABI 3.11, built for Python >= 3.11 only: per-Python wheels"
+
 RELEASE_LINES: tuple[ReleaseLine, ...] = (
     ReleaseLine("0.10", SpecifierSet(">=0.10.0,<0.11.1"), **_PRE17,
                 notes=("no AMX support in cmake", "no VLLM_VERSION_OVERRIDE: +cpu line neutralised")),
@@ -117,13 +119,16 @@ RELEASE_LINES: tuple[ReleaseLine, ...] = (
                 notes=("0.15.x has no sdist; assumed like 0.16 (patch checks the switches)",)),
     ReleaseLine("0.17", SpecifierSet(">=0.17,<0.18"), **_POST17, x86_modules=("_C", "_C_AVX2")),
     ReleaseLine("0.18", SpecifierSet(">=0.18,<0.27"), **_POST17, x86_modules=("_C", "_C_AVX512", "_C_AVX2")),
+    # 0.27+: the helper modules fs_io_C and spinloop use USE_SABI 3.11 and exist only when built
+    # with Python >= 3.11, so no single cp38-abi3 wheel serves every Python: one wheel per Python.
     ReleaseLine("0.27", SpecifierSet(">=0.27,<0.28"), **_POST17, arm_i8mm="VLLM_CPU_ARM_I8MM",
-                x86_modules=("_C", "_C_AVX512", "_C_AVX2")),
+                x86_modules=("_C", "_C_AVX512", "_C_AVX2"), abi3=False, notes=(_SABI311,)),
     ReleaseLine("0.28", SpecifierSet(">=0.28,<0.31"), **_POST17, arm_i8mm="VLLM_CPU_ARM_I8MM",
-                x86_modules=("_C", "_C_AVX512", "_C_AVX2"), runtime_target_device=True),
+                x86_modules=("_C", "_C_AVX512", "_C_AVX2"), runtime_target_device=True, abi3=False,
+                notes=(_SABI311,)),
     ReleaseLine("0.31", SpecifierSet(">=0.31"), **_POST17, arm_i8mm="VLLM_CPU_ARM_I8MM",
                 x86_modules=("_C", "_C_AVX512", "_C_AVX2"), runtime_target_device=True,
-                skip_version_suffix=True),
+                skip_version_suffix=True, abi3=False, notes=(_SABI311,)),
 )
 
 
