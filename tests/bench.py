@@ -10,10 +10,10 @@
    translation units the compiler really ran.
 3. Compiles per release against wheels per release, per release line, from
    ``plan`` on the real sdists: with one stable-ABI (cp38-abi3) wheel per
-   variant × arch one compile serves every Python; per-Python wheels would
+   variant × arch one compile serves every Python; per-Python wheels (0.27+)
    compile once per Python.
 
-    make bench            # all three (~10 min on 2 cores)
+    make bench            # all three (~4 min on 2 idle cores once the build env is cached)
     python -m tests.bench --only orchestration|ccache|plan
 """
 
