@@ -65,7 +65,7 @@ def _say(msg: str) -> None:
 class Sandbox:
     def __init__(self, root: Path, tags: list[str] | None = None, web_port: int = 8010, worker_port: int = 9989,
                  index_port: int = 8089, poll_interval: int = 2, quiet: bool = False,
-                 recheck_since: str = "", recheck_interval: int = 0,
+                 recheck_since: str = "", recheck_interval: int = 0, recheck_attempts: int | None = None,
                  users: dict[str, str] | None = None, admins: tuple[str, ...] = (),
                  max_builds_per_request: int | None = None,
                  github: bool = False, images: bool = False, image_arches: tuple[str, ...] = ("x86_64",),
@@ -77,6 +77,7 @@ class Sandbox:
         self.quiet = quiet
         self.recheck_since = recheck_since
         self.recheck_interval = recheck_interval
+        self.recheck_attempts = recheck_attempts  # None: the settings' default
         # Web login (the [www] table): user -> password, written hashed to a 0600 file.
         self.users = dict(users or {})
         self.admins = tuple(admins)
@@ -144,6 +145,7 @@ class Sandbox:
 
             users.write(self.users_file, {u: users.hash_password(pw) for u, pw in self.users.items()})
         registry.write_secret(self.secrets_dir, WEBHOOK_SECRET, self.webhook_secret)
+        attempts = "" if self.recheck_attempts is None else f"recheck_attempts = {self.recheck_attempts}\n"
         (self.root / "settings.toml").write_text(f"""\
 # Written by the sandbox (sandbox/core.py): everything on 127.0.0.1.
 [upstream]
@@ -152,7 +154,7 @@ webhook_secret = "{WEBHOOK_SECRET}"
 poll_interval = {self.poll_interval}
 recheck_interval = {self.recheck_interval}
 recheck_since = "{self.recheck_since}"
-[build]
+{attempts}[build]
 fetchcontent_mirror = "{FIXTURE_MIRROR}"
 [index]
 upload_url = "{self.index_url}"

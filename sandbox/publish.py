@@ -132,7 +132,7 @@ def release_storage(graphroot: Path, env: dict[str, str]) -> None:
 
 def base_tarball(arch: str, log=_say) -> Path:
     """The cached Debian root of ``arch`` for the base image (mmdebstrap on first use)."""
-    from tests.aarch64_host import mmdebstrap_tarball
+    from tests.debroot import mmdebstrap_tarball
 
     key = hashlib.sha256("\n".join([SUITE, arch, *BASE_PACKAGES]).encode()).hexdigest()[:12]
     return mmdebstrap_tarball(CACHE / f"{SUITE}-{GOARCH[arch]}-{key}.tar",

@@ -40,6 +40,8 @@ import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
+from tests.debroot import MMDEBSTRAP_TIMEOUT, mmdebstrap_tarball
+
 SUITE = "bookworm"
 # What a provisioned ARM worker has (workers/provision.sh) plus sudo for it.
 # No Debian cmake: bookworm's 3.25 is older than the 3.26 upstream needs, the
@@ -54,9 +56,8 @@ ROOT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 HOST_CA = "/etc/ssl/certs/host-ca.crt"  # the host's CA bundle (pip may sit behind a TLS proxy)
 VENV_PARENT = "root/.cache/vllm-cpu-buildbot"  # where bootstrap.py puts its venv-<key> (HOME=/root)
 # Upper bounds of each stage on a cold cache and a busy 2-core machine (everything
-# in the root is emulated).  Measured: mmdebstrap 726 s once under load; the
-# toolchain venv (pip, cmake and friends under qemu) several minutes.
-MMDEBSTRAP_TIMEOUT = 1800
+# in the root is emulated).  Measured: mmdebstrap 726 s once under load (tests/debroot.py);
+# the toolchain venv (pip, cmake and friends under qemu) several minutes.
 BOOTSTRAP_TIMEOUT = 1800
 COMMAND_TIMEOUT = 1200  # one toolchain command in the root (a build is the longest)
 # What the first test using a fresh root may spend in its setup: base + venv + extraction.
@@ -113,36 +114,6 @@ def unavailable() -> str | None:
 
 
 # --------------------------------------------------------------- the cache
-
-
-def mmdebstrap_tarball(path: Path, options: Sequence[str], suite: str, mirrors: Sequence[str] = (), *,
-                       what: str = "a few minutes, once", log=_say) -> Path:
-    """``path``, a Debian root tarball made once by ``mmdebstrap OPTIONS SUITE PATH MIRRORS`` and cached.
-
-    Shared by every root the tests and the sandbox make: the emulated arm64
-    host, the build root (tests/build_root.py), the image base (sandbox/publish.py).
-    """
-    if path.is_file():
-        return path
-    if path.is_dir():  # left by a run whose mmdebstrap wrote a directory instead of a tarball
-        shutil.rmtree(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    start = time.monotonic()
-    log(f"creating {path.name} with mmdebstrap ({what})")
-    tmp = path.with_suffix(".tar.part")
-    # --format: mmdebstrap guesses it from the name, and ".tar.part" would make a directory.
-    try:
-        r = subprocess.run(["mmdebstrap", "--format=tar", "--quiet", *options, suite, str(tmp), *mirrors],
-                           capture_output=True, text=True, check=False, timeout=MMDEBSTRAP_TIMEOUT)
-    except subprocess.TimeoutExpired:
-        tmp.unlink(missing_ok=True)
-        raise RuntimeError(f"mmdebstrap did not finish within {MMDEBSTRAP_TIMEOUT} s") from None
-    if r.returncode != 0 or not tmp.is_file():
-        shutil.rmtree(tmp) if tmp.is_dir() else tmp.unlink(missing_ok=True)
-        raise RuntimeError(f"mmdebstrap failed (exit {r.returncode}): {r.stderr.strip()[-2000:]}")
-    tmp.rename(path)
-    log(f"created {path} ({path.stat().st_size >> 20} MiB) in {time.monotonic() - start:.0f} s")
-    return path
 
 
 def base_tarball(log=_say) -> Path:

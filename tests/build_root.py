@@ -25,7 +25,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from tests.aarch64_host import mmdebstrap_tarball
+from tests.debroot import mmdebstrap_tarball
 
 SUITE = "bookworm"
 EXTRA_SUITE = "trixie"

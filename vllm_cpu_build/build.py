@@ -469,12 +469,12 @@ def build(variant: Variant, src: Path, out: Path, *, python: str | None = None, 
             raise BuildFailed(f"expected one wheel, got {[b.name for b in built]}")
         abi3, why = abi3_status(built[0])
         print(f"  abi3: {abi3}: {why}", file=log)
-        line = upstream.release_line(stamp["version"])
-        if line.abi3 and not abi3:
+        rel = upstream.release_line(stamp["version"])
+        if rel.abi3 and not abi3:
             # plan promised one wheel for every Python: a cp3X-only wheel would leave the others without one.
-            raise BuildFailed(f"release line {line.name} plans one cp38-abi3 wheel for every Python, but {why}; "
+            raise BuildFailed(f"release line {rel.name} plans one cp38-abi3 wheel for every Python, but {why}; "
                               "mark the line abi3=False in vllm_cpu_build/upstream.py (one wheel per Python)")
-        abi3 = abi3 and line.abi3  # a per-Python build keeps its cp3X-cp3X tags, as planned
+        abi3 = abi3 and rel.abi3  # a per-Python build keeps its cp3X-cp3X tags, as planned
         record = {
             "schema": provenance.SCHEMA, "package": variant.package,
             "version": stamp.get("full_version") or stamp["version"], "arch": arch,

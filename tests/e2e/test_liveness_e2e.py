@@ -57,9 +57,8 @@ class LiveSandbox(Sandbox):
 
     def write_settings(self) -> None:
         super().write_settings()
-        path = self.root / "settings.toml"
-        text = path.read_text().replace("[upstream]\n", "[upstream]\nrecheck_attempts = 2\n", 1)
-        path.write_text(text + f"""\
+        with (self.root / "settings.toml").open("a") as f:
+            f.write(f"""\
 [notify]
 mail = true
 smtp_host = "127.0.0.1"
@@ -125,7 +124,7 @@ def live(tmp_path_factory: pytest.TempPathFactory):
         users = {ADMIN: secrets.token_urlsafe(12), USER: secrets.token_urlsafe(12)}
         sb = LiveSandbox(tmp_path_factory.mktemp("live") / "sb", smtp, irc, tags=["v" + OLD], web_port=0,
                          worker_port=0, index_port=0, poll_interval=1, quiet=True, recheck_since=NEW,
-                         users=users, admins=(ADMIN,))
+                         recheck_attempts=2, users=users, admins=(ADMIN,))
         sb.start()
         sb.irc_client = client
         sb.admin = login(sb, ADMIN)
