@@ -7,11 +7,11 @@ PY     := $(VENV)/bin/python
 # Debian packages the tests and the sandbox need (real compiler, cross
 # toolchain for aarch64 ISA audits, patchelf for auditwheel, chromium for
 # the web UI test, ngircd as a real IRC server, qemu-user-static + mmdebstrap
-# for the emulated aarch64 build host of tests/aarch64_host.py, postgresql
+# for the emulated aarch64 build host of testbed/aarch64_host.py, postgresql
 # for the production test's database, systemd for `systemd-analyze verify`
 # of the service units, buildah + docker-registry + skopeo for the runtime
 # images and a real OCI registry, libnuma-dev for the real vLLM build of
-# tests/test_real_upstream.py, bubblewrap for build roots).
+# tests/real/test_real_upstream.py, bubblewrap for build roots).
 APT_PACKAGES := git cmake gcc g++ ccache patchelf binutils-aarch64-linux-gnu \
                 gcc-aarch64-linux-gnu chromium ngircd \
                 qemu-user-static binfmt-support mmdebstrap arch-test \

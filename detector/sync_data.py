@@ -9,7 +9,7 @@ flags, release ranges, the torch CPU index) and from
     python detector/sync_data.py          # rewrite it from variants.json
     python detector/sync_data.py --check  # exit 1 if it is stale
 
-``tests/detector`` runs the same comparison, so a change to variants.json
+``tests/unit/detector`` runs the same comparison, so a change to variants.json
 without regenerating fails the suite instead of shipping a second truth.
 """
 

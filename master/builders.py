@@ -7,9 +7,9 @@ from pathlib import Path
 from buildbot import config
 from buildbot.plugins import util
 
+from farm.names import IMAGES, RECHECK, RELEASE, builder_name, trigger_name
+from farm.settings import Settings
 from master import factories
-from master.names import IMAGES, RECHECK, RELEASE, builder_name, trigger_name
-from master.settings import Settings
 from master.tags import UpstreamTags
 from master.workers import local_worker_names
 from vllm_cpu_build.variants import Catalog

@@ -9,8 +9,8 @@ from pathlib import Path
 from buildbot.plugins import secrets, util
 from twisted.python import log
 
+from farm.settings import Master, Settings
 from master import builders, notify, schedulers, toolchain, workers, www
-from master.settings import Master, Settings
 from master.tags import UpstreamTags
 from vllm_cpu_build import variants
 

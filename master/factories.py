@@ -13,13 +13,13 @@ from buildbot.steps.source.git import Git
 from buildbot.steps.transfer import FileDownload, StringDownload
 from buildbot.steps.trigger import Trigger
 
-from master import published
-from master.inputs import TrustedBuild
-from master.names import IMAGES_TRIGGER, RELEASE, builder_name
-from master.settings import REPO_ROOT, Settings
+from farm import published
+from farm.names import IMAGES_TRIGGER, RELEASE, builder_name
+from farm.settings import REPO_ROOT, Settings
 from master.tags import UpstreamTags
 from steps import publish, release, toolchain
 from steps.title import BuildTitle
+from steps.trusted import TrustedBuild
 from vllm_cpu_build.variants import Variant, load
 
 # Absolute worker paths (the toolchain runs with cwd = the builder directory).
@@ -35,7 +35,7 @@ IMAGES_PROPS = ["version", "tag", "postfix", "use_highest_postfix", "variants"]
 
 
 class Factory(BuildFactory):
-    """Every builder's factory: builds start with trusted properties only (master/inputs.py)."""
+    """Every builder's factory: builds start with trusted properties only (farm/inputs.py)."""
 
     buildClass = TrustedBuild
 

@@ -9,10 +9,10 @@ version at all (``releases`` in variants.json).
 Three parts, so the rules are tested without a master:
 
 * ``collect(master)`` reads the data API inside the master: every release
-  build, its children (``master.report``'s one ``children`` generator), the
+  build, its children (``farm.report``'s one ``children`` generator), the
   steps of the children that run or failed, and which builders have a
   connected worker;
-* ``compute(...)`` turns that and the index listing (``master.published``)
+* ``compute(...)`` turns that and the index listing (``farm.published``)
   into a ``Matrix``, a plain value;
 * ``to_json`` / ``to_html`` render it.  ``MatrixApp`` is the WSGI app the
   ``wsgi_dashboards`` www plugin serves under ``/plugins/wsgi_dashboards/releases/``:
@@ -33,8 +33,8 @@ from packaging.version import InvalidVersion, Version
 from twisted.internet import defer
 from twisted.python import log
 
-from master.names import RELEASE
-from master.report import epoch, fetch_children, flatten, utc
+from farm.names import RELEASE
+from farm.report import epoch, fetch_children, flatten, utc
 from vllm_cpu_build.index import IndexFile, wheel_covers
 from vllm_cpu_build.variants import Catalog
 

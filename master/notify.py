@@ -29,10 +29,10 @@ from buildbot.reporters.message import MessageFormatterBase
 from twisted.internet import defer
 from twisted.python import log
 
-from master.logscan import log_excerpt
-from master.names import RELEASE, builder_name
-from master.report import child_row, epoch, fetch_children, flatten, format_table, result_name
-from master.settings import Settings
+from farm.logscan import log_excerpt
+from farm.names import RELEASE, builder_name
+from farm.report import child_row, epoch, fetch_children, flatten, format_table, result_name
+from farm.settings import Settings
 from vllm_cpu_build.variants import Catalog
 
 RELEASE_KIND, VARIANT_KIND = "release", "variant"

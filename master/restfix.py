@@ -13,7 +13,7 @@ is missing) or, without gzip, truncated JSON.  Hammering a sandbox master with
 8 threads while two busy loops held both cores reproduced it (1 in ~2500
 requests); a bare Twisted server using Buildbot's writer failed 10 of ~9000
 gzip requests, with this fix 0 of ~10400 (``tests/rest_probe.py`` is that
-server; ``tests/test_restfix.py`` checks that no write leaves the reactor).
+server; ``tests/unit/test_restfix.py`` checks that no write leaves the reactor).
 
 The fix keeps what Buildbot wanted (JSON encoding off the reactor, stop early
 when the client has gone) and moves every ``request`` call back to the

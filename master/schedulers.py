@@ -18,8 +18,8 @@ from buildbot.schedulers.forcesched import (
 )
 from twisted.internet import defer, threads
 
-from master.names import IMAGES, IMAGES_TRIGGER, RECHECK, RELEASE, builder_name, trigger_name
-from master.settings import Settings
+from farm.names import IMAGES, IMAGES_TRIGGER, RECHECK, RELEASE, builder_name, trigger_name
+from farm.settings import Settings
 from master.tags import UpstreamTags
 from vllm_cpu_build import specs
 from vllm_cpu_build.variants import ARCHES, Catalog

@@ -23,7 +23,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from master.settings import ENV_VAR
+from farm.settings import ENV_VAR
 
 
 def _quote(value: str, exec_line: bool = False) -> str:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import subprocess
 
-from master.settings import Upstream
+from farm.settings import Upstream
 from vllm_cpu_build import specs
 
 

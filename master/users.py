@@ -216,7 +216,7 @@ def _existing(path: Path) -> tuple[dict[str, str], dict[str, str], list[str]]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from master import settings as settings_mod
+    from farm import settings as settings_mod
 
     p = argparse.ArgumentParser(
         prog="python -m master users", description="Manage the web users file ([www] users_file): argon2 "

@@ -17,7 +17,7 @@ Buildbot's change hook resource as that dialect's ``custom_class``:
   repository) does not have;
 * turns the tag into one change: ``branch`` = the tag name, category ``tag``,
   repository = ``upstream.url``, **no properties** (a change never carries
-  build properties; see ``master/inputs.py``).
+  build properties; see ``farm/inputs.py``).
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from buildbot.plugins import util, worker
 
-from master.settings import Settings
+from farm.settings import Settings
 from workers import registry
 
 

@@ -26,8 +26,8 @@ from twisted.python import log
 from twisted.web import server
 from twisted.web.guard import BasicCredentialFactory
 
+from farm.settings import Settings
 from master import matrix, restfix, users
-from master.settings import Settings
 from master.tags import UpstreamTags
 from master.webhook import TagWebhook
 from vllm_cpu_build import variants

@@ -1,6 +1,6 @@
 """The emulated arm64 build host as a worker of the sandbox's own master.
 
-The host is tests/aarch64_host.py's Debian arm64 root under qemu-user.  It
+The host is testbed/aarch64_host.py's Debian arm64 root under qemu-user.  It
 is provisioned the documented way: the worker's password file copied over
 (mode 0600, never an argument), then ``workers/provision.sh`` run inside it,
 which checks the CPU, installs, starts ``buildbot-worker`` and waits until
@@ -18,7 +18,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from master.settings import REPO_ROOT
+from farm.settings import REPO_ROOT
 
 GRAVITON2_CPU = "neoverse-n1"
 GRAVITON2_CPUINFO = REPO_ROOT / "tests" / "detector" / "fixtures" / "graviton2_neoverse_n1.cpuinfo"
@@ -27,7 +27,7 @@ BASE = "/root/vllm-cpu-worker"
 
 def provision(root, name: str, password: str, master_port: int, shared: tuple[Path, ...] = (),
               timeout: float = 2400) -> float:
-    """Run provision.sh in ``root`` (a tests.aarch64_host.EmulatedRoot) for worker ``name``; seconds taken.
+    """Run provision.sh in ``root`` (a testbed.aarch64_host.EmulatedRoot) for worker ``name``; seconds taken.
 
     ``shared``: host directories the worker needs at the same path (the sandbox's
     upstream repository, which builds clone by its host path).

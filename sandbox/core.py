@@ -28,16 +28,17 @@ from pathlib import Path
 
 import requests
 
-from master import matrix, report
-from master.names import IMAGES
-from master.report import format_table
-from master.settings import ENV_VAR, REPO_ROOT
+from farm import report
+from farm.names import IMAGES
+from farm.report import format_table
+from farm.settings import ENV_VAR, REPO_ROOT
+from master import matrix
 from sandbox import http
 from vllm_cpu_build.variants import load as load_variants
 from workers import registry
 
 BIN = Path(sys.executable).parent
-# The fixture upstream's FetchContent mirror (tests/fixture_upstream/__init__.py MIRROR): its AVX-512
+# The fixture upstream's FetchContent mirror (testbed/fixture_upstream/__init__.py MIRROR): its AVX-512
 # builds need it, as a production worker needs a oneDNN mirror to build offline.
 FIXTURE_MIRROR = REPO_ROOT / "tests" / "fixture_upstream" / "mirror"
 SANDBOX_TAGS = ["v0.11.1", "v0.11.2"]  # present before the master starts
@@ -84,7 +85,7 @@ class Sandbox:
         self.max_builds_per_request = max_builds_per_request
         # Shared with whoever may post tags to /change_hook/github (the tests).
         self.webhook_secret = secrets.token_urlsafe(24)
-        # github: a local GitHub stand-in (tests/github_server.py) gets the releases;
+        # github: a local GitHub stand-in (testbed/github_server.py) gets the releases;
         # images: two local OCI registries get the images, built from a base image of
         # image_arches; worker_env: extra environment of every process started here.
         self.want_github, self.want_images, self.image_arches = github, images, tuple(image_arches)
@@ -197,9 +198,7 @@ workers_registry = "{registry.DEFAULT_PATH}"
         return "[www]\n" + "\n".join(lines) + "\n" if lines else ""
 
     def start(self) -> None:
-        if str(REPO_ROOT) not in sys.path:  # the fixture lives under tests/
-            sys.path.insert(0, str(REPO_ROOT))
-        from tests.fixture_upstream.make_repo import make_fixture_repo
+        from testbed.fixture_upstream.make_repo import make_fixture_repo
 
         t0 = time.monotonic()
         if self.root.exists():
@@ -282,7 +281,7 @@ workers_registry = "{registry.DEFAULT_PATH}"
     def _start_publishing(self) -> None:
         """The local GitHub stand-in and the OCI registries with a base image, when asked for."""
         if self.want_github:
-            from tests.github_server import FakeGitHub
+            from testbed.github_server import FakeGitHub
 
             self.fake_github = FakeGitHub(secrets.token_urlsafe(24))
             self.github = {"api_url": self.fake_github.api_url, "repository": self.fake_github.full_name,
@@ -441,7 +440,7 @@ workers_registry = "{registry.DEFAULT_PATH}"
         return (items[0] if items else None) if single else items
 
     def children(self, release_buildid: int) -> tuple[list[dict], list[dict]]:
-        """(builds, pending build requests) a release build triggered (``master.report.children``)."""
+        """(builds, pending build requests) a release build triggered (``farm.report.children``)."""
         gen = report.children(release_buildid)
         try:
             request = next(gen)
@@ -464,14 +463,14 @@ workers_registry = "{registry.DEFAULT_PATH}"
         return len(self.api("buildrequests"))
 
     def table(self, release_buildid: int) -> list[dict]:
-        """The release's rows (``master.report.child_row``: the same table the release build logs)."""
+        """The release's rows (``farm.report.child_row``: the same table the release build logs)."""
         builds, pending = self.children(release_buildid)
         rows = [report.child_row(c) for c in builds + pending]
         return sorted(rows, key=lambda r: (r["variant"], r["arch"]))
 
     # ------------------------------------------------------------- a release
     def push_tag(self, tag: str) -> float:
-        from tests.fixture_upstream.make_repo import add_release
+        from testbed.fixture_upstream.make_repo import add_release
 
         add_release(self.upstream, tag)
         return time.monotonic()
@@ -655,9 +654,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _arm64_root(sb: Sandbox):
-    """A fresh emulated arm64 root (tests/aarch64_host.py) with the toolchain's venv cached in it."""
+    """A fresh emulated arm64 root (testbed/aarch64_host.py) with the toolchain's venv cached in it."""
     from master.toolchain import build_tarball
-    from tests import aarch64_host
+    from testbed import aarch64_host
 
     why = aarch64_host.unavailable()
     if why:

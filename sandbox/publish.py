@@ -132,7 +132,7 @@ def release_storage(graphroot: Path, env: dict[str, str]) -> None:
 
 def base_tarball(arch: str, log=_say) -> Path:
     """The cached Debian root of ``arch`` for the base image (mmdebstrap on first use)."""
-    from tests.debroot import mmdebstrap_tarball
+    from testbed.debroot import mmdebstrap_tarball
 
     key = hashlib.sha256("\n".join([SUITE, arch, *BASE_PACKAGES]).encode()).hexdigest()[:12]
     return mmdebstrap_tarball(CACHE / f"{SUITE}-{GOARCH[arch]}-{key}.tar",
@@ -169,7 +169,7 @@ def push_base_image(registry: OciRegistry, arches: list[str], env: dict[str, str
 
 def detector_wheel(dest: Path) -> Path:
     """``vllm-cpu-detect`` built from ``detector/`` into ``dest`` (a copy: the tree stays clean)."""
-    from master.settings import REPO_ROOT
+    from farm.settings import REPO_ROOT
 
     with tempfile.TemporaryDirectory() as tmp:
         src = Path(shutil.copytree(REPO_ROOT / "detector", Path(tmp) / "detector",

@@ -21,8 +21,8 @@ from buildbot.process import buildstep
 from buildbot.process.results import FAILURE, SKIPPED, SUCCESS, WARNINGS, statusToString
 from twisted.internet import defer, threads
 
-from master import github_release
-from master.report import flatten, row_from_properties
+from farm import github_release
+from farm.report import flatten, row_from_properties
 from steps.toolchain import ToolchainStep
 from vllm_cpu_build import index, published
 from vllm_cpu_build.results import ImageResult, Result

@@ -21,9 +21,9 @@ from twisted.internet import defer, threads
 from twisted.python import log
 from twisted.python.failure import Failure
 
-from master import inputs
-from master.published import MissingBuild, build_key
-from master.report import (
+from farm import inputs
+from farm.published import MissingBuild, build_key
+from farm.report import (
     child_row,
     fetch_children,
     flatten,
@@ -52,7 +52,7 @@ class ResolveRelease(_BuildSummary, buildstep.BuildStep):
 
     The version comes from a forced ``versions`` (force form), a triggered
     ``version`` (re-check) or the tag a change announced (``branch``: poller,
-    signed webhook), in that order; ``master/inputs.py`` guarantees each came
+    signed webhook), in that order; ``farm/inputs.py`` guarantees each came
     from where it should.  The tag checked out is always the upstream's own
     tag for that version (``git ls-remote``), never a ref a request named.
     """
@@ -177,7 +177,7 @@ def open_requests(master, builder: str):
     out = []
     for br in sorted(brs or [], key=lambda r: r["buildrequestid"]):
         raw = yield master.db.buildsets.getBuildsetProperties(br["buildsetid"])
-        # Only what a build of that request would itself trust (master/inputs.py).
+        # Only what a build of that request would itself trust (farm/inputs.py).
         out.append((br, flatten({k: v for k, v in raw.items() if inputs.trusted(k, v[1])})))
     return out
 

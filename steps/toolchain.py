@@ -19,7 +19,7 @@ from buildbot.process.properties import Interpolate, Property
 from buildbot.process.results import CANCELLED, FAILURE, SKIPPED, SUCCESS, WARNINGS
 from twisted.internet import defer
 
-from master.logscan import FirstError, progress
+from farm.logscan import FirstError, progress
 from vllm_cpu_build.errors import EXIT_OK, EXIT_USAGE
 from vllm_cpu_build.results import (
     BuildResult,

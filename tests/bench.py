@@ -33,8 +33,8 @@ REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+from testbed.fixture_upstream import MIRROR  # noqa: E402
 from tests import sdist  # noqa: E402
-from tests.fixture_upstream import MIRROR  # noqa: E402
 from vllm_cpu_build import build, patch, plan  # noqa: E402
 from vllm_cpu_build.variants import load  # noqa: E402
 

@@ -3,7 +3,7 @@
 What ``vllm-cpu-build build --root`` runs in during the tests: the same kind
 of thing as production's manylinux_2_28 + gcc-toolset-14 tarball (a root file
 system whose compiler differs from the host's), made with ``mmdebstrap``
-(Debian's mirror through apt, like tests/aarch64_host.py) because no
+(Debian's mirror through apt, like testbed/aarch64_host.py) because no
 container registry is reachable here.  bookworm's CPython 3.11 stays (the
 only CPU torch this machine has is for 3.11); ``gcc-14``/``g++-14`` come
 from trixie (with trixie's libc6 and libstdc++6) and are the root's ``cc``,
@@ -25,7 +25,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from tests.debroot import mmdebstrap_tarball
+from testbed.debroot import mmdebstrap_tarball
 
 SUITE = "bookworm"
 EXTRA_SUITE = "trixie"

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.fixture_upstream import MIRROR
-from tests.fixture_upstream.make_repo import make_fixture_repo
+from testbed.fixture_upstream import MIRROR
+from testbed.fixture_upstream.make_repo import make_fixture_repo
 
 # Importing buildbot.test (the step-harness tests do) turns every warning into
 # an error for the rest of the session, and whether that happens before other
@@ -75,14 +75,14 @@ def built_variants(fixture_repo: Path, tmp_path_factory: pytest.TempPathFactory)
 
 @pytest.fixture(scope="session")
 def arm_root(tmp_path_factory: pytest.TempPathFactory):
-    """The one emulated arm64 root of a test run (tests/aarch64_host.py) and its toolchain interpreter.
+    """The one emulated arm64 root of a test run (testbed/aarch64_host.py) and its toolchain interpreter.
 
-    Shared by tests/test_aarch64_emulated.py and the arm64 worker of
+    Shared by tests/real/test_aarch64_emulated.py and the arm64 worker of
     tests/e2e/test_publish_e2e.py; a test using it needs
     ``@pytest.mark.timeout(ARM_ROOT_TIMEOUT)`` (its first user pays for a cold cache).
     """
     from master.toolchain import build_tarball
-    from tests import aarch64_host
+    from testbed import aarch64_host
 
     why = aarch64_host.unavailable()
     if why:

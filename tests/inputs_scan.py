@@ -3,7 +3,7 @@
 ``getProperty("x")``, ``Property("x")``, ``%(prop:x)s``, ``_opt(flag, "x")``,
 ``props.get("x")`` / ``props["x"]`` and the ``*_PROPS`` / ``SAME_RELEASE``
 lists: a new read shows up without anyone listing it.  Used by
-tests/test_inputs.py and the adversarial e2e suite.
+tests/unit/test_inputs.py and the adversarial e2e suite.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 SOURCES = [*sorted((REPO / "steps").glob("*.py")), REPO / "master" / "factories.py", REPO / "master" / "builders.py",
-           REPO / "master" / "report.py", REPO / "master" / "notify.py"]
+           REPO / "farm" / "report.py", REPO / "master" / "notify.py"]
 _PROP_RE = re.compile(r"%\(prop:([A-Za-z_][A-Za-z0-9_]*)")
 _READERS = {"getProperty", "hasProperty", "Property"}
 _DICT_NAMES = {"props", "p", "properties"}  # variables holding a build's/request's properties

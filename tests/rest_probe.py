@@ -1,4 +1,4 @@
-"""A real Twisted web server that answers like Buildbot's REST API, for ``tests/test_restfix.py``.
+"""A real Twisted web server that answers like Buildbot's REST API, for ``tests/unit/test_restfix.py``.
 
 ``python -m tests.rest_probe original|fixed PORT_FILE`` serves JSON exactly the
 way ``V2RootResource.renderRest`` ends (gzip ``EncodingResourceWrapper``,

@@ -20,7 +20,7 @@ Checks (all run, whatever fails first; exit 0 only if every one passes):
              and carries no record cannot tell, and fails)
 
 Each of twine, wheel unpack, auditwheel, check-wheel-contents misses some of
-these (tried on broken copies of a wheel; ``tests/test_verify.py`` keeps one
+these (tried on broken copies of a wheel; ``tests/unit/test_verify.py`` keeps one
 broken wheel per check), hence one tool that runs them all.
 """
 

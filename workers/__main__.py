@@ -12,7 +12,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from master import settings as settings_mod
+from farm import settings as settings_mod
 from vllm_cpu_build.cli import ARCH_CHOICES, arch_arg
 from workers import registry
 

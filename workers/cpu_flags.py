@@ -3,7 +3,7 @@
 provision.sh runs on a bare build host (no repository, no Python packages),
 so the flags each package needs on each arch are written into it between
 ``# BEGIN cpu-flags`` and ``# END cpu-flags``.  ``python -m workers.cpu_flags``
-rewrites that block; tests/test_provision.py fails when it is out of date.
+rewrites that block; tests/unit/test_provision.py fails when it is out of date.
 """
 
 from __future__ import annotations

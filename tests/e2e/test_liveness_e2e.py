@@ -29,8 +29,8 @@ import pytest
 import requests
 from buildbot.process.results import CANCELLED, FAILURE, RETRY, SUCCESS, WARNINGS
 
-from master.names import RECHECK, builder_name
-from master.report import flatten
+from farm.names import RECHECK, builder_name
+from farm.report import flatten
 from sandbox import Sandbox
 from tests.e2e.services import make_wheel
 from tests.notify_servers import IrcClient, IrcServer, SmtpSink, wait_for

@@ -38,7 +38,7 @@ CELLS = {  # (version, column): state the matrix must reach
 
 class BrokenTagSandbox(Sandbox):
     def write_settings(self) -> None:
-        from tests.fixture_upstream.make_repo import add_release
+        from testbed.fixture_upstream.make_repo import add_release
 
         # Tagged before the master starts: in the poller's baseline, so only a force builds it.
         src = self.upstream / BROKEN_SOURCE

@@ -27,9 +27,9 @@ import pytest
 import requests
 
 from sandbox import Sandbox
+from testbed.fixture_upstream.make_repo import make_fixture_repo
 from tests.e2e.postgres import PostgresCluster
 from tests.e2e.services import PyPIServer, free_port, stop_process, unit_service, wait_http
-from tests.fixture_upstream.make_repo import make_fixture_repo
 from workers import registry
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from buildbot.process.results import statusToString
 
-from master.report import flatten, row_from_properties
+from farm.report import flatten, row_from_properties
 from sandbox import Sandbox
 from tests.notify_servers import IrcClient, IrcServer, SmtpSink, wait_for
 from vllm_cpu_build.variants import load
@@ -42,7 +42,7 @@ class NotifySandbox(Sandbox):
         self.smtp, self.irc, self.smtp_password = smtp, irc, smtp_password
 
     def write_settings(self) -> None:
-        from tests.fixture_upstream.make_repo import add_release
+        from testbed.fixture_upstream.make_repo import add_release
         from workers import registry
 
         # Tagged before the master starts, so the poller's baseline has it and only a force builds it.

@@ -35,12 +35,12 @@ import pytest
 import requests
 from packaging.utils import parse_wheel_filename
 
-from master.names import RECHECK
+from farm.names import RECHECK
 from sandbox import Sandbox
 from sandbox.core import FIXTURE_MIRROR
+from testbed.fixture_upstream.make_repo import add_release, make_fixture_repo
 from tests.e2e.postgres import PostgresCluster
 from tests.e2e.services import PyPIServer, make_wheel, stop_process, unit_service
-from tests.fixture_upstream.make_repo import add_release, make_fixture_repo
 from vllm_cpu_build.upload import list_index_files
 from vllm_cpu_build.variants import load
 

@@ -2,9 +2,9 @@
 
 One sandbox of its own (its arm64 worker would otherwise take the aarch64
 requests other e2e tests leave waiting): pypiserver, the Buildbot master, two
-x86_64 workers, the emulated arm64 root (tests/aarch64_host.py, shared with
-tests/test_aarch64_emulated.py) provisioned by ``workers/provision.sh`` as
-worker ``arm64-1``, a local GitHub stand-in (tests/github_server.py) and two
+x86_64 workers, the emulated arm64 root (testbed/aarch64_host.py, shared with
+tests/real/test_aarch64_emulated.py) provisioned by ``workers/provision.sh`` as
+worker ``arm64-1``, a local GitHub stand-in (testbed/github_server.py) and two
 real OCI registries (Debian's docker-registry) with a small multi-arch base
 image.  Tests run in file order: the first forces the release the others read.
 """
@@ -19,9 +19,9 @@ from pathlib import Path
 
 import pytest
 
-from master.names import IMAGES, builder_name
+from farm.names import IMAGES, builder_name
 from sandbox import Sandbox
-from tests.aarch64_host import ARM_ROOT_TIMEOUT
+from testbed.aarch64_host import ARM_ROOT_TIMEOUT
 from tests.e2e.services import make_wheel
 from vllm_cpu_build.upload import list_index_files
 

@@ -19,8 +19,8 @@ from pathlib import Path
 import pytest
 from packaging.utils import parse_wheel_filename
 
-from master.names import RECHECK, RELEASE, builder_name
-from master.report import flatten
+from farm.names import RECHECK, RELEASE, builder_name
+from farm.report import flatten
 from sandbox import Sandbox
 from tests.e2e.services import make_wheel
 from vllm_cpu_build.index import list_index_files

@@ -1,0 +1,6 @@
+"""Local stand-ins and fixtures shared by the sandbox and the tests (never shipped).
+
+``fixture_upstream`` (a small vLLM-shaped git upstream), ``github_server`` (the
+documented GitHub endpoints the release step uses), ``aarch64_host`` (an
+emulated Debian arm64 build host) and ``debroot`` (cached mmdebstrap roots).
+"""
