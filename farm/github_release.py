@@ -15,12 +15,16 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
+from typing import Any
 
 from packaging.version import Version
 
+from vllm_cpu_build.provenance import Digest, ProvenanceError
+
 WHEEL_TYPE = "application/zip"  # a wheel is a zip archive; GitHub serves assets with this type
+_DIGEST_KEYS = tuple(f.name for f in fields(Digest))
 
 
 @dataclass
@@ -37,7 +41,9 @@ class WheelRecord:
     verify: str = "-"
     smoke: str = "-"
     build_url: str = ""
-    provenance: dict = field(default_factory=dict)
+    # What the build recorded: upstream tag/commit, checks, build link, and the record's digest
+    # (vllm_cpu_build.provenance.Digest: torch, torch_matches, platform, compiler).
+    provenance: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -112,12 +118,24 @@ def release_notes(upstream_version: str, versions: dict[str, str], records: list
             lines.append(f"- `{pkg}`: " + ", ".join(f"`{ref}`" for ref in refs))
     lines += ["", "## Provenance", "", "One record per wheel: the upstream source, the pinned ISA switches, what the "
               "audit found and the build that made it.", "", "```json",
-              json.dumps([{"wheel": r.filename, "sha256": r.sha256, "package": r.package, "version": r.version,
-                           "arch": r.arch, **r.provenance} for r in records], indent=2, sort_keys=True),
+              json.dumps([_provenance_entry(r) for r in records], indent=2, sort_keys=True),
               "```", ""]
     pre = top.is_prerelease or top.is_devrelease
     return Notes(tag=tag, name=f"vLLM CPU {top}", body="\n".join(lines), prerelease=pre,
                  make_latest=newest and not pre)
+
+
+def _provenance_entry(r: WheelRecord) -> dict[str, Any]:
+    """One wheel's provenance in the notes; the build record's digest is read through its type."""
+    entry = {"wheel": r.filename, "sha256": r.sha256, "package": r.package, "version": r.version, "arch": r.arch,
+             **r.provenance}
+    digest = {k: r.provenance[k] for k in _DIGEST_KEYS if k in r.provenance}
+    if digest:  # built by this master: the digest BuildWheel wrote
+        try:
+            entry.update(Digest.from_json(digest, f"{r.filename} provenance").to_json())
+        except ProvenanceError as exc:  # shown, not hidden: the notes still go out
+            entry["provenance_error"] = str(exc)
+    return entry
 
 
 def _client(api_url: str, token: str, timeout: int, retries: int, throttle: bool):

@@ -21,10 +21,7 @@ from pathlib import Path
 
 from packaging.version import InvalidVersion, Version
 
-try:  # Python 3.11+
-    import tomllib
-except ModuleNotFoundError:  # pragma: no cover - 3.10
-    import tomli as tomllib  # type: ignore[no-redef]
+from vllm_cpu_build.files import Format, read_document
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 ENV_VAR = "VLLM_CPU_BUILDBOT_SETTINGS"
@@ -425,12 +422,7 @@ def load(path: str | os.PathLike | None = None) -> Settings:
     if not chosen:
         return Settings()
     p = Path(chosen).expanduser().resolve()
-    try:
-        raw = tomllib.loads(p.read_text())
-    except FileNotFoundError:
-        raise SettingsError(f"{p}: settings file not found (from ${ENV_VAR})") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise SettingsError(f"{p}: not valid TOML: {exc}") from None
+    raw = read_document(p, Format.TOML, SettingsError, missing=f"settings file not found (from ${ENV_VAR})")
     return parse(raw, p.parent, p)
 
 

@@ -27,6 +27,7 @@ from vllm_cpu_build.results import (
     PatchResult,
     PlanResult,
     Result,
+    ResultError,
     SmokeResult,
     UploadResult,
     VerifyResult,
@@ -120,7 +121,12 @@ class ToolchainStep(buildstep.ShellMixin, buildstep.BuildStep):
         if self.stopped:  # stopped (a cancelled release, a master shutdown): not a failure of the tool
             self.descriptionDone = f"{self.subcommand} interrupted"
             return CANCELLED
-        result = parse_result(cmd.stdout or "")
+        try:
+            result = parse_result(cmd.stdout or "")
+        except ResultError as exc:  # a document of a known kind that is not that kind: never "no result"
+            yield self.addCompleteLog("result.json", cmd.stdout or "")
+            self.descriptionDone = f"{self.subcommand} failed (exit {cmd.rc}): malformed result document: {exc}"
+            return FAILURE
         if result is not None:
             yield self.addCompleteLog("result.json", json.dumps(result.to_json(), indent=2))
         if isinstance(result, self.result_type) and not isinstance(result, ErrorResult):
@@ -272,18 +278,13 @@ class BuildWheel(ToolchainStep):
         self.descriptionDone = f"built {name} in {res.seconds:.0f}s"
         if res.record:
             # Every decision the build made, on the build page: torch, compiler, root, tag, sizes.
-            from vllm_cpu_build.provenance import summary
-
-            yield self.addCompleteLog("provenance.json", json.dumps(res.record, indent=2, sort_keys=True))
+            yield self.addCompleteLog("provenance.json", json.dumps(res.record.to_json(), indent=2, sort_keys=True))
             # The property is the short form (the whole record is the log): big build properties bloat
             # every REST answer that lists builds.
             records = dict(self.getProperty("provenance") or {})
-            records[name] = {"torch": (res.record.get("torch") or {}).get("built_against"),
-                             "torch_matches": (res.record.get("torch") or {}).get("matches"),
-                             "platform": (res.record.get("platform") or {}).get("tag"),
-                             "compiler": (res.record.get("build") or {}).get("compiler")}
+            records[name] = res.record.digest().to_json()
             self.setProperty("provenance", records, "build")
-            line = summary(res.record)
+            line = res.record.summary()
             if line:
                 self.descriptionDone += f" ({line})"
         self.build.addStepsAfterCurrentStep([VerifyWheel(wheel=res.wheel),

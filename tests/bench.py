@@ -126,8 +126,9 @@ def ccache(work: Path) -> list[str]:
             src = sdist.extract("0.11.2", work / f"src-{run}")  # another directory each time
             patch.patch_tree(src, variant, "x86_64", "0.11.2")
             before = _ccache_stats(dict(os.environ))
-            res = build.build(variant, src, work / f"dist-{run}", log=io.StringIO(), torch="torch==2.13.0",
-                              allow_torch_mismatch=True, torch_index="", sdist=archive)
+            res = build.build(build.BuildOptions(variant, src, work / f"dist-{run}", log=io.StringIO(),
+                                                 torch="torch==2.13.0", allow_torch_mismatch=True, torch_index="",
+                                                 sdist=archive))
             after = _ccache_stats(dict(os.environ))
             miss = after.get("cache_miss", 0) - before.get("cache_miss", 0)
             hit = sum(after.get(k, 0) - before.get(k, 0) for k in ("direct_cache_hit", "preprocessed_cache_hit"))
@@ -135,8 +136,8 @@ def ccache(work: Path) -> list[str]:
             units.append((miss, hit))
             lines.append(f"  {run:5} build {res.seconds:8.1f} s   compiler runs (ccache misses) {miss}, hits {hit}; "
                          f"wheel {Path(res.wheel).stat().st_size / 1e6:.1f} MB (module "
-                         f"{sum(m['before'] for m in res.strip['modules'].values()) / 1e6:.1f} -> "
-                         f"{sum(m['after'] for m in res.strip['modules'].values()) / 1e6:.1f} MB stripped)")
+                         f"{sum(m.before for m in res.strip.modules.values()) / 1e6:.1f} -> "
+                         f"{sum(m.after for m in res.strip.modules.values()) / 1e6:.1f} MB stripped)")
     finally:
         for k, v in old.items():
             if v is None:

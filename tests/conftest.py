@@ -66,7 +66,8 @@ def built_variants(fixture_repo: Path, tmp_path_factory: pytest.TempPathFactory)
         patch.patch_tree(src, variant, "x86_64", "0.12.0")
         t1 = time.monotonic()
         log = io.StringIO()
-        res = build.build(variant, src, root / variant.short / "dist", log=log, fetch_mirror=MIRROR)
+        res = build.build(build.BuildOptions(variant, src, root / variant.short / "dist", log=log,
+                                               fetch_mirror=MIRROR))
         t2 = time.monotonic()
         out[variant.package] = BuiltVariant(variant.package, src, Path(res.wheel), res, log.getvalue(),
                                             {"patch": t1 - t0, "build": t2 - t1})

@@ -252,3 +252,28 @@ def flip_byte(whl: Path, member: str, offset: int = 0) -> None:
         b = f.read(1)
         f.seek(pos)
         f.write(bytes([b[0] ^ 0xFF]))
+
+
+# ---------------------------------------------------------------- provenance records
+
+
+def sample_record(package: str = "vllm-cpu", arch: str = "x86_64", *, built: str | None = "2.8.0+cpu",
+                  pin: str | None = "torch==2.8.0+cpu", compiler: str = "c++ (GNU 12.2.0)", root_os: str | None = None,
+                  platform_tag: str = "manylinux_2_28_x86_64", sizes: tuple[int, int] = (31_000_000, 900_000)):
+    """A complete build record (vllm_cpu_build.provenance.Record) as ``build`` writes one."""
+    from vllm_cpu_build import provenance as p
+    from vllm_cpu_build.enums import Arch, BuildEnvKind, RunnerKind
+
+    root = p.RunnerInfo(RunnerKind.ROOT, "/r.tar", "/cache/r", "ab" * 32, root_os, "bwrap") if root_os \
+        else p.RunnerInfo(RunnerKind.HOST)
+    matches = pin is None or (built is not None and pin.split("==")[1] == built)
+    return p.Record(
+        package=package, version="0.11.2", arch=Arch(arch),
+        variant=p.VariantInfo({"disable_avx512": True, "avx512vnni": False, "avx512bf16": False, "amxbf16": False},
+                              ["avx2"]),
+        source=p.Source("0.11.2", "0.11", sdist="vllm-0.11.2.tar.gz", sdist_sha256="cd" * 32),
+        build=p.BuildInfo({"VLLM_TARGET_DEVICE": "cpu", "VLLM_CPU_DISABLE_AVX512": "true"}, [], {}, "3.11",
+                          compiler, root, p.BuildEnvInfo(BuildEnvKind.MANAGED, "k" * 16, {"torch": built or ""})),
+        torch=p.Torch(pin, built, matches),
+        platform=p.Platform("manylinux_2_28", platform_tag, platform_tag),
+        strip=p.Strip(True, {"vllm/_C.abi3.so": p.ModuleSize(*sizes)}))

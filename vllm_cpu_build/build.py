@@ -6,12 +6,27 @@ then gives the wheel its final tags: ``cp38-abi3`` when every compiled module
 is a stable-ABI module (checked with abi3audit), and the manylinux platform
 tag of variants.json.  The exact environment and command are printed first,
 so a build log always says what was built and how.
+
+``build(BuildOptions)`` runs named phases, each a small function of the
+options and what the earlier phases found:
+
+1. ``_target``: the patched tree's stamp against the options (variant, arch, Python);
+2. ``_prepare``: where it runs (this host or a build root), the interpreter,
+   the release's build requirements, the build env (``buildenv``);
+3. ``_environment``: the variant's ISA switches (``upstream``), FetchContent
+   sources and CMake arguments (``fetchcontent``), ccache, what is dropped
+   from the worker's environment;
+4. ``_check_tools``: the compiler gate, system prerequisites, the torch pin (``buildtools``);
+5. ``_compile``: ``pip wheel``, streamed into the log;
+6. ``_finish``: abi3 (``abi3``), the provenance record, platform tag,
+   strip and embed (``finish``), final tags;
+7. ``_result``: the record beside the wheel, and the typed ``BuildResult``.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
+import dataclasses
 import os
 import re
 import shutil
@@ -20,538 +35,419 @@ import sys
 import tempfile
 import time
 import zipfile
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, TextIO
 
 from packaging.utils import parse_wheel_filename
-from packaging.version import InvalidVersion, Version
 
-from vllm_cpu_build import buildenv, finish, provenance, upstream
+from vllm_cpu_build import abi3, buildenv, buildtools, fetchcontent, finish, upstream
 from vllm_cpu_build.buildroot import RootError, Runner, runner_for
+from vllm_cpu_build.buildtools import Compiler
 from vllm_cpu_build.cli import ARCH_CHOICES, arch_arg
-from vllm_cpu_build.errors import StepFailed, UsageError
+from vllm_cpu_build.enums import Arch, BuildEnvKind
+from vllm_cpu_build.errors import BuildFailed, UsageError
 from vllm_cpu_build.hostcpu import host_arch
-from vllm_cpu_build.patch import STAMP  # written by `vllm-cpu-build patch`
+from vllm_cpu_build.patch import Stamp
+from vllm_cpu_build.provenance import (
+    BuildEnvInfo,
+    BuildInfo,
+    Record,
+    RustFrontend,
+    Source,
+    Torch,
+    VariantInfo,
+    sha256,
+    write_beside,
+)
 from vllm_cpu_build.results import BuildResult
 from vllm_cpu_build.variants import Variant, load
 
-CMAKE = "cmake/cpu_extension.cmake"
-ABI3_PYTHON_TAG, ABI3_ABI_TAG = "cp38", "abi3"
-ABI3_MINIMUM = "3.8"
-# Python modules the build interpreter needs (no build isolation); upstream's
-# torch/ninja come on top for a real release, which the worker provides.
-BUILD_MODULES = ("setuptools", "setuptools_scm", "wheel")
-MIN_CMAKE = Version("3.26")
-# Upstream (< 0.17) wraps -mavx512vnni/-mavx512bf16/-mamx-* in a compiler check
-# and on failure only warns "... requires gcc/g++ >= 12.3" and builds without.
-_SILENT_DROP = re.compile(r'message\(\s*WARNING\s+"[^"]*requires gcc/g\+\+\s*>=\s*([0-9]+(?:\.[0-9]+)*)"')
 # Anything the worker's environment might carry that changes the build.
 _DROP_ENV = re.compile(r"^(VLLM_|SETUPTOOLS_SCM_PRETEND_VERSION|CMAKE_ARGS$|MAX_JOBS$|_PYTHON_HOST_PLATFORM$)")
+# Upstream's optional Rust frontend (0.27+).
+_RUST = re.compile(r"^vllm/(_rust_[^/]*\.so|vllm-rs)$")
 
 
-class BuildFailed(StepFailed):
-    """The build ran and failed (compiler, CMake, pip)."""
+@dataclass(frozen=True)
+class BuildOptions:
+    """Everything one build takes: the CLI's options (``from_args``) or a caller's, checked once here."""
+
+    variant: Variant
+    src: Path  # the tree `vllm-cpu-build patch` made
+    out: Path  # directory for the wheel and its record
+    python: str | None = None  # "3.X" or an interpreter; None: this one (in a build root: its python3)
+    arch: Arch | None = None  # None: the arch the tree is patched for
+    max_jobs: int | None = None  # MAX_JOBS; None: the CPUs this process may use
+    build_env: BuildEnvKind = BuildEnvKind.MANAGED
+    torch_index: str | None = None  # None: variants.json torch_index_url; "": none
+    torch: str | None = None  # TEST ONLY: install this torch instead of the wheel's pin
+    allow_torch_mismatch: bool = False  # TEST ONLY: build although torch is not the pin (verify fails it)
+    fetch_source: Mapping[str, Path] = field(default_factory=dict)  # FetchContent name -> local tree
+    fetch_mirror: Path | None = None  # <mirror>/<name>/<ref> for every FetchContent dependency
+    cmake_args: tuple[str, ...] = ()
+    root: str | None = None  # build root: a directory or tarball (buildroot.py)
+    root_bind: tuple[Path, ...] = ()  # host paths visible read-only in the root
+    strip: bool = True  # strip debug info from vLLM's modules
+    debug_archive: bool = False  # keep it as <wheel>.debug.tar.gz
+    sdist: Path | None = None  # the sdist the tree came from (named in the record)
+    log: TextIO | None = field(default=None, compare=False)  # progress; None: stderr
+
+    def __post_init__(self) -> None:
+        # Paths absolute: pip runs in another directory and writes the wheel there.
+        object.__setattr__(self, "src", Path(self.src).resolve())
+        object.__setattr__(self, "out", Path(self.out).resolve())
+        try:
+            object.__setattr__(self, "build_env", BuildEnvKind(self.build_env))
+        except ValueError:
+            raise UsageError(f"--build-env {self.build_env!r}: managed or interpreter") from None
+        if self.torch and self.build_env is not BuildEnvKind.MANAGED:
+            raise UsageError("--torch chooses what the managed build env installs; with --build-env interpreter "
+                             "the interpreter's own torch is checked")
+
+    @property
+    def out_log(self) -> TextIO:
+        return self.log or sys.stderr
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> BuildOptions:
+        src = Path(args.src).resolve()
+        if not src.is_dir():
+            raise UsageError(f"--src {src}: not a directory")
+        variant = load().get(args.variant)
+        sdist = Path(args.sdist).resolve() if args.sdist else None
+        if sdist is not None and not sdist.is_file():
+            raise UsageError(f"--sdist {sdist}: no such file")
+        return cls(variant, src, Path(args.out), python=args.python, arch=args.arch, max_jobs=args.max_jobs,
+                   build_env=args.build_env, torch_index=args.torch_index_url, torch=args.torch,
+                   allow_torch_mismatch=args.allow_torch_mismatch,
+                   fetch_source=fetchcontent.parse_source_option(args.fetch_source),
+                   fetch_mirror=Path(args.fetch_mirror).expanduser().resolve() if args.fetch_mirror else None,
+                   cmake_args=tuple(args.cmake_arg), root=args.root, root_bind=tuple(Path(b) for b in args.root_bind),
+                   strip=args.strip, debug_archive=args.debug_archive, sdist=sdist,
+                   log=sys.stderr if args.json else sys.stdout)
 
 
-# --- interpreter -------------------------------------------------------------
+# --- what the phases hand on ---------------------------------------------------
 
 
-def _py_version(python: str) -> str:
-    out = subprocess.run([python, "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
-                         capture_output=True, text=True, check=False)
-    if out.returncode != 0:
-        raise UsageError(f"{python}: cannot run it: {out.stderr.strip()}")
-    return out.stdout.strip()
+@dataclass(frozen=True)
+class _Target:
+    stamp: Stamp
+    arch: Arch
 
 
-def find_interpreter(python: str | None) -> tuple[str, str]:
-    """(path, "3.X") of the interpreter for ``python`` ("3.X", a path, or None = this one)."""
-    this = f"{sys.version_info[0]}.{sys.version_info[1]}"
-    if python is None:
-        return sys.executable, this
-    if re.fullmatch(r"3\.\d+", python):
-        if python == this:
-            return sys.executable, python
-        found = shutil.which(f"python{python}")
-        if not found:
-            raise UsageError(f"--python {python}: no python{python} on PATH")
-        return found, _py_version(found)
-    if not os.access(python, os.X_OK):
-        raise UsageError(f"--python {python}: not 3.X and not an executable")
-    return python, _py_version(python)
+@dataclass(frozen=True)
+class _Prepared:
+    runner: Runner
+    python: str  # the build interpreter
+    python_version: str  # "3.X"
+    need: buildenv.Needs
+    env_info: dict[str, Any]  # BuildResult.build_env
+    record_env: BuildEnvInfo
 
 
-def _tool_path(python: str) -> str:
-    """PATH with the interpreter's bin directory first (pip-installed cmake, ccache shims)."""
-    bindir = str(Path(python).parent)
-    return os.pathsep.join([bindir, os.environ.get("PATH", "")])
+@dataclass(frozen=True)
+class _Environment:
+    variant_env: dict[str, str]  # what the build sets: printed and recorded
+    full: dict[str, str]  # the build's process environment
+    dropped: list[str]  # worker variables removed from it
+    fetch: dict[str, Path]
+    fetch_notes: list[str]
+    cmake_args: list[str]
 
 
-def check_build_env(python: str, runner: Runner | None = None) -> list[str]:
-    """Problems of ``python`` as a no-isolation build interpreter (empty = fine)."""
-    runner = runner or Runner()
-    problems = []
-    code = ("import importlib.util,sys; "
-            f"print(' '.join(m for m in {BUILD_MODULES!r} if importlib.util.find_spec(m) is None))")
-    out = runner.run([python, "-c", code])
-    missing = out.stdout.split()
-    if out.returncode != 0 or missing:
-        problems.append(f"{python} lacks {', '.join(missing) or out.stderr.strip()} (pip install "
-                        f"{' '.join(m.replace('_', '-') for m in missing)})")
-    env = dict(os.environ, PATH=_tool_path(python))
-    found = runner.run(["sh", "-c", "command -v cmake"], env=env)
-    cmake = found.stdout.strip() if found.returncode == 0 else ""
-    if not cmake:
-        problems.append("no cmake on PATH (pip install 'cmake>=3.26')")
-    else:
-        m = re.search(r"version\s+(\d+\.\d+(?:\.\d+)?)", runner.run([cmake, "--version"], env=env).stdout)
-        if not m or Version(m.group(1)) < MIN_CMAKE:
-            problems.append(f"{cmake} is {m.group(1) if m else 'unknown'}; need >= {MIN_CMAKE} "
-                            "(pip install 'cmake>=3.26' into the build interpreter)")
-    return problems
+@dataclass(frozen=True)
+class _Tools:
+    compiler: Compiler
+    torch: Torch
 
 
-# --- compiler ----------------------------------------------------------------
+@dataclass(frozen=True)
+class _Finished:
+    wheel: Path
+    abi3: bool
+    abi3_reason: str
+    record: Record
 
 
-@dataclass
-class Compiler:
-    command: str
-    gnu: bool
-    version: Version | None
-
-    def describe(self) -> str:
-        return f"{self.command} ({'GNU' if self.gnu else 'not GNU'} {self.version or '?'})"
+# --- the phases ------------------------------------------------------------------
 
 
-def probe_compiler(env: dict[str, str], runner: Runner | None = None) -> Compiler:
-    """The C++ compiler CMake will pick (``$CXX`` or ``c++``), on the host or in the build root."""
-    runner = runner or Runner()
-    cxx = env.get("CXX") or "c++"
-    try:
-        verbose = runner.run([cxx, "-v"], env=env).stderr
-        full = runner.run([cxx, "-dumpfullversion"], env=env).stdout.strip()
-    except OSError:
-        return Compiler(cxx, False, None)
-    gnu = bool(re.search(r"^gcc version ", verbose, re.M))
-    try:
-        ver = Version(full) if full else None
-    except InvalidVersion:
-        ver = None
-    return Compiler(cxx, gnu, ver)
-
-
-def silent_drop_gate(cmake_text: str) -> Version | None:
-    """Minimum GCC below which the tree's cmake silently drops VNNI/BF16/AMX, if it does."""
-    found = [Version(v) for v in _SILENT_DROP.findall(cmake_text)]
-    return max(found) if found else None
-
-
-def compiler_problem(variant: Variant, arch: str, cmake_text: str, compiler: Compiler) -> str | None:
-    """Why this compiler would build a wheel lacking the variant's ISA (None = fine).
-
-    Only where the release degrades silently: from 0.17 upstream fails by itself.
-    """
-    gate = silent_drop_gate(cmake_text)
-    f = variant.isa_flags
-    if arch != "x86_64" or gate is None or not (f["avx512vnni"] or f["avx512bf16"] or f["amxbf16"]):
-        return None
-    if compiler.gnu and compiler.version is not None and compiler.version >= gate:
-        return None
-    return (f"{variant.package} needs GCC >= {gate}, the C++ compiler is {compiler.describe()}: "
-            f"this vLLM's {CMAKE} would silently build without VNNI/BF16/AMX (set CXX/CC to a newer GCC)")
-
-
-# --- wheel tags --------------------------------------------------------------
-
-
-def _extension_modules(wheel: Path) -> list[str]:
-    with zipfile.ZipFile(wheel) as zf:
-        return [n for n in zf.namelist() if re.search(r"\.so(\.\d+)*$", n)]
-
-
-def abi3_status(wheel: Path) -> tuple[bool, str]:
-    """(every compiled module is a clean stable-ABI module, explanation) via abi3audit."""
-    mods = _extension_modules(wheel)
-    if not mods:
-        return False, "no compiled modules (pure wheel)"
-    not_named = [m for m in mods if not m.endswith(".abi3.so")]
-    if not_named:
-        return False, f"not stable-ABI modules: {', '.join(not_named)}"
-    exe = shutil.which("abi3audit", path=str(Path(sys.executable).parent)) or shutil.which("abi3audit")
-    cmd = [exe] if exe else [sys.executable, "-m", "abi3audit"]
-    out = subprocess.run([*cmd, str(wheel), "--report", "--assume-minimum-abi3", ABI3_MINIMUM],
-                         capture_output=True, text=True, check=False)
-    try:
-        report = json.loads(out.stdout)
-        results = [r for spec in report["specs"].values() for r in spec.get("wheel", [])]
-    except (json.JSONDecodeError, KeyError, AttributeError):
-        return False, f"abi3audit gave no report (exit {out.returncode}): {out.stderr.strip()[-500:]}"
-    bad = []
-    for r in results:
-        res = r.get("result", {})
-        if not res.get("is_abi3") or res.get("non_abi3_symbols") or not res.get("is_abi3_baseline_compatible"):
-            bad.append(f"{r.get('name')}: non-abi3 symbols {res.get('non_abi3_symbols')}, "
-                       f"newer than {ABI3_MINIMUM}: {res.get('future_abi3_objects')}")
-    if len(results) != len(mods):
-        bad.append(f"abi3audit checked {len(results)} of {len(mods)} modules")
-    if bad:
-        return False, "; ".join(bad)
-    return True, f"{len(mods)} module(s) use only the Python {ABI3_MINIMUM} stable ABI (abi3audit)"
-
-
-def retag(wheel: Path, abi3: bool, platform_tag: str) -> Path:
-    """Give ``wheel`` its final tags with ``wheel tags``; returns the new path."""
-    cmd = [sys.executable, "-m", "wheel", "tags", "--remove", f"--platform-tag={platform_tag}"]
-    if abi3:
-        cmd += [f"--python-tag={ABI3_PYTHON_TAG}", f"--abi-tag={ABI3_ABI_TAG}"]
-    out = subprocess.run([*cmd, str(wheel)], capture_output=True, text=True, check=False, cwd=wheel.parent)
-    if out.returncode != 0:
-        raise BuildFailed(f"wheel tags failed: {out.stderr.strip()}")
-    return wheel.parent / out.stdout.strip().splitlines()[-1]
-
-
-# --- driver ------------------------------------------------------------------
-
-
-def read_stamp(src: Path) -> dict:
-    path = src / STAMP
-    if not path.is_file():
-        raise UsageError(f"{src}: not patched (no {STAMP}); run `vllm-cpu-build patch` first")
-    try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise UsageError(f"{path}: damaged stamp ({exc}); patch the tree again") from None
-
-
-# --- sources and CMake options -------------------------------------------------
-
-_DECLARE = re.compile(r"FetchContent_(?:Declare|Populate)\(\s*([A-Za-z0-9_.+-]+)\b(.*?)\)", re.S)
-_FC_NAME = re.compile(r"^[A-Za-z0-9_.+-]+$")
-
-
-def fetch_declarations(src: Path) -> dict[str, str]:
-    """FetchContent dependencies the tree's CPU cmake declares: name -> pinned ref (GIT_TAG or URL file)."""
-    out: dict[str, str] = {}
-    cmake = src / CMAKE
-    text = cmake.read_text() if cmake.is_file() else ""
-    for name, body in _DECLARE.findall(text):
-        tag = re.search(r"\bGIT_TAG\s+(\S+)", body)
-        url = re.search(r"\bURL\s+(\S+)", body)
-        if tag:
-            out[name] = tag.group(1)
-        elif url:
-            out[name] = re.sub(r"\.(tar\.gz|tgz|zip|tar\.xz|tar\.bz2)$", "", url.group(1).rsplit("/", 1)[-1])
-        else:
-            out.setdefault(name, "")  # the SOURCE_DIR form of an upstream `if`: the name alone
-    return out
-
-
-def fetch_sources(src: Path, given: dict[str, Path], mirror: Path | None) -> tuple[dict[str, Path], list[str]]:
-    """(name -> local source dir, notes): explicit ``--fetch-source`` first, then ``<mirror>/<name>/<ref>``."""
-    declared = fetch_declarations(src)
-    chosen: dict[str, Path] = {}
-    notes: list[str] = []
-    for name, path in given.items():
-        if not path.is_dir():
-            raise UsageError(f"--fetch-source {name}={path}: not a directory")
-        chosen[name] = path.resolve()
-    if mirror is not None:
-        if not mirror.is_dir():
-            raise UsageError(f"--fetch-mirror {mirror}: not a directory")
-        for name, ref in declared.items():
-            if name in chosen or any(n.upper() == name.upper() for n in chosen):
-                continue
-            cands = [mirror / name.lower() / ref, mirror / name / ref] if ref else []
-            hit = next((c for c in cands if c.is_dir()), None)
-            if hit:
-                chosen[name] = hit.resolve()
-            elif ref:
-                notes.append(f"{name} {ref} is not in the mirror ({mirror / name.lower() / ref}); "
-                             "a build that needs it fails instead of downloading it")
-    return chosen, notes
-
-
-def cmake_options(fetch: dict[str, Path], mirror: bool, extra: list[str]) -> list[str]:
-    """CMAKE_ARGS words (upstream's setup.py splits CMAKE_ARGS on whitespace)."""
-    args = [f"-DFETCHCONTENT_SOURCE_DIR_{name.upper()}={path}" for name, path in sorted(fetch.items())]
-    if mirror:
-        args.append("-DFETCHCONTENT_FULLY_DISCONNECTED=ON")
-    args += extra
-    bad = [a for a in args if not a or any(c.isspace() for c in a)]
-    if bad:
-        raise UsageError(f"CMake arguments cannot contain whitespace (upstream splits CMAKE_ARGS): {bad}")
-    return args
-
-
-def parse_fetch_source(values: list[str]) -> dict[str, Path]:
-    out = {}
-    for v in values:
-        name, sep, path = v.partition("=")
-        if not sep or not _FC_NAME.match(name) or not path:
-            raise UsageError(f"--fetch-source {v!r}: expected NAME=DIR (e.g. oneDNN=/srv/src/oneDNN-v3.10)")
-        out[name] = Path(path).expanduser()
-    return out
-
-
-# --- source and record -----------------------------------------------------------
-
-
-def source_info(src: Path, stamp: dict, sdist: Path | None) -> dict:
-    info: dict = {"upstream_version": stamp.get("version"), "release_line": stamp.get("release_line")}
-    if sdist is not None:
-        info["sdist"] = sdist.name
-        info["sdist_sha256"] = provenance.sha256(sdist)
-    if (src / ".git").exists():
-        def git(*a: str) -> str:
-            r = subprocess.run(["git", "-C", str(src), *a], capture_output=True, text=True, check=False)
-            return r.stdout.strip() if r.returncode == 0 else ""
-        info["git_commit"] = git("rev-parse", "HEAD") or None
-        info["git_tag"] = git("describe", "--tags", "--exact-match", "HEAD") or None
-    return info
-
-
-# --- driver ------------------------------------------------------------------
-
-
-def _interpreter(python: str | None, runner: Runner) -> tuple[str, str]:
-    """(interpreter, "3.X") on the host, or inside the build root."""
-    if not runner.in_root:
-        return find_interpreter(python)
-    exe = python or "python3"
-    if re.fullmatch(r"3\.\d+", exe):
-        exe = f"python{exe}"
-    r = runner.run([exe, "-c", "import sys; print('%d.%d' % sys.version_info[:2])"])
-    if r.returncode != 0:
-        raise UsageError(f"--python {exe}: cannot run it in {runner.label}: {(r.stderr or r.stdout).strip()[-300:]}")
-    return exe, r.stdout.strip()
-
-
-def build(variant: Variant, src: Path, out: Path, *, python: str | None = None, arch: str | None = None,
-          max_jobs: int | None = None, log=sys.stderr, build_env: str = "managed", torch_index: str | None = None,
-          torch: str | None = None, allow_torch_mismatch: bool = False, fetch_source: dict[str, Path] | None = None,
-          fetch_mirror: Path | None = None, cmake_args: list[str] | None = None, root: str | None = None,
-          root_bind: list[Path] | None = None, strip: bool = True, debug_archive: bool = False,
-          sdist: Path | None = None) -> BuildResult:
-    """Build ``variant`` from the patched tree ``src`` into ``out``.
+def build(opts: BuildOptions) -> BuildResult:
+    """Build ``opts.variant`` from the patched tree ``opts.src`` into ``opts.out``.
 
     Raises UsageError (bad input: unpatched tree, wrong variant, a build
     environment that is not the release's, missing system prerequisites)
     or BuildFailed (the build itself failed).
     """
     start = time.monotonic()
-    src = src.resolve()
-    stamp = read_stamp(src)
-    if stamp.get("variant") != variant.package:
-        raise UsageError(f"{src} is patched for {stamp.get('variant')}, not {variant.package}")
-    arch = arch or stamp.get("arch") or host_arch()
-    if arch != stamp.get("arch"):
-        raise UsageError(f"{src} is patched for {stamp.get('arch')}, not {arch}")
+    target = _target(opts)
+    prepared = _prepare(opts, target)
+    env = _environment(opts, target, prepared)
+    tools = _check_tools(opts, target, prepared, env)
+    with tempfile.TemporaryDirectory(prefix="vllm-cpu-build-", dir=opts.out) as tmp:
+        built, command = _compile(opts, prepared, env, tools, Path(tmp))
+        finished = _finish(opts, target, prepared, env, tools, built)
+    return _result(opts, prepared, env, tools, finished, command, time.monotonic() - start)
+
+
+def _target(opts: BuildOptions) -> _Target:
+    """The arch and Python the tree is patched for, against what is asked."""
+    stamp = Stamp.read(opts.src)
+    if stamp.variant != opts.variant.package:
+        raise UsageError(f"{opts.src} is patched for {stamp.variant}, not {opts.variant.package}")
+    arch = opts.arch or stamp.arch
+    if arch != stamp.arch:
+        raise UsageError(f"{opts.src} is patched for {stamp.arch}, not {arch}")
     if arch != host_arch():
         raise UsageError(f"cannot build {arch} wheels on this {host_arch()} host (no cross builds)")
-    if build_env not in ("managed", "interpreter"):
-        raise UsageError(f"--build-env {build_env!r}: managed or interpreter")
-    if torch and build_env != "managed":
-        raise UsageError("--torch chooses what the managed build env installs; with --build-env interpreter "
-                         "the interpreter's own torch is checked")
-    allowed = stamp.get("python_versions") or []
-    if allowed and python and re.fullmatch(r"3\.\d+", python) and python not in allowed:
-        raise UsageError(f"--python {python}: the tree is patched for Python {', '.join(allowed)}")
-    if torch_index is None:
-        torch_index = load().project["torch_index_url"]
-    out.mkdir(parents=True, exist_ok=True)
-    out = out.resolve()
+    allowed = stamp.python_versions
+    if allowed and opts.python and re.fullmatch(r"3\.\d+", opts.python) and opts.python not in allowed:
+        raise UsageError(f"--python {opts.python}: the tree is patched for Python {', '.join(allowed)}")
+    return _Target(stamp, arch)
+
+
+def _runner(opts: BuildOptions) -> Runner:
+    """This host or the build root, seeing the tree, the output and ``--root-bind``."""
+    opts.out.mkdir(parents=True, exist_ok=True)
     try:
-        runner = runner_for(root, log)
+        runner = runner_for(opts.root, opts.out_log)
     except RootError as exc:
         raise UsageError(str(exc)) from None
-    runner.expose(src)
-    runner.expose(out)
-    for b in root_bind or []:
-        if not Path(b).exists():
+    runner.expose(opts.src)
+    runner.expose(opts.out)
+    for b in opts.root_bind:
+        if not b.exists():
             raise UsageError(f"--root-bind {b}: no such path")
-        runner.expose(Path(b), writable=False)
-    base_py, py_ver = _interpreter(python, runner)
+        runner.expose(b, writable=False)
+    return runner
+
+
+def _prepare(opts: BuildOptions, target: _Target) -> _Prepared:
+    """The interpreter and the build env holding the release's build requirements."""
+    log = opts.out_log
+    torch_index = load().project["torch_index_url"] if opts.torch_index is None else opts.torch_index
+    runner = _runner(opts)
+    base_py, py_ver = buildtools.interpreter(opts.python, runner)
+    allowed = target.stamp.python_versions
     if allowed and py_ver not in allowed:
         raise UsageError(f"Python {py_ver} ({base_py}) is not one the tree is patched for ({', '.join(allowed)})")
     try:
-        need = buildenv.needs(src, arch, py_ver, torch)
+        need = buildenv.needs(opts.src, target.arch, py_ver, opts.torch)
     except buildenv.EnvError as exc:
         raise UsageError(str(exc)) from None
-    print(f"build {variant.package} ({arch}) vLLM {stamp.get('full_version') or stamp['version']} "
+    print(f"build {opts.variant.package} ({target.arch}) vLLM {target.stamp.full_version or target.stamp.version} "
           f"in {runner.label}", file=log)
-    if build_env == "managed":
-        try:
-            venv = buildenv.ensure_venv(need, base_py, runner, torch_index=torch_index, log=log)
-        except buildenv.EnvError as exc:
-            raise UsageError(str(exc)) from None
-        py = venv.python
-        env_info = {"kind": "managed", **venv.as_json(), "requirements": need.requirements,
-                    "torch_index": torch_index if need.torch_install else None}
-        print(f"  build env: {venv.path} ({'created' if venv.created else 'cached'}, {venv.seconds:.0f} s)",
-              file=log)
-    else:
-        py = base_py
-        problems = check_build_env(py, runner)
+    if opts.build_env is BuildEnvKind.INTERPRETER:
+        problems = buildtools.check_build_env(base_py, runner)
         if problems:
             raise UsageError("build interpreter not ready: " + "; ".join(problems))
-        env_info = {"kind": "interpreter", "python": py}
+        return _Prepared(runner, base_py, py_ver, need, {"kind": BuildEnvKind.INTERPRETER, "python": base_py},
+                         BuildEnvInfo(BuildEnvKind.INTERPRETER))
     try:
-        var_env = upstream.build_env(variant, arch, stamp["version"], stamp.get("postfix", ""),
-                                     max_jobs=max_jobs or len(os.sched_getaffinity(0)))
+        venv = buildenv.ensure_venv(need, base_py, runner, torch_index=torch_index, log=log)
+    except buildenv.EnvError as exc:
+        raise UsageError(str(exc)) from None
+    index = torch_index if need.torch_install else None
+    print(f"  build env: {venv.path} ({'created' if venv.created else 'cached'}, {venv.seconds:.0f} s)", file=log)
+    info = {"kind": BuildEnvKind.MANAGED, **venv.as_json(), "requirements": need.requirements, "torch_index": index}
+    return _Prepared(runner, venv.python, py_ver, need, info,
+                     BuildEnvInfo(BuildEnvKind.MANAGED, venv.key, dict(venv.packages), index))
+
+
+def _environment(opts: BuildOptions, target: _Target, prep: _Prepared) -> _Environment:
+    """The variant's switches, FetchContent sources, CMake arguments, ccache; the worker's variables that go."""
+    try:
+        var_env = upstream.build_env(opts.variant, target.arch, target.stamp.version, target.stamp.postfix,
+                                     max_jobs=opts.max_jobs or len(os.sched_getaffinity(0)))
     except upstream.UnsupportedRelease as exc:
         raise UsageError(str(exc)) from None
-    fetch, fetch_notes = fetch_sources(src, fetch_source or {}, fetch_mirror)
-    if fetch_mirror is not None:
-        runner.expose(fetch_mirror, writable=False)
+    fetch, notes = fetchcontent.sources(opts.src, dict(opts.fetch_source), opts.fetch_mirror)
+    if opts.fetch_mirror is not None:
+        prep.runner.expose(opts.fetch_mirror, writable=False)
     for path in fetch.values():
-        runner.expose(path, writable=False)
-    cm_args = cmake_options(fetch, fetch_mirror is not None, list(cmake_args or []))
+        prep.runner.expose(path, writable=False)
+    cm_args = fetchcontent.cmake_options(fetch, opts.fetch_mirror is not None, list(opts.cmake_args))
     if cm_args:
         var_env["CMAKE_ARGS"] = " ".join(cm_args)
     for name, path in fetch.items():
         var_env[f"FETCHCONTENT_SOURCE_DIR_{name.upper()}"] = str(path)  # upstream reads oneDNN's from the env
-    if runner.run(["sh", "-c", "command -v ccache"]).returncode == 0:
+    if prep.runner.run(["sh", "-c", "command -v ccache"]).returncode == 0:
         var_env["CMAKE_C_COMPILER_LAUNCHER"] = var_env["CMAKE_CXX_COMPILER_LAUNCHER"] = "ccache"
         # Paths under the tree hashed relative, the build dir not at all: a rebuild of the same
         # release in another checkout directory hits the cache (debug info is stripped anyway).
-        var_env.setdefault("CCACHE_BASEDIR", str(src))
+        var_env.setdefault("CCACHE_BASEDIR", str(opts.src))
         var_env.setdefault("CCACHE_NOHASHDIR", "1")
     dropped = sorted(k for k in os.environ if _DROP_ENV.match(k) and k not in var_env)
     env = {k: v for k, v in os.environ.items() if k not in dropped}
     env.update(var_env)
-    env["PATH"] = _tool_path(py)
+    env["PATH"] = buildtools.tool_path(prep.python)
+    return _Environment(var_env, env, dropped, fetch, notes, cm_args)
 
-    compiler = probe_compiler(env, runner)
-    cmake_file = src / CMAKE
-    problem = compiler_problem(variant, arch, cmake_file.read_text() if cmake_file.is_file() else "", compiler)
+
+def _check_tools(opts: BuildOptions, target: _Target, prep: _Prepared, env: _Environment) -> _Tools:
+    """Refuse a compiler that would drop the variant's ISA, a system lacking prerequisites, a torch not the pin."""
+    compiler = buildtools.probe_compiler(env.full, prep.runner)
+    cmake_file = opts.src / buildenv.CPU_CMAKE
+    cmake_text = cmake_file.read_text() if cmake_file.is_file() else ""
+    problem = buildtools.compiler_problem(opts.variant, target.arch, cmake_text, compiler)
     if problem:
         raise BuildFailed(problem)
-    missing = buildenv.system_problems(need, runner, env, arch, compiler.gnu, compiler.version, compiler.describe())
+    missing = buildenv.system_problems(prep.need, prep.runner, env.full, target.arch, compiler.gnu,
+                                       compiler.version, compiler.describe())
     if missing:
         raise UsageError("system prerequisites missing: " + "; ".join(missing))
-    installed = buildenv.installed_version(py, "torch", runner)
-    mismatch = buildenv.torch_problem(need.torch_pin, installed, arch)
-    torch_info = {"pin": need.torch_pin, "built_against": installed, "matches": mismatch is None}
-    if mismatch and not allow_torch_mismatch:
+    installed = buildenv.installed_version(prep.python, "torch", prep.runner)
+    mismatch = buildenv.torch_problem(prep.need.torch_pin, installed, target.arch)
+    if mismatch and not opts.allow_torch_mismatch:
         raise UsageError(f"torch mismatch: {mismatch}; refusing to build a wheel whose pin lies "
                          "(--allow-torch-mismatch is for tests only: the wheel records it and verify fails it)")
     if mismatch:
         print(f"  WARNING: {mismatch}: building anyway (--allow-torch-mismatch); verify will fail this wheel",
-              file=log)
+              file=opts.out_log)
+    return _Tools(compiler, Torch(prep.need.torch_pin, installed, mismatch is None))
 
+
+def _compile(opts: BuildOptions, prep: _Prepared, env: _Environment, tools: _Tools,
+             tmp: Path) -> tuple[Path, list[str]]:
+    """``pip wheel`` of the tree into ``tmp``: (the one wheel it made, the command)."""
+    log = opts.out_log
     # Leftovers of an earlier build in the same tree must not end up in this wheel.
-    for stale in [src / "build", *src.glob("*.egg-info")]:
+    for stale in [opts.src / "build", *opts.src.glob("*.egg-info")]:
         if stale.is_dir():
             shutil.rmtree(stale)
+    cmd = [prep.python, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--no-cache-dir", "-v",
+           "-w", str(tmp), str(opts.src)]
+    print(f"  Python {prep.python_version} ({prep.python}), {tools.compiler.describe()}", file=log)
+    if prep.need.torch_pin:
+        print(f"  torch: the wheel pins {prep.need.torch_pin}; building against {tools.torch.built_against}", file=log)
+    for k in sorted(env.variant_env):
+        print(f"  env {k}={env.variant_env[k]}", file=log)
+    for note in env.fetch_notes:
+        print(f"  fetch: {note}", file=log)
+    if env.dropped:
+        print(f"  env removed from the worker's environment: {' '.join(env.dropped)}", file=log)
+    print(f"  $ {' '.join(cmd)}", file=log, flush=True)
+    with prep.runner.popen(cmd, env=env.full, cwd=str(opts.src)) as proc:
+        if proc.stdout is None:  # popen pipes stdout; without it the log would silently lose the build
+            raise BuildFailed("pip wheel: no output pipe")
+        for line in proc.stdout:
+            log.write(line)
+    if proc.returncode != 0:
+        raise BuildFailed(f"pip wheel exited {proc.returncode} (see the log above)")
+    built = sorted(tmp.glob("*.whl"))
+    if len(built) != 1:
+        raise BuildFailed(f"expected one wheel, got {[b.name for b in built]}")
+    return built[0], cmd
+
+
+def _abi3(target: _Target, built: Path, log: TextIO) -> tuple[bool, str]:
+    """(tag it cp38-abi3, why): every module stable-ABI, and the release line plans one wheel for all Pythons."""
+    ok, why = abi3.abi3_status(built)
+    print(f"  abi3: {ok}: {why}", file=log)
+    rel = upstream.release_line(target.stamp.version)
+    if rel.abi3 and not ok:
+        # plan promised one wheel for every Python: a cp3X-only wheel would leave the others without one.
+        raise BuildFailed(f"release line {rel.name} plans one cp38-abi3 wheel for every Python, but {why}; "
+                          "mark the line abi3=False in vllm_cpu_build/upstream.py (one wheel per Python)")
+    return ok and rel.abi3, why  # a per-Python build keeps its cp3X-cp3X tags, as planned
+
+
+def _source(opts: BuildOptions, stamp: Stamp) -> Source:
+    """What the tree came from: the sdist (name, sha256) and/or the git commit and tag."""
+    sdist = opts.sdist.name if opts.sdist else None
+    sdist_sha = sha256(opts.sdist) if opts.sdist else None
+    commit = tag = None
+    if (opts.src / ".git").exists():
+        def git(*a: str) -> str | None:
+            r = subprocess.run(["git", "-C", str(opts.src), *a], capture_output=True, text=True, check=False)
+            return (r.stdout.strip() or None) if r.returncode == 0 else None
+        commit = git("rev-parse", "HEAD")
+        tag = git("describe", "--tags", "--exact-match", "HEAD")
+    return Source(stamp.version, stamp.release_line, sdist, sdist_sha, commit, tag)
+
+
+def _record(opts: BuildOptions, target: _Target, prep: _Prepared, env: _Environment, tools: _Tools,
+            built: Path) -> Record:
+    """The provenance record of what was built (platform and strip come with finishing)."""
+    stamp = target.stamp
+    recorded_env = {k: v for k, v in env.variant_env.items() if k != "MAX_JOBS" and not k.startswith("CCACHE_")}
+    record = Record(
+        package=opts.variant.package, version=stamp.full_version or stamp.version, arch=target.arch,
+        variant=VariantInfo(dict(opts.variant.isa_flags), list(stamp.pinned_flags)),
+        source=_source(opts, stamp),
+        build=BuildInfo(recorded_env, env.cmake_args, {k: str(v) for k, v in env.fetch.items()},
+                        prep.python_version, tools.compiler.describe(), prep.runner.describe(), prep.record_env),
+        torch=tools.torch)
+    if not prep.need.rust:
+        return record
+    # Upstream builds its Rust frontend as *optional* extensions: a failed cargo build leaves it out.
+    with zipfile.ZipFile(built) as zf:
+        rust = sorted(n for n in zf.namelist() if _RUST.match(n))
+    if not rust:
+        print("  WARNING: the release's Rust frontend (vllm/_rust_*, vllm-rs) is not in the wheel: "
+              "its optional cargo build failed (see the log above)", file=opts.out_log)
+    return dataclasses.replace(record, rust_frontend=RustFrontend(rust))
+
+
+def _finish(opts: BuildOptions, target: _Target, prep: _Prepared, env: _Environment, tools: _Tools,
+            built: Path) -> _Finished:
+    """Platform tag, strip, the record inside, final tags; the wheel (and debug archive) moved to ``out``."""
+    log = opts.out_log
+    is_abi3, why = _abi3(target, built, log)
+    record = _record(opts, target, prep, env, tools, built)
     policy = load().project["manylinux_policy"]
-    with tempfile.TemporaryDirectory(prefix="vllm-cpu-build-", dir=out) as tmp:
-        cmd = [py, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--no-cache-dir", "-v",
-               "-w", tmp, str(src)]
-        print(f"  Python {py_ver} ({py}), {compiler.describe()}", file=log)
-        if need.torch_pin:
-            print(f"  torch: the wheel pins {need.torch_pin}; building against {installed}", file=log)
-        for k in sorted(var_env):
-            print(f"  env {k}={var_env[k]}", file=log)
-        for note in fetch_notes:
-            print(f"  fetch: {note}", file=log)
-        if dropped:
-            print(f"  env removed from the worker's environment: {' '.join(dropped)}", file=log)
-        print(f"  $ {' '.join(cmd)}", file=log, flush=True)
-        with runner.popen(cmd, env=env, cwd=str(src)) as proc:
-            assert proc.stdout is not None
-            for line in proc.stdout:
-                log.write(line)
-        if proc.returncode != 0:
-            raise BuildFailed(f"pip wheel exited {proc.returncode} (see the log above)")
-        built = sorted(Path(tmp).glob("*.whl"))
-        if len(built) != 1:
-            raise BuildFailed(f"expected one wheel, got {[b.name for b in built]}")
-        abi3, why = abi3_status(built[0])
-        print(f"  abi3: {abi3}: {why}", file=log)
-        rel = upstream.release_line(stamp["version"])
-        if rel.abi3 and not abi3:
-            # plan promised one wheel for every Python: a cp3X-only wheel would leave the others without one.
-            raise BuildFailed(f"release line {rel.name} plans one cp38-abi3 wheel for every Python, but {why}; "
-                              "mark the line abi3=False in vllm_cpu_build/upstream.py (one wheel per Python)")
-        abi3 = abi3 and rel.abi3  # a per-Python build keeps its cp3X-cp3X tags, as planned
-        record = {
-            "schema": provenance.SCHEMA, "package": variant.package,
-            "version": stamp.get("full_version") or stamp["version"], "arch": arch,
-            "variant": {"isa_flags": dict(variant.isa_flags), "pinned_cpuinfo_flags": stamp.get("pinned_flags")},
-            "source": source_info(src, stamp, sdist),
-            "build": {"env": {k: v for k, v in var_env.items() if k != "MAX_JOBS" and not k.startswith("CCACHE_")},
-                      "cmake_args": cm_args,
-                      "fetchcontent": {k: str(v) for k, v in fetch.items()}, "python": py_ver,
-                      "compiler": compiler.describe(), "root": runner.describe(),
-                      "build_env": {k: v for k, v in env_info.items() if k in ("kind", "key", "packages",
-                                                                                "torch_index")}},
-            "torch": torch_info,
-        }
-        if need.rust:
-            # Upstream builds its Rust frontend as *optional* extensions: a failed cargo build leaves it out.
-            with zipfile.ZipFile(built[0]) as zf:
-                rust = sorted(n for n in zf.namelist() if re.match(r"^vllm/(_rust_[^/]*\.so|vllm-rs)$", n))
-            record["rust_frontend"] = {"modules": rust}
-            if not rust:
-                print("  WARNING: the release's Rust frontend (vllm/_rust_*, vllm-rs) is not in the wheel: "
-                      "its optional cargo build failed (see the log above)", file=log)
-        try:
-            needed, _report = finish.needed_tag(built[0], policy, arch)
-            plat = finish.platform_tag(needed, policy, arch)
-            record["platform"] = {"policy": policy, "needed": needed, "tag": plat}
-            print(f"  platform: binaries need {needed} (auditwheel); policy {policy}; tag {plat}", file=log)
-            dbg = out / (built[0].name[:-4] + ".debug.tar.gz") if (strip and debug_archive) else None
-            strip_info = finish.rewrite(built[0], strip=strip, record=record, debug_archive=dbg)
-        except finish.FinishError as exc:
-            raise BuildFailed(str(exc)) from None
-        for mod, sz in strip_info["modules"].items():
-            print(f"  strip {mod}: {sz['before']:,} -> {sz['after']:,} bytes", file=log)
-        final = retag(built[0], abi3, plat)
-        dest = out / final.name
-        if dest.exists():
-            dest.unlink()
-        shutil.move(str(final), dest)
-        if strip_info.get("debug_archive"):
-            src_dbg = out / strip_info["debug_archive"]
-            dbg_final = out / (dest.name[:-4] + ".debug.tar.gz")
-            src_dbg.replace(dbg_final)
-            strip_info["debug_archive"] = dbg_final.name
-    record["strip"] = strip_info
-    side = provenance.write_beside(dest, record)
+    try:
+        plat = finish.platform(built, policy, target.arch)
+        record = dataclasses.replace(record, platform=plat)
+        print(f"  platform: binaries need {plat.needed} (auditwheel); policy {policy}; tag {plat.tag}", file=log)
+        dbg = opts.out / (built.name[:-4] + ".debug.tar.gz") if (opts.strip and opts.debug_archive) else None
+        strip = finish.rewrite(built, strip=opts.strip, record=record, debug_archive=dbg)
+    except finish.FinishError as exc:
+        raise BuildFailed(str(exc)) from None
+    for mod, sz in strip.modules.items():
+        print(f"  strip {mod}: {sz.before:,} -> {sz.after:,} bytes", file=log)
+    final = abi3.retag(built, is_abi3, plat.tag)
+    dest = opts.out / final.name
+    if dest.exists():
+        dest.unlink()
+    shutil.move(str(final), dest)
+    if strip.debug_archive:
+        dbg_final = opts.out / (dest.name[:-4] + ".debug.tar.gz")
+        (opts.out / strip.debug_archive).replace(dbg_final)
+        strip = dataclasses.replace(strip, debug_archive=dbg_final.name)
+    return _Finished(dest, is_abi3, why, dataclasses.replace(record, strip=strip))
+
+
+def _result(opts: BuildOptions, prep: _Prepared, env: _Environment, tools: _Tools, finished: _Finished,
+            command: list[str], seconds: float) -> BuildResult:
+    """The record beside the wheel; the typed result."""
+    dest, record = finished.wheel, finished.record
+    side = write_beside(dest, record)
     _, _, _, tags = parse_wheel_filename(dest.name)
-    print(f"  wheel: {dest} ({dest.stat().st_size:,} bytes); record {side.name}", file=log)
-    return BuildResult(str(dest), abi3, why, round(time.monotonic() - start, 1), var_env,
-                       sorted(str(t) for t in tags), cmd, py, compiler.describe(), torch=torch_info,
-                       platform=record["platform"], strip=strip_info, build_env=env_info, root=runner.describe(),
-                       provenance=str(side), record=record)
+    print(f"  wheel: {dest} ({dest.stat().st_size:,} bytes); record {side.name}", file=opts.out_log)
+    return BuildResult(str(dest), finished.abi3, finished.abi3_reason, round(seconds, 1), env.variant_env,
+                       sorted(str(t) for t in tags), command, prep.python, tools.compiler.describe(),
+                       torch=record.torch, platform=record.platform, strip=record.strip, build_env=prep.env_info,
+                       root=record.build.root, provenance=str(side), record=record)
+
+
+# --- CLI -------------------------------------------------------------------------
 
 
 def run(args: argparse.Namespace) -> BuildResult:
-    # Absolute paths: pip runs in another directory and writes --out there.
-    src = Path(args.src).resolve()
-    if not src.is_dir():
-        raise UsageError(f"--src {src}: not a directory")
-    variant = load().get(args.variant)
-    log = sys.stderr if args.json else sys.stdout
-    sdist = Path(args.sdist).resolve() if args.sdist else None
-    if sdist is not None and not sdist.is_file():
-        raise UsageError(f"--sdist {sdist}: no such file")
-    res = build(variant, src, Path(args.out).resolve(), python=args.python, arch=args.arch, max_jobs=args.max_jobs,
-                log=log, build_env=args.build_env, torch_index=args.torch_index_url, torch=args.torch,
-                allow_torch_mismatch=args.allow_torch_mismatch,
-                fetch_source=parse_fetch_source(args.fetch_source),
-                fetch_mirror=Path(args.fetch_mirror).expanduser().resolve() if args.fetch_mirror else None,
-                cmake_args=args.cmake_arg, root=args.root, root_bind=[Path(b) for b in args.root_bind],
-                strip=args.strip, debug_archive=args.debug_archive, sdist=sdist)
-    print(f"built {res.wheel} in {res.seconds:.1f} s", file=log)
+    opts = BuildOptions.from_args(args)
+    res = build(opts)
+    print(f"built {res.wheel} in {res.seconds:.1f} s", file=opts.out_log)
     return res
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("build", help="build one variant's wheel from a patched vLLM tree",
-                       description=__doc__.split("\n\n")[0] + " Exit 1 when the build fails, 2 when an input or "
-                       "prerequisite is missing.")
+                       description=(__doc__ or "").split("\n\n")[0] + " Exit 1 when the build fails, 2 when an "
+                       "input or prerequisite is missing.")
     p.add_argument("--variant", required=True, help="package name from variants.json")
     p.add_argument("--src", required=True, help="source tree patched by `vllm-cpu-build patch`")
     p.add_argument("--out", required=True, help="directory for the wheel (and its .provenance.json)")
@@ -561,7 +457,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help=f"target arch, one of {', '.join(ARCH_CHOICES)} (default: the patched one; this host's)")
     p.add_argument("--max-jobs", type=int, help="MAX_JOBS for the compiler (default: number of CPUs)")
     env = p.add_argument_group("build environment")
-    env.add_argument("--build-env", choices=("managed", "interpreter"), default="managed",
+    env.add_argument("--build-env", choices=[k.value for k in BuildEnvKind], default=BuildEnvKind.MANAGED.value,
                      help="managed (default): a cached venv with the release's own build requirements made from "
                           "--python; interpreter: build with --python as it is")
     env.add_argument("--torch-index-url", help="index for torch (default: variants.json torch_index_url, the "

@@ -27,9 +27,11 @@ import os
 import re
 import shutil
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any, TextIO
 
 from packaging.requirements import Requirement
 from packaging.version import InvalidVersion, Version
@@ -70,7 +72,7 @@ class Needs:
     gcc_fatal: Version | None  # cmake stops below this GCC (x86_64)
     gcc_silent: Version | None  # cmake silently drops ISA flags below this GCC
 
-    def as_json(self) -> dict:
+    def as_json(self) -> dict[str, Any]:
         return {"requirements": self.requirements, "torch_pin": self.torch_pin, "torch_install": self.torch_install,
                 "sources": self.sources, "rust": self.rust, "numa": self.numa,
                 "gcc_fatal": str(self.gcc_fatal) if self.gcc_fatal else None,
@@ -158,13 +160,13 @@ class BuildVenv:
     seconds: float
     packages: dict[str, str] = field(default_factory=dict)  # name -> version (pip freeze)
 
-    def as_json(self) -> dict:
+    def as_json(self) -> dict[str, Any]:
         return {"python": self.python, "path": str(self.path), "key": self.key, "created": self.created,
                 "seconds": round(self.seconds, 1), "packages": self.packages}
 
 
 @contextmanager
-def _locked(path: Path):
+def _locked(path: Path) -> Iterator[None]:
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "w") as fh:
         fcntl.flock(fh, fcntl.LOCK_EX)
@@ -202,7 +204,8 @@ def venv_key(python_id: str, reqs: list[str], torch_index: str, root_key: str) -
     return hashlib.sha256(doc.encode()).hexdigest()[:16]
 
 
-def ensure_venv(n: Needs, base_python: str, runner: Runner, *, torch_index: str = "", log=None) -> BuildVenv:
+def ensure_venv(n: Needs, base_python: str, runner: Runner, *, torch_index: str = "",
+                log: TextIO | None = None) -> BuildVenv:
     """The cached venv for ``n`` made from ``base_python`` (run through ``runner``); creates it once."""
     start = time.monotonic()
     probe = runner.run([base_python, "-c", "import sys, platform; print(sys.version.split()[0], "

@@ -30,8 +30,11 @@ import os
 import shutil
 import subprocess
 from pathlib import Path
+from typing import TextIO
 
-from vllm_cpu_build.index import sha256_of
+from vllm_cpu_build.enums import RunnerKind
+from vllm_cpu_build.files import sha256_of
+from vllm_cpu_build.provenance import RunnerInfo
 
 # PATH inside a root: manylinux images keep their toolsets and Pythons under /opt and /usr/local.
 ROOT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -62,11 +65,11 @@ class Runner:
         """Make ``path`` visible to later commands (nothing to do on the host)."""
 
     def run(self, argv: list[str], *, env: dict[str, str] | None = None, cwd: str | None = None,
-            timeout: float | None = None) -> subprocess.CompletedProcess:
+            timeout: float | None = None) -> subprocess.CompletedProcess[str]:
         return subprocess.run(self.command(argv, cwd), env=self.environment(env), cwd=None if self.in_root else cwd,
                               capture_output=True, text=True, errors="replace", check=False, timeout=timeout)
 
-    def popen(self, argv: list[str], *, env: dict[str, str], cwd: str | None = None) -> subprocess.Popen:
+    def popen(self, argv: list[str], *, env: dict[str, str], cwd: str | None = None) -> subprocess.Popen[str]:
         return subprocess.Popen(self.command(argv, cwd), env=self.environment(env),
                                 cwd=None if self.in_root else cwd, stdout=subprocess.PIPE,
                                 stderr=subprocess.STDOUT, text=True, errors="replace")
@@ -75,8 +78,8 @@ class Runner:
     def in_root(self) -> bool:
         return False
 
-    def describe(self) -> dict:
-        return {"kind": "host"}
+    def describe(self) -> RunnerInfo:
+        return RunnerInfo(RunnerKind.HOST)
 
 
 def _cache() -> Path:
@@ -84,7 +87,7 @@ def _cache() -> Path:
     return Path(root) / "roots"
 
 
-def unpack(tarball: Path, log=None) -> tuple[Path, str]:
+def unpack(tarball: Path, log: TextIO | None = None) -> tuple[Path, str]:
     """The cached unpacked copy of a root tarball: (directory, sha256)."""
     import fcntl
 
@@ -119,7 +122,7 @@ def unpack(tarball: Path, log=None) -> tuple[Path, str]:
 class BuildRoot(Runner):
     """Runs a build's commands inside a root file system with bubblewrap."""
 
-    def __init__(self, spec: str | os.PathLike, log=None) -> None:
+    def __init__(self, spec: str | os.PathLike[str], log: TextIO | None = None) -> None:
         path = Path(spec).expanduser()
         if not path.exists():
             raise RootError(f"--root {spec}: no such directory or tarball")
@@ -133,7 +136,7 @@ class BuildRoot(Runner):
                 raise RootError(f"--root {spec}: not a directory or a tarball ({', '.join(_TARBALL)})")
             self.dir, digest = unpack(path.resolve(), log)
             self.key = f"root-{digest[:16]}"
-            self.sha256 = digest
+            self.sha256: str | None = digest
         else:
             self.dir = path.resolve()
             self.key = "rootdir-" + hashlib.sha256(str(self.dir).encode()).hexdigest()[:16]
@@ -218,10 +221,9 @@ class BuildRoot(Runner):
         out.setdefault("LANG", "C.UTF-8")
         return out
 
-    def describe(self) -> dict:
-        return {"kind": "root", "spec": self.spec, "dir": str(self.dir), "sha256": self.sha256,
-                "os": self.os_release, "runner": "bwrap"}
+    def describe(self) -> RunnerInfo:
+        return RunnerInfo(RunnerKind.ROOT, self.spec, str(self.dir), self.sha256, self.os_release, "bwrap")
 
 
-def runner_for(root: str | None, log=None) -> Runner:
+def runner_for(root: str | None, log: TextIO | None = None) -> Runner:
     return BuildRoot(root, log) if root else Runner()

@@ -14,6 +14,7 @@ import os
 import sys
 
 from vllm_cpu_build import errors, specs
+from vllm_cpu_build.enums import Arch
 from vllm_cpu_build.errors import EXIT_OK, EXIT_USAGE, ToolchainError, UsageError
 from vllm_cpu_build.results import ErrorResult, Result
 
@@ -26,7 +27,7 @@ SUBCOMMANDS = ("plan", "patch", "build", "isa", "verify", "smoke", "upload", "im
 ARCH_CHOICES = tuple(specs.ARCH_ALIASES)  # x86_64, aarch64, arm64 (= aarch64)
 
 
-def arch_arg(value: str) -> str:
+def arch_arg(value: str) -> Arch:
     """argparse type for ``--arch``: the canonical name of ``value``."""
     try:
         return specs.parse_arch(value)
@@ -34,7 +35,7 @@ def arch_arg(value: str) -> str:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
-def arches_arg(value: str) -> list[str]:
+def arches_arg(value: str) -> list[Arch]:
     """argparse type for ``--arches``: a comma-separated list of arches, canonical and de-duplicated."""
     try:
         return specs.parse_arches(value)
@@ -47,7 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="vllm-cpu-build",
         description="Turn an upstream vLLM source tree into an ISA-checked CPU wheel.",
         # The exit codes are documented once, in vllm_cpu_build.errors.
-        epilog=__doc__.split("\n\n")[1] + "\n\n" + errors.__doc__.split("\n\n")[2],
+        epilog=(__doc__ or "").split("\n\n")[1] + "\n\n" + errors.__doc__.split("\n\n")[2],
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--variants-file", help="variants.json to use (default: $VLLM_CPU_VARIANTS or the bundled one)")

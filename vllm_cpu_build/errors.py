@@ -40,3 +40,7 @@ class StepFailed(ToolchainError):
     """The step ran and failed (exit 1): compiler, CMake, pip, an upstream anchor, twine."""
 
     exit_code = EXIT_FAIL
+
+
+class BuildFailed(StepFailed):
+    """The build ran and failed (compiler, CMake, pip, a finishing tool)."""

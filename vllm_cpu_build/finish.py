@@ -17,6 +17,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import re
@@ -27,10 +28,12 @@ import tarfile
 import tempfile
 import zipfile
 from pathlib import Path
+from typing import Any
 
-from wheel.wheelfile import WheelFile
+from wheel.wheelfile import WheelFile  # type: ignore[import-untyped]  # wheel ships no type information
 
 from vllm_cpu_build import provenance
+from vllm_cpu_build.provenance import ModuleSize, Platform, Record, Strip
 
 _MODULE = re.compile(r"^vllm/[^/]+\.so(\.\d+)*$")
 
@@ -60,12 +63,13 @@ def _strip_one(data: bytes, name: str, tmp: Path) -> tuple[bytes, bytes]:
     return src.read_bytes(), dbg.read_bytes()
 
 
-def rewrite(wheel: Path, *, strip: bool, record: dict, debug_archive: Path | None = None) -> dict:
+def rewrite(wheel: Path, *, strip: bool, record: Record, debug_archive: Path | None = None) -> Strip:
     """Strip vLLM's modules and embed ``record`` (its ``strip`` section filled in here).
 
     Rewrites ``wheel`` in place with a fresh RECORD; returns the strip section.
     """
-    section: dict = {"enabled": strip, "modules": {}}
+    sizes: dict[str, ModuleSize] = {}
+    archive: str | None = None
     debug: dict[str, bytes] = {}
     with zipfile.ZipFile(wheel) as zin, tempfile.TemporaryDirectory(prefix="strip-", dir=wheel.parent) as tmpd:
         out = Path(tmpd) / wheel.name  # WheelFile insists on a wheel's file name
@@ -81,7 +85,7 @@ def rewrite(wheel: Path, *, strip: bool, record: dict, debug_archive: Path | Non
                 data = zin.read(info)
                 if strip and info.filename in modules:
                     stripped, dbg = _strip_one(data, info.filename, Path(tmpd))
-                    section["modules"][info.filename] = {"before": len(data), "after": len(stripped)}
+                    sizes[info.filename] = ModuleSize(len(data), len(stripped))
                     debug[info.filename + ".debug"] = dbg
                     data = stripped
                 zi = zipfile.ZipInfo(info.filename, date_time=info.date_time)
@@ -94,12 +98,12 @@ def rewrite(wheel: Path, *, strip: bool, record: dict, debug_archive: Path | Non
                         ti = tarfile.TarInfo(name)
                         ti.size, ti.mode = len(data), 0o644
                         tar.addfile(ti, io.BytesIO(data))
-                section["debug_archive"] = debug_archive.name
-            doc = dict(record, strip=section)
+                archive = debug_archive.name
+            section = Strip(strip, sizes, archive)
             zi = zipfile.ZipInfo(f"{dist_info[0]}/{provenance.MEMBER}", date_time=(1980, 1, 1, 0, 0, 0))
             zi.external_attr = 0o644 << 16
             zi.compress_type = zipfile.ZIP_DEFLATED
-            zout.writestr(zi, provenance.dumps(doc))
+            zout.writestr(zi, provenance.dumps(dataclasses.replace(record, strip=section)))
         out.replace(wheel)
     return section
 
@@ -112,7 +116,7 @@ def _glibc(tag: str) -> tuple[int, int] | None:
     return next((v for k, v in legacy.items() if tag.startswith(k + "_")), None)
 
 
-def needed_tag(wheel: Path, policy: str, arch: str) -> tuple[str, dict]:
+def needed_tag(wheel: Path, policy: str, arch: str) -> tuple[str, dict[str, Any]]:
     """(the manylinux tag the binaries need, auditwheel's report) via ``auditwheel show --json``."""
     exe = shutil.which("auditwheel", path=str(Path(sys.executable).parent)) or shutil.which("auditwheel")
     cmd = [exe] if exe else [sys.executable, "-m", "auditwheel"]
@@ -129,8 +133,10 @@ def needed_tag(wheel: Path, policy: str, arch: str) -> tuple[str, dict]:
         report = json.loads(r.stdout)
     except json.JSONDecodeError:
         raise FinishError(f"auditwheel show gave no report (exit {r.returncode}): {r.stderr.strip()[-500:]}") from None
+    if not isinstance(report, dict):
+        raise FinishError(f"auditwheel show: not a report: {r.stdout.strip()[-500:]}")
     tag = report.get("sym_tag")
-    if not tag or _glibc(tag) is None:
+    if not isinstance(tag, str) or _glibc(tag) is None:
         raise FinishError(f"auditwheel show: no manylinux symbol tag for {wheel.name}: "
                           f"{report.get('error') or report}")
     return tag, report
@@ -143,3 +149,9 @@ def platform_tag(needed: str, policy: str, arch: str) -> str:
     if have is None or pol is None:
         raise FinishError(f"not manylinux tags: {needed}, {want}")
     return want if have <= pol else needed
+
+
+def platform(wheel: Path, policy: str, arch: str) -> Platform:
+    """The platform tag the wheel gets: what auditwheel says its binaries need, against the policy."""
+    needed, _report = needed_tag(wheel, policy, arch)
+    return Platform(policy, needed, platform_tag(needed, policy, arch))

@@ -21,6 +21,7 @@ import platform
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from vllm_cpu_build.enums import Arch
 from vllm_cpu_build.variants import Variant
 
 CPUINFO = Path("/proc/cpuinfo")
@@ -72,7 +73,7 @@ def parse_flags(text: str, arch: str) -> set[str]:
     return set.intersection(*sets) if sets else set()
 
 
-def read_flags(arch: str, cpuinfo: str | os.PathLike | None = None) -> set[str]:
+def read_flags(arch: str, cpuinfo: str | os.PathLike[str] | None = None) -> set[str]:
     return parse_flags(Path(cpuinfo or CPUINFO).read_text(errors="replace"), arch)
 
 
@@ -134,7 +135,7 @@ class HostCheck:
             "; " + "; ".join(self.notes) if self.notes else "")
 
 
-def check(variant: Variant, arch: str | None = None, cpuinfo: str | os.PathLike | None = None) -> HostCheck:
+def check(variant: Variant, arch: str | None = None, cpuinfo: str | os.PathLike[str] | None = None) -> HostCheck:
     """Does this host have every ``cpu_flags`` of ``variant`` on ``arch``?
 
     ``cpuinfo`` (or ``$VLLM_CPU_BUILD_CPUINFO``) is checked *in addition to*
@@ -144,7 +145,7 @@ def check(variant: Variant, arch: str | None = None, cpuinfo: str | os.PathLike 
     arch = arch or host_arch()
     if arch not in variant.arches:
         raise ValueError(f"{variant.package} is not built for {arch}")
-    required = list(variant.arches[arch].cpu_flags)
+    required = list(variant.arches[Arch(arch)].cpu_flags)
     res = HostCheck(arch, required)
     if arch != host_arch():
         res.missing = required

@@ -27,13 +27,17 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from vllm_cpu_build import published
+from vllm_cpu_build.cli import ARCH_CHOICES, arches_arg
+from vllm_cpu_build.enums import Arch, ImageStatus
 from vllm_cpu_build.errors import StepFailed, UsageError
+from vllm_cpu_build.index import IndexFile
 from vllm_cpu_build.results import ImageResult, PushedImage
 
-PLATFORMS = {"x86_64": "linux/amd64", "aarch64": "linux/arm64"}
+PLATFORMS = {Arch.X86_64: "linux/amd64", Arch.AARCH64: "linux/arm64"}
 DEFAULT_BASE = "docker.io/library/python:3.12-slim"
 LOCAL_PREFIX = "localhost/vllm-cpu-image"  # local names of what is built, before the push
 
@@ -42,7 +46,7 @@ def _log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
-def _buildah(*args: str, capture: bool = False, quiet: bool = False) -> subprocess.CompletedProcess:
+def _buildah(*args: str, capture: bool = False, quiet: bool = False) -> subprocess.CompletedProcess[str]:
     """Run buildah; its output goes to stderr (the step's log), stdout stays the JSON document.
 
     ``capture``: keep stdout; ``quiet``: drop stderr too (a clean-up that may find nothing).
@@ -54,14 +58,15 @@ def _buildah(*args: str, capture: bool = False, quiet: bool = False) -> subproce
                           stderr=subprocess.DEVNULL if quiet else sys.stderr, text=True, check=False)
 
 
-def _ok(r: subprocess.CompletedProcess, what: str) -> subprocess.CompletedProcess:
+def _ok(r: subprocess.CompletedProcess[str], what: str) -> subprocess.CompletedProcess[str]:
     if r.returncode != 0:
         raise StepFailed(f"{what} failed (buildah exit {r.returncode}); see the log above")
     return r
 
 
 def plan(package: str, version: str, simple_url: str, highest_postfix: bool = False,
-         arches: list[str] | None = None, lister=None) -> ImageResult:
+         arches: list[Arch] | None = None,
+         lister: Callable[[str, str], list[IndexFile]] | None = None) -> ImageResult:
     """What would be built: version, arches and tags, from variants.json and the index."""
     from vllm_cpu_build.variants import load
 
@@ -75,7 +80,7 @@ def plan(package: str, version: str, simple_url: str, highest_postfix: bool = Fa
     versions = {w.version for w in wheels}
     chosen = published.pick_version(versions, version, highest_postfix)
     if chosen is None:
-        res.status = "nothing_published"
+        res.status = ImageStatus.NOTHING_PUBLISHED
         res.reason = (f"the index has no wheel of {variant.package} {version}"
                       + (" or a .postN of it" if highest_postfix else "") + f" ({simple_url})")
         return res
@@ -83,7 +88,7 @@ def plan(package: str, version: str, simple_url: str, highest_postfix: bool = Fa
     have = {a for w in wheels if w.version == chosen for a in w.arches}
     wanted = [a for a in variant.arches if a in have and (not arches or a in arches)]
     if not wanted:
-        res.status = "nothing_published"
+        res.status = ImageStatus.NOTHING_PUBLISHED
         res.reason = (f"{variant.package} {chosen}: no wheel on the index for "
                       f"{', '.join(arches or variant.arches)} (has: {', '.join(sorted(have)) or 'none'})")
         return res
@@ -145,7 +150,7 @@ def build_and_push(res: ImageResult, *, repositories: list[str], dockerfile: Pat
             _buildah("manifest", "rm", local_list, quiet=True)
             for local in built:
                 _buildah("rmi", local, quiet=True)
-    res.status = "pushed"
+    res.status = ImageStatus.PUSHED
     return res
 
 
@@ -158,19 +163,15 @@ def _run(args: argparse.Namespace) -> ImageResult:
     if not dockerfile.is_file():
         raise UsageError(f"--dockerfile: {dockerfile}: no such file")
     context = Path(args.context) if args.context else dockerfile.parent
-    arches = [a.strip() for a in args.arches.split(",") if a.strip()] if args.arches else None
-    for a in arches or []:
-        if a not in PLATFORMS:
-            raise UsageError(f"--arches: unknown arch {a!r}; known: {', '.join(PLATFORMS)}")
     authfile = Path(args.authfile) if args.authfile else None
     if authfile and not authfile.is_file():
         raise UsageError(f"--authfile: {authfile}: no such file")
     t0 = time.monotonic()
-    res = plan(args.package, args.version, args.simple_url, args.highest_postfix, arches)
-    if res.status == "nothing_published":
+    res = plan(args.package, args.version, args.simple_url, args.highest_postfix, args.arches)
+    if res.status is ImageStatus.NOTHING_PUBLISHED:
         _log(f"skipped: {res.reason}")
     elif args.dry_run:
-        res.status = "dry_run"
+        res.status = ImageStatus.DRY_RUN
         _log(f"dry run: would build {res.package} {res.version} for {', '.join(res.arches)} and push "
              + ", ".join(f"{r}:{t}" for r in args.repository or ["<repository>"] for t in res.tags))
     else:
@@ -184,9 +185,9 @@ def _run(args: argparse.Namespace) -> ImageResult:
     return res
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("image", help="build a package's runtime image (buildah) from its published wheels and push it",
-                       description=__doc__.split("\n\n")[0])
+                       description=(__doc__ or "").split("\n\n")[0])
     p.add_argument("--package", required=True, help="package name from variants.json")
     p.add_argument("--version", required=True, help="upstream vLLM version (or a published version with postfix)")
     p.add_argument("--highest-postfix", action="store_true",
@@ -196,7 +197,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--torch-index-url", help="extra index with CPU torch (default: variants.json torch_index_url)")
     p.add_argument("--repository", action="append", default=[],
                    help="image repository to push to, registry/name without tag; repeat for several")
-    p.add_argument("--arches", help="only these arches (comma-separated; default: every arch the index has)")
+    p.add_argument("--arches", type=arches_arg,
+                   help=f"only these arches (comma-separated, of {', '.join(ARCH_CHOICES)}; default: every arch "
+                        "the index has)")
     p.add_argument("--base-image", default=DEFAULT_BASE, help=f"FROM image, multi-arch (default {DEFAULT_BASE})")
     p.add_argument("--dockerfile", default="docker/Dockerfile", help="the Dockerfile (default docker/Dockerfile)")
     p.add_argument("--context", help="build context (default: the Dockerfile's directory)")

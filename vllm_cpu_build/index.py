@@ -10,7 +10,6 @@ so a busy index or a restarting pypiserver is not a failed release.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import tempfile
 from dataclasses import dataclass
@@ -22,6 +21,8 @@ from packaging.version import Version
 from pypi_simple import NoSuchProjectError, PyPISimple
 from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
+
+from vllm_cpu_build.files import sha256_of as sha256_of  # the index names files by it
 
 TIMEOUT = 60  # seconds per request: a cold index on a busy machine is slow, not down
 RETRIES = 5  # 0.5 s, 1 s, 2 s, 4 s, 8 s
@@ -102,14 +103,6 @@ def wheel_covers(filename: str, version: str, arch: str, python: str | None = No
         if (t.abi == "abi3" and minor <= want_py) or minor == want_py:
             return True
     return False
-
-
-def sha256_of(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def download(file: IndexFile, dest: Path, http: requests.Session | None = None,

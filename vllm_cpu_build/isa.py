@@ -32,9 +32,15 @@ import zipfile
 from dataclasses import asdict, dataclass, field
 from functools import cache
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, BinaryIO, cast
 
 from elftools.elf.constants import P_FLAGS, SH_FLAGS
 from elftools.elf.elffile import ELFFile
+
+if TYPE_CHECKING:
+    from iced_x86._iced_x86_py import Code as CodeType  # the stubs' enum; plain ints at run time
+
+    from vllm_cpu_build.results import IsaResult
 
 ELF_MAGIC = b"\x7fELF"
 ZIP_MAGIC = b"PK\x03\x04"
@@ -57,7 +63,7 @@ class IsaReport:
     def has(self, feature: str) -> bool:
         return self.features.get(feature, 0) > 0
 
-    def to_json(self) -> dict:
+    def to_json(self) -> dict[str, Any]:
         return asdict(self)
 
 
@@ -86,14 +92,17 @@ def elf_arch(elf: ELFFile) -> str:
     return MACHINE_ARCH.get(machine, str(machine))
 
 
-def scan_elf(source: str | os.PathLike | bytes) -> IsaReport:
+def scan_elf(source: str | os.PathLike[str] | bytes) -> IsaReport:
     """Decode every executable section of an ELF (path or bytes)."""
-    in_memory = isinstance(source, (bytes, bytearray, memoryview))
     # ELFFile reads sections lazily from the stream, so it stays open until done.
-    stream = io.BytesIO(bytes(source)) if in_memory else open(source, "rb")  # noqa: SIM115
+    stream: BinaryIO
+    if isinstance(source, bytes | bytearray | memoryview):
+        stream, label = io.BytesIO(bytes(source)), "data"
+    else:
+        stream, label = open(source, "rb"), str(source)  # noqa: SIM115
     try:
         if stream.read(4) != ELF_MAGIC:
-            raise ValueError(f"{'data' if in_memory else source}: not an ELF file")
+            raise ValueError(f"{label}: not an ELF file")
         stream.seek(0)
         elf = ELFFile(stream)
         arch = elf_arch(elf)
@@ -125,7 +134,7 @@ def _code_features(code: int) -> tuple[str, ...]:
     from iced_x86 import Instruction
 
     names = _cpuid_names()
-    return tuple(names.get(f, str(f)) for f in Instruction.create(code).cpuid_features())
+    return tuple(names.get(f, str(f)) for f in Instruction.create(cast("CodeType", code)).cpuid_features())
 
 
 def _scan_x86(ranges: list[tuple[int, bytes]], bitness: int, report: IsaReport) -> None:
@@ -185,8 +194,8 @@ def _a64_name(group: str) -> str:
 
 
 @cache
-def _a64_disassembler():  # -> capstone.Cs
-    import capstone
+def _a64_disassembler() -> Any:  # capstone.Cs; capstone ships no type information
+    import capstone  # type: ignore[import-untyped]
 
     if not hasattr(capstone, "CS_ARCH_AARCH64"):
         raise RuntimeError(f"capstone {capstone.__version__} lacks AArch64 feature groups; need capstone>=6")
@@ -220,19 +229,15 @@ def _scan_aarch64(ranges: list[tuple[int, bytes]], little_endian: bool, report: 
             if g not in group_names:
                 # < 128 are generic groups (jump, call, ret ...), not features.
                 group_names[g] = _a64_name(ins.group_name(g)) if g >= 128 else None
-            if group_names[g]:
-                names.add(group_names[g])
+            name = group_names[g]
+            if name:
+                names.add(name)
         for name in names:
             feats[name] += n
     report.features = dict(sorted(feats.items()))
 
 
 # ---------------------------------------------------------------- wheels
-
-
-def is_wheel(path: str | os.PathLike) -> bool:
-    with open(path, "rb") as f:
-        return f.read(4) == ZIP_MAGIC
 
 
 def wheel_elf_members(zf: zipfile.ZipFile, prefix: str = "") -> list[str]:
@@ -247,7 +252,7 @@ def wheel_elf_members(zf: zipfile.ZipFile, prefix: str = "") -> list[str]:
     return out
 
 
-def scan_wheel(path: str | os.PathLike, prefix: str = "") -> dict[str, IsaReport]:
+def scan_wheel(path: str | os.PathLike[str], prefix: str = "") -> dict[str, IsaReport]:
     """IsaReport for every ELF member of a wheel (optionally under ``prefix``)."""
     with zipfile.ZipFile(path) as zf:
         return {m: scan_elf(zf.read(m)) for m in wheel_elf_members(zf, prefix)}
@@ -294,7 +299,7 @@ def format_table(file: str, member: str | None, r: IsaReport) -> str:
     return "\n".join(lines)
 
 
-def run(args: argparse.Namespace):
+def run(args: argparse.Namespace) -> IsaResult:
     from vllm_cpu_build.results import IsaFile, IsaResult
 
     results = _targets(args.files)
@@ -302,7 +307,7 @@ def run(args: argparse.Namespace):
     return IsaResult([IsaFile(file=f, member=m, **r.to_json()) for f, m, r in results])
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "isa",
         help="count instruction-set extensions used by ELF files or the ELF members of wheels",

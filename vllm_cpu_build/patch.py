@@ -30,13 +30,14 @@ from pathlib import Path
 
 from packaging.version import Version
 
-try:
+if sys.version_info >= (3, 11):
     import tomllib
-except ImportError:  # Python 3.10
-    import tomli as tomllib  # type: ignore[no-redef]
+else:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
 
-from vllm_cpu_build import platform_fix, specs, upstream
+from vllm_cpu_build import jsondoc, platform_fix, specs, upstream
 from vllm_cpu_build.cli import ARCH_CHOICES, arch_arg
+from vllm_cpu_build.enums import Arch
 from vllm_cpu_build.errors import StepFailed, UsageError
 from vllm_cpu_build.hostcpu import host_arch
 from vllm_cpu_build.results import PatchResult
@@ -54,6 +55,35 @@ _CAT_PINNED = 'execute_process(COMMAND cat "${VLLM_CPU_PINNED_CPUINFO}"'
 _CPU_SUFFIX = re.compile(r'^(?P<indent>[ \t]*)version\s*\+=\s*f(?P<q>["\'])\{sep\}cpu(?P=q)[ \t]*(?:#.*)?$', re.M)
 _NEUTRALISED = "pass  # vllm-cpu-build: no +cpu local version (PyPI refuses local versions)"
 _CMAKE_ARCH = {"x86_64": "x86_64|AMD64|amd64", "aarch64": "aarch64|arm64|ARM64"}
+
+
+@dataclass(frozen=True)
+class Stamp:
+    """What ``patch`` made of the tree, for ``build`` (``.vllm-cpu-build.json``)."""
+
+    variant: str
+    arch: Arch
+    version: str  # upstream's
+    postfix: str
+    full_version: str  # the wheel's
+    release_line: str
+    python_versions: list[str]
+    pinned_flags: list[str]
+    env: dict[str, str]
+
+    def dumps(self) -> str:
+        return json.dumps(jsondoc.dump(self), indent=2, sort_keys=True) + "\n"
+
+    @classmethod
+    def read(cls, src: Path) -> Stamp:
+        """The stamp of a patched tree; UsageError when there is none or it is damaged."""
+        path = src / STAMP
+        if not path.is_file():
+            raise UsageError(f"{src}: not patched (no {STAMP}); run `vllm-cpu-build patch` first")
+        try:
+            return jsondoc.load(cls, json.loads(path.read_text()), STAMP)
+        except (json.JSONDecodeError, jsondoc.DocumentError) as exc:
+            raise UsageError(f"{path}: damaged stamp ({exc}); patch the tree again") from None
 
 
 class AnchorMissing(StepFailed):
@@ -233,7 +263,7 @@ def patch_setup(tree: Tree, line: upstream.ReleaseLine) -> list[str]:
     return [f'{rel}: neutralised version += f"{{sep}}cpu" (no +cpu local version)']
 
 
-def _cmake_block(variant: Variant, arch: str, line: upstream.ReleaseLine, flags: list[str],
+def _cmake_block(variant: Variant, arch: Arch, line: upstream.ReleaseLine, flags: list[str],
                  min_gcc: str | None) -> str:
     lines = [
         CMAKE_BEGIN,
@@ -281,7 +311,7 @@ def check_switches(text: str, line: upstream.ReleaseLine) -> None:
                             f"release line {line.name} about them")
 
 
-def patch_cmake(tree: Tree, variant: Variant, arch: str, line: upstream.ReleaseLine) -> list[str]:
+def patch_cmake(tree: Tree, variant: Variant, arch: Arch, line: upstream.ReleaseLine) -> list[str]:
     text = tree.read(CMAKE)
     check_switches(text, line)
     flags = upstream.pinned_flags(variant, arch)
@@ -331,7 +361,7 @@ def patch_init(tree: Tree, line: upstream.ReleaseLine) -> list[str]:
 # --- driver -----------------------------------------------------------------
 
 
-def patch_tree(src: Path, variant: Variant, arch: str, version: str, postfix: str = "",
+def patch_tree(src: Path, variant: Variant, arch: Arch, version: str, postfix: str = "",
                python_versions: str = "auto") -> PatchResult:
     """Patch ``src`` in place.  Raises UsageError (bad input) or AnchorMissing (upstream changed)."""
     if arch not in variant.arches:
@@ -363,10 +393,9 @@ def patch_tree(src: Path, variant: Variant, arch: str, version: str, postfix: st
     notes += patch_setup(tree, line)
     notes += patch_cmake(tree, variant, arch, line)
     notes += patch_init(tree, line)
-    stamp = {"variant": variant.package, "arch": arch, "version": str(Version(version)), "postfix": postfix,
-             "full_version": full, "release_line": line.name, "python_versions": pythons,
-             "pinned_flags": upstream.pinned_flags(variant, arch), "env": env}
-    tree.set(STAMP, json.dumps(stamp, indent=2, sort_keys=True) + "\n")
+    stamp = Stamp(variant.package, arch, str(Version(version)), postfix, full, line.name, pythons,
+                  upstream.pinned_flags(variant, arch), env)
+    tree.set(STAMP, stamp.dumps())
     changed = set(tree.changed())
     # Report only what this run changed; a re-run reports nothing.
     changes = [n for n in notes if n.split(":", 1)[0] in changed]
@@ -382,9 +411,10 @@ def run(args: argparse.Namespace) -> PatchResult:
     if not src.is_dir():
         raise UsageError(f"--src {src}: not a directory")
     variant = load().get(args.variant)
-    arch = args.arch or host_arch()
-    if arch not in ARCHES:
-        raise UsageError(f"--arch: this host is {arch}; known: {', '.join(ARCHES)}")
+    name = args.arch or host_arch()
+    if name not in ARCHES:
+        raise UsageError(f"--arch: this host is {name}; known: {', '.join(ARCHES)}")
+    arch = Arch(name)
     version = args.version or detect_version(src)
     out = sys.stderr if args.json else sys.stdout
     res = patch_tree(src, variant, arch, version, args.version_postfix or "", args.python_versions)
@@ -398,9 +428,9 @@ def run(args: argparse.Namespace) -> PatchResult:
     return res
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("patch", help="patch an upstream vLLM tree for one variant",
-                       description=__doc__.split("\n\n")[0] + " Exit 1 when an upstream anchor is missing "
+                       description=(__doc__ or "").split("\n\n")[0] + " Exit 1 when an upstream anchor is missing "
                        "(nothing is written then).")
     p.add_argument("--variant", required=True, help="package name from variants.json")
     p.add_argument("--src", required=True, help="upstream source tree (sdist or git checkout)")

@@ -16,6 +16,7 @@ from packaging.specifiers import InvalidSpecifier, SpecifierSet
 
 from vllm_cpu_build import reqfiles, specs, upstream
 from vllm_cpu_build.cli import ARCH_CHOICES, arches_arg
+from vllm_cpu_build.enums import Arch
 from vllm_cpu_build.errors import UsageError
 from vllm_cpu_build.results import PlannedBuild, PlanResult, SkippedBuild
 from vllm_cpu_build.variants import ARCHES, Catalog, Variant, format_spec, load
@@ -30,8 +31,9 @@ def requires_python(src: Path) -> str:
         path, data = reqfiles.pyproject(src)
     except reqfiles.RequirementsError as exc:
         raise UsageError(str(exc)) from None
-    spec = data.get("project", {}).get("requires-python")
-    if not spec:
+    project = data.get("project")
+    spec = project.get("requires-python") if isinstance(project, dict) else None
+    if not isinstance(spec, str) or not spec:
         raise UsageError(f"{path}: [project] has no requires-python")
     try:
         SpecifierSet(spec)
@@ -48,7 +50,7 @@ def pythons_for(spec: str, requested: str = "auto") -> list[str]:
         raise UsageError(f"--python-versions: {exc}") from None
 
 
-def wheel_glob(variant: Variant, arch: str, full_version: str, abi3: bool, python: str | None = None) -> str:
+def wheel_glob(variant: Variant, arch: Arch, full_version: str, abi3: bool, python: str | None = None) -> str:
     """Filename pattern of the wheel a build must produce (after build's retagging)."""
     plat = f"{load().project['manylinux_policy']}_{arch}"
     if abi3:
@@ -65,7 +67,7 @@ def _split(value: str | None) -> list[str] | None:
     return list(dict.fromkeys(x.strip() for x in value.split(",") if x.strip())) if value else None
 
 
-def make_plan(version: str, requires: str, *, variants: list[str] | None = None, arches: list[str] | None = None,
+def make_plan(version: str, requires: str, *, variants: list[str] | None = None, arches: list[Arch] | None = None,
               python_versions: str = "auto", postfix: str = "", catalog: Catalog | None = None) -> PlanResult:
     """The builds of upstream ``version`` (whose requires-python is ``requires``)."""
     catalog = catalog or load()
@@ -81,6 +83,7 @@ def make_plan(version: str, requires: str, *, variants: list[str] | None = None,
     for a in arches or []:
         if a not in ARCHES:
             raise UsageError(f"--arches: unknown arch {a!r}; known: {', '.join(ARCHES)}")
+    wanted = [Arch(a) for a in arches] if arches else list(ARCHES)
     chosen = [catalog.get(n) for n in variants] if variants else list(catalog.variants)
     pythons = pythons_for(requires, python_versions)
     plan = PlanResult(str(v), full, line.name, requires, pythons)
@@ -89,7 +92,7 @@ def make_plan(version: str, requires: str, *, variants: list[str] | None = None,
             plan.skipped.append(SkippedBuild(var.package, None,
                                              f"variants.json releases {format_spec(var.releases)} excludes vLLM {v}"))
             continue
-        for arch in arches or list(ARCHES):
+        for arch in wanted:
             if arch not in var.arches:
                 if arches:  # asked for explicitly: say why it is not built
                     plan.skipped.append(SkippedBuild(var.package, arch,
@@ -129,9 +132,9 @@ def run(args: argparse.Namespace) -> PlanResult:
     return plan
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("plan", help="list the builds (variant x arch x Python) for a vLLM source tree",
-                       description=__doc__.split("\n\n")[0] + " Nothing is built or changed.")
+                       description=(__doc__ or "").split("\n\n")[0] + " Nothing is built or changed.")
     p.add_argument("--src", required=True, help="upstream vLLM source tree (sdist or git checkout)")
     p.add_argument("--variants", help="comma-separated package names (default: all in variants.json)")
     p.add_argument("--arches", type=arches_arg, help=f"comma-separated, of {', '.join(ARCH_CHOICES)} (default: all)")

@@ -1,58 +1,240 @@
 """The provenance record of a wheel: what it was built from, with what, and what the checks said.
 
-One small JSON document per wheel, in two places:
+One typed record (``Record``, schema 1) per wheel, written by ``build``,
+checked by ``verify``, added to by ``verify`` and ``smoke``, shown on the
+build page and, in short (``Digest``), in the GitHub release notes.  It is
+kept in two places:
 
 * inside the wheel, ``<name>-<version>.dist-info/vllm_cpu_build.json``
-  (listed in RECORD), written by ``build``: it travels with the wheel to the
-  index, so anyone holding the wheel can read how it was made
+  (listed in RECORD): it travels with the wheel to the index, so anyone
+  holding the wheel can read how it was made
   (``importlib.metadata.distribution("vllm-cpu").read_text("vllm_cpu_build.json")``);
 * beside the wheel, ``<wheel>.provenance.json``: the same plus the wheel's
-  sha256, and the sections later steps add (``verify``: every check and the
-  ISA counts per module; ``smoke``).  The Buildbot steps show it on the build
-  page.
+  name and sha256, and the sections later steps add (``verify``: every check
+  and the ISA counts per module; ``smoke``).
 
-Fields (schema 1): ``package``, ``version``, ``arch``, ``variant`` (ISA flags,
-pinned cpuinfo flags), ``source`` (upstream version, sdist and sha256 or git
-tag and commit), ``build`` (ISA switches and other environment, CMake
+Fields: ``package``, ``version``, ``arch``, ``variant`` (ISA flags, pinned
+cpuinfo flags), ``source`` (upstream version, sdist and sha256 or git tag
+and commit), ``build`` (ISA switches and other environment, CMake
 arguments, FetchContent sources, Python, compiler, build root, build env
 packages), ``torch`` (the wheel's pin, the torch built against, whether they
 match), ``platform`` (policy, what the binaries need, the tag given),
-``strip`` (bytes per module before/after).
+``strip`` (bytes per module before/after), ``rust_frontend`` (releases that
+build one).  ``jsondoc`` turns it into JSON and back, checking every field.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
-import zipfile
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-from vllm_cpu_build.index import sha256_of as sha256  # noqa: F401 - provenance.sha256, used by build and tests
+from vllm_cpu_build import jsondoc
+from vllm_cpu_build.enums import Arch, BuildEnvKind, RunnerKind, SmokeStatus
+from vllm_cpu_build.files import sha256_of
+
+__all__ = ["MEMBER", "SCHEMA", "SUFFIX", "BuildEnvInfo", "BuildInfo", "CheckVerdict", "Digest", "ModuleSize",
+           "Platform", "ProvenanceError", "Record", "RunnerInfo", "RustFrontend", "SmokeSection", "Source", "Strip",
+           "Torch", "VariantInfo", "VerifySection", "add_section", "beside", "dumps", "member_name", "parse",
+           "sha256", "write_beside"]
 
 SCHEMA = 1
 MEMBER = "vllm_cpu_build.json"  # inside the .dist-info directory
 SUFFIX = ".provenance.json"
+sha256 = sha256_of  # the record names files by this digest (hex)
 
 
 class ProvenanceError(ValueError):
-    """A record that is not JSON or not a record."""
+    """A record that is not JSON or not a record; the message names the field."""
+
+
+@dataclass(frozen=True)
+class VariantInfo:
+    isa_flags: dict[str, bool]
+    pinned_cpuinfo_flags: list[str] | None  # what patch pinned (None: an unpinned tree)
+
+
+@dataclass(frozen=True)
+class Source:
+    upstream_version: str
+    release_line: str | None
+    sdist: str | None = jsondoc.omitted_when_none()  # --sdist: the file the tree came from
+    sdist_sha256: str | None = jsondoc.omitted_when_none()
+    git_commit: str | None = jsondoc.omitted_when_none()  # a git checkout: HEAD
+    git_tag: str | None = jsondoc.omitted_when_none()  # ... and the tag exactly at HEAD
+
+
+@dataclass(frozen=True)
+class RunnerInfo:
+    """Where the build's commands ran: this host, or a build root."""
+
+    kind: RunnerKind
+    spec: str | None = jsondoc.omitted_when_none()  # --root as given
+    dir: str | None = jsondoc.omitted_when_none()
+    sha256: str | None = jsondoc.omitted_when_none()  # of a root tarball
+    os: str | None = jsondoc.omitted_when_none()  # the root's PRETTY_NAME
+    runner: str | None = jsondoc.omitted_when_none()  # bwrap
+
+
+@dataclass(frozen=True)
+class BuildEnvInfo:
+    kind: BuildEnvKind
+    key: str | None = jsondoc.omitted_when_none()  # the managed venv's cache key
+    packages: dict[str, str] | None = jsondoc.omitted_when_none()  # name -> version in it
+    torch_index: str | None = jsondoc.omitted_when_none()  # where its torch came from
+
+
+@dataclass(frozen=True)
+class BuildInfo:
+    env: dict[str, str]  # the variant's environment (ISA switches ...), without MAX_JOBS and CCACHE_*
+    cmake_args: list[str]
+    fetchcontent: dict[str, str]  # FetchContent name -> local source directory
+    python: str  # "3.X"
+    compiler: str
+    root: RunnerInfo
+    build_env: BuildEnvInfo
+
+
+@dataclass(frozen=True)
+class Torch:
+    pin: str | None  # the torch requirement the wheel carries (None: it needs no torch)
+    built_against: str | None  # the torch installed where it compiled
+    matches: bool
+
+
+@dataclass(frozen=True)
+class Platform:
+    policy: str  # variants.json manylinux_policy
+    needed: str  # what auditwheel says the binaries need
+    tag: str  # the tag given
+
+
+@dataclass(frozen=True)
+class ModuleSize:
+    before: int
+    after: int
+
+
+@dataclass(frozen=True)
+class Strip:
+    enabled: bool
+    modules: dict[str, ModuleSize] = field(default_factory=dict)
+    debug_archive: str | None = jsondoc.omitted_when_none()  # <wheel>.debug.tar.gz beside the wheel
+
+
+@dataclass(frozen=True)
+class RustFrontend:
+    modules: list[str]  # empty: upstream's optional cargo build failed
+
+
+@dataclass(frozen=True)
+class CheckVerdict:
+    ok: bool
+    detail: str
+
+
+@dataclass(frozen=True)
+class VerifySection:
+    ok: bool
+    summary: str
+    policy: str
+    checks: dict[str, CheckVerdict]
+    isa: dict[str, dict[str, int]]  # module -> feature -> instructions (non-zero only)
+
+
+@dataclass(frozen=True)
+class SmokeSection:
+    status: SmokeStatus
+    reason: str
+    seconds: float
+
+
+@dataclass(frozen=True)
+class Digest:
+    """What a build page and the release notes show of a record (a small build property)."""
+
+    torch: str | None
+    torch_matches: bool
+    platform: str | None
+    compiler: str
+
+    def to_json(self) -> dict[str, Any]:
+        return dict(jsondoc.dump(self))
+
+    @classmethod
+    def from_json(cls, doc: object, where: str = "provenance digest") -> Digest:
+        return jsondoc.load(cls, doc, where, ProvenanceError)
+
+
+@dataclass(frozen=True)
+class Record:
+    package: str
+    version: str
+    arch: Arch
+    variant: VariantInfo
+    source: Source
+    build: BuildInfo
+    torch: Torch
+    platform: Platform | None = jsondoc.omitted_when_none()  # every written record has it
+    strip: Strip | None = jsondoc.omitted_when_none()  # every written record has it
+    rust_frontend: RustFrontend | None = jsondoc.omitted_when_none()
+    schema: int = SCHEMA
+    # Beside the wheel only: the wheel it describes, and what later steps added.
+    wheel: str | None = jsondoc.omitted_when_none()
+    sha256: str | None = jsondoc.omitted_when_none()
+    warnings: list[str] | None = jsondoc.omitted_when_none()
+    verify: VerifySection | None = jsondoc.omitted_when_none()
+    smoke: SmokeSection | None = jsondoc.omitted_when_none()
+
+    def to_json(self) -> dict[str, Any]:
+        return dict(jsondoc.dump(self))
+
+    @classmethod
+    def from_json(cls, doc: object, where: str = "record") -> Record:
+        if not isinstance(doc, dict) or doc.get("schema") != SCHEMA:
+            raise ProvenanceError(f"{where}: not a schema {SCHEMA} vllm-cpu-build record")
+        return jsondoc.load(cls, doc, where, ProvenanceError)
+
+    def digest(self) -> Digest:
+        return Digest(self.torch.built_against, self.torch.matches, self.platform.tag if self.platform else None,
+                      self.build.compiler)
+
+    def summary(self) -> str:
+        """One line for a build page: torch, compiler, root, tag, size."""
+        parts = []
+        if self.torch.pin:
+            ok = "" if self.torch.matches else " MISMATCH"
+            parts.append(f"torch {self.torch.built_against} (pin {self.torch.pin}{ok})")
+        if self.build.compiler:
+            parts.append(self.build.compiler)
+        if self.build.root.kind is RunnerKind.ROOT:
+            parts.append(f"root {self.build.root.os}")
+        if self.platform:
+            parts.append(self.platform.tag)
+        mods = self.strip.modules if self.strip else {}
+        if mods:
+            before = sum(m.before for m in mods.values())
+            after = sum(m.after for m in mods.values())
+            parts.append(f"stripped {before / 1e6:.1f} -> {after / 1e6:.1f} MB")
+        return "; ".join(parts)
 
 
 def beside(wheel: Path) -> Path:
     return wheel.with_name(wheel.name + SUFFIX)
 
 
-def dumps(record: dict) -> str:
-    return json.dumps(record, indent=2, sort_keys=True) + "\n"
+def dumps(record: Record) -> str:
+    return json.dumps(record.to_json(), indent=2, sort_keys=True) + "\n"
 
 
-def parse(text: str, where: str) -> dict:
+def parse(text: str, where: str) -> Record:
     try:
         doc = json.loads(text)
     except json.JSONDecodeError as exc:
         raise ProvenanceError(f"{where}: not JSON: {exc}") from None
-    if not isinstance(doc, dict) or doc.get("schema") != SCHEMA:
-        raise ProvenanceError(f"{where}: not a schema {SCHEMA} vllm-cpu-build record")
-    return doc
+    return Record.from_json(doc, where)
 
 
 def member_name(names: list[str]) -> str | None:
@@ -61,62 +243,25 @@ def member_name(names: list[str]) -> str | None:
     return found[0] if len(found) == 1 else None
 
 
-def read_embedded(wheel: Path) -> dict | None:
-    """The record inside ``wheel`` (None when it carries none)."""
-    with zipfile.ZipFile(wheel) as zf:
-        name = member_name(zf.namelist())
-        if name is None:
-            return None
-        return parse(zf.read(name).decode(), f"{wheel.name}:{name}")
-
-
-def read_beside(wheel: Path) -> dict | None:
+def write_beside(wheel: Path, record: Record) -> Path:
     path = beside(wheel)
-    return parse(path.read_text(), str(path)) if path.is_file() else None
-
-
-def write_beside(wheel: Path, record: dict) -> Path:
-    path = beside(wheel)
-    doc = dict(record)
-    doc["wheel"] = wheel.name
-    doc["sha256"] = sha256(wheel)
-    path.write_text(dumps(doc))
+    path.write_text(dumps(dataclasses.replace(record, wheel=wheel.name, sha256=sha256(wheel))))
     return path
 
 
-def add_section(wheel: Path, name: str, section: dict) -> Path | None:
-    """Add ``section`` to the record beside ``wheel`` if there is one (verify, smoke)."""
+def add_section(wheel: Path, section: VerifySection | SmokeSection) -> Path | None:
+    """Add ``section`` (verify's or smoke's) to the record beside ``wheel`` if there is one."""
     path = beside(wheel)
     if not path.is_file():
         return None
-    doc = parse(path.read_text(), str(path))
-    if doc.get("sha256") != sha256(wheel):
-        doc.setdefault("warnings", []).append(f"{name}: the wheel changed since build wrote this record")
-    doc[name] = section
-    path.write_text(dumps(doc))
+    record = parse(path.read_text(), str(path))
+    name = "verify" if isinstance(section, VerifySection) else "smoke"
+    if record.sha256 != sha256(wheel):
+        record = dataclasses.replace(record, warnings=[*(record.warnings or []),
+                                                       f"{name}: the wheel changed since build wrote this record"])
+    if isinstance(section, VerifySection):
+        record = dataclasses.replace(record, verify=section)
+    else:
+        record = dataclasses.replace(record, smoke=section)
+    path.write_text(dumps(record))
     return path
-
-
-def summary(record: dict) -> str:
-    """One line for a build page: torch, compiler, tag, size."""
-    parts = []
-    torch = record.get("torch") or {}
-    if torch.get("pin"):
-        ok = "" if torch.get("matches") else " MISMATCH"
-        parts.append(f"torch {torch.get('built_against')} (pin {torch.get('pin')}{ok})")
-    build = record.get("build") or {}
-    if build.get("compiler"):
-        parts.append(build["compiler"])
-    root = (build.get("root") or {})
-    if root.get("kind") == "root":
-        parts.append(f"root {root.get('os')}")
-    plat = record.get("platform") or {}
-    if plat.get("tag"):
-        parts.append(plat["tag"])
-    strip = record.get("strip") or {}
-    mods = strip.get("modules") or {}
-    if mods:
-        before = sum(m["before"] for m in mods.values())
-        after = sum(m["after"] for m in mods.values())
-        parts.append(f"stripped {before / 1e6:.1f} -> {after / 1e6:.1f} MB")
-    return "; ".join(parts)

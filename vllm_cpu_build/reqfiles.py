@@ -13,17 +13,19 @@ apart (the torch index is the build's setting, not the file's).
 from __future__ import annotations
 
 import re
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from packaging.markers import InvalidMarker
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.utils import canonicalize_name
 
-try:
+if sys.version_info >= (3, 11):
     import tomllib
-except ModuleNotFoundError:  # Python 3.10
-    import tomli as tomllib  # type: ignore[no-redef]
+else:  # pragma: no cover - Python 3.10
+    import tomli as tomllib
 
 _OPTION = re.compile(r"^(-r|--requirement|-c|--constraint|-i|--index-url|--extra-index-url|-f|--find-links)"
                      r"(?:\s+|=)(\S+)$")
@@ -112,7 +114,7 @@ def read_file(path: Path, target: Target, root: Path | None = None, _seen: set[P
     return out
 
 
-def pyproject(src: Path) -> tuple[Path, dict]:
+def pyproject(src: Path) -> tuple[Path, dict[str, Any]]:
     """(path, contents) of the tree's pyproject.toml; RequirementsError when it is missing or not TOML."""
     path = src / "pyproject.toml"
     try:

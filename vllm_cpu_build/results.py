@@ -9,46 +9,20 @@ master imports this module.
 
 from __future__ import annotations
 
-import dataclasses
 import json
-import typing
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
+from vllm_cpu_build import jsondoc
+from vllm_cpu_build.enums import Arch, CheckName, ImageStatus, SmokeStatus
 from vllm_cpu_build.errors import EXIT_FAIL, EXIT_OK, EXIT_SKIPPED
+from vllm_cpu_build.provenance import Platform, Record, RunnerInfo, Strip, Torch
+
+R = TypeVar("R", bound="Result")
 
 
 class ResultError(ValueError):
-    """A JSON document that is not the result it claims to be."""
-
-
-def _build(cls: type, doc: Any, where: str) -> Any:
-    """Instantiate dataclass ``cls`` from ``doc``, nested dataclasses and lists of them included."""
-    if not isinstance(doc, dict):
-        raise ResultError(f"{where}: expected an object, got {type(doc).__name__}")
-    hints = typing.get_type_hints(cls)
-    kwargs = {}
-    for f in dataclasses.fields(cls):
-        if not f.init:
-            continue
-        if f.name not in doc:
-            if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
-                raise ResultError(f"{where}: missing {f.name!r}")
-            continue
-        kwargs[f.name] = _value(hints[f.name], doc[f.name], f"{where}.{f.name}")
-    return cls(**kwargs)
-
-
-def _value(hint: Any, val: Any, where: str) -> Any:
-    origin = typing.get_origin(hint)
-    if dataclasses.is_dataclass(hint):
-        return _build(hint, val, where)
-    if origin is list:
-        (item,) = typing.get_args(hint)
-        if not isinstance(val, list):
-            raise ResultError(f"{where}: expected a list")
-        return [_value(item, v, f"{where}[{i}]") for i, v in enumerate(val)]
-    return val
+    """A JSON document that is not the result it claims to be; the message names the field."""
 
 
 class Result:
@@ -56,14 +30,16 @@ class Result:
 
     kind: ClassVar[str] = ""
 
-    def to_json(self) -> dict:
-        return {"kind": self.kind, **dataclasses.asdict(self)}  # type: ignore[call-overload]
+    def to_json(self) -> dict[str, Any]:
+        return {"kind": self.kind, **jsondoc.dump(self)}
 
     @classmethod
-    def from_json(cls, doc: dict) -> Any:
-        if isinstance(doc, dict) and doc.get("kind") not in (None, cls.kind):
+    def from_json(cls: type[R], doc: object) -> R:
+        if not isinstance(doc, dict):
+            raise ResultError(f"{cls.kind}: expected an object, got {type(doc).__name__}")
+        if doc.get("kind") not in (None, cls.kind):
             raise ResultError(f"expected a {cls.kind} result, got {doc.get('kind')!r}")
-        return _build(cls, {k: v for k, v in doc.items() if k != "kind"}, cls.kind)
+        return jsondoc.load(cls, {k: v for k, v in doc.items() if k != "kind"}, cls.kind, ResultError)
 
     @property
     def exit_code(self) -> int:
@@ -78,7 +54,7 @@ class ErrorResult(Result):
     command: str
     error: str
     code: int = EXIT_FAIL
-    detail: dict = field(default_factory=dict)
+    detail: dict[str, Any] = field(default_factory=dict)
 
     @property
     def exit_code(self) -> int:
@@ -91,7 +67,7 @@ class ErrorResult(Result):
 @dataclass
 class PlannedBuild:
     variant: str
-    arch: str
+    arch: Arch
     pythons: list[str]  # Pythons the wheel serves
     abi3: bool  # one cp38-abi3 wheel for every Python
     env: dict[str, str]
@@ -102,7 +78,7 @@ class PlannedBuild:
 @dataclass
 class SkippedBuild:
     variant: str
-    arch: str | None
+    arch: Arch | None
     reason: str
 
 
@@ -125,7 +101,7 @@ class PlanResult(Result):
 class PatchResult(Result):
     kind: ClassVar[str] = "patch"
     variant: str
-    arch: str
+    arch: Arch
     version: str
     full_version: str
     release_line: str
@@ -150,13 +126,14 @@ class BuildResult(Result):
     command: list[str]
     python: str
     compiler: str
-    torch: dict = field(default_factory=dict)  # pin, built_against, matches
-    platform: dict = field(default_factory=dict)  # policy, needed, tag (what the binaries satisfy)
-    strip: dict = field(default_factory=dict)  # modules: {name: {before, after}}, debug_archive
-    build_env: dict = field(default_factory=dict)  # the managed venv (key, packages) or the given interpreter
-    root: dict = field(default_factory=dict)  # where it ran: the host or a build root
+    # The parts of the record a reader wants first (vllm_cpu_build/provenance.py types them).
+    torch: Torch | None = None  # pin, built_against, matches
+    platform: Platform | None = None  # policy, needed, tag (what the binaries satisfy)
+    strip: Strip | None = None  # modules: {name: {before, after}}, debug_archive
+    build_env: dict[str, Any] = field(default_factory=dict)  # the managed venv (key, packages) or the interpreter
+    root: RunnerInfo | None = None  # where it ran: the host or a build root
     provenance: str = ""  # path of the record beside the wheel
-    record: dict = field(default_factory=dict)  # that record (vllm_cpu_build/provenance.py)
+    record: Record | None = None  # that record
 
 
 # --------------------------------------------------------------------------- verify
@@ -164,7 +141,7 @@ class BuildResult(Result):
 
 @dataclass
 class Check:
-    name: str
+    name: CheckName
     ok: bool
     detail: str
 
@@ -174,7 +151,7 @@ class VerifyResult(Result):
     kind: ClassVar[str] = "verify"
     wheel: str
     variant: str
-    arch: str
+    arch: Arch
     ok: bool
     summary: str  # one line: "all 7 checks passed; ..." or "FAILED x, y: ..."
     checks: list[Check] = field(default_factory=list)
@@ -182,7 +159,10 @@ class VerifyResult(Result):
     isa_summary: str = ""  # the contract's verdict in a few words, e.g. "AVX2 2053, no AVX-512"
 
     def check(self, name: str) -> Check:
-        return next(c for c in self.checks if c.name == name)
+        for c in self.checks:
+            if c.name == name:
+                return c
+        raise KeyError(f"no check {name!r} in this result (it has {', '.join(c.name for c in self.checks)})")
 
     def failed(self) -> list[str]:
         return [c.name for c in self.checks if not c.ok]
@@ -198,16 +178,16 @@ class VerifyResult(Result):
 @dataclass
 class SmokeResult(Result):
     kind: ClassVar[str] = "smoke"
-    status: str  # passed | failed | skipped
+    status: SmokeStatus
     reason: str
     vllm_version: str | None = None  # the installed wheel's version (never the "+cpu" one vLLM's check reads)
     platform: str | None = None
     seconds: float = 0.0
-    details: dict = field(default_factory=dict)
+    details: dict[str, Any] = field(default_factory=dict)
 
     @property
     def exit_code(self) -> int:
-        return {"passed": EXIT_OK, "skipped": EXIT_SKIPPED}.get(self.status, EXIT_FAIL)
+        return {SmokeStatus.PASSED: EXIT_OK, SmokeStatus.SKIPPED: EXIT_SKIPPED}.get(self.status, EXIT_FAIL)
 
 
 # --------------------------------------------------------------------------- upload
@@ -273,17 +253,17 @@ class ImageResult(Result):
     short: str  # variants.json short name: the tag prefix
     requested: str  # the upstream version asked for
     version: str = ""  # the package version installed (with the highest .postN when asked)
-    arches: list[str] = field(default_factory=list)
+    arches: list[Arch] = field(default_factory=list)
     tags: list[str] = field(default_factory=list)
     latest: bool = False  # <short>-latest moves: the package's newest final release on the index
     pushed: list[PushedImage] = field(default_factory=list)
     seconds: dict[str, float] = field(default_factory=dict)
-    status: str = ""  # pushed | dry_run | nothing_published (no wheel to build from: exit 3)
+    status: ImageStatus = ImageStatus.PLANNED
     reason: str = ""  # why nothing was published
 
     @property
     def exit_code(self) -> int:
-        return EXIT_SKIPPED if self.status == "nothing_published" else EXIT_OK
+        return EXIT_SKIPPED if self.status is ImageStatus.NOTHING_PUBLISHED else EXIT_OK
 
 
 RESULT_TYPES: dict[str, type[Result]] = {t.kind: t for t in (ErrorResult, PlanResult, PatchResult, BuildResult,
@@ -292,7 +272,13 @@ RESULT_TYPES: dict[str, type[Result]] = {t.kind: t for t in (ErrorResult, PlanRe
 
 
 def parse_result(stdout: str) -> Result | None:
-    """The result a ``--json`` subcommand printed (its last JSON document on stdout), or None."""
+    """The result a ``--json`` subcommand printed: its last JSON document on stdout.
+
+    None when stdout holds no result document (nothing, prose, JSON without a
+    known ``kind``).  A document of a known kind that does not fit its type
+    raises ResultError (naming the field): the caller decides what a
+    malformed result means, it never reads as "no result".
+    """
     text = (stdout or "").strip()
     if not text:
         return None
@@ -306,8 +292,5 @@ def parse_result(stdout: str) -> Result | None:
         except ValueError:
             continue
         if isinstance(doc, dict) and doc.get("kind") in RESULT_TYPES:
-            try:
-                return RESULT_TYPES[doc["kind"]].from_json(doc)
-            except ResultError:
-                return None
+            return RESULT_TYPES[doc["kind"]].from_json(doc)
     return None

@@ -38,10 +38,13 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any, TextIO
 
 from packaging.utils import InvalidWheelFilename, canonicalize_name, parse_wheel_filename
+from packaging.version import Version
 
-from vllm_cpu_build import hostcpu
+from vllm_cpu_build import buildtools, hostcpu, provenance
+from vllm_cpu_build.enums import Arch, Inference, SmokeStatus
 from vllm_cpu_build.errors import UsageError
 from vllm_cpu_build.results import SmokeResult
 from vllm_cpu_build.variants import ARCHES, Variant, load
@@ -160,7 +163,7 @@ print(json.dumps({"hf": want, "vllm": got, "equal": got == want, "model_seconds"
 '''
 
 
-def wheel_arch(wheel: Path) -> str:
+def wheel_arch(wheel: Path) -> Arch:
     try:
         _, _, _, tags = parse_wheel_filename(wheel.name)
     except InvalidWheelFilename as exc:
@@ -173,15 +176,13 @@ def wheel_arch(wheel: Path) -> str:
 
 def _interpreter_for(wheel: Path) -> str:
     """This interpreter for abi3 wheels, else the ``python3.X`` the wheel's cpXY tag names."""
-    from vllm_cpu_build.build import find_interpreter
-
     _, _, _, tags = parse_wheel_filename(wheel.name)
     if any(t.abi == "abi3" for t in tags):
         return sys.executable
     cps = sorted({t.interpreter for t in tags if t.interpreter.startswith("cp3")})
     if len(cps) != 1:
         raise UsageError(f"{wheel.name}: cannot tell which Python runs it ({', '.join(cps) or 'no cpXY tag'})")
-    return find_interpreter(f"3.{cps[0][3:]}")[0]
+    return buildtools.find_interpreter(f"3.{cps[0][3:]}")[0]
 
 
 def _clean_env() -> dict[str, str]:
@@ -191,15 +192,16 @@ def _clean_env() -> dict[str, str]:
             if not k.startswith(("VLLM_", "PYTHON")) and k != "VIRTUAL_ENV"}
 
 
-def _run(cmd: list[str], log, extra_env: dict[str, str] | None = None, **kw) -> subprocess.CompletedProcess:
+def _run(cmd: list[str], log: TextIO, extra_env: dict[str, str] | None = None, cwd: Path | None = None,
+         timeout: float | None = None) -> subprocess.CompletedProcess[str]:
     names = {PROBE: "<probe>", KERNEL: "<kernel>", INFERENCE: "<tiny-llama>"}
     shown = [names.get(c, c) for c in cmd]
     print(f"  $ {' '.join(shown)}", file=log, flush=True)
     return subprocess.run(cmd, capture_output=True, text=True, check=False,
-                          env={**_clean_env(), **(extra_env or {})}, **kw)
+                          env={**_clean_env(), **(extra_env or {})}, cwd=cwd, timeout=timeout)
 
 
-def _check(probe: dict, wheel_version: str) -> list[str]:
+def _check(probe: dict[str, Any], wheel_version: str) -> list[str]:
     """What is wrong with a probe result (empty = passed)."""
     bad = []
     if probe.get("dist_version") != wheel_version:
@@ -235,7 +237,7 @@ def _compiled_modules(wheel: Path) -> list[str]:
         return sorted(n for n in zf.namelist() if re.match(r"^vllm/[^/]+\.so(\.\d+)*$", n))
 
 
-def _module_runs_here(variant: Variant, arch: str, version: str, member: str, host: set[str]) -> bool:
+def _module_runs_here(variant: Variant, arch: Arch, version: str, member: str, host: set[str]) -> bool:
     """Whether this CPU has what the ISA contract says ``member`` uses (x86 names = cpuinfo names)."""
     if arch != "x86_64":
         return True
@@ -259,112 +261,163 @@ def install_sources(wheel: Path, *, index_url: str | None, extra_index_urls: lis
     return src
 
 
+class _Failed(Exception):
+    """The smoke test failed before it could run everything: ``reason`` is its result."""
+
+    def __init__(self, reason: str, details: dict[str, Any] | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.details = details or {}
+
+
 def smoke(variant: Variant, wheel: Path, *, index_url: str | None = None, extra_index_urls: list[str] | None = None,
-          torch_index_url: str | None = None, no_index: bool = False, inference: str = "auto",
-          cpuinfo: str | None = None, python: str | None = None, log=sys.stderr) -> SmokeResult:
+          torch_index_url: str | None = None, no_index: bool = False, inference: str = Inference.AUTO,
+          cpuinfo: str | None = None, python: str | None = None, log: TextIO | None = None) -> SmokeResult:
+    """Install ``wheel`` into a fresh venv and run it (module docstring); skipped on a CPU lacking its ISA."""
     start = time.monotonic()
+    log = log or sys.stderr
+    mode, version, arch = _check_input(variant, wheel, inference)
+    host = hostcpu.check(variant, arch, cpuinfo)
+    print(f"smoke {wheel.name}: {host.reason()}", file=log)
+    if not host.ok:
+        return SmokeResult(SmokeStatus.SKIPPED, host.reason(), seconds=time.monotonic() - start,
+                           details={"missing_flags": host.missing, "required_flags": host.required})
+    if torch_index_url is None:
+        torch_index_url = load().project["torch_index_url"]
+    sources = install_sources(wheel, index_url=index_url, extra_index_urls=extra_index_urls,
+                              torch_index_url=torch_index_url, no_index=no_index)
+    try:
+        with tempfile.TemporaryDirectory(prefix="vllm-cpu-smoke-") as tmp:
+            vpy = _install(python or _interpreter_for(wheel), wheel, Path(tmp), sources, log)
+            probe = _probe(vpy, variant, Path(tmp), log)
+            bad = _check(probe, str(version))
+            if probe.get("requires_torch") and not bad:
+                probe["kernels"], failed = _kernels(variant, arch, version.base_version, wheel, vpy, Path(tmp),
+                                                    cpuinfo, log)
+                bad += failed
+                if not bad and mode is not Inference.OFF:
+                    probe["inference"], failed = _tiny_llama(vpy, Path(tmp), log)
+                    bad += failed
+            elif mode is Inference.ON and not bad:
+                bad.append("--inference on, but the wheel is not real vLLM (no torch requirement)")
+    except _Failed as exc:
+        return SmokeResult(SmokeStatus.FAILED, exc.reason, seconds=time.monotonic() - start, details=exc.details)
+    return _verdict(variant, probe, bad, time.monotonic() - start)
+
+
+def _check_input(variant: Variant, wheel: Path, inference: str) -> tuple[Inference, Version, Arch]:
+    """(inference mode, the wheel's version, its arch); UsageError for a wheel this variant cannot smoke."""
     if not wheel.is_file():
         raise UsageError(f"{wheel}: no such wheel")
-    if inference not in ("auto", "on", "off"):
-        raise UsageError(f"--inference {inference!r}: auto, on or off")
+    try:
+        mode = Inference(inference)
+    except ValueError:
+        raise UsageError(f"--inference {inference!r}: auto, on or off") from None
     name, version, _, _ = parse_wheel_filename(wheel.name)
     if canonicalize_name(name) != canonicalize_name(variant.package):
         raise UsageError(f"{wheel.name} is not a {variant.package} wheel")
     arch = wheel_arch(wheel)
     if arch not in variant.arches:
         raise UsageError(f"{variant.package} is not built for {arch}")
-    host = hostcpu.check(variant, arch, cpuinfo)
-    print(f"smoke {wheel.name}: {host.reason()}", file=log)
-    if not host.ok:
-        return SmokeResult("skipped", host.reason(), seconds=time.monotonic() - start,
-                           details={"missing_flags": host.missing, "required_flags": host.required})
-    if torch_index_url is None:
-        torch_index_url = load().project["torch_index_url"]
-    py = python or _interpreter_for(wheel)
-    with tempfile.TemporaryDirectory(prefix="vllm-cpu-smoke-") as tmp:
-        venv = Path(tmp) / "venv"
-        # --without-pip + `pip --python`: no ensurepip run per smoke test.
-        r = _run([py, "-m", "venv", "--without-pip", str(venv)], log)
-        if r.returncode != 0:
-            return SmokeResult("failed", f"python -m venv failed: {r.stderr.strip()}",
-                               seconds=time.monotonic() - start)
-        vpy = str(venv / "bin" / "python")
-        src = install_sources(wheel, index_url=index_url, extra_index_urls=extra_index_urls,
-                              torch_index_url=torch_index_url, no_index=no_index)
-        r = _run([sys.executable, "-m", "pip", "--python", vpy, "install", "--disable-pip-version-check",
-                  "--progress-bar", "off", *src, str(wheel)], log)
-        if r.returncode != 0:
-            from vllm_cpu_build.buildenv import pip_errors
+    return mode, version, arch
 
-            return SmokeResult("failed", "pip install failed: " + pip_errors(r.stdout + "\n" + r.stderr),
-                               seconds=time.monotonic() - start, details={"pip_sources": src})
-        # Run from an empty directory: a vllm/ source tree in cwd must not shadow the install.
-        r = _run([vpy, "-c", PROBE, canonicalize_name(variant.package)], log, cwd=tmp)
-        if r.stderr.strip():
-            print("\n".join("  | " + ln for ln in r.stderr.strip().splitlines()[-40:]), file=log)
-        if r.returncode != 0:
-            return SmokeResult("failed", _died(r, "import"), seconds=time.monotonic() - start)
-        try:
-            probe = json.loads(r.stdout.strip().splitlines()[-1])
-        except (json.JSONDecodeError, IndexError):
-            return SmokeResult("failed", f"probe printed no result: {r.stdout[-500:]!r}",
-                               seconds=time.monotonic() - start)
-        bad = _check(probe, str(version))
-        if probe.get("requires_torch") and not bad:
-            flags = hostcpu.read_flags(arch, cpuinfo)
-            site = json.loads(subprocess.run([vpy, "-c", "import json, sysconfig; print(json.dumps("
-                                              "sysconfig.get_paths()['platlib']))"],
-                                             capture_output=True, text=True, check=False).stdout or '""')
-            kernels = []
-            for member in _compiled_modules(wheel):
-                runs = _module_runs_here(variant, arch, version.base_version, member, flags)
-                k = _run([vpy, "-c", KERNEL, str(Path(site) / member), "1" if runs else "0"], log, cwd=tmp)
-                if k.returncode != 0:
-                    bad.append(f"{member}: " + _died(k, "load/kernel"))
-                    continue
-                res = json.loads(k.stdout.strip().splitlines()[-1])
-                kernels.append(res)
-                if res.get("kernel") is None:
-                    # vLLM's op libraries are _C*; helpers (0.27+: fs_io_C, spinloop) only have to load.
-                    if Path(member).name.startswith("_C"):
-                        bad.append(f"{member}: loaded, but registers no rms_norm kernel to call")
-                elif "ok" in res and not res["ok"]:
-                    bad.append(f"{member}: {res['kernel']} differs from torch (max error {res['max_abs_err']})")
-            probe["kernels"] = kernels
-            if not kernels:
-                bad.append("the wheel has no compiled vLLM module")
-            if not bad and inference != "off":
-                ir = _run([vpy, "-c", INFERENCE, tmp], log, cwd=tmp, extra_env={"VLLM_CPU_KVCACHE_SPACE": "1"},
-                          timeout=1800)
-                if ir.stderr.strip():
-                    print("\n".join("  | " + ln for ln in ir.stderr.strip().splitlines()[-30:]), file=log)
-                if ir.returncode != 0:
-                    bad.append("tiny-model inference: " + _died(ir, "inference"))
-                else:
-                    inf = json.loads(ir.stdout.strip().splitlines()[-1])
-                    probe["inference"] = inf
-                    if not inf["equal"]:
-                        bad.append(f"vllm.LLM greedy tokens {inf['vllm']} != Hugging Face's {inf['hf']}")
-        elif inference == "on" and not bad:
-            bad.append("--inference on, but the wheel is not real vLLM (no torch requirement)")
+
+def _install(py: str, wheel: Path, tmp: Path, sources: list[str], log: TextIO) -> str:
+    """A fresh venv in ``tmp`` with the wheel and its real dependencies; its interpreter."""
+    venv = tmp / "venv"
+    # --without-pip + `pip --python`: no ensurepip run per smoke test.
+    r = _run([py, "-m", "venv", "--without-pip", str(venv)], log)
+    if r.returncode != 0:
+        raise _Failed(f"python -m venv failed: {r.stderr.strip()}")
+    vpy = str(venv / "bin" / "python")
+    r = _run([sys.executable, "-m", "pip", "--python", vpy, "install", "--disable-pip-version-check",
+              "--progress-bar", "off", *sources, str(wheel)], log)
+    if r.returncode != 0:
+        from vllm_cpu_build.buildenv import pip_errors
+
+        raise _Failed("pip install failed: " + pip_errors(r.stdout + "\n" + r.stderr), {"pip_sources": sources})
+    return vpy
+
+
+def _probe(vpy: str, variant: Variant, tmp: Path, log: TextIO) -> dict[str, Any]:
+    """``import vllm`` and what it says about itself (PROBE)."""
+    # Run from an empty directory: a vllm/ source tree in cwd must not shadow the install.
+    r = _run([vpy, "-c", PROBE, canonicalize_name(variant.package)], log, cwd=tmp)
+    if r.stderr.strip():
+        print("\n".join("  | " + ln for ln in r.stderr.strip().splitlines()[-40:]), file=log)
+    if r.returncode != 0:
+        raise _Failed(_died(r, "import"))
+    try:
+        probe = json.loads(r.stdout.strip().splitlines()[-1])
+    except (json.JSONDecodeError, IndexError):
+        raise _Failed(f"probe printed no result: {r.stdout[-500:]!r}") from None
+    if not isinstance(probe, dict):
+        raise _Failed(f"probe printed no result object: {r.stdout[-500:]!r}")
+    return probe
+
+
+def _kernels(variant: Variant, arch: Arch, version: str, wheel: Path, vpy: str, tmp: Path, cpuinfo: str | None,
+             log: TextIO) -> tuple[list[dict[str, Any]], list[str]]:
+    """Each compiled module loaded in a process of its own, a kernel called where this CPU can: (results, problems)."""
+    flags = hostcpu.read_flags(arch, cpuinfo)
+    site = json.loads(subprocess.run([vpy, "-c", "import json, sysconfig; print(json.dumps("
+                                      "sysconfig.get_paths()['platlib']))"],
+                                     capture_output=True, text=True, check=False).stdout or '""')
+    kernels: list[dict[str, Any]] = []
+    bad: list[str] = []
+    for member in _compiled_modules(wheel):
+        runs = _module_runs_here(variant, arch, version, member, flags)
+        k = _run([vpy, "-c", KERNEL, str(Path(site) / member), "1" if runs else "0"], log, cwd=tmp)
+        if k.returncode != 0:
+            bad.append(f"{member}: " + _died(k, "load/kernel"))
+            continue
+        res = json.loads(k.stdout.strip().splitlines()[-1])
+        kernels.append(res)
+        if res.get("kernel") is None:
+            # vLLM's op libraries are _C*; helpers (0.27+: fs_io_C, spinloop) only have to load.
+            if Path(member).name.startswith("_C"):
+                bad.append(f"{member}: loaded, but registers no rms_norm kernel to call")
+        elif "ok" in res and not res["ok"]:
+            bad.append(f"{member}: {res['kernel']} differs from torch (max error {res['max_abs_err']})")
+    if not kernels:
+        bad.append("the wheel has no compiled vLLM module")
+    return kernels, bad
+
+
+def _tiny_llama(vpy: str, tmp: Path, log: TextIO) -> tuple[dict[str, Any] | None, list[str]]:
+    """The tiny Llama through ``vllm.LLM`` against Hugging Face (INFERENCE): (its result, problems)."""
+    ir = _run([vpy, "-c", INFERENCE, str(tmp)], log, cwd=tmp, extra_env={"VLLM_CPU_KVCACHE_SPACE": "1"},
+              timeout=1800)
+    if ir.stderr.strip():
+        print("\n".join("  | " + ln for ln in ir.stderr.strip().splitlines()[-30:]), file=log)
+    if ir.returncode != 0:
+        return None, ["tiny-model inference: " + _died(ir, "inference")]
+    inf = json.loads(ir.stdout.strip().splitlines()[-1])
+    if not inf["equal"]:
+        return inf, [f"vllm.LLM greedy tokens {inf['vllm']} != Hugging Face's {inf['hf']}"]
+    return inf, []
+
+
+def _verdict(variant: Variant, probe: dict[str, Any], bad: list[str], seconds: float) -> SmokeResult:
+    if bad:
+        return SmokeResult(SmokeStatus.FAILED, "; ".join(bad), probe.get("dist_version"), probe.get("platform"),
+                           seconds, probe)
     ran = []
     if probe.get("kernels"):
+        helpers = [k for k in probe["kernels"] if not k.get("kernel")]
         ran.append("kernels " + ", ".join(f"{Path(k['module']).name}" for k in probe["kernels"] if k.get("kernel"))
-                   + (f", loaded {len(helpers)} helper module(s)"
-                      if (helpers := [k for k in probe["kernels"] if not k.get("kernel")]) else ""))
+                   + (f", loaded {len(helpers)} helper module(s)" if helpers else ""))
     if probe.get("inference"):
         ran.append(f"tiny Llama greedy tokens = Hugging Face's ({probe['inference']['vllm_seconds']} s)")
     # The version a user sees is the wheel's (``pip show``); the "+cpu" one the
     # CPU platform fix writes for vLLM's platform check stays in ``details``.
-    res = SmokeResult("failed" if bad else "passed", "; ".join(bad) if bad else
-                      f"import vllm on the CPU platform, {variant.package} {probe.get('dist_version')}"
-                      + (f", selftest ran {', '.join(probe['selftest'])}" if probe.get("selftest") else "")
-                      + ("; " + "; ".join(ran) if ran else ""),
-                      probe.get("dist_version"), probe.get("platform"), time.monotonic() - start, probe)
-    return res
+    reason = (f"import vllm on the CPU platform, {variant.package} {probe.get('dist_version')}"
+              + (f", selftest ran {', '.join(probe['selftest'])}" if probe.get("selftest") else "")
+              + ("; " + "; ".join(ran) if ran else ""))
+    return SmokeResult(SmokeStatus.PASSED, reason, probe.get("dist_version"), probe.get("platform"), seconds, probe)
 
 
-def _died(r: subprocess.CompletedProcess, what: str) -> str:
+def _died(r: subprocess.CompletedProcess[str], what: str) -> str:
     if r.returncode < 0:
         sig = signal.Signals(-r.returncode).name
         return f"the wheel's code was killed by {sig}" + (
@@ -382,19 +435,16 @@ def run(args: argparse.Namespace) -> SmokeResult:
                 cpuinfo=args.cpuinfo, python=args.python, log=log)
     res.seconds = round(res.seconds, 1)
     print(f"smoke {res.status}: {res.reason} ({res.seconds:.1f} s)", file=log)
-    from vllm_cpu_build import provenance
-
     try:
-        provenance.add_section(Path(args.wheel), "smoke", {"status": res.status, "reason": res.reason,
-                                                           "seconds": res.seconds})
+        provenance.add_section(Path(args.wheel), provenance.SmokeSection(res.status, res.reason, res.seconds))
     except provenance.ProvenanceError as exc:
         print(f"warning: record beside the wheel not updated: {exc}", file=sys.stderr)
     return res
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("smoke", help="install a wheel into a fresh venv and run it (skips on a CPU lacking its ISA)",
-                       description=__doc__.split("\n\n")[0] + " Exit 0 passed, 1 failed, 3 skipped (this CPU "
+                       description=(__doc__ or "").split("\n\n")[0] + " Exit 0 passed, 1 failed, 3 skipped (this CPU "
                        "lacks the variant's ISA).")
     p.add_argument("--variant", required=True, help="package name from variants.json")
     p.add_argument("wheel", help="the wheel to test")
@@ -405,7 +455,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                                              "variants.json torch_index_url; '' = none)")
     p.add_argument("--no-index", action="store_true",
                    help="install from the wheel's directory only (no index; dependencies must be there)")
-    p.add_argument("--inference", choices=("auto", "on", "off"), default="auto",
+    p.add_argument("--inference", choices=[m.value for m in Inference], default=Inference.AUTO.value,
                    help="tiny-model run through vllm.LLM vs Hugging Face: auto = for real vLLM (default)")
     p.add_argument("--cpuinfo", help=f"also check this cpuinfo file (testing; or ${hostcpu.CPUINFO_ENV}); "
                                       "it can only remove flags, never add ones the CPU lacks")

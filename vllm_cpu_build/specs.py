@@ -19,6 +19,8 @@ from collections.abc import Iterable
 from packaging.specifiers import SpecifierSet
 from packaging.version import InvalidVersion, Version
 
+from vllm_cpu_build.enums import Arch
+
 # CPython minors a Python spec may name; anything outside is a typo.
 PYTHON_MINORS = range(8, 20)
 # What ``auto`` may pick from: CPython releases that exist (requires-python trims it).
@@ -193,18 +195,18 @@ def pythons_for(requires_python: str, requested: str = "auto", *, strict: bool =
 # --------------------------------------------------------------------------- architectures
 
 # Every option or field naming an architecture takes these spellings (arm64 = aarch64).
-ARCH_ALIASES = {"x86_64": "x86_64", "aarch64": "aarch64", "arm64": "aarch64"}
+ARCH_ALIASES = {"x86_64": Arch.X86_64, "aarch64": Arch.AARCH64, "arm64": Arch.AARCH64}
 
 
-def parse_arch(text: str) -> str:
-    """``x86_64``, ``aarch64`` or ``arm64`` -> the canonical arch name."""
+def parse_arch(text: str) -> Arch:
+    """``x86_64``, ``aarch64`` or ``arm64`` -> the arch."""
     arch = ARCH_ALIASES.get(str(text).strip().lower()) if isinstance(text, str) else None
     if arch is None:
         raise SpecError(f"unknown arch {text!r}; use {', '.join(ARCH_ALIASES)}")
     return arch
 
 
-def parse_arches(text: str) -> list[str]:
+def parse_arches(text: str) -> list[Arch]:
     """A comma-separated list of arches: canonical names, each once, in the order given."""
     out = [parse_arch(a) for a in str(text).split(",") if a.strip()]
     if not out:

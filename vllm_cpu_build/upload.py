@@ -38,6 +38,7 @@ from packaging.utils import InvalidWheelFilename, canonicalize_name, parse_wheel
 from vllm_cpu_build.errors import StepFailed, UsageError
 from vllm_cpu_build.index import IndexFile, IndexUnusable, list_index_files, session, wheel_covers
 from vllm_cpu_build.results import NotUploaded, UploadedFile, UploadResult
+from vllm_cpu_build.variants import Variant
 
 __all__ = ["IndexFile", "list_index_files", "verify_gate", "wheel_covers"]
 
@@ -83,9 +84,10 @@ class _Index:
                 self.pause(attempt)
         raise AssertionError("unreachable")
 
-def verify_gate(wheels: list[Path], variant, manylinux: str | None = None) -> list[dict]:
+def verify_gate(wheels: list[Path], variant: Variant, manylinux: str | None = None) -> list[dict[str, str]]:
     """[{"file", "reason"}] for every wheel that fails ``verify`` as ``variant`` (arch from its tag)."""
-    from vllm_cpu_build.verify import platform_arch, verify_wheel
+    from vllm_cpu_build.integrity import platform_arch
+    from vllm_cpu_build.verify import verify_wheel
 
     refused = []
     for w in wheels:
@@ -215,7 +217,7 @@ def _upload_one(wheel: Path, repository_url: str, idx: _Index) -> str:
     raise AssertionError("unreachable")
 
 
-def register(sub: argparse._SubParsersAction) -> None:
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "upload", help="upload wheels with twine unless the index already has them",
         description="Verify every wheel again, then upload with twine what the index does not list yet. "

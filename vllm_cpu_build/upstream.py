@@ -35,12 +35,13 @@ from the *compiler*, not the host, and only go into the AMX ``_C`` module.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
+from typing import Any
 
 from packaging.specifiers import SpecifierSet
 from packaging.version import InvalidVersion, Version
 
+from vllm_cpu_build.enums import Arch
 from vllm_cpu_build.specs import SpecError, final_version
 from vllm_cpu_build.variants import Variant, load
 
@@ -89,7 +90,7 @@ class ReleaseLine:
                  self.force_avx2, self.force_avx512, self.x86, self.arm_bf16, self.arm_i8mm)
         return tuple(n for n in names if n)
 
-    def describe(self) -> dict:
+    def describe(self) -> dict[str, object]:
         return {
             "name": self.name,
             "versions": str(self.versions),
@@ -103,9 +104,9 @@ class ReleaseLine:
         }
 
 
-_PRE17 = dict(disable_avx512="VLLM_CPU_DISABLE_AVX512", avx512vnni="VLLM_CPU_AVX512VNNI",
+_PRE17: dict[str, Any] = dict(disable_avx512="VLLM_CPU_DISABLE_AVX512", avx512vnni="VLLM_CPU_AVX512VNNI",
               avx512bf16="VLLM_CPU_AVX512BF16")
-_POST17 = dict(x86="VLLM_CPU_X86", arm_bf16="VLLM_CPU_ARM_BF16", version_override=True)
+_POST17: dict[str, Any] = dict(x86="VLLM_CPU_X86", arm_bf16="VLLM_CPU_ARM_BF16", version_override=True)
 
 _SABI311 = "fs_io_C/spinloop: USE_SABI 3.11, built for Python >= 3.11 only: per-Python wheels"
 
@@ -169,7 +170,7 @@ def _on(flag: bool) -> str:
     return "1" if flag else "0"
 
 
-def isa_env(variant: Variant, arch: str, line: ReleaseLine) -> dict[str, str]:
+def isa_env(variant: Variant, arch: Arch, line: ReleaseLine) -> dict[str, str]:
     """The ISA switches exactly as ``line`` reads them, each set explicitly.
 
     Switches the variant does not want are set to a false value rather than
@@ -177,31 +178,11 @@ def isa_env(variant: Variant, arch: str, line: ReleaseLine) -> dict[str, str]:
     """
     if arch not in variant.arches:
         raise ValueError(f"{variant.package} is not built for {arch}; it has {', '.join(variant.arches)}")
-    f = variant.isa_flags
-    env: dict[str, str] = {}
-    if arch == "x86_64":
-        if line.unified_x86:
-            # One wheel holds every level; the switches of old lines are gone.
-            env[line.x86] = "1"
-            return env
-        if f["amxbf16"] and not line.amxbf16:
-            raise UnsupportedRelease(
-                f"{variant.package}: vLLM release line {line.name} has no AMX support "
-                f"(cmake knows no AMX flags); the variant cannot be built for it"
-            )
-        # Upstream disables AVX-512 only for the literal string "true".
-        env[line.disable_avx512] = "true" if f["disable_avx512"] else "false"
-        env[line.avx512vnni] = _on(f["avx512vnni"])
-        env[line.avx512bf16] = _on(f["avx512bf16"])
-        if line.amxbf16:
-            env[line.amxbf16] = _on(f["amxbf16"])
-        if line.force_avx2:
-            env[line.force_avx2] = _on("avx2" in variant.arches[arch].cpu_flags)
-        if line.force_avx512:
-            env[line.force_avx512] = _on(not f["disable_avx512"])
-        return env
+    if arch == Arch.X86_64:
+        return _x86_env(variant, line)
     # aarch64: upstream switches only ever turn features on.
-    flags = set(variant.arches[arch].cpu_flags)
+    flags = set(variant.arches[Arch(arch)].cpu_flags)
+    env: dict[str, str] = {}
     if line.x86:
         env[line.x86] = "0"
     if line.arm_bf16:
@@ -211,7 +192,32 @@ def isa_env(variant: Variant, arch: str, line: ReleaseLine) -> dict[str, str]:
     return env
 
 
-def build_env(variant: Variant, arch: str, version: str, postfix: str = "",
+def _x86_env(variant: Variant, line: ReleaseLine) -> dict[str, str]:
+    if line.x86 is not None:
+        # One wheel holds every level; the switches of old lines are gone.
+        return {line.x86: "1"}
+    f = variant.isa_flags
+    if f["amxbf16"] and not line.amxbf16:
+        raise UnsupportedRelease(
+            f"{variant.package}: vLLM release line {line.name} has no AMX support "
+            f"(cmake knows no AMX flags); the variant cannot be built for it"
+        )
+    if line.disable_avx512 is None or line.avx512vnni is None or line.avx512bf16 is None:
+        # A table row error, not an input error: every line before unification has these three.
+        raise UnsupportedRelease(f"vLLM release line {line.name}: the table names no x86 ISA switches")
+    # Upstream disables AVX-512 only for the literal string "true".
+    env = {line.disable_avx512: "true" if f["disable_avx512"] else "false",
+           line.avx512vnni: _on(f["avx512vnni"]), line.avx512bf16: _on(f["avx512bf16"])}
+    if line.amxbf16:
+        env[line.amxbf16] = _on(f["amxbf16"])
+    if line.force_avx2:
+        env[line.force_avx2] = _on("avx2" in variant.arches[Arch.X86_64].cpu_flags)
+    if line.force_avx512:
+        env[line.force_avx512] = _on(not f["disable_avx512"])
+    return env
+
+
+def build_env(variant: Variant, arch: Arch, version: str, postfix: str = "",
               max_jobs: int | None = None) -> dict[str, str]:
     """Complete environment for building ``variant`` for ``arch`` from upstream ``version``."""
     line = release_line(version)
@@ -243,7 +249,7 @@ CPUINFO_KEY = {"x86_64": "flags", "aarch64": "Features"}
 ARCH_BASE_FLAGS = {"x86_64": ("avx2",), "aarch64": ("asimd",)}
 
 
-def pinned_flags(variant: Variant, arch: str) -> list[str]:
+def pinned_flags(variant: Variant, arch: Arch) -> list[str]:
     """cpuinfo flags the build pretends to have: the variant's own plus the arch base."""
     flags = list(variant.arches[arch].cpu_flags)
     for base in ARCH_BASE_FLAGS[arch]:
@@ -252,13 +258,6 @@ def pinned_flags(variant: Variant, arch: str) -> list[str]:
     return flags
 
 
-def pinned_cpuinfo(variant: Variant, arch: str) -> str:
+def pinned_cpuinfo(variant: Variant, arch: Arch) -> str:
     return f"{CPUINFO_KEY[arch]}\t\t: {' '.join(pinned_flags(variant, arch))}\n"
 
-
-_FIND_ISA = re.compile(r'find_isa\(\$\{CPUINFO\}\s+"([^"]+)"\s+(\w+)\)')
-
-
-def find_isa_results(cmake_text: str, cpuinfo: str) -> dict[str, bool]:
-    """What upstream's find_isa() (a plain substring search) concludes from ``cpuinfo``."""
-    return {var: target in cpuinfo for target, var in _FIND_ISA.findall(cmake_text)}

@@ -8,21 +8,23 @@ mistake in the file is reported once, at load, with the offending key.
 from __future__ import annotations
 
 import fnmatch
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
 from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
 
+from vllm_cpu_build.enums import Arch
 from vllm_cpu_build.errors import UsageError
+from vllm_cpu_build.files import Format, read_document
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_PATH = REPO_ROOT / "variants.json"
 
-ARCHES = ("x86_64", "aarch64")
+ARCHES = tuple(Arch)
 # Build switches, in the order each one implies the previous (amxbf16 needs
 # avx512bf16 needs avx512vnni needs AVX-512 at all).
 ISA_FLAGS = ("disable_avx512", "avx512vnni", "avx512bf16", "amxbf16")
@@ -84,7 +86,7 @@ class ContractRule:
 
 @dataclass(frozen=True)
 class ArchSpec:
-    arch: str
+    arch: Arch
     cpu_flags: tuple[str, ...]
     contract: tuple[ContractRule, ...]
 
@@ -102,7 +104,7 @@ class Variant:
     keywords: tuple[str, ...]
     releases: SpecifierSet
     isa_flags: dict[str, bool]
-    arches: dict[str, ArchSpec] = field(default_factory=dict)
+    arches: dict[Arch, ArchSpec] = field(default_factory=dict)
 
     @property
     def dist_name(self) -> str:
@@ -123,7 +125,7 @@ class Variant:
 @dataclass(frozen=True)
 class Catalog:
     path: Path
-    project: dict
+    project: dict[str, Any]
     variants: tuple[Variant, ...]
 
     def names(self) -> list[str]:
@@ -136,7 +138,7 @@ class Catalog:
                 return v
         raise UnknownVariant(f"unknown variant {package!r}; known: {', '.join(self.names())}")
 
-    def builds(self) -> list[tuple[Variant, str]]:
+    def builds(self) -> list[tuple[Variant, Arch]]:
         """Every (variant, arch) pair: one Buildbot builder each."""
         return [(v, a) for v in self.variants for a in v.arches]
 
@@ -164,7 +166,7 @@ def _spec(where: str, value: object) -> SpecifierSet:
         raise VariantsError(f"{where}: invalid version specifier {value!r}: {exc}") from None
 
 
-def _keys(where: str, obj: object, allowed: set[str], required: set[str] | None = None) -> dict:
+def _keys(where: str, obj: object, allowed: set[str], required: set[str] | None = None) -> dict[str, Any]:
     if not isinstance(obj, dict):
         raise VariantsError(f"{where}: must be an object")
     unknown = sorted(set(obj) - allowed)
@@ -197,7 +199,7 @@ def _rule(where: str, raw: object) -> ContractRule:
                         raw.get("optional", False))
 
 
-def _check_isa_flags(where: str, flags: object, arches: dict[str, ArchSpec]) -> dict[str, bool]:
+def _check_isa_flags(where: str, flags: object, arches: dict[Arch, ArchSpec]) -> dict[str, bool]:
     flags = _keys(where, flags, set(ISA_FLAGS))
     for k, val in flags.items():
         if not isinstance(val, bool):
@@ -211,7 +213,7 @@ def _check_isa_flags(where: str, flags: object, arches: dict[str, ArchSpec]) -> 
                 f"{where}: bad flag combination: {ISA_FLAGS[i]}=true needs "
                 + ("disable_avx512=false" if i == 1 else f"{ISA_FLAGS[i - 1]}=true")
             )
-    x86 = arches.get("x86_64")
+    x86 = arches.get(Arch.X86_64)
     if x86 is not None:
         has = set(x86.cpu_flags)
         if flags["disable_avx512"] == ("avx512f" in has):
@@ -230,16 +232,31 @@ def _check_isa_flags(where: str, flags: object, arches: dict[str, ArchSpec]) -> 
     return dict(flags)
 
 
-def load(path: str | os.PathLike | None = None) -> Catalog:
+def _arches(where: str, raw: object) -> dict[Arch, ArchSpec]:
+    if not isinstance(raw, dict) or not raw:
+        raise VariantsError(f"{where}: must name at least one architecture")
+    arches: dict[Arch, ArchSpec] = {}
+    for name, ra in raw.items():
+        aw = f"{where}.{name}"
+        if name not in ARCHES:
+            raise VariantsError(f"{aw}: unknown architecture; known: {', '.join(ARCHES)}")
+        spec = _keys(aw, ra, _ARCH_KEYS)
+        rules = spec["contract"]
+        if not isinstance(rules, list) or not rules:
+            raise VariantsError(f"{aw}.contract: must be a non-empty list of rules")
+        arch = Arch(name)
+        arches[arch] = ArchSpec(
+            arch,
+            _str_list(f"{aw}.cpu_flags", spec["cpu_flags"]),
+            tuple(_rule(f"{aw}.contract[{j}]", r) for j, r in enumerate(rules)),
+        )
+    return arches
+
+
+def load(path: str | os.PathLike[str] | None = None) -> Catalog:
     """Read and validate variants.json (``$VLLM_CPU_VARIANTS`` or the repo copy)."""
     p = Path(path or os.environ.get("VLLM_CPU_VARIANTS") or DEFAULT_PATH)
-    try:
-        raw = json.loads(p.read_text())
-    except FileNotFoundError:
-        raise VariantsError(f"{p}: not found") from None
-    except json.JSONDecodeError as exc:
-        raise VariantsError(f"{p}: not valid JSON: {exc}") from None
-    return parse(raw, p)
+    return parse(read_document(p, Format.JSON, VariantsError), p)
 
 
 def parse(raw: object, path: Path = DEFAULT_PATH) -> Catalog:
@@ -276,22 +293,7 @@ def parse(raw: object, path: Path = DEFAULT_PATH) -> Catalog:
         readme = (path.parent / rv["readme"]).resolve()
         if not readme.is_file():
             raise VariantsError(f"{where}.readme: {rv['readme']} does not exist")
-        if not isinstance(rv["arches"], dict) or not rv["arches"]:
-            raise VariantsError(f"{where}.arches: must name at least one architecture")
-        arches: dict[str, ArchSpec] = {}
-        for arch, ra in rv["arches"].items():
-            aw = f"{where}.arches.{arch}"
-            if arch not in ARCHES:
-                raise VariantsError(f"{aw}: unknown architecture; known: {', '.join(ARCHES)}")
-            ra = _keys(aw, ra, _ARCH_KEYS)
-            rules = ra["contract"]
-            if not isinstance(rules, list) or not rules:
-                raise VariantsError(f"{aw}.contract: must be a non-empty list of rules")
-            arches[arch] = ArchSpec(
-                arch,
-                _str_list(f"{aw}.cpu_flags", ra["cpu_flags"]),
-                tuple(_rule(f"{aw}.contract[{j}]", r) for j, r in enumerate(rules)),
-            )
+        arches = _arches(f"{where}.arches", rv["arches"])
         variant = Variant(
             package=pkg,
             short=rv["short"],

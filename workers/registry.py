@@ -14,11 +14,7 @@ import stat
 from dataclasses import dataclass
 from pathlib import Path
 
-try:
-    import tomllib
-except ModuleNotFoundError:  # pragma: no cover - 3.10
-    import tomli as tomllib  # type: ignore[no-redef]
-
+from vllm_cpu_build.files import Format, read_document
 from vllm_cpu_build.variants import ARCHES
 
 DEFAULT_PATH = Path(__file__).resolve().parent / "registry.toml"
@@ -72,12 +68,7 @@ def _entry(i: int, raw: object) -> WorkerEntry:
 
 def load(path: str | os.PathLike | None = None) -> list[WorkerEntry]:
     p = Path(path or DEFAULT_PATH)
-    try:
-        raw = tomllib.loads(p.read_text())
-    except FileNotFoundError:
-        raise RegistryError(f"{p}: worker registry not found") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise RegistryError(f"{p}: not valid TOML: {exc}") from None
+    raw = read_document(p, Format.TOML, RegistryError, missing="worker registry not found")
     entries = [_entry(i, w) for i, w in enumerate(raw.get("worker", []))]
     seen: set[str] = set()
     for e in entries:

