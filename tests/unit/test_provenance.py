@@ -101,3 +101,21 @@ def test_jsondoc_reports_the_path_of_what_does_not_fit() -> None:
         jsondoc.load(Outer, {"items": [{"n": 1}, {"n": True}]}, "doc")
     with pytest.raises(ValueError, match=r"doc: expected an object, got list"):
         jsondoc.load(Outer, [], "doc", ValueError)
+
+
+def test_a_build_root_describes_itself_in_the_record(tmp_path: Path) -> None:
+    import shutil
+
+    from vllm_cpu_build.buildroot import BuildRoot, Runner
+
+    if not shutil.which("bwrap"):
+        pytest.skip("no bubblewrap")
+    (tmp_path / "bin").mkdir()
+    (tmp_path / "etc").mkdir()
+    (tmp_path / "etc" / "os-release").write_text('PRETTY_NAME="Test Linux 1"\n')
+    info = BuildRoot(tmp_path).describe()
+    assert info == provenance.RunnerInfo(RunnerKind.ROOT, str(tmp_path), str(tmp_path.resolve()), None,
+                                         "Test Linux 1", "bwrap")
+    assert jsondoc.dump(info) == {"kind": "root", "spec": str(tmp_path), "dir": str(tmp_path.resolve()),
+                                  "os": "Test Linux 1", "runner": "bwrap"}  # a directory root has no sha256
+    assert jsondoc.dump(Runner().describe()) == {"kind": "host"}
