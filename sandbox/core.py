@@ -40,7 +40,7 @@ from workers import registry
 BIN = Path(sys.executable).parent
 # The fixture upstream's FetchContent mirror (testbed/fixture_upstream/__init__.py MIRROR): its AVX-512
 # builds need it, as a production worker needs a oneDNN mirror to build offline.
-FIXTURE_MIRROR = REPO_ROOT / "tests" / "fixture_upstream" / "mirror"
+FIXTURE_MIRROR = REPO_ROOT / "testbed" / "fixture_upstream" / "mirror"
 SANDBOX_TAGS = ["v0.11.1", "v0.11.2"]  # present before the master starts
 NEW_TAG = "v0.12.0"  # pushed once the master watches the upstream
 RELEASE = "release"
