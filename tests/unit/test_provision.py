@@ -52,7 +52,7 @@ def test_this_hosts_compiler_gets_the_verdict_build_would_give() -> None:
 SCRIPT = (REPO / "workers" / "provision.sh").read_text()
 CPU_CHECK = (re.search(r"^# BEGIN cpu-flags\n.*?^# END cpu-flags\n", SCRIPT, re.M | re.S).group(0)
              + re.search(r"^cpu_check\(\) \{\n.*?^\}\n", SCRIPT, re.M | re.S).group(0))
-CPUS = REPO / "tests" / "detector" / "fixtures"
+CPUS = REPO / "testbed" / "cpuinfo"
 
 
 def cpu_check(arch: str, cpuinfo: Path) -> subprocess.CompletedProcess:
