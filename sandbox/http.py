@@ -26,7 +26,7 @@ from typing import Any
 import requests
 
 from farm import report
-from farm.names import IMAGES
+from farm.names import IMAGES, RELEASE
 from master import matrix
 from sandbox.procs import until
 
@@ -91,7 +91,6 @@ def get_json(session: requests.Session | None, url: str, *, params: Any = None, 
     raise AssertionError("unreachable")
 
 
-RELEASE = "release"
 Json = dict[str, Any]
 
 
@@ -107,7 +106,7 @@ class Client:
         # on a kept-alive connection without its gzip header, which no client can decode.
         self.session.headers["Accept-Encoding"] = "identity"
 
-    until = staticmethod(until)
+    until = staticmethod(until)  # the one polling loop, for whoever waits on this master
 
     # ------------------------------------------------------------- reads
     def api(self, path: str, **params: Any) -> list[Json]:
