@@ -41,7 +41,7 @@ help:
 	@echo "make run        - start the local sandbox (ONCE=1: release once and exit;"
 	@echo "                  ARM64=1: emulated arm64 worker too; IMAGES=1: local registries + images;"
 	@echo "                  GITHUB=1: a local GitHub stand-in gets the release; FULL=1: all three)"
-	@echo "make check      - while iterating: ruff, mypy and the unit tier (tests/unit, a few minutes)"
+	@echo "make check      - while iterating: ruff, mypy and the unit tier but its slow tests"
 	@echo "make lint       - ruff and mypy --strict ($(TYPED))"
 	@echo "make test       - set up and run everything (lint + every tier): what CI runs"
 	@echo "make test-unit / test-e2e / test-real - one tier (PYTEST_ARGS: more pytest options)"
@@ -102,8 +102,10 @@ lint: setup
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/mypy
 
+# The unit tier without its `slow` tests (the fixture's five variants compiled and
+# smoke-tested: `make test-unit` and `make test` run those too).
 check: lint
-	$(PY) -m pytest tests/unit $(PYTEST_ARGS)
+	$(PY) -m pytest tests/unit -m "not slow" $(PYTEST_ARGS)
 
 test: setup crossbar lint
 	$(PY) -m pytest $(PYTEST_ARGS)
