@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import re
+import sys
 import types
 import typing
 from dataclasses import dataclass, field, fields, replace
@@ -449,8 +450,12 @@ def to_toml(settings: Settings, header: str = "") -> str:
     """
     import tomli_w
 
+    if sys.version_info >= (3, 11):
+        import tomllib as reader
+    else:  # pragma: no cover - 3.10
+        import tomli as reader
     text = tomli_w.dumps(to_dict(settings))
-    parse(tomllib.loads(text), REPO_ROOT, settings.source)
+    parse(reader.loads(text), REPO_ROOT, settings.source)
     comment = "".join(f"# {line}\n" if line else "#\n" for line in header.splitlines())
     return comment + text
 
