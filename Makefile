@@ -36,7 +36,8 @@ CROSSBAR_REQS  := master/crossbar-requirements.txt
 TYPED  := vllm_cpu_build steps
 FULL_RUN := $(or $(ARM64),$(IMAGES),$(FULL))
 
-.PHONY: setup setup-run crossbar run test test-unit test-e2e test-real check lint bench clean help
+.PHONY: setup setup-run crossbar run test test-unit test-e2e test-real check check-unit lint lint-ruff \
+        lint-mypy bench clean help
 help:
 	@echo "make run        - start the local sandbox (ONCE=1: release once and exit;"
 	@echo "                  ARM64=1: emulated arm64 worker too; IMAGES=1: local registries + images;"
@@ -99,12 +100,21 @@ setup: $(APT_STAMP) $(PIP_STAMP)
 setup-run: $(APT_RUN_STAMP) $(if $(FULL_RUN),$(APT_FULL_STAMP)) $(PIP_RUN_STAMP)
 
 lint: setup
+	$(MAKE) --no-print-directory lint-ruff lint-mypy
+
+lint-ruff:
 	$(VENV)/bin/ruff check .
+
+lint-mypy:
 	$(VENV)/bin/mypy
 
-# The unit tier without its `slow` tests (the fixture's five variants compiled and
-# smoke-tested: `make test-unit` and `make test` run those too).
-check: lint
+# ruff, mypy and the unit tier without its `slow` tests (the fixture's five
+# variants compiled and smoke-tested: `make test-unit` and `make test` run
+# those too); mypy runs beside the tests, all three run and print whole.
+check: setup
+	@$(MAKE) --no-print-directory -k -j2 --output-sync=target lint-ruff lint-mypy check-unit
+
+check-unit:
 	$(PY) -m pytest tests/unit -m "not slow" $(PYTEST_ARGS)
 
 test: setup crossbar lint
