@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import re
+import sys
 import types
 import typing
 from dataclasses import dataclass, field, fields, replace
@@ -416,6 +417,46 @@ def parse(raw: dict, base: Path, source: Path | None = None) -> Settings:
     return Settings(source=source, **tables)  # type: ignore[arg-type]
 
 
+def to_dict(settings: Settings) -> dict[str, dict[str, object]]:
+    """The TOML document of ``settings``: each table's values that differ from the field defaults."""
+    doc: dict[str, dict[str, object]] = {}
+    for name in TABLES:
+        table = getattr(settings, name)
+        default = type(table)()
+        values = {f.name: _toml_value(getattr(table, f.name)) for f in fields(table)
+                  if getattr(table, f.name) != getattr(default, f.name)}
+        if values:
+            doc[name] = values
+    return doc
+
+
+def _toml_value(val: object) -> object:
+    if isinstance(val, Path):
+        return str(val)
+    if isinstance(val, tuple):
+        return list(val)
+    return val
+
+
+def to_toml(settings: Settings, header: str = "") -> str:
+    """``settings`` as a settings file (``parse`` reads back the same ``Settings``); ``header``: comment lines.
+
+    The text is parsed back before it is returned, so a value the schema
+    refuses raises ``SettingsError`` naming its key here, not when a master
+    reads the file.
+    """
+    import tomli_w
+
+    if sys.version_info >= (3, 11):
+        import tomllib as reader
+    else:  # pragma: no cover - 3.10
+        import tomli as reader
+    text = tomli_w.dumps(to_dict(settings))
+    parse(reader.loads(text), REPO_ROOT, settings.source)
+    comment = "".join(f"# {line}\n" if line else "#\n" for line in header.splitlines())
+    return comment + text
+
+
 def load(path: str | os.PathLike | None = None) -> Settings:
     """Read the settings file (argument, ``$VLLM_CPU_BUILDBOT_SETTINGS``) or return the sandbox defaults."""
     chosen = path or os.environ.get(ENV_VAR)
@@ -427,4 +468,4 @@ def load(path: str | os.PathLike | None = None) -> Settings:
 
 
 __all__ = ["ENV_VAR", "NOTIFY_EVENTS", "REPO_ROOT", "Build", "GitHub", "Images", "Index", "Master", "Notify",
-           "Settings", "SettingsError", "Upstream", "Www", "load", "parse", "replace"]
+           "Settings", "SettingsError", "Upstream", "Www", "load", "parse", "replace", "to_dict", "to_toml"]

@@ -18,26 +18,30 @@ from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 PARTS = ("vllm_cpu_build", "variants.json", "readmes")
-# The worker needs the project's runtime dependencies minus the master's own.
-_MASTER_ONLY = ("buildbot", "twisted", "psycopg", "sqlalchemy", "argon2", "pygithub")  # the master's, never a worker's
+WORKER_EXTRA = "worker"  # pyproject.toml's extra listing exactly what the toolchain imports or runs
 # pip name -> import name where they differ
 _IMPORT_NAMES = {"pyelftools": "elftools", "iced-x86": "iced_x86", "setuptools-scm": "setuptools_scm"}
 
 
 def requirements(root: Path = REPO_ROOT) -> list[tuple[str, str]]:
-    """(requirement line, import name) for the worker, from pyproject.toml's dependencies."""
+    """(requirement line, import name) for the worker: pyproject.toml's ``[worker]`` extra, nothing else.
+
+    A worker never installs this project (its master, steps, Buildbot): the
+    tarball carries the toolchain's code and this list only.
+    """
     try:
         import tomllib
     except ModuleNotFoundError:  # pragma: no cover - 3.10
         import tomli as tomllib  # type: ignore[no-redef]
     import re
 
-    deps = tomllib.loads((root / "pyproject.toml").read_text())["project"]["dependencies"]
+    project = tomllib.loads((root / "pyproject.toml").read_text())["project"]
     out = []
-    for dep in deps:
-        name = re.match(r"[A-Za-z0-9._-]+", dep).group(0).lower()
-        if name.startswith(_MASTER_ONLY):
-            continue
+    for dep in project["optional-dependencies"][WORKER_EXTRA]:
+        match = re.match(r"[A-Za-z0-9._-]+", dep)
+        if match is None or match.group(0).lower().replace("_", "-") == project["name"]:
+            raise ValueError(f"pyproject.toml [{WORKER_EXTRA}]: {dep!r} is not a third-party requirement")
+        name = match.group(0).lower()
         out.append((dep, _IMPORT_NAMES.get(name, name.replace("-", "_"))))
     return out
 

@@ -2,6 +2,6 @@
 
 import sys
 
-from sandbox.core import main
+from sandbox.cli import main
 
 sys.exit(main())

@@ -21,7 +21,7 @@ from pathlib import Path
 from farm.settings import REPO_ROOT
 
 GRAVITON2_CPU = "neoverse-n1"
-GRAVITON2_CPUINFO = REPO_ROOT / "tests" / "detector" / "fixtures" / "graviton2_neoverse_n1.cpuinfo"
+GRAVITON2_CPUINFO = REPO_ROOT / "testbed" / "cpuinfo" / "graviton2_neoverse_n1.cpuinfo"
 BASE = "/root/vllm-cpu-worker"
 
 

@@ -162,87 +162,96 @@ class FakeGitHub:
 
     def _route(self, h, method: str, path: str, query: dict, body: bytes) -> None:
         repo = re.escape(self.full_name)
-        api = f"^/api/v3/repos/{repo}"
-        if method == "GET" and re.fullmatch(api, path):
-            h._send(200, {"id": 1, "name": self.repo, "full_name": self.full_name, "private": False,
-                          "owner": self._user(), "url": f"{self.api_url}/repos/{self.full_name}"})
-            return
-        m = re.fullmatch(api + r"/releases/tags/(.+)", path)
-        if method == "GET" and m:
-            rel = self.release(m.group(1))
-            h._send(200, self._release_json(rel)) if rel else h._error(404, "Not Found")
-            return
-        if method == "POST" and re.fullmatch(api + "/releases", path):
-            doc = json.loads(body or b"{}")
-            if not doc.get("tag_name"):
-                h._error(422, "Validation Failed", [{"resource": "Release", "code": "missing_field",
-                                                      "field": "tag_name"}])
+        api, uploads = f"^/api/v3/repos/{repo}", f"^/api/uploads/repos/{repo}"
+        routes = [
+            (("GET",), api, self._get_repository),
+            (("GET",), api + r"/releases/tags/(.+)", self._get_release_by_tag),
+            (("POST",), api + "/releases", self._create_release),
+            (("GET", "PATCH"), api + r"/releases/(\d+)", self._get_or_update_release),
+            (("GET",), api + r"/releases/(\d+)/assets", self._list_assets),
+            (("POST",), uploads + r"/releases/(\d+)/assets", self._upload_asset),
+        ]
+        for methods, pattern, action in routes:
+            m = re.fullmatch(pattern, path)
+            if m and method in methods:
+                action(h, method, m, query, body)
                 return
-            if self.release(doc["tag_name"]):
-                h._error(422, "Validation Failed", [{"resource": "Release", "code": "already_exists",
-                                                      "field": "tag_name"}])
-                return
-            rid = next(self._ids)
-            self.releases[rid] = {"id": rid, "tag_name": doc["tag_name"], "name": doc.get("name") or doc["tag_name"],
-                                  "body": doc.get("body") or "", "draft": bool(doc.get("draft")),
-                                  "prerelease": bool(doc.get("prerelease")),
-                                  "target_commitish": doc.get("target_commitish") or "main",
-                                  "make_latest": doc.get("make_latest", "true"),
-                                  "created_at": _now(), "published_at": _now(), "assets": []}
-            h._send(201, self._release_json(self.releases[rid]))
-            return
-        m = re.fullmatch(api + r"/releases/(\d+)", path)
-        if m and method in ("GET", "PATCH"):
-            rel = self.releases.get(int(m.group(1)))
-            if rel is None:
-                h._error(404, "Not Found")
-                return
-            if method == "PATCH":
-                doc = json.loads(body or b"{}")
-                for k in ("tag_name", "name", "body", "draft", "prerelease", "target_commitish", "make_latest"):
-                    if k in doc:
-                        rel[k] = doc[k]
-            h._send(200, self._release_json(rel))
-            return
-        m = re.fullmatch(api + r"/releases/(\d+)/assets", path)
-        if method == "GET" and m:
-            rel = self.releases.get(int(m.group(1)))
-            if rel is None:
-                h._error(404, "Not Found")
-                return
-            per_page = min(int(query.get("per_page", ["30"])[0]), 100)
-            page = int(query.get("page", ["1"])[0])
-            items = rel["assets"][(page - 1) * per_page: page * per_page]
-            headers = {}
-            if page * per_page < len(rel["assets"]):
-                nxt = f"{self.api_url}/repos/{self.full_name}/releases/{rel['id']}/assets?per_page={per_page}"
-                headers["Link"] = f'<{nxt}&page={page + 1}>; rel="next"'
-            h._send(200, [self._asset_json(a) for a in items], headers)
-            return
-        m = re.fullmatch(f"^/api/uploads/repos/{repo}" + r"/releases/(\d+)/assets", path)
-        if method == "POST" and m:
-            rel = self.releases.get(int(m.group(1)))
-            name = query.get("name", [""])[0]
-            if rel is None:
-                h._error(404, "Not Found")
-                return
-            if not name:
-                h._error(422, "Validation Failed", [{"resource": "ReleaseAsset", "code": "missing_field",
-                                                      "field": "name"}])
-                return
-            if any(a["name"] == name for a in rel["assets"]):
-                h._error(422, "Validation Failed", [{"resource": "ReleaseAsset", "code": "already_exists",
-                                                      "field": "name"}])
-                return
-            aid = next(self._ids)
-            asset = {"id": aid, "name": name, "label": query.get("label", [""])[0], "tag": rel["tag_name"],
-                     "content_type": h.headers.get("Content-Type", "application/octet-stream"),
-                     "size": len(body), "created_at": _now()}
-            rel["assets"].append(asset)
-            self.blobs[aid] = body
-            h._send(201, self._asset_json(asset))
-            return
         h._error(404, "Not Found")
+
+    @staticmethod
+    def _invalid(h, resource: str, code: str, field: str) -> None:
+        h._error(422, "Validation Failed", [{"resource": resource, "code": code, "field": field}])
+
+    def _get_repository(self, h, method: str, m: re.Match, query: dict, body: bytes) -> None:
+        h._send(200, {"id": 1, "name": self.repo, "full_name": self.full_name, "private": False,
+                      "owner": self._user(), "url": f"{self.api_url}/repos/{self.full_name}"})
+
+    def _get_release_by_tag(self, h, method: str, m: re.Match, query: dict, body: bytes) -> None:
+        rel = self.release(m.group(1))
+        h._send(200, self._release_json(rel)) if rel else h._error(404, "Not Found")
+
+    def _create_release(self, h, method: str, m: re.Match, query: dict, body: bytes) -> None:
+        doc = json.loads(body or b"{}")
+        if not doc.get("tag_name"):
+            self._invalid(h, "Release", "missing_field", "tag_name")
+            return
+        if self.release(doc["tag_name"]):
+            self._invalid(h, "Release", "already_exists", "tag_name")
+            return
+        rid = next(self._ids)
+        self.releases[rid] = {"id": rid, "tag_name": doc["tag_name"], "name": doc.get("name") or doc["tag_name"],
+                              "body": doc.get("body") or "", "draft": bool(doc.get("draft")),
+                              "prerelease": bool(doc.get("prerelease")),
+                              "target_commitish": doc.get("target_commitish") or "main",
+                              "make_latest": doc.get("make_latest", "true"),
+                              "created_at": _now(), "published_at": _now(), "assets": []}
+        h._send(201, self._release_json(self.releases[rid]))
+
+    def _get_or_update_release(self, h, method: str, m: re.Match, query: dict, body: bytes) -> None:
+        rel = self.releases.get(int(m.group(1)))
+        if rel is None:
+            h._error(404, "Not Found")
+            return
+        if method == "PATCH":
+            doc = json.loads(body or b"{}")
+            for k in ("tag_name", "name", "body", "draft", "prerelease", "target_commitish", "make_latest"):
+                if k in doc:
+                    rel[k] = doc[k]
+        h._send(200, self._release_json(rel))
+
+    def _list_assets(self, h, method: str, m: re.Match, query: dict, body: bytes) -> None:
+        rel = self.releases.get(int(m.group(1)))
+        if rel is None:
+            h._error(404, "Not Found")
+            return
+        per_page = min(int(query.get("per_page", ["30"])[0]), 100)
+        page = int(query.get("page", ["1"])[0])
+        items = rel["assets"][(page - 1) * per_page: page * per_page]
+        headers = {}
+        if page * per_page < len(rel["assets"]):
+            nxt = f"{self.api_url}/repos/{self.full_name}/releases/{rel['id']}/assets?per_page={per_page}"
+            headers["Link"] = f'<{nxt}&page={page + 1}>; rel="next"'
+        h._send(200, [self._asset_json(a) for a in items], headers)
+
+    def _upload_asset(self, h, method: str, m: re.Match, query: dict, body: bytes) -> None:
+        rel = self.releases.get(int(m.group(1)))
+        name = query.get("name", [""])[0]
+        if rel is None:
+            h._error(404, "Not Found")
+            return
+        if not name:
+            self._invalid(h, "ReleaseAsset", "missing_field", "name")
+            return
+        if any(a["name"] == name for a in rel["assets"]):
+            self._invalid(h, "ReleaseAsset", "already_exists", "name")
+            return
+        aid = next(self._ids)
+        asset = {"id": aid, "name": name, "label": query.get("label", [""])[0], "tag": rel["tag_name"],
+                 "content_type": h.headers.get("Content-Type", "application/octet-stream"),
+                 "size": len(body), "created_at": _now()}
+        rel["assets"].append(asset)
+        self.blobs[aid] = body
+        h._send(201, self._asset_json(asset))
 
 
 class _Discard:

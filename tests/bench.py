@@ -12,9 +12,14 @@
    ``plan`` on the real sdists: with one stable-ABI (cp38-abi3) wheel per
    variant × arch one compile serves every Python; per-Python wheels (0.27+)
    compile once per Python.
+4. The worker's toolchain environment: a fresh venv with the toolchain
+   tarball's ``requirements.txt`` (pyproject.toml's ``[worker]`` extra, what
+   ``vllm_cpu_build/bootstrap.py`` installs on a build host) against one with
+   the master's side (``[master]``): install time and size (pip's cache as
+   it is; run it twice for a warm one).
 
-    make bench            # all three (~4 min on 2 idle cores once the build env is cached)
-    python -m tests.bench --only orchestration|ccache|plan
+    make bench            # all four (~8 min on 2 idle cores once the build env is cached)
+    python -m tests.bench --only orchestration|ccache|plan|worker-env
 """
 
 from __future__ import annotations
@@ -175,17 +180,47 @@ def per_release() -> list[str]:
     return lines
 
 
+def _venv_install(venv: Path, *pip_args: str) -> tuple[float, int, int]:
+    """(seconds, MiB, distributions) of a fresh venv with ``pip install pip_args``."""
+    t = time.monotonic()
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    subprocess.run([str(venv / "bin" / "pip"), "install", "-q", *pip_args], check=True, capture_output=True)
+    seconds = time.monotonic() - t
+    mib = int(subprocess.run(["du", "-sm", str(venv)], capture_output=True, text=True, check=True).stdout.split()[0])
+    listed = subprocess.run([str(venv / "bin" / "pip"), "list", "--format=json"], capture_output=True, text=True,
+                            check=True).stdout
+    return seconds, mib, len(json.loads(listed))
+
+
+def worker_env(work: Path) -> list[str]:
+    """The worker's toolchain venv ([worker], as bootstrap.py makes it) against the master's side."""
+    import tarfile
+
+    from master.toolchain import build_tarball
+
+    work.mkdir(parents=True)
+    with tarfile.open(build_tarball(work / "tarball")) as tar:
+        reqs = tar.extractfile("requirements.txt").read().decode()  # type: ignore[union-attr]
+    worker = [line.split("  # ")[0] for line in reqs.splitlines() if line.strip()]
+    w = _venv_install(work / "worker", *worker)
+    m = _venv_install(work / "master", f"{REPO}[master]")
+    return ["worker toolchain venv (the tarball's requirements.txt = [worker]) vs the master's side ([master])",
+            f"  worker venv   {w[0]:7.1f} s  {w[1]:5d} MiB  {w[2]:3d} distributions",
+            f"  master venv   {m[0]:7.1f} s  {m[1]:5d} MiB  {m[2]:3d} distributions",
+            f"  ratio worker / master      {w[0] / m[0]:5.2f} x time  {w[1] / m[1]:5.2f} x size"]
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m tests.bench", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--only", choices=("orchestration", "ccache", "plan"), action="append")
+    ap.add_argument("--only", choices=("orchestration", "ccache", "plan", "worker-env"), action="append")
     args = ap.parse_args(argv)
-    parts = args.only or ["plan", "orchestration", "ccache"]
+    parts = args.only or ["plan", "orchestration", "ccache", "worker-env"]
     out: list[str] = []
     with tempfile.TemporaryDirectory(prefix="vllm-cpu-bench-") as tmp:
         for part in parts:
             t = time.monotonic()
-            lines = {"orchestration": orchestration, "ccache": ccache}.get(part, lambda _w: per_release())(
-                Path(tmp) / part)
+            lines = {"orchestration": orchestration, "ccache": ccache, "worker-env": worker_env}.get(
+                part, lambda _w: per_release())(Path(tmp) / part)
             lines[0] += f"   [{time.monotonic() - t:.0f} s]"
             print("\n".join(lines) + "\n", flush=True)
             out += lines

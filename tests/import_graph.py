@@ -2,9 +2,11 @@
 
 Run ``python -m tests.import_graph`` to print every package-to-package edge
 with the modules that make it (``--violations`` prints only the edges the
-layering forbids; exit 1 when there is one). ``tests/unit/test_layout.py``
-asserts the rule from this graph: every import statement, including the
-ones inside functions, read from the source with ``ast``.
+layering forbids; exit 1 when there is one; ``--sizes`` prints the modules
+over 500 lines and functions over 80, the guide's limits, largest first).
+``tests/unit/test_layout.py`` asserts the rule from this graph: every import
+statement, including the ones inside functions, read from the source with
+``ast``.
 """
 
 from __future__ import annotations
@@ -71,10 +73,46 @@ def violations() -> dict[tuple[str, str], list[str]]:
     return {e: files for e, files in edges().items() if e[1] not in ALLOWED[e[0]]}
 
 
+MAX_MODULE, MAX_FUNCTION = 500, 80  # lines (tables and data aside)
+
+
+def sizes(packages: list[str] | None = None, top: int | None = None) -> list[tuple[int, str]]:
+    """(lines, "path" or "path:function") of every module and function of ``packages``, largest first;
+    ``top``: only the ``top`` largest of each kind."""
+    modules: list[tuple[int, str]] = []
+    functions: list[tuple[int, str]] = []
+    for path in sources():
+        if packages is not None and package_of(path) not in packages or path.suffix != ".py":
+            continue
+        text = path.read_text()
+        rel = str(path.relative_to(ROOT))
+        modules.append((len(text.splitlines()), rel))
+        for node in ast.walk(ast.parse(text, rel)):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                functions.append(((node.end_lineno or node.lineno) - node.lineno + 1, f"{rel}:{node.name}"))
+    modules.sort(reverse=True)
+    functions.sort(reverse=True)
+    return modules[:top] + functions[:top]
+
+
+def oversized(packages: list[str] | None = None) -> list[tuple[int, str]]:
+    """Modules over MAX_MODULE lines and functions over MAX_FUNCTION lines."""
+    return [(n, what) for n, what in sizes(packages) if n > (MAX_FUNCTION if ":" in what else MAX_MODULE)]
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m tests.import_graph", description=__doc__.split("\n\n")[0])
     p.add_argument("--violations", action="store_true", help="print only the edges the layering forbids")
+    p.add_argument("--sizes", action="store_true",
+                   help=f"print modules over {MAX_MODULE} and functions over {MAX_FUNCTION} lines, and the largest")
     args = p.parse_args(argv)
+    if args.sizes:
+        for n, what in oversized():
+            print(f"{n:5d}  {what}  OVER")
+        print("largest:")
+        for n, what in sizes(top=5):
+            print(f"{n:5d}  {what}")
+        return 1 if oversized() else 0
     shown = violations() if args.violations else edges()
     for (src, dst), files in sorted(shown.items()):
         bad = "" if dst in ALLOWED[src] else "  FORBIDDEN"

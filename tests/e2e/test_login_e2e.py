@@ -159,7 +159,7 @@ def test_checkconfig_refuses_a_bad_users_file(prod: Sandbox, tmp_path: Path, con
     settings = tmp_path / "settings.toml"
     text = (prod.root / "settings.toml").read_text().replace(str(prod.users_file), str(users))
     settings.write_text(text)
-    env = {**prod._env(), "VLLM_CPU_BUILDBOT_SETTINGS": str(settings)}
+    env = {**prod.env(), "VLLM_CPU_BUILDBOT_SETTINGS": str(settings)}
     out = subprocess.run([str(Path(sys.executable).with_name("buildbot")), "checkconfig",
                           str(Path(__file__).resolve().parents[2] / "master" / "master.cfg")],
                          env=env, capture_output=True, text=True, timeout=120)

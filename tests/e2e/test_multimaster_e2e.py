@@ -1,6 +1,6 @@
 """Buildbot's multi-master mode: two masters, one PostgreSQL database, a crossbar WAMP router.
 
-Real processes on 127.0.0.1: crossbar (its own venv, ``make setup``) with
+Real processes on 127.0.0.1: crossbar (its own venv, ``make crossbar``, made here if missing) with
 ``master/crossbar.json``, masters ``a`` and ``b`` with the same settings but
 for ``[master] name`` and their ports, ``mq_router_url`` pointing both at the
 router.  Master ``a`` starts alone and a release is forced through its REST
@@ -26,13 +26,16 @@ from pathlib import Path
 import pytest
 import requests
 
-from sandbox import Sandbox
+from farm.settings import Index, Master, Settings, Upstream, to_toml
+from sandbox.http import Client
+from sandbox.procs import until
 from testbed.fixture_upstream.make_repo import make_fixture_repo
 from tests.e2e.postgres import PostgresCluster
 from tests.e2e.services import PyPIServer, free_port, stop_process, unit_service, wait_http
 from workers import registry
 
-pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+# The first run may also create the crossbar venv (pip, a few minutes) before the cluster starts.
+pytestmark = [pytest.mark.e2e, pytest.mark.slow, pytest.mark.timeout(1800)]
 
 REPO = Path(__file__).resolve().parents[2]
 CROSSBAR = REPO / ".venv-crossbar" / "bin" / "crossbar"
@@ -54,10 +57,16 @@ def wait_port(port: int, timeout: float, proc: subprocess.Popen) -> None:
     raise TimeoutError(f"nothing listens on {port} after {timeout}s")
 
 
+def crossbar_venv() -> None:
+    """``.venv-crossbar`` as ``make crossbar`` makes it (once: later runs find its stamp)."""
+    if not CROSSBAR.exists():
+        out = subprocess.run(["make", "-C", str(REPO), "crossbar"], capture_output=True, text=True, timeout=900)
+        assert out.returncode == 0 and CROSSBAR.exists(), f"make crossbar failed:\n{out.stdout}{out.stderr}"
+
+
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory, postgres: PostgresCluster):
-    if not CROSSBAR.exists():
-        pytest.skip("crossbar venv missing (make setup creates .venv-crossbar)")
+    crossbar_venv()
     root: Path = tmp_path_factory.mktemp("multimaster")
     procs: dict[str, subprocess.Popen] = {}
     index = PyPIServer(root / "index")
@@ -91,63 +100,51 @@ def cluster(tmp_path_factory: pytest.TempPathFactory, postgres: PostgresCluster)
         wait_port(router_port, 180, procs["crossbar"])
 
         upstream = make_fixture_repo(root / "upstream", ["v" + VERSION])
-        masters: dict[str, Sandbox] = {}
+        masters: dict[str, Client] = {}
+        worker_ports: dict[str, int] = {}
+        menv: dict[str, dict[str, str]] = {}
+        basedir: dict[str, Path] = {}
         env = {k: v for k, v in os.environ.items() if not k.startswith(("TWINE_", "PG", "VLLM_CPU_BUILDBOT"))}
         env["PATH"] = f"{BIN}:{env.get('PATH', '')}"
         for name in ("a", "b"):
-            client = Sandbox(root / f"client-{name}", web_port=0, worker_port=0, index_port=index.port, quiet=True)
-            masters[name] = client
+            web_port, worker_ports[name] = free_port(), free_port()
+            client = masters[name] = Client(f"http://127.0.0.1:{web_port}/")
             settings = root / f"settings-{name}.toml"
-            settings.write_text(f"""\
-[upstream]
-url = "{upstream}"
-poll_interval = 2
-[index]
-upload_url = "{index.url}"
-simple_url = "{index.simple_url}"
-token_secret = "index-token"
-[master]
-name = "{name}"
-web_url = "{client.web_url}"
-web_port = {client.web_port}
-worker_port = {client.worker_port}
-db_url = "postgresql+psycopg://{DB}@127.0.0.1:{postgres.port}/{DB}"
-db_password_secret = "db-password"
-secrets_dir = "{secrets_dir}"
-workers_registry = "{reg}"
-mq_router_url = "ws://127.0.0.1:{router_port}/ws"
-local_workers = 1
-""")
-            menv = {**env, "VLLM_CPU_BUILDBOT_SETTINGS": str(settings)}
-            basedir = root / f"master-{name}"
+            settings.write_text(to_toml(Settings(
+                upstream=Upstream(url=str(upstream), poll_interval=2),
+                index=Index(upload_url=index.url, simple_url=index.simple_url, token_secret="index-token"),
+                master=Master(name=name, web_url=client.web_url, web_port=web_port, worker_port=worker_ports[name],
+                              db_url=f"postgresql+psycopg://{DB}@127.0.0.1:{postgres.port}/{DB}",
+                              db_password_secret="db-password", secrets_dir=secrets_dir, workers_registry=reg,
+                              mq_router_url=f"ws://127.0.0.1:{router_port}/ws", local_workers=1))))
+            menv[name] = {**env, "VLLM_CPU_BUILDBOT_SETTINGS": str(settings)}
+            basedir[name] = root / f"master-{name}"
             subprocess.run([str(BIN / "buildbot"), "create-master", "-q", "-r", "--db", "sqlite://", "--config",
-                            str(REPO / "master" / "master.cfg"), str(basedir)], check=True, env=menv, timeout=120)
+                            str(REPO / "master" / "master.cfg"), str(basedir[name])], check=True, env=menv[name],
+                           timeout=120)
             if name == "a":  # one schema for both
-                out = subprocess.run([str(BIN / "buildbot"), "upgrade-master", str(basedir)], env=menv,
+                out = subprocess.run([str(BIN / "buildbot"), "upgrade-master", str(basedir[name])], env=menv[name],
                                      capture_output=True, text=True, timeout=300)
                 assert out.returncode == 0, out.stdout + out.stderr
-            client.env = menv  # type: ignore[attr-defined]
-            client.basedir = basedir  # type: ignore[attr-defined]
 
         def start(name: str) -> None:
-            sb = masters[name]
-            procs[name] = subprocess.Popen([str(BIN / "buildbot"), "start", "--nodaemon", str(sb.basedir)],
-                                           env=sb.env, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
+            procs[name] = subprocess.Popen([str(BIN / "buildbot"), "start", "--nodaemon", str(basedir[name])],
+                                           env=menv[name], stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
                                            start_new_session=True)
-            wait_http(sb.web_url + "api/v2/builders", timeout=180, proc=procs[name])
+            wait_http(masters[name].web_url + "api/v2/builders", timeout=180, proc=procs[name])
 
         a, b = masters["a"], masters["b"]
         t0 = time.monotonic()
         start("a")
         r = a.force(versions=VERSION, variants=[VARIANT], arches=["x86_64"], dry_run=True, reason="multi-master")
         assert r.status_code == 200 and "error" not in r.json(), r.text
-        a._until(lambda: a.release_builds() and a.children(a.release_builds()[0]["buildid"])[1], 300,
-                 "the release build on a to queue its variant build")
+        until(lambda: a.release_builds() and a.children(a.release_builds()[0]["buildid"])[1], 300,
+              "the release build on a to queue its variant build")
         release = a.release_builds()[0]
         start("b")
         wdir = root / "worker"
         subprocess.run([str(BIN / "buildbot-worker"), "create-worker", "-q", "--umask=0o22", str(wdir),
-                        f"127.0.0.1:{b.worker_port}", WORKER, (secrets_dir / f"worker-{WORKER}").read_text()],
+                        f"127.0.0.1:{worker_ports['b']}", WORKER, (secrets_dir / f"worker-{WORKER}").read_text()],
                        check=True, timeout=120)
         procs["worker"] = subprocess.Popen([str(BIN / "buildbot-worker"), "start", "--nodaemon", str(wdir)],
                                            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT)
@@ -158,10 +155,10 @@ local_workers = 1
             return (a.api(f"builds/{release['buildid']}")[0]["complete"] and not pending and bool(builds)
                     and all(b["complete"] for b in builds))
 
-        a._until(built, 600, "a's release build and its variant build on b to finish")
+        until(built, 600, "a's release build and its variant build on b to finish")
         seconds = time.monotonic() - t0
         print(f"\nmulti-master: force on a -> release done with b's worker: {seconds:.0f}s")
-        yield {"a": a, "b": b, "release": release, "seconds": seconds}
+        yield {"a": a, "b": b, "release": release, "seconds": seconds, "basedir": basedir}
     finally:
         for name in ("worker", "b", "a", "crossbar"):
             p = procs.get(name)
@@ -172,12 +169,12 @@ local_workers = 1
         index.stop()
 
 
-def masterids(sb: Sandbox) -> dict[str, int]:
+def masterids(sb: Client) -> dict[str, int]:
     return {m["name"]: m["masterid"] for m in sb.api("masters")}
 
 
 def test_release_forced_on_a_is_built_by_the_worker_on_b(cluster: dict) -> None:
-    a, b = cluster["a"], cluster["b"]
+    a = cluster["a"]
     rel = a.api(f"builds/{cluster['release']['buildid']}", property="*")[0]
     assert rel["results"] in (0, 1), rel["state_string"]
     builds, pending = a.children(rel["buildid"])
@@ -185,7 +182,7 @@ def test_release_forced_on_a_is_built_by_the_worker_on_b(cluster: dict) -> None:
     variant = builds[0]
     assert variant["properties"]["workername"][0] == WORKER and variant["results"] in (0, 1)
     ids = masterids(a)
-    basedir_a, basedir_b = str(a.basedir), str(b.basedir)  # type: ignore[attr-defined]
+    basedir_a, basedir_b = str(cluster["basedir"]["a"]), str(cluster["basedir"]["b"])
     by_basedir = {name.split(":", 1)[1]: mid for name, mid in ids.items()}
     assert rel["masterid"] == by_basedir[basedir_a]  # planned and waited on a ...
     assert variant["masterid"] == by_basedir[basedir_b]  # ... built on b, whose completion reached a
@@ -195,7 +192,7 @@ def test_release_forced_on_a_is_built_by_the_worker_on_b(cluster: dict) -> None:
 def test_both_masters_show_the_same_builds(cluster: dict) -> None:
     a, b = cluster["a"], cluster["b"]
 
-    def seen(sb: Sandbox) -> list[tuple]:
+    def seen(sb: Client) -> list[tuple]:
         return [(x["buildid"], x["builderid"], x["number"], x["results"], x["complete"]) for x in
                 sb.api("builds", order="buildid")]
 

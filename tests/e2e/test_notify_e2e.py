@@ -19,6 +19,7 @@ import pytest
 from buildbot.process.results import statusToString
 
 from farm.report import flatten, row_from_properties
+from farm.settings import Notify, Settings, replace
 from sandbox import Sandbox
 from tests.notify_servers import IrcClient, IrcServer, SmtpSink, wait_for
 from vllm_cpu_build.variants import load
@@ -52,25 +53,15 @@ class NotifySandbox(Sandbox):
         super().write_settings()
         registry.write_secret(self.secrets_dir, "smtp-password", self.smtp_password)
         registry.write_secret(self.secrets_dir, "irc-password", self.irc.password or "")
-        with (self.root / "settings.toml").open("a") as f:
-            f.write(f"""\
-[notify]
-mail = true
-smtp_host = "127.0.0.1"
-smtp_port = {self.smtp.port}
-smtp_username = "buildbot"
-smtp_password_secret = "smtp-password"
-mail_from = "vllm-cpu sandbox <buildbot@sandbox.test>"
-mail_to = ["releases@vllm-cpu.test", "ops@vllm-cpu.test"]
-mail_events = ["release_finished", "variant_failed"]
-irc = true
-irc_host = "127.0.0.1"
-irc_port = {self.irc.port}
-irc_nick = "{BOT}"
-irc_channels = ["{CHANNEL}"]
-irc_password_secret = "irc-password"
-irc_events = ["release_finished", "variant_failed"]
-""")
+
+    def settings(self) -> Settings:
+        events = ("release_finished", "variant_failed")
+        return replace(super().settings(), notify=Notify(
+            mail=True, smtp_host="127.0.0.1", smtp_port=self.smtp.port, smtp_username="buildbot",
+            smtp_password_secret="smtp-password", mail_from="vllm-cpu sandbox <buildbot@sandbox.test>",
+            mail_to=("releases@vllm-cpu.test", "ops@vllm-cpu.test"), mail_events=events,
+            irc=True, irc_host="127.0.0.1", irc_port=self.irc.port, irc_nick=BOT, irc_channels=(CHANNEL,),
+            irc_password_secret="irc-password", irc_events=events))
 
 
 @pytest.fixture(scope="module")

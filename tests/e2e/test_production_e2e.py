@@ -36,11 +36,11 @@ import requests
 from packaging.utils import parse_wheel_filename
 
 from farm.names import RECHECK
-from sandbox import Sandbox
-from sandbox.core import FIXTURE_MIRROR
+from sandbox.http import Client
+from testbed.fixture_upstream import MIRROR
 from testbed.fixture_upstream.make_repo import add_release, make_fixture_repo
 from tests.e2e.postgres import PostgresCluster
-from tests.e2e.services import PyPIServer, make_wheel, stop_process, unit_service
+from tests.e2e.services import PyPIServer, free_port, make_wheel, stop_process, unit_service
 from vllm_cpu_build.upload import list_index_files
 from vllm_cpu_build.variants import load
 
@@ -113,7 +113,7 @@ class Host:
                              timeout=120)
         return f"rc={out.returncode} {out.stdout}{out.stderr}".strip()
 
-    def start_master(self, sb: Sandbox) -> None:
+    def start_master(self, sb: Client) -> None:
         """What systemd does for the unit (minus User=): ExecStart with its Environment in its directory."""
         argv, env, cwd = unit_service(self.unit.read_text())
         base = {"HOME": str(self.home), "LANG": "C.UTF-8"}  # systemd's own: a clean environment
@@ -152,7 +152,7 @@ def props(obj: dict) -> dict:
     return {k: v[0] for k, v in (obj.get("properties") or {}).items()}
 
 
-def history(sb: Sandbox) -> dict:
+def history(sb: Client) -> dict:
     """What must survive: every build (builder, number, result, version, uploaded) and the re-check summaries."""
     names = sb.builders()
     builds = sb.api("builds", property="*", order="buildid")
@@ -164,14 +164,14 @@ def history(sb: Sandbox) -> dict:
     }
 
 
-def login(sb: Sandbox, password: str) -> requests.Session:
+def login(sb: Client, password: str) -> requests.Session:
     s = requests.Session()
     r = s.get(sb.web_url + "auth/login", auth=(ADMIN, password), timeout=30)
     assert r.status_code == 200, r.text[:300]
     return s
 
 
-def wait_complete(sb: Sandbox, path: str, after: int, timeout: float = 600) -> dict:
+def wait_complete(sb: Client, path: str, after: int, timeout: float = 600) -> dict:
     """The first build under ``path`` with buildid > after, once complete."""
     def done():
         got = [b for b in sb.api(path, property="*", order="buildid") if b["buildid"] > after]
@@ -186,7 +186,7 @@ def wait_complete(sb: Sandbox, path: str, after: int, timeout: float = 600) -> d
     raise TimeoutError(f"no finished build in {path} after {timeout}s")
 
 
-def recheck_now(sb: Sandbox, session: requests.Session) -> dict:
+def recheck_now(sb: Client, session: requests.Session) -> dict:
     before = max([b["buildid"] for b in sb.api("builds")] or [0])
     r = sb.force("recheck-now", builder=RECHECK, session=session)
     assert r.status_code == 200 and "error" not in r.json(), r.text
@@ -211,8 +211,9 @@ def production(tmp_path_factory: pytest.TempPathFactory, postgres: PostgresClust
             for arch in v.arches:
                 if (v.package, arch) != (VARIANT, "x86_64"):
                     make_wheel(root / "index", v.dist_name, version, f"cp38-abi3-manylinux_2_28_{arch}")
-    # The REST client and free ports of the sandbox; the master is the README's.
-    sb = Sandbox(root / "client", web_port=0, worker_port=0, index_port=index.port, quiet=True)
+    # The REST client on free ports; the master is the README's.
+    web_port, worker_port = free_port(), free_port()
+    sb = Client(f"http://127.0.0.1:{web_port}/")
     admin_password = secrets.token_urlsafe(12)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("TWINE_", "PG", "VLLM_CPU_BUILDBOT"))}
     env.update(INDEX_TOKEN=secrets.token_urlsafe(16), ALICE_PASSWORD=admin_password)
@@ -234,14 +235,14 @@ def production(tmp_path_factory: pytest.TempPathFactory, postgres: PostgresClust
             ("index", "upload_url"): f'"{index.url}"',
             ("index", "simple_url"): f'"{index.simple_url}"',
             ("master", "web_url"): f'"{sb.web_url}"',
-            ("master", "web_port"): str(sb.web_port),
-            ("master", "worker_port"): str(sb.worker_port),
+            ("master", "web_port"): str(web_port),
+            ("master", "worker_port"): str(worker_port),
             ("master", "worker_interface"): '"127.0.0.1"',
             ("master", "db_url"): f'"postgresql+psycopg://buildbot@127.0.0.1:{postgres.port}/buildbot"',
             ("www", "admins"): f'["{ADMIN}"]',
             # The workers' own paths: the fixture's FetchContent mirror; they build on the host (the
             # build roots have tests of their own).
-            ("build", "fetchcontent_mirror"): f'"{FIXTURE_MIRROR}"',
+            ("build", "fetchcontent_mirror"): f'"{MIRROR}"',
             ("build", "root_x86_64"): '""',
             # Publishing beyond the index has e2e tests of its own (GitHub stand-in, OCI registry).
             ("github", "enabled"): "false",
@@ -259,12 +260,12 @@ def production(tmp_path_factory: pytest.TempPathFactory, postgres: PostgresClust
         wdir = root / "worker"
         password = (host.home / "secrets" / f"worker-{WORKER}").read_text()
         bb_worker = str(Path(sys.executable).with_name("buildbot-worker"))
-        subprocess.run([bb_worker, "create-worker", "-q", "--umask=0o22", str(wdir), f"127.0.0.1:{sb.worker_port}",
+        subprocess.run([bb_worker, "create-worker", "-q", "--umask=0o22", str(wdir), f"127.0.0.1:{worker_port}",
                         WORKER, password], check=True, timeout=120)
         worker = subprocess.Popen([bb_worker, "start", "--nodaemon", str(wdir)], stdout=subprocess.DEVNULL,
                                   stderr=subprocess.STDOUT, env={**env, "PATH": f"{Path(sys.executable).parent}:"
                                                                                f"{env.get('PATH', '')}"})
-        sb._until(lambda: WORKER in sb.connected_workers(), 120, "the worker to connect")
+        sb.until(lambda: WORKER in sb.connected_workers(), 120, "the worker to connect")
 
         alice = login(sb, admin_password)
         rel = sb.builder_id("release")
@@ -280,7 +281,7 @@ def production(tmp_path_factory: pytest.TempPathFactory, postgres: PostgresClust
         # systemctl restart vllm-cpu-master
         host.stop_master()
         host.start_master(sb)
-        sb._until(lambda: WORKER in sb.connected_workers(), 120, "the worker to reconnect")
+        sb.until(lambda: WORKER in sb.connected_workers(), 120, "the worker to reconnect")
         data["history_after_restart"] = history(sb)
         data["recheck_after_restart"] = recheck_now(sb, login(sb, admin_password))
         data["history_final"] = history(sb)
@@ -297,7 +298,7 @@ def production(tmp_path_factory: pytest.TempPathFactory, postgres: PostgresClust
         for name in ("database", "restore-database", "master", "service"):
             restored.run_block(name)
         restored.start_master(sb)
-        sb._until(lambda: WORKER in sb.connected_workers(), 120, "the worker to reconnect to the restored master")
+        sb.until(lambda: WORKER in sb.connected_workers(), 120, "the worker to reconnect to the restored master")
         data["history_restored"] = history(sb)
         data["restored"] = restored
         data["seconds"] = time.monotonic() - t0
@@ -346,7 +347,7 @@ def test_unit_is_valid_and_runs_the_master(production: dict) -> None:
 
 
 def test_release_built_and_uploaded(production: dict) -> None:
-    sb: Sandbox = production["sb"]
+    sb: Client = production["sb"]
     good = production[GOOD]
     assert good["results"] == 0, good["state_string"]
     builds, pending = sb.children(good["buildid"])

@@ -56,7 +56,7 @@ def steps_of(sb: Sandbox, buildid: int) -> dict[str, dict]:
 
 
 def buildah(sb: Sandbox, *args: str, timeout: float = 600) -> subprocess.CompletedProcess:
-    return subprocess.run(["buildah", *args], env=sb._env(), capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(["buildah", *args], env=sb.env(), capture_output=True, text=True, timeout=timeout)
 
 
 @pytest.fixture(scope="module")

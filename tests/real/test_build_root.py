@@ -19,7 +19,7 @@ from packaging.version import Version
 
 from testbed.fixture_upstream import MIRROR
 from tests import build_root
-from vllm_cpu_build import build, patch
+from vllm_cpu_build import build, buildtools, patch
 from vllm_cpu_build.buildroot import BuildRoot, RootError
 from vllm_cpu_build.cli import main as cli_main
 from vllm_cpu_build.variants import load
@@ -88,7 +88,7 @@ def test_root_is_isolated_and_read_only(root_tar: Path, tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_gated_release_refused_on_host_builds_in_root(root_tar: Path, gated_src: Path, tmp_path: Path,
                                                       capsys) -> None:
-    host = build.probe_compiler({"PATH": "/usr/bin:/bin"})
+    host = buildtools.probe_compiler({"PATH": "/usr/bin:/bin"})
     if host.gnu and host.version is not None and host.version < Version("12.3"):
         rc = cli_main(["build", "--variant", VARIANT, "--src", str(gated_src), "--out", str(tmp_path / "host"),
                        "--fetch-mirror", str(MIRROR)])

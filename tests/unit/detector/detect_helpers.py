@@ -11,7 +11,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[3]
 DETECTOR = REPO / "detector"
 SRC = DETECTOR / "src"
-FIXTURES = Path(__file__).resolve().parent / "fixtures"
+FIXTURES = REPO / "testbed" / "cpuinfo"  # real machines' /proc/cpuinfo and macOS sysctl output
 
 if str(SRC) not in sys.path:
     sys.path.insert(0, str(SRC))
