@@ -39,7 +39,7 @@ def test_this_hosts_compiler_gets_the_verdict_build_would_give() -> None:
     """provision.sh and ``steps.build`` agree on this host's g++ at upstream's 12.3 boundary."""
     from packaging.version import Version
 
-    from vllm_cpu_build.build import probe_compiler
+    from vllm_cpu_build.buildtools import probe_compiler
 
     compiler = probe_compiler({**os.environ, "CXX": "g++"})
     assert compiler.gnu and compiler.version is not None
