@@ -28,23 +28,21 @@ from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from buildbot.process.results import CANCELLED, EXCEPTION, FAILURE, statusToString
 from packaging.version import InvalidVersion, Version
 from twisted.internet import defer
 from twisted.python import log
 
 from farm.names import RELEASE
-from farm.report import epoch, fetch_children, flatten, utc
+from farm.report import fetch_children, flatten
+from farm.states import BAD, CellState, label
+from farm.texts import epoch, utc
 from vllm_cpu_build.index import IndexFile, wheel_covers
 from vllm_cpu_build.variants import Catalog
 
 NAME = "releases"  # the dashboard's name: menu route #/releases, URLs under plugins/wsgi_dashboards/releases/
 JSON_FILE = "matrix.json"
 
-PUBLISHED, BUILDING, WAITING, FAILED, DRY_RUN, NOT_BUILT, NOT_APPLICABLE = (
-    "published", "building", "waiting", "failed", "dry run", "not built", "not applicable")
-STATES = (PUBLISHED, BUILDING, WAITING, FAILED, DRY_RUN, NOT_BUILT, NOT_APPLICABLE)
-_BAD = (FAILURE, EXCEPTION, CANCELLED)
+STATES = tuple(CellState)  # in the order the legend and the JSON list them
 
 
 def json_url(web_url: str) -> str:
@@ -63,7 +61,7 @@ class Link:
 
 @dataclass(frozen=True)
 class Cell:
-    state: str
+    state: CellState
     text: str
     url: str = ""  # the one link that answers "what is this?"
     files: tuple[Link, ...] = ()  # published wheels in the index
@@ -115,11 +113,11 @@ def collect(master):
         rel["props"] = flatten((yield master.data.get(("builds", rel["buildid"], "properties"))))
         children = yield fetch_children(master, rel["buildid"])
         for c in children:
-            if "buildid" in c and (not c["complete"] or c.get("results") in _BAD):
+            if "buildid" in c and (not c["complete"] or c.get("results") in BAD):
                 c["steps"] = list((yield master.data.get(("builds", c["buildid"], "steps"))) or [])
         rel["children"] = children
         rel["steps"] = []
-        if rel["complete"] and rel.get("results") in _BAD and not children:
+        if rel["complete"] and rel.get("results") in BAD and not children:
             rel["steps"] = list((yield master.data.get(("builds", rel["buildid"], "steps"))) or [])
         out.append(rel)
     workers = yield master.data.get(("workers",))
@@ -149,7 +147,7 @@ def _release_of(filename: str) -> str | None:
 
 
 def _failed_step(steps: Iterable[dict]) -> dict | None:
-    return next((s for s in steps if s.get("results") in _BAD), None)
+    return next((s for s in steps if s.get("results") in BAD), None)
 
 
 def _step_log_url(web_url: str, child: dict, step: dict) -> str:
@@ -175,27 +173,28 @@ def _cell_from_build(child: dict, web_url: str, no_worker: Callable[[dict], bool
     results = child.get("results")
     if "buildid" not in child:
         if child.get("complete"):  # cancelled before any worker took it
-            return Cell(FAILED, f"request {statusToString(results)}{dry}: {child.get('state_string') or 'not built'}",
+            return Cell(CellState.FAILED, f"request {label(results)}{dry}: {child.get('state_string') or 'not built'}",
                         url=_request_url(web_url, child))
         since = epoch(child.get("submitted_at"))
         absent = child["waiting"] if "waiting" in child else no_worker(child)
         what = f"waiting for an {props.get('arch', '?')} worker" if absent else "queued (its workers are busy)"
-        return Cell(WAITING, f"{what} since {utc(since) or '?'}{dry}", url=_request_url(web_url, child), since=since)
+        return Cell(CellState.WAITING, f"{what} since {utc(since) or '?'}{dry}", url=_request_url(web_url, child),
+                    since=since)
     url = build_url(web_url, child["builderid"], child["number"])
     if not child.get("complete"):
-        return Cell(BUILDING, f"#{child['number']} {_running_text(child)}{dry}", url=url)
-    if results in _BAD:
+        return Cell(CellState.BUILDING, f"#{child['number']} {_running_text(child)}{dry}", url=url)
+    if results in BAD:
         step = _failed_step(child.get("steps") or [])
         if step is None:
-            return Cell(FAILED, f"#{child['number']} {statusToString(results)}{dry}: "
-                                f"{child.get('state_string', '')}", url=url)
-        return Cell(FAILED, f"#{child['number']} {statusToString(results)} at {step['name']}{dry}",
+            return Cell(CellState.FAILED, f"#{child['number']} {label(results)}{dry}: "
+                                          f"{child.get('state_string', '')}", url=url)
+        return Cell(CellState.FAILED, f"#{child['number']} {label(results)} at {step['name']}{dry}",
                     url=_step_log_url(web_url, child, step), error=step.get("state_string") or "")
     if props.get("dry_run"):
-        return Cell(DRY_RUN, f"dry run only: #{child['number']} {statusToString(results)}", url=url)
+        return Cell(CellState.DRY_RUN, f"dry run only: #{child['number']} {label(results)}", url=url)
     if props.get("skip_upload"):
-        return Cell(DRY_RUN, f"built, upload skipped: #{child['number']} {statusToString(results)}", url=url)
-    return Cell(NOT_BUILT, f"#{child['number']} {statusToString(results)} but not in the index", url=url)
+        return Cell(CellState.DRY_RUN, f"built, upload skipped: #{child['number']} {label(results)}", url=url)
+    return Cell(CellState.NOT_BUILT, f"#{child['number']} {label(results)} but not in the index", url=url)
 
 
 def _order(child: dict) -> tuple[int, int]:
@@ -252,7 +251,7 @@ def compute(catalog: Catalog, snapshot: dict, index: dict[str, list[IndexFile]] 
         for package, arch in columns:
             key = column_key(package, arch)
             if package not in applicable:
-                cells[key] = Cell(NOT_APPLICABLE, "not built for this version")
+                cells[key] = Cell(CellState.NOT_APPLICABLE, "not built for this version")
                 continue
             files = tuple(Link(f.filename, f.url) for f in sorted(files_by_cell.get((version, package, arch), []),
                                                                   key=lambda f: f.filename))
@@ -262,21 +261,21 @@ def compute(catalog: Catalog, snapshot: dict, index: dict[str, list[IndexFile]] 
                 cell = _cell_from_build(active, web_url, no_worker)
                 cells[key] = Cell(cell.state, cell.text, cell.url, files, cell.error, cell.since)
             elif files:
-                cells[key] = Cell(PUBLISHED, ", ".join(f.text for f in files), files[0].url, files)
+                cells[key] = Cell(CellState.PUBLISHED, ", ".join(f.text for f in files), files[0].url, files)
             elif done is not None:
                 cells[key] = _cell_from_build(done, web_url, no_worker)
-            elif rel is not None and rel.get("complete") and rel.get("results") in _BAD and not rel.get("children"):
+            elif rel is not None and rel.get("complete") and rel.get("results") in BAD and not rel.get("children"):
                 step = _failed_step(rel.get("steps") or [])
                 where = f" at {step['name']}" if step else ""
                 url = (_step_log_url(web_url, rel, step) if step
                        else build_url(web_url, rel["builderid"], rel["number"]))
-                cells[key] = Cell(FAILED, f"release #{rel['number']} {statusToString(rel['results'])}{where}",
+                cells[key] = Cell(CellState.FAILED, f"release #{rel['number']} {label(rel['results'])}{where}",
                                   url=url, error=(step or {}).get("state_string", ""))
             else:
-                cells[key] = Cell(NOT_BUILT, "not built")
+                cells[key] = Cell(CellState.NOT_BUILT, "not built")
         link = None
         if rel is not None:
-            state = statusToString(rel["results"]) if rel.get("complete") else "running"
+            state = label(rel["results"]) if rel.get("complete") else "running"
             link = Link(f"release #{rel['number']} ({state})", build_url(web_url, rel["builderid"], rel["number"]))
         rows.append(Row(version, cells, link))
     notes = (f"index {index_url} not readable: {index_error}",) if index_error else ()
@@ -319,7 +318,7 @@ def _a(text: str, url: str) -> str:
 def _cell_html(key: str, version: str, c: Cell) -> str:
     css = c.state.replace(" ", "-")
     parts = [f'<span class="state">{html.escape(c.state)}</span>']
-    if c.state == PUBLISHED:
+    if c.state == CellState.PUBLISHED:
         parts += [_a(f.text, f.url) + "<br>" for f in c.files]
     else:
         parts.append(_a(c.text, c.url))

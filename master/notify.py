@@ -21,7 +21,6 @@ from collections.abc import Iterable
 from typing import ClassVar
 
 from buildbot.plugins import reporters, util
-from buildbot.process.results import CANCELLED, EXCEPTION, FAILURE, RETRY, SUCCESS, WARNINGS, statusToString
 from buildbot.reporters import utils as rutils
 from buildbot.reporters.generators.build import BuildStatusGenerator
 from buildbot.reporters.irc import IRCChannel, IrcStatusBot
@@ -31,26 +30,27 @@ from twisted.python import log
 
 from farm.logscan import log_excerpt
 from farm.names import RELEASE, builder_name
-from farm.report import child_row, epoch, fetch_children, flatten, format_table, result_name
+from farm.report import child_row, fetch_children, flatten, format_table, result_name
 from farm.settings import Settings
+from farm.states import BAD, OK, Result, label
+from farm.texts import epoch
 from vllm_cpu_build.variants import Catalog
 
 RELEASE_KIND, VARIANT_KIND = "release", "variant"
-_OK = (SUCCESS, WARNINGS)
-_BAD = (FAILURE, EXCEPTION, CANCELLED)
 
 # --------------------------------------------------------------------------- pure text
 
 
 def wants(events: Iterable[str], kind: str | None, results: int | None) -> bool:
     """Whether ``events`` (settings' mail_events / irc_events) ask for this finished build."""
-    if results == RETRY:  # interrupted (a master restart, a lost worker): it runs again and is announced then
+    result = Result.of(results)
+    if result is Result.RETRY:  # interrupted (a master restart, a lost worker): it runs again and is announced then
         return False
     ev = set(events)
     if kind == RELEASE_KIND:
-        return "release_finished" in ev or ("release_failed" in ev and results in _BAD)
+        return "release_finished" in ev or ("release_failed" in ev and result in BAD)
     if kind == VARIANT_KIND:
-        return ("variant_failed" in ev and results in _BAD) or ("variant_warnings" in ev and results == WARNINGS)
+        return ("variant_failed" in ev and result in BAD) or ("variant_warnings" in ev and result is Result.WARNINGS)
     return False
 
 
@@ -71,7 +71,7 @@ def _attention(rows: list[dict]) -> list[str]:
     out = []
     for r in rows:
         where = f"{r['variant']} {r['arch']}"
-        if r["result"] not in ("success", "warnings") and not r["waiting"]:
+        if r["build_result"] not in OK and not r["waiting"]:
             out.append(f"{where}: {r['result'].upper()}" + (f": {r['state']}" if r["state"] else ""))
     for r in rows:
         if r["waiting"]:
@@ -86,7 +86,7 @@ def _attention(rows: list[dict]) -> list[str]:
 
 def _failed_steps(build: dict) -> list[str]:
     return [f"{s['name']}: {s.get('state_string', '')}" for s in build.get("steps") or []
-            if s.get("results") in _BAD]
+            if s.get("results") in BAD]
 
 
 def format_release(release: dict, children: list[dict], build_url: str, title: str,
@@ -101,18 +101,18 @@ def format_release(release: dict, children: list[dict], build_url: str, title: s
     results = release.get("results")
     rows = [child_row(c) for c in sorted(children, key=lambda c: (flatten(c.get("properties")).get("variant", ""),
                                                                   flatten(c.get("properties")).get("arch", "")))]
-    if not rows and results in _OK:
+    if not rows and results in OK:
         return None  # everything was already published: not a release, no mail
-    ok = sum(1 for r in rows if r["result"] in ("success", "warnings"))
+    ok = sum(1 for r in rows if r["build_result"] in OK)
     skipped = [f"{r['variant']} {r['arch']}" for r in rows if "skipped" in r["smoke"]]
     mode = _mode(props)
     name = _release_name(props)
-    status = statusToString(results).upper() if results is not None else "NOT FINISHED"
+    status = label(results).upper()
     subject = f"[{title}] {name}{f' ({mode})' if mode else ''}: {status}"
     if rows:
         subject += f", {ok}/{len(rows)} variant builds ok"
     else:
-        failed = [s["name"] for s in release.get("steps") or [] if s.get("results") in _BAD]
+        failed = [s["name"] for s in release.get("steps") or [] if s.get("results") in BAD]
         subject += " before any variant build" + (f" (at {failed[0]})" if failed else "")
     waiting = [r for r in rows if r["waiting"]]
     if waiting:
@@ -195,7 +195,7 @@ def format_variant(build: dict, builder: str, build_url: str, title: str,
         if tail:
             lines += ["", f"Last lines of {failed_log[0]}:"] + [f"  | {line[:300]}" for line in tail]
     warn = [f"{s['name']}: {s.get('state_string', '')}" for s in build.get("steps") or []
-            if s.get("results") == WARNINGS]
+            if s.get("results") == Result.WARNINGS]
     if warn:
         lines.append("Warnings:")
         lines += [f"  - {s}" for s in warn]
@@ -211,15 +211,15 @@ def release_irc_line(release: dict, children: list[dict], build_url: str) -> str
     props = flatten(release.get("properties"))
     results = release.get("results")
     rows = [child_row(c) for c in children]
-    if not rows and results in _OK:
+    if not rows and results in OK:
         return None
-    ok = sum(1 for r in rows if r["result"] in ("success", "warnings"))
+    ok = sum(1 for r in rows if r["build_result"] in OK)
     mode = _mode(props)
-    text = (f"{_release_name(props)} release {statusToString(results) if results is not None else 'unfinished'}"
+    text = (f"{_release_name(props)} release {label(results) if results is not None else 'unfinished'}"
             f"{f' ({mode})' if mode else ''}: ")
     text += f"{ok}/{len(rows)} variant builds ok" if rows else "before any variant build"
     bad = sorted(f"{r['variant']} {r['arch']}" for r in rows
-                 if r["result"] not in ("success", "warnings") and not r["waiting"])
+                 if r["build_result"] not in OK and not r["waiting"])
     waiting = sorted(f"{r['variant']} {r['arch']}" + (f" since {r['since']}" if r["since"] else "")
                      for r in rows if r["waiting"])
     skipped = sorted(f"{r['variant']}" for r in rows if "skipped" in r["smoke"])
@@ -256,7 +256,7 @@ def fetch_failure_log(master, build: dict):
     through the database: a compile log is many MB, a mail wants its end.
     """
     for step in build.get("steps") or []:
-        if step.get("results") not in _BAD:
+        if step.get("results") not in BAD:
             continue
         logs = yield master.data.get(("steps", step["stepid"], "logs"))
         logs = [lg for lg in logs or [] if lg["type"] in ("s", "t") and lg["num_lines"]]
@@ -289,7 +289,7 @@ def finished_release(master, build: dict):
     if not tries:
         return None
     release = max(tries, key=lambda b: b["buildid"])
-    if not release["complete"] or release["results"] == RETRY:
+    if not release["complete"] or release["results"] == Result.RETRY:
         return None
     done, started = epoch(release.get("complete_at")), epoch(build.get("started_at"))
     return release if done is not None and started is not None and done <= started else None

@@ -20,7 +20,7 @@ from buildbot.test.steps import TestBuildStepMixin
 from twisted.internet import defer
 from twisted.trial import unittest
 
-from farm import inputs, report
+from farm import decisions, inputs, report
 from farm.published import MissingBuild
 from steps import release
 
@@ -106,7 +106,7 @@ class TestChildren(ReleaseCase):
         assert arm["url"].endswith(f"#/buildrequests/{kids[1]['buildrequestid']}")
         assert report.release_summary(list(rows.values())) == (
             "1 of 2 variant builds ok, 1 waiting for an aarch64 worker since 2027-01-15 08:00 UTC")
-        assert report.release_results(list(rows.values())) == WARNINGS
+        assert decisions.release_result(map(report.child_of, kids)) == WARNINGS
 
     @defer.inlineCallbacks
     def test_a_connected_worker_means_queued_and_a_cancelled_request_is_not_waiting(self):
@@ -114,10 +114,11 @@ class TestChildren(ReleaseCase):
         yield self.child(ARM, "aarch64", started=False, results=None)
         yield self.child(X86, "x86_64", started=False, results=None, request_complete=True,
                          request_results=CANCELLED)
-        rows = {r["arch"]: r for r in map(report.child_row, (yield report.fetch_children(self.master, RELEASE_BUILD)))}
+        kids = yield report.fetch_children(self.master, RELEASE_BUILD)
+        rows = {r["arch"]: r for r in map(report.child_row, kids)}
         assert (rows["aarch64"]["result"], rows["aarch64"]["waiting"]) == ("queued", False)
         assert (rows["x86_64"]["result"], rows["x86_64"]["state"]) == ("cancelled", "cancelled before it started")
-        assert report.release_results(list(rows.values())) == FAILURE
+        assert decisions.release_result(map(report.child_of, kids)) == FAILURE
 
     @defer.inlineCallbacks
     def test_a_retried_build_waits_again_and_earlier_tries_of_the_release_count(self):
