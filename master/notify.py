@@ -17,8 +17,8 @@ and they never reach a log, a property or a message.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from typing import ClassVar
+from collections.abc import Generator, Iterable
+from typing import Any, ClassVar
 
 from buildbot.plugins import reporters, util
 from buildbot.reporters import utils as rutils
@@ -37,6 +37,7 @@ from farm.texts import epoch
 from vllm_cpu_build.variants import Catalog
 
 RELEASE_KIND, VARIANT_KIND = "release", "variant"
+Build = dict[str, Any]  # a data-API build dict (properties, steps, ...), or ``report.children``'s child
 
 # --------------------------------------------------------------------------- pure text
 
@@ -54,11 +55,11 @@ def wants(events: Iterable[str], kind: str | None, results: int | None) -> bool:
     return False
 
 
-def _release_name(props: dict) -> str:
+def _release_name(props: dict[str, Any]) -> str:
     return f"vLLM {props.get('version', '?')}{props.get('postfix') or ''}"
 
 
-def _mode(props: dict) -> str:
+def _mode(props: dict[str, Any]) -> str:
     if props.get("dry_run"):
         return "dry run"
     if props.get("skip_upload"):
@@ -66,7 +67,7 @@ def _mode(props: dict) -> str:
     return ""
 
 
-def _attention(rows: list[dict]) -> list[str]:
+def _attention(rows: list[dict[str, Any]]) -> list[str]:
     """What a release engineer must look at: failures first, builds waiting for a worker, skipped smoke tests."""
     out = []
     for r in rows:
@@ -84,12 +85,12 @@ def _attention(rows: list[dict]) -> list[str]:
     return out
 
 
-def _failed_steps(build: dict) -> list[str]:
+def _failed_steps(build: Build) -> list[str]:
     return [f"{s['name']}: {s.get('state_string', '')}" for s in build.get("steps") or []
             if s.get("results") in BAD]
 
 
-def format_release(release: dict, children: list[dict], build_url: str, title: str,
+def format_release(release: Build, children: list[Build], build_url: str, title: str,
                    upload_url: str) -> tuple[str, str] | None:
     """(subject, body) of the mail for a finished release build; None when there is nothing to say.
 
@@ -157,7 +158,7 @@ def format_release(release: dict, children: list[dict], build_url: str, title: s
     return subject, "\n".join(lines) + "\n"
 
 
-def format_variant(build: dict, builder: str, build_url: str, title: str,
+def format_variant(build: Build, builder: str, build_url: str, title: str,
                    release_url: str | None, failed_log: tuple[str, str] | None = None,
                    after_release: bool = False) -> tuple[str, str]:
     """(subject, body) of the mail for one variant × arch build that failed or had warnings.
@@ -206,7 +207,7 @@ def format_variant(build: dict, builder: str, build_url: str, title: str,
     return subject, "\n".join(lines) + "\n"
 
 
-def release_irc_line(release: dict, children: list[dict], build_url: str) -> str | None:
+def release_irc_line(release: Build, children: list[Build], build_url: str) -> str | None:
     """One IRC line for a finished release; None when it had nothing to build and succeeded."""
     props = flatten(release.get("properties"))
     results = release.get("results")
@@ -234,7 +235,7 @@ def release_irc_line(release: dict, children: list[dict], build_url: str) -> str
     return f"{text} - {build_url}"
 
 
-def variant_irc_line(build: dict, builder: str, build_url: str, after_release: bool = False) -> str:
+def variant_irc_line(build: Build, builder: str, build_url: str, after_release: bool = False) -> str:
     props = flatten(build.get("properties"))
     state = build.get("state_string") or ""
     return (f"{props.get('variant', builder)} {props.get('arch', '')} {result_name(build)} for "
@@ -249,7 +250,7 @@ LOG_SCAN_LINES = 5000  # the end of a compile log: where its errors are
 
 
 @defer.inlineCallbacks
-def fetch_failure_log(master, build: dict):
+def fetch_failure_log(master: Any, build: Build) -> Generator[Any, Any, tuple[str, str] | None]:
     """(``step/log`` name, text of its last LOG_SCAN_LINES lines) of the first failed step, or None.
 
     Reads the stored log (Buildbot has already replaced secrets in it)
@@ -273,7 +274,7 @@ def fetch_failure_log(master, build: dict):
 
 
 @defer.inlineCallbacks
-def finished_release(master, build: dict):
+def finished_release(master: Any, build: Build) -> Generator[Any, Any, Build | None]:
     """The release build that triggered ``build`` if it had finished before ``build`` started, else None.
 
     Such a build waited for a worker of its arch after its release was
@@ -312,7 +313,7 @@ class ReleaseFormatter(MessageFormatterBase):
         self.events = tuple(events)
 
     @defer.inlineCallbacks
-    def format_message_for_build(self, master, build, **kwargs):
+    def format_message_for_build(self, master: Any, build: Build, **kwargs: Any) -> Generator[Any, Any, Build]:
         url = rutils.getURLForBuild(master, build["builder"]["builderid"], build["number"])
         title = master.config.title
         if self.kind == RELEASE_KIND:
@@ -331,7 +332,7 @@ class ReleaseFormatter(MessageFormatterBase):
         subject, body = msg if msg else (None, None)
         return {"body": body, "subject": subject, "type": "plain", "extra_info": None}
 
-    def format_message_for_buildset(self, master, buildset, builds, **kwargs):
+    def format_message_for_buildset(self, master: Any, buildset: Build, builds: list[Build], **kwargs: Any) -> Any:
         raise NotImplementedError("release mails are per build")
 
 
@@ -339,7 +340,7 @@ class QuietBuildStatusGenerator(BuildStatusGenerator):
     """BuildStatusGenerator that sends nothing when the formatter had nothing to say."""
 
     @defer.inlineCallbacks
-    def generate(self, master, reporter, key, build):
+    def generate(self, master: Any, reporter: Any, key: Any, build: Build) -> Generator[Any, Any, Any]:
         report = yield super().generate(master, reporter, key, build)
         if report is None or report.get("body") is None:
             return None
@@ -380,7 +381,7 @@ class ReleaseIrcChannel(IRCChannel):
     """A channel that announces releases in one line (and variant problems), per the settings' events."""
 
     @defer.inlineCallbacks
-    def buildFinished(self, build, watched=False):
+    def buildFinished(self, build: Build, watched: bool = False) -> Generator[Any, Any, None]:
         svc = self.bot.parent  # the ReleaseIRC service: events and builder kinds
         builder = yield self.bot.getBuilder(builderid=build["builderid"])
         name = builder["name"]
@@ -414,10 +415,12 @@ class ReleaseIrcBot(IrcStatusBot):
 class ReleaseIRC(reporters.IRC):
     """Buildbot's IRC bot whose channels announce releases in one line each."""
 
-    def checkConfig(self, *args, release_events=(), release_builder=RELEASE, variant_builders=(), **kwargs):
+    def checkConfig(self, *args: Any, release_events: Iterable[str] = (), release_builder: str = RELEASE,
+                    variant_builders: Iterable[str] = (), **kwargs: Any) -> None:
         super().checkConfig(*args, **kwargs)
 
-    def reconfigService(self, *args, release_events=(), release_builder=RELEASE, variant_builders=(), **kwargs):
+    def reconfigService(self, *args: Any, release_events: Iterable[str] = (), release_builder: str = RELEASE,
+                        variant_builders: Iterable[str] = (), **kwargs: Any) -> Any:
         self.release_events = tuple(release_events)
         self.release_builder = release_builder
         self.variant_builders = frozenset(variant_builders)
@@ -458,7 +461,7 @@ def _secret(name: str) -> util.Secret | None:
     return util.Secret(name) if name else None
 
 
-def make_reporters(settings: Settings, catalog: Catalog | None = None) -> list:
+def make_reporters(settings: Settings, catalog: Catalog | None = None) -> list[Any]:
     """The ``services`` of the master: MailNotifier and/or IRC, as the settings' [notify] asks."""
     if catalog is None:
         from vllm_cpu_build.variants import load
@@ -468,7 +471,7 @@ def make_reporters(settings: Settings, catalog: Catalog | None = None) -> list:
     for problem in missing_secrets(settings):
         # Like the workers' passwords: checkconfig passes; Buildbot fails to render it at start.
         log.msg(f"vllm-cpu: WARNING {problem}; create it (mode 0600) before starting the master")
-    out: list = []
+    out: list[Any] = []
     if settings.notify.mail:
         generators = mail_generators(settings, variant_builders)
         out.append(reporters.MailNotifier(
