@@ -15,13 +15,17 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from packaging.version import Version
 
 from vllm_cpu_build.provenance import Digest, ProvenanceError
+from vllm_cpu_build.variants import Catalog
+
+if TYPE_CHECKING:
+    from github import Github  # imported where used: only the step that publishes needs PyGithub
 
 WHEEL_TYPE = "application/zip"  # a wheel is a zip archive; GitHub serves assets with this type
 _DIGEST_KEYS = tuple(f.name for f in fields(Digest))
@@ -89,7 +93,7 @@ def install_command(package: str, version: str, torch_index_url: str, index_url:
     return f"pip install {package}=={version}{extra} --extra-index-url {torch_index_url}"
 
 
-def release_notes(upstream_version: str, versions: dict[str, str], records: list[WheelRecord], catalog,
+def release_notes(upstream_version: str, versions: dict[str, str], records: list[WheelRecord], catalog: Catalog,
                   torch_index_url: str, index_url: str | None = None, images: dict[str, list[str]] | None = None,
                   newest: bool = True, upstream_tag: str = "") -> Notes:
     """The release for ``versions`` (package -> published version) of upstream ``upstream_version``.
@@ -138,10 +142,10 @@ def _provenance_entry(r: WheelRecord) -> dict[str, Any]:
     return entry
 
 
-def _client(api_url: str, token: str, timeout: int, retries: int, throttle: bool):
+def _client(api_url: str, token: str, timeout: int, retries: int, throttle: bool) -> Github:
     from github import Auth, Github, GithubRetry
 
-    kwargs = {} if throttle else {"seconds_between_requests": None, "seconds_between_writes": None}
+    kwargs: dict[str, Any] = {} if throttle else {"seconds_between_requests": None, "seconds_between_writes": None}
     # GithubRetry retries 5xx and rate-limit 403s (GET and POST) with backoff.
     return Github(auth=Auth.Token(token), base_url=api_url.rstrip("/"), timeout=timeout, lazy=True,
                   retry=GithubRetry(total=retries, backoff_factor=0.5), **kwargs)
@@ -222,7 +226,3 @@ def publish(api_url: str, token: str, repository: str, notes: Notes, assets: lis
     finally:
         gh.close()
     return res
-
-
-def record_json(records: list[WheelRecord]) -> str:
-    return json.dumps([asdict(r) for r in records], indent=2)

@@ -17,6 +17,7 @@ Origins are Buildbot's property sources (the second item of a property).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 FORCE = "Force Build Form"  # a force parameter, validated by master/schedulers.py (admins only, with login)
 TRIGGER = "Trigger"  # set by our own Trigger steps: the release's fan-out, the re-check
@@ -113,7 +114,7 @@ def trusted(name: str, origin: str) -> bool:
     return entry is not None and origin in entry.origins
 
 
-def drop_untrusted(properties) -> list[str]:
+def drop_untrusted(properties: Any) -> list[str]:
     """Remove from a Buildbot ``Properties`` every property not allowed from its origin; returns "name (origin)"."""
     dropped = [f"{name} ({origin})" for name, (_, origin) in sorted(properties.properties.items())
                if not trusted(name, origin)]

@@ -81,11 +81,3 @@ class FirstError:
     def line(self) -> str:
         found = self.diagnostic or self.failed
         return found if len(found) <= SUMMARY_CHARS else found[: SUMMARY_CHARS - 3] + "..."
-
-
-def first_error(text: str) -> str:
-    """The first error line of a whole log text (see ``FirstError``); "" when there is none."""
-    scan = FirstError()
-    for line in text.split("\n"):
-        scan.feed(line)
-    return scan.line

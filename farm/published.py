@@ -9,11 +9,15 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from vllm_cpu_build.index import IndexFile, list_index_files, wheel_covers
 
-__all__ = ["IndexFile", "MissingBuild", "build_key", "filter_published", "list_index_files", "missing_builds",
-           "wheel_covers"]
+__all__ = ["Build", "IndexFile", "Lister", "MissingBuild", "build_key", "filter_published", "list_index_files",
+           "missing_builds", "wheel_covers"]
+
+Build = dict[str, Any]  # a planned build: {"variant", "arch", "pythons", "abi3", ...} (``plan``'s JSON)
+Lister = Callable[[str, str], list[IndexFile]]  # (simple URL, project) -> its files in the index
 
 
 def build_key(variant: str, arch: str) -> str:
@@ -39,8 +43,8 @@ class MissingBuild:
         return f"{self.variant} {self.arch}" + (f" py{self.python}" if self.python else "")
 
 
-def filter_published(builds: list[dict], simple_url: str, version: str, include_posts: bool = True,
-                     lister=list_index_files) -> tuple[list[dict], list[str]]:
+def filter_published(builds: list[Build], simple_url: str, version: str, include_posts: bool = True,
+                     lister: Lister = list_index_files) -> tuple[list[Build], list[str]]:
     """Split a plan's ``builds`` into what still has to be built and a log of what is published.
 
     A build entry is ``{"variant","arch","pythons","abi3",...}``; an abi3 build
@@ -48,10 +52,12 @@ def filter_published(builds: list[dict], simple_url: str, version: str, include_
     loses the Pythons already published (and disappears when none is left).
     """
     cache: dict[str, list[str]] = {}
-    todo: list[dict] = []
+    todo: list[Build] = []
     notes: list[str] = []
     for b in builds:
-        files = cache.setdefault(b["variant"], [f.filename for f in lister(simple_url, b["variant"])])
+        if b["variant"] not in cache:  # one listing per project
+            cache[b["variant"]] = [f.filename for f in lister(simple_url, b["variant"])]
+        files = cache[b["variant"]]
         pythons = list(b.get("pythons") or [])
         if b.get("abi3") or not pythons:
             have = [f for f in files if wheel_covers(f, version, b["arch"], pythons[0] if pythons else None,
@@ -73,8 +79,8 @@ def filter_published(builds: list[dict], simple_url: str, version: str, include_
     return todo, notes
 
 
-def missing_builds(simple_url: str, releases: dict[str, str], applicable: Callable[[str], list[dict]],
-                   plans: dict[str, list[dict]], lister=list_index_files) -> list[MissingBuild]:
+def missing_builds(simple_url: str, releases: dict[str, str], applicable: Callable[[str], list[Build]],
+                   plans: dict[str, list[Build]], lister: Lister = list_index_files) -> list[MissingBuild]:
     """Every (version, variant, arch, Python) of ``releases`` ({version: tag}) the index lacks.
 
     ``applicable(version)`` gives the variant × arch builds variants.json

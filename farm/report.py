@@ -1,9 +1,10 @@
-"""The release report: the variant builds of a release, one row each, the table and the verdict.
+"""The release report: the variant builds of a release, one row each, the table and its summary.
 
-Used by the release builder's ``fan_out`` step, the notifications, and the
-sandbox, so "the children of a release", "waiting for an aarch64 worker",
-a release's result from its builds and "a build's properties as plain
-values" are computed here only.
+Used by the release builder's steps, the notifications, the matrix and the
+sandbox, so "the children of a release", its table and "a build's
+properties as plain values" are computed here only.  The verdicts over
+them (where a build stands, when a release is done, its result) are
+``farm.decisions``; ``child_of`` is what those read of a child.
 
 ``children`` is written once as a generator of data-API requests; the same
 resource paths exist in Buildbot's data API (``master.data.get``) and in its
@@ -13,58 +14,45 @@ and the sandbox drives it over HTTP.
 
 from __future__ import annotations
 
-import time
-from collections.abc import Generator
+from collections.abc import Generator, Mapping
 from typing import Any
 
 from buildbot.data import resultspec
-from buildbot.process.results import CANCELLED, FAILURE, SUCCESS, WARNINGS, statusToString
 from buildbot.reporters import utils as rutils
 from twisted.internet import defer
 
+from farm.decisions import Child
 from farm.names import IMAGES
+from farm.published import build_key
+from farm.states import BuildState, Result, label
+from farm.texts import epoch, utc, waiting_text
+
+__all__ = ["Child", "Request", "child_of", "child_result", "child_row", "children", "epoch", "fetch_children",
+           "flatten", "format_table", "has_usable_worker", "release_summary", "result_name", "row_from_properties",
+           "tally", "utc", "waiting_text"]
 
 # A data-API request: (resource path, {field: value} equality filters).
 Request = tuple[tuple[Any, ...], dict[str, Any]]
 
 
-def flatten(props: dict | None) -> dict[str, Any]:
+def flatten(props: Mapping[str, Any] | None) -> dict[str, Any]:
     """Build or buildset properties ({name: (value, source)}) as {name: value}."""
     return {k: (v[0] if isinstance(v, list | tuple) else v) for k, v in (props or {}).items()}
 
 
-def result_name(build: dict) -> str:
-    if not build.get("complete", True) or build.get("results") is None:
+def result_name(build: Mapping[str, Any]) -> str:
+    """Buildbot's word for a build's result (``success``, ...), ``not finished`` while it runs."""
+    if not build.get("complete", True):
         return "not finished"
-    return statusToString(build["results"])
+    return label(build.get("results"))
 
 
-def epoch(value: Any) -> int | None:
-    """A data-API timestamp as seconds since the epoch (datetime inside the master, int over REST)."""
-    if value is None:
-        return None
-    if isinstance(value, int | float):
-        return int(value)
-    return int(value.timestamp())
-
-
-def utc(value: Any) -> str:
-    """``2026-03-02 10:11 UTC`` for a data-API timestamp; "" when unknown."""
-    secs = epoch(value)
-    return time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(secs)) if secs is not None else ""
-
-
-def waiting_text(arch: str, since: Any) -> str:
-    when = utc(since)
-    return f"waiting for an {arch} worker" + (f" since {when}" if when else "")
-
-
-def has_usable_worker(workers: list[dict] | None) -> bool:
+def has_usable_worker(workers: list[dict[str, Any]] | None) -> bool:
     """Whether any of a builder's workers is connected and not paused (so a queued request will run)."""
     return any(w.get("connected_to") and not w.get("paused") for w in workers or [])
 
 
-def children(release_buildid: int) -> Generator[Request, Any, list[dict]]:
+def children(release_buildid: int) -> Generator[Request, Any, list[dict[str, Any]]]:
     """The variant builds (or requests no worker has taken) of a release build, the newest per builder.
 
     A release build's children are the buildsets it triggered, and those
@@ -90,7 +78,7 @@ def children(release_buildid: int) -> Generator[Request, Any, list[dict]]:
     if release and release.get("buildrequestid"):
         tries = yield (("buildrequests", release["buildrequestid"], "builds"), {})
         parents |= {b["buildid"] for b in tries or [] if b["buildid"] < release_buildid}
-    newest: dict[int, tuple[int, dict]] = {}  # builderid -> (buildrequestid, child)
+    newest: dict[int, tuple[int, dict[str, Any]]] = {}  # builderid -> (buildrequestid, child)
     for parent in sorted(parents):
         bsets = yield (("buildsets",), {"parent_buildid": parent})
         for bs in bsets or []:
@@ -120,7 +108,7 @@ def children(release_buildid: int) -> Generator[Request, Any, list[dict]]:
                              "submitted_at": epoch(br.get("submitted_at")), "properties": props}
                     arch = flatten(props).get("arch", "?")
                     if br["complete"]:
-                        child["state_string"] = ("cancelled before it started" if br.get("results") == CANCELLED
+                        child["state_string"] = ("cancelled before it started" if br.get("results") == Result.CANCELLED
                                                  else "finished without a build")
                     else:
                         if bid not in workers:
@@ -138,7 +126,7 @@ def children(release_buildid: int) -> Generator[Request, Any, list[dict]]:
 
 
 @defer.inlineCallbacks
-def _data_get(master, request: Request):
+def _data_get(master: Any, request: Request) -> Generator[Any, Any, Any]:
     path, filters = request
     if path[0] == "buildsets" and path[-1] == "properties":  # no data-API endpoint for these
         props = yield master.db.buildsets.getBuildsetProperties(path[1])
@@ -148,7 +136,7 @@ def _data_get(master, request: Request):
 
 
 @defer.inlineCallbacks
-def fetch_children(master, release_buildid: int):
+def fetch_children(master: Any, release_buildid: int) -> Generator[Any, Any, list[dict[str, Any]]]:
     """``children`` inside the master, through ``master.data``; each built child gets its ``url``."""
     gen = children(release_buildid)
     try:
@@ -157,14 +145,14 @@ def fetch_children(master, release_buildid: int):
             answer = yield _data_get(master, request)
             request = gen.send(answer)
     except StopIteration as done:
-        out = done.value
+        out: list[dict[str, Any]] = done.value
     for c in out:
         c["url"] = (rutils.getURLForBuild(master, c["builderid"], c["number"]) if "number" in c
                     else rutils.getURLForBuildrequest(master, c["buildrequestid"]))
     return out
 
 
-def row_from_properties(props: dict, result: str) -> dict:
+def row_from_properties(props: Mapping[str, Any], result: str) -> dict[str, Any]:
     """One line of the release table from a variant build's (flattened) properties."""
     wheels = [w.rsplit("/", 1)[-1] for w in props.get("wheels") or []]
     verify = props.get("verify") or {}
@@ -187,7 +175,18 @@ def row_from_properties(props: dict, result: str) -> dict:
     }
 
 
-def child_result(child: dict) -> str:
+def child_of(child: Mapping[str, Any]) -> Child:
+    """What the release builder's decisions (``farm.decisions``) read of one child (see ``children``)."""
+    props = flatten(child.get("properties"))
+    complete = bool(child.get("complete"))
+    return Child(buildrequestid=int(child.get("buildrequestid") or 0),
+                 key=build_key(props.get("variant", "?"), props.get("arch", "?")),
+                 started="buildid" in child, complete=complete,
+                 results=Result.of(child.get("results")) if complete else None,
+                 waiting=bool(child.get("waiting")), retried_at=child.get("retried_at"))
+
+
+def child_result(child: Mapping[str, Any]) -> str:
     """A child's state in a word or three: success, failure, cancelled, ..., running, queued, waiting for ..."""
     if child.get("waiting"):
         return f"waiting for an {child.get('arch', '?')} worker"
@@ -196,10 +195,18 @@ def child_result(child: dict) -> str:
     return result_name(child)
 
 
-def child_row(child: dict) -> dict:
-    """The table row of one child (see ``children``), with its link and detail lines."""
+def child_row(child: Mapping[str, Any]) -> dict[str, Any]:
+    """The table row of one child (see ``children``), with its link and detail lines.
+
+    ``build_state`` (a ``BuildState``) and ``build_result`` (a ``Result``, None
+    until it finished) are what the verdicts read; ``result`` is the word the
+    table shows.
+    """
     props = flatten(child.get("properties"))
     row = row_from_properties(props, child_result(child))
+    decided = child_of(child)
+    row["build_state"] = decided.state
+    row["build_result"] = decided.results
     row["url"] = child.get("url", "")
     row["state"] = child.get("state_string", "")
     row["waiting"] = bool(child.get("waiting"))
@@ -213,51 +220,36 @@ def child_row(child: dict) -> dict:
     return row
 
 
-def format_table(rows: list[dict], columns: tuple[str, ...] = ("variant", "arch", "wheel", "isa", "verify",
-                                                                "smoke", "uploaded", "result")) -> str:
+def format_table(rows: list[dict[str, Any]], columns: tuple[str, ...] = (
+        "variant", "arch", "wheel", "isa", "verify", "smoke", "uploaded", "result")) -> str:
     widths = {c: max([len(c)] + [len(str(r.get(c, ""))) for r in rows]) for c in columns}
     lines = ["  ".join(c.upper().ljust(widths[c]) for c in columns)]
     lines += ["  ".join(str(r.get(c, "")).ljust(widths[c]) for c in columns) for r in rows]
     return "\n".join(lines) + "\n"
 
 
-OK = ("success", "warnings")
-_BAD = ("failure", "exception")
-
-
-def tally(rows: list[dict]) -> dict[str, list[dict]]:
-    """Rows by outcome: ok, failed, cancelled, running, queued, waiting (no worker for the arch)."""
-    out: dict[str, list[dict]] = {k: [] for k in ("ok", "failed", "cancelled", "running", "queued", "waiting")}
+def tally(rows: list[dict[str, Any]]) -> dict[BuildState, list[dict[str, Any]]]:
+    """``child_row`` rows by where their build stands (``farm.decisions.build_state``)."""
+    out: dict[BuildState, list[dict[str, Any]]] = {s: [] for s in BuildState}
     for r in rows:
-        res = r["result"]
-        key = ("ok" if res in (*OK, "skipped") else "failed" if res in _BAD else "cancelled" if res == "cancelled"
-               else "waiting" if r.get("waiting") else res if res in ("running", "queued") else "failed")
-        out[key].append(r)
+        out[r["build_state"]].append(r)
     return out
 
 
-def release_summary(rows: list[dict]) -> str:
+def release_summary(rows: list[dict[str, Any]]) -> str:
     """``5 of 6 variant builds ok, 1 waiting for an aarch64 worker since ...``: what a release's builds did."""
     t = tally(rows)
     n = len(rows)
-    parts = [f"{len(t['ok'])} of {n} variant build{'' if n == 1 else 's'} ok"]
-    if t["failed"]:
-        parts.append(f"{len(t['failed'])} failed ({', '.join(r['variant'] + ' ' + r['arch'] for r in t['failed'])})")
-    for key in ("cancelled", "running", "queued"):
-        if t[key]:
-            parts.append(f"{len(t[key])} {key}")
-    for arch in sorted({r["arch"] for r in t["waiting"]}):
-        mine = [r for r in t["waiting"] if r["arch"] == arch]
+    parts = [f"{len(t[BuildState.OK])} of {n} variant build{'' if n == 1 else 's'} ok"]
+    failed = t[BuildState.FAILED]
+    if failed:
+        parts.append(f"{len(failed)} failed ({', '.join(r['variant'] + ' ' + r['arch'] for r in failed)})")
+    for state in (BuildState.CANCELLED, BuildState.RUNNING, BuildState.QUEUED):
+        if t[state]:
+            parts.append(f"{len(t[state])} {state}")
+    waiting = t[BuildState.WAITING]
+    for arch in sorted({r["arch"] for r in waiting}):
+        mine = [r for r in waiting if r["arch"] == arch]
         since = min((r["since"] for r in mine if r.get("since")), default="")
         parts.append(f"{len(mine)} waiting for an {arch} worker" + (f" since {since}" if since else ""))
     return ", ".join(parts)
-
-
-def release_results(rows: list[dict]) -> int:
-    """A release's result from its builds: a failed or cancelled one fails it, one waiting for a worker warns."""
-    t = tally(rows)
-    if t["failed"] or t["cancelled"]:
-        return FAILURE
-    if t["waiting"] or any(r["result"] == "warnings" for r in t["ok"]):
-        return WARNINGS
-    return SUCCESS

@@ -24,27 +24,27 @@ from __future__ import annotations
 import html
 import json
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Generator, Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from buildbot.process.results import CANCELLED, EXCEPTION, FAILURE, statusToString
 from packaging.version import InvalidVersion, Version
 from twisted.internet import defer
-from twisted.python import log
+from twisted.logger import Logger, LogLevel
 
 from farm.names import RELEASE
-from farm.report import epoch, fetch_children, flatten, utc
+from farm.report import fetch_children, flatten
+from farm.states import BAD, CellState, label
+from farm.texts import epoch, utc
 from vllm_cpu_build.index import IndexFile, wheel_covers
 from vllm_cpu_build.variants import Catalog
 
+Build = dict[str, Any]  # a data-API build or step dict (or ``report.children``'s request dict), as ``collect`` gives it
 NAME = "releases"  # the dashboard's name: menu route #/releases, URLs under plugins/wsgi_dashboards/releases/
 JSON_FILE = "matrix.json"
+_log = Logger()
 
-PUBLISHED, BUILDING, WAITING, FAILED, DRY_RUN, NOT_BUILT, NOT_APPLICABLE = (
-    "published", "building", "waiting", "failed", "dry run", "not built", "not applicable")
-STATES = (PUBLISHED, BUILDING, WAITING, FAILED, DRY_RUN, NOT_BUILT, NOT_APPLICABLE)
-_BAD = (FAILURE, EXCEPTION, CANCELLED)
+STATES = tuple(CellState)  # in the order the legend and the JSON list them
 
 
 def json_url(web_url: str) -> str:
@@ -63,7 +63,7 @@ class Link:
 
 @dataclass(frozen=True)
 class Cell:
-    state: str
+    state: CellState
     text: str
     url: str = ""  # the one link that answers "what is this?"
     files: tuple[Link, ...] = ()  # published wheels in the index
@@ -100,7 +100,7 @@ def build_url(web_url: str, builderid: int, number: int) -> str:
 
 
 @defer.inlineCallbacks
-def collect(master):
+def collect(master: Any) -> Generator[Any, Any, dict[str, Any]]:
     """Everything ``compute`` needs from the data API, as plain dicts (runs on the reactor).
 
     ``{"releases": [release build + flat ``props`` + ``steps`` + ``children``],
@@ -115,11 +115,11 @@ def collect(master):
         rel["props"] = flatten((yield master.data.get(("builds", rel["buildid"], "properties"))))
         children = yield fetch_children(master, rel["buildid"])
         for c in children:
-            if "buildid" in c and (not c["complete"] or c.get("results") in _BAD):
+            if "buildid" in c and (not c["complete"] or c.get("results") in BAD):
                 c["steps"] = list((yield master.data.get(("builds", c["buildid"], "steps"))) or [])
         rel["children"] = children
         rel["steps"] = []
-        if rel["complete"] and rel.get("results") in _BAD and not children:
+        if rel["complete"] and rel.get("results") in BAD and not children:
             rel["steps"] = list((yield master.data.get(("builds", rel["buildid"], "steps"))) or [])
         out.append(rel)
     workers = yield master.data.get(("workers",))
@@ -131,7 +131,7 @@ def collect(master):
 # --------------------------------------------------------------------------- the rules
 
 
-def _version_key(v: str) -> tuple:
+def _version_key(v: str) -> tuple[int, Version | str]:
     try:
         return (1, Version(v))
     except InvalidVersion:
@@ -148,15 +148,15 @@ def _release_of(filename: str) -> str | None:
     return ".".join(str(p) for p in v.release) + pre
 
 
-def _failed_step(steps: Iterable[dict]) -> dict | None:
-    return next((s for s in steps if s.get("results") in _BAD), None)
+def _failed_step(steps: Iterable[Build]) -> Build | None:
+    return next((s for s in steps if s.get("results") in BAD), None)
 
 
-def _step_log_url(web_url: str, child: dict, step: dict) -> str:
+def _step_log_url(web_url: str, child: Build, step: Build) -> str:
     return f"{build_url(web_url, child['builderid'], child['number'])}/steps/{step['number']}/logs/stdio"
 
 
-def _running_text(child: dict) -> str:
+def _running_text(child: Build) -> str:
     steps = child.get("steps") or []
     current = next((s for s in reversed(steps) if s.get("started_at") and not s.get("complete")), None)
     if current:
@@ -164,45 +164,46 @@ def _running_text(child: dict) -> str:
     return child.get("state_string") or "starting"
 
 
-def _request_url(web_url: str, child: dict) -> str:
+def _request_url(web_url: str, child: Build) -> str:
     return f"{web_url.rstrip('/')}/#/buildrequests/{child['buildrequestid']}"
 
 
-def _cell_from_build(child: dict, web_url: str, no_worker: Callable[[dict], bool]) -> Cell:
+def _cell_from_build(child: Build, web_url: str, no_worker: Callable[[Build], bool]) -> Cell:
     """One child of a release (``report.children``): a build, or a request without one."""
     props = flatten(child.get("properties"))
     dry = " (dry run)" if props.get("dry_run") else ""
     results = child.get("results")
     if "buildid" not in child:
         if child.get("complete"):  # cancelled before any worker took it
-            return Cell(FAILED, f"request {statusToString(results)}{dry}: {child.get('state_string') or 'not built'}",
+            return Cell(CellState.FAILED, f"request {label(results)}{dry}: {child.get('state_string') or 'not built'}",
                         url=_request_url(web_url, child))
         since = epoch(child.get("submitted_at"))
         absent = child["waiting"] if "waiting" in child else no_worker(child)
         what = f"waiting for an {props.get('arch', '?')} worker" if absent else "queued (its workers are busy)"
-        return Cell(WAITING, f"{what} since {utc(since) or '?'}{dry}", url=_request_url(web_url, child), since=since)
+        return Cell(CellState.WAITING, f"{what} since {utc(since) or '?'}{dry}", url=_request_url(web_url, child),
+                    since=since)
     url = build_url(web_url, child["builderid"], child["number"])
     if not child.get("complete"):
-        return Cell(BUILDING, f"#{child['number']} {_running_text(child)}{dry}", url=url)
-    if results in _BAD:
+        return Cell(CellState.BUILDING, f"#{child['number']} {_running_text(child)}{dry}", url=url)
+    if results in BAD:
         step = _failed_step(child.get("steps") or [])
         if step is None:
-            return Cell(FAILED, f"#{child['number']} {statusToString(results)}{dry}: "
-                                f"{child.get('state_string', '')}", url=url)
-        return Cell(FAILED, f"#{child['number']} {statusToString(results)} at {step['name']}{dry}",
+            return Cell(CellState.FAILED, f"#{child['number']} {label(results)}{dry}: "
+                                          f"{child.get('state_string', '')}", url=url)
+        return Cell(CellState.FAILED, f"#{child['number']} {label(results)} at {step['name']}{dry}",
                     url=_step_log_url(web_url, child, step), error=step.get("state_string") or "")
     if props.get("dry_run"):
-        return Cell(DRY_RUN, f"dry run only: #{child['number']} {statusToString(results)}", url=url)
+        return Cell(CellState.DRY_RUN, f"dry run only: #{child['number']} {label(results)}", url=url)
     if props.get("skip_upload"):
-        return Cell(DRY_RUN, f"built, upload skipped: #{child['number']} {statusToString(results)}", url=url)
-    return Cell(NOT_BUILT, f"#{child['number']} {statusToString(results)} but not in the index", url=url)
+        return Cell(CellState.DRY_RUN, f"built, upload skipped: #{child['number']} {label(results)}", url=url)
+    return Cell(CellState.NOT_BUILT, f"#{child['number']} {label(results)} but not in the index", url=url)
 
 
-def _order(child: dict) -> tuple[int, int]:
+def _order(child: Build) -> tuple[int, int]:
     return child.get("buildrequestid") or 0, child.get("buildid") or 0
 
 
-def _newest(children: list[dict]) -> tuple[dict | None, dict | None, dict | None]:
+def _newest(children: list[Build]) -> tuple[Build | None, Build | None, Build | None]:
     """(newest running build, oldest waiting request, newest finished build or request) of one cell."""
     running = [c for c in children if "buildid" in c and not c.get("complete")]
     waiting = [c for c in children if "buildid" not in c and not c.get("complete")]
@@ -211,29 +212,27 @@ def _newest(children: list[dict]) -> tuple[dict | None, dict | None, dict | None
             max(done, key=_order, default=None))
 
 
-def compute(catalog: Catalog, snapshot: dict, index: dict[str, list[IndexFile]] | None, *, web_url: str,
-            index_url: str, index_error: str = "", now: float | None = None) -> Matrix:
-    """The matrix from ``collect``'s snapshot and the index listing per package (None: unreadable)."""
-    columns = tuple((v.package, a) for v, a in catalog.builds())
-    by_cell: dict[tuple[str, str, str], list[dict]] = {}
-    newest_release: dict[str, dict] = {}
-    versions: set[str] = set()
+CellKey = tuple[str, str, str]  # (version, package, arch)
+
+
+def _release_children(snapshot: dict[str, Any]) -> tuple[dict[CellKey, list[Build]], dict[str, Build]]:
+    """({cell: its variant builds and requests, from every release}, {version: its newest release build})."""
+    by_cell: dict[CellKey, list[Build]] = {}
+    newest_release: dict[str, Build] = {}
     for rel in snapshot.get("releases", []):
         version = rel.get("props", {}).get("version")
         if not version:
             continue  # failed before it knew its version (not a release tag)
-        versions.add(version)
         newest_release[version] = rel  # sorted by buildid: the last one wins
         for c in rel.get("children", []):
             p = flatten(c.get("properties"))
-            key = (p.get("version") or version, p.get("variant", "?"), p.get("arch", "?"))
-            by_cell.setdefault(key, []).append(c)
-    connected = set(snapshot.get("connected_builders", []))
+            by_cell.setdefault((p.get("version") or version, p.get("variant", "?"), p.get("arch", "?")), []).append(c)
+    return by_cell, newest_release
 
-    def no_worker(child: dict) -> bool:
-        return child["builderid"] not in connected
 
-    files_by_cell: dict[tuple[str, str, str], list[IndexFile]] = {}
+def _index_files(index: dict[str, list[IndexFile]] | None) -> dict[CellKey, list[IndexFile]]:
+    """The index's wheels (not yanked) by the cell they fill: (upstream release, package, arch)."""
+    out: dict[CellKey, list[IndexFile]] = {}
     for package, files in (index or {}).items():
         for f in files:
             release = _release_of(f.filename)
@@ -241,44 +240,69 @@ def compute(catalog: Catalog, snapshot: dict, index: dict[str, list[IndexFile]] 
                 continue
             for arch in ("x86_64", "aarch64"):
                 if wheel_covers(f.filename, release, arch):
-                    files_by_cell.setdefault((release, package, arch), []).append(f)
-                    versions.add(release)
+                    out.setdefault((release, package, arch), []).append(f)
+    return out
+
+
+def _release_failed_early(rel: Build | None, web_url: str) -> Cell | None:
+    """A finished release that failed before it started any build: every applicable cell says where."""
+    if rel is None or not rel.get("complete") or rel.get("results") not in BAD or rel.get("children"):
+        return None
+    step = _failed_step(rel.get("steps") or [])
+    where = f" at {step['name']}" if step else ""
+    url = _step_log_url(web_url, rel, step) if step else build_url(web_url, rel["builderid"], rel["number"])
+    return Cell(CellState.FAILED, f"release #{rel['number']} {label(rel['results'])}{where}", url=url,
+                error=(step or {}).get("state_string", ""))
+
+
+def _cell(children: list[Build], files: tuple[Link, ...], rel: Build | None, web_url: str,
+          no_worker: Callable[[Build], bool]) -> Cell:
+    """One applicable cell: an active build first, then what the index has, then the newest finished build."""
+    running, waiting, done = _newest(children)
+    active = running or waiting
+    if active is not None:
+        cell = _cell_from_build(active, web_url, no_worker)
+        return Cell(cell.state, cell.text, cell.url, files, cell.error, cell.since)
+    if files:
+        return Cell(CellState.PUBLISHED, ", ".join(f.text for f in files), files[0].url, files)
+    if done is not None:
+        return _cell_from_build(done, web_url, no_worker)
+    return _release_failed_early(rel, web_url) or Cell(CellState.NOT_BUILT, "not built")
+
+
+def _release_link(rel: Build | None, web_url: str) -> Link | None:
+    if rel is None:
+        return None
+    state = label(rel["results"]) if rel.get("complete") else "running"
+    return Link(f"release #{rel['number']} ({state})", build_url(web_url, rel["builderid"], rel["number"]))
+
+
+def compute(catalog: Catalog, snapshot: dict[str, Any], index: dict[str, list[IndexFile]] | None, *, web_url: str,
+            index_url: str, index_error: str = "", now: float | None = None) -> Matrix:
+    """The matrix from ``collect``'s snapshot and the index listing per package (None: unreadable)."""
+    columns = tuple((v.package, a) for v, a in catalog.builds())
+    by_cell, newest_release = _release_children(snapshot)
+    files_by_cell = _index_files(index)
+    connected = set(snapshot.get("connected_builders", []))
+
+    def no_worker(child: Build) -> bool:
+        return child["builderid"] not in connected
 
     rows = []
+    versions = set(newest_release) | {version for version, _, _ in files_by_cell}
     for version in sorted(versions, key=_version_key, reverse=True):
         applicable = {v.package for v in catalog.for_release(version)}
         rel = newest_release.get(version)
         cells: dict[str, Cell] = {}
         for package, arch in columns:
-            key = column_key(package, arch)
             if package not in applicable:
-                cells[key] = Cell(NOT_APPLICABLE, "not built for this version")
+                cells[column_key(package, arch)] = Cell(CellState.NOT_APPLICABLE, "not built for this version")
                 continue
             files = tuple(Link(f.filename, f.url) for f in sorted(files_by_cell.get((version, package, arch), []),
                                                                   key=lambda f: f.filename))
-            running, waiting, done = _newest(by_cell.get((version, package, arch), []))
-            active = running or waiting
-            if active is not None:
-                cell = _cell_from_build(active, web_url, no_worker)
-                cells[key] = Cell(cell.state, cell.text, cell.url, files, cell.error, cell.since)
-            elif files:
-                cells[key] = Cell(PUBLISHED, ", ".join(f.text for f in files), files[0].url, files)
-            elif done is not None:
-                cells[key] = _cell_from_build(done, web_url, no_worker)
-            elif rel is not None and rel.get("complete") and rel.get("results") in _BAD and not rel.get("children"):
-                step = _failed_step(rel.get("steps") or [])
-                where = f" at {step['name']}" if step else ""
-                url = (_step_log_url(web_url, rel, step) if step
-                       else build_url(web_url, rel["builderid"], rel["number"]))
-                cells[key] = Cell(FAILED, f"release #{rel['number']} {statusToString(rel['results'])}{where}",
-                                  url=url, error=(step or {}).get("state_string", ""))
-            else:
-                cells[key] = Cell(NOT_BUILT, "not built")
-        link = None
-        if rel is not None:
-            state = statusToString(rel["results"]) if rel.get("complete") else "running"
-            link = Link(f"release #{rel['number']} ({state})", build_url(web_url, rel["builderid"], rel["number"]))
-        rows.append(Row(version, cells, link))
+            cells[column_key(package, arch)] = _cell(by_cell.get((version, package, arch), []), files, rel, web_url,
+                                                     no_worker)
+        rows.append(Row(version, cells, _release_link(rel, web_url)))
     notes = (f"index {index_url} not readable: {index_error}",) if index_error else ()
     return Matrix(columns, tuple(rows), int(now if now is not None else time.time()), index_url, index_error, notes)
 
@@ -319,7 +343,7 @@ def _a(text: str, url: str) -> str:
 def _cell_html(key: str, version: str, c: Cell) -> str:
     css = c.state.replace(" ", "-")
     parts = [f'<span class="state">{html.escape(c.state)}</span>']
-    if c.state == PUBLISHED:
+    if c.state == CellState.PUBLISHED:
         parts += [_a(f.text, f.url) + "<br>" for f in c.files]
     else:
         parts.append(_a(c.text, c.url))
@@ -371,18 +395,19 @@ class MatrixApp:
     def matrix(self) -> Matrix:
         from twisted.internet import reactor, threads
 
-        snapshot = threads.blockingCallFromThread(reactor, collect, self.buildbot_api.master)
-        index: dict[str, list[IndexFile]] | None = {}
+        snapshot: dict[str, Any] = threads.blockingCallFromThread(reactor, collect, self.buildbot_api.master)
+        listed: dict[str, list[IndexFile]] = {}
+        index: dict[str, list[IndexFile]] | None = listed
         error = ""
         try:
             for v in self.catalog.variants:
-                index[v.package] = self.list_files(self.simple_url, v.package)
+                listed[v.package] = self.list_files(self.simple_url, v.package)
         except Exception as exc:  # the page must still show the builds
             index, error = None, f"{type(exc).__name__}: {exc}"[:300]
         return compute(self.catalog, snapshot, index, web_url=self.web_url, index_url=self.simple_url,
                        index_error=error)
 
-    def __call__(self, environ: dict, start_response: Callable) -> list[bytes]:
+    def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
         path = environ.get("PATH_INFO") or "/"
         if path not in ("/", "/index.html", f"/{JSON_FILE}"):
             start_response("404 Not Found", [("Content-Type", "text/plain; charset=utf-8")])
@@ -390,7 +415,7 @@ class MatrixApp:
         try:
             m = self.matrix()
         except Exception as exc:
-            log.err(exc, "vllm-cpu: release matrix")
+            _log.failure("vllm-cpu: release matrix", level=LogLevel.error)
             start_response("500 Internal Server Error", [("Content-Type", "text/plain; charset=utf-8")])
             return [f"the release matrix failed: {type(exc).__name__}: {exc}\n".encode()]
         if path == f"/{JSON_FILE}":

@@ -17,11 +17,10 @@ and they never reach a log, a property or a message.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from typing import ClassVar
+from collections.abc import Generator, Iterable
+from typing import Any, ClassVar
 
 from buildbot.plugins import reporters, util
-from buildbot.process.results import CANCELLED, EXCEPTION, FAILURE, RETRY, SUCCESS, WARNINGS, statusToString
 from buildbot.reporters import utils as rutils
 from buildbot.reporters.generators.build import BuildStatusGenerator
 from buildbot.reporters.irc import IRCChannel, IrcStatusBot
@@ -31,34 +30,36 @@ from twisted.python import log
 
 from farm.logscan import log_excerpt
 from farm.names import RELEASE, builder_name
-from farm.report import child_row, epoch, fetch_children, flatten, format_table, result_name
+from farm.report import child_row, fetch_children, flatten, format_table, result_name
 from farm.settings import Settings
+from farm.states import BAD, OK, Result, label
+from farm.texts import epoch
 from vllm_cpu_build.variants import Catalog
 
 RELEASE_KIND, VARIANT_KIND = "release", "variant"
-_OK = (SUCCESS, WARNINGS)
-_BAD = (FAILURE, EXCEPTION, CANCELLED)
+Build = dict[str, Any]  # a data-API build dict (properties, steps, ...), or ``report.children``'s child
 
 # --------------------------------------------------------------------------- pure text
 
 
 def wants(events: Iterable[str], kind: str | None, results: int | None) -> bool:
     """Whether ``events`` (settings' mail_events / irc_events) ask for this finished build."""
-    if results == RETRY:  # interrupted (a master restart, a lost worker): it runs again and is announced then
+    result = Result.of(results)
+    if result is Result.RETRY:  # interrupted (a master restart, a lost worker): it runs again and is announced then
         return False
     ev = set(events)
     if kind == RELEASE_KIND:
-        return "release_finished" in ev or ("release_failed" in ev and results in _BAD)
+        return "release_finished" in ev or ("release_failed" in ev and result in BAD)
     if kind == VARIANT_KIND:
-        return ("variant_failed" in ev and results in _BAD) or ("variant_warnings" in ev and results == WARNINGS)
+        return ("variant_failed" in ev and result in BAD) or ("variant_warnings" in ev and result is Result.WARNINGS)
     return False
 
 
-def _release_name(props: dict) -> str:
+def _release_name(props: dict[str, Any]) -> str:
     return f"vLLM {props.get('version', '?')}{props.get('postfix') or ''}"
 
 
-def _mode(props: dict) -> str:
+def _mode(props: dict[str, Any]) -> str:
     if props.get("dry_run"):
         return "dry run"
     if props.get("skip_upload"):
@@ -66,12 +67,12 @@ def _mode(props: dict) -> str:
     return ""
 
 
-def _attention(rows: list[dict]) -> list[str]:
+def _attention(rows: list[dict[str, Any]]) -> list[str]:
     """What a release engineer must look at: failures first, builds waiting for a worker, skipped smoke tests."""
     out = []
     for r in rows:
         where = f"{r['variant']} {r['arch']}"
-        if r["result"] not in ("success", "warnings") and not r["waiting"]:
+        if r["build_result"] not in OK and not r["waiting"]:
             out.append(f"{where}: {r['result'].upper()}" + (f": {r['state']}" if r["state"] else ""))
     for r in rows:
         if r["waiting"]:
@@ -84,12 +85,12 @@ def _attention(rows: list[dict]) -> list[str]:
     return out
 
 
-def _failed_steps(build: dict) -> list[str]:
+def _failed_steps(build: Build) -> list[str]:
     return [f"{s['name']}: {s.get('state_string', '')}" for s in build.get("steps") or []
-            if s.get("results") in _BAD]
+            if s.get("results") in BAD]
 
 
-def format_release(release: dict, children: list[dict], build_url: str, title: str,
+def format_release(release: Build, children: list[Build], build_url: str, title: str,
                    upload_url: str) -> tuple[str, str] | None:
     """(subject, body) of the mail for a finished release build; None when there is nothing to say.
 
@@ -101,18 +102,18 @@ def format_release(release: dict, children: list[dict], build_url: str, title: s
     results = release.get("results")
     rows = [child_row(c) for c in sorted(children, key=lambda c: (flatten(c.get("properties")).get("variant", ""),
                                                                   flatten(c.get("properties")).get("arch", "")))]
-    if not rows and results in _OK:
+    if not rows and results in OK:
         return None  # everything was already published: not a release, no mail
-    ok = sum(1 for r in rows if r["result"] in ("success", "warnings"))
+    ok = sum(1 for r in rows if r["build_result"] in OK)
     skipped = [f"{r['variant']} {r['arch']}" for r in rows if "skipped" in r["smoke"]]
     mode = _mode(props)
     name = _release_name(props)
-    status = statusToString(results).upper() if results is not None else "NOT FINISHED"
+    status = label(results).upper()
     subject = f"[{title}] {name}{f' ({mode})' if mode else ''}: {status}"
     if rows:
         subject += f", {ok}/{len(rows)} variant builds ok"
     else:
-        failed = [s["name"] for s in release.get("steps") or [] if s.get("results") in _BAD]
+        failed = [s["name"] for s in release.get("steps") or [] if s.get("results") in BAD]
         subject += " before any variant build" + (f" (at {failed[0]})" if failed else "")
     waiting = [r for r in rows if r["waiting"]]
     if waiting:
@@ -157,7 +158,7 @@ def format_release(release: dict, children: list[dict], build_url: str, title: s
     return subject, "\n".join(lines) + "\n"
 
 
-def format_variant(build: dict, builder: str, build_url: str, title: str,
+def format_variant(build: Build, builder: str, build_url: str, title: str,
                    release_url: str | None, failed_log: tuple[str, str] | None = None,
                    after_release: bool = False) -> tuple[str, str]:
     """(subject, body) of the mail for one variant × arch build that failed or had warnings.
@@ -195,7 +196,7 @@ def format_variant(build: dict, builder: str, build_url: str, title: str,
         if tail:
             lines += ["", f"Last lines of {failed_log[0]}:"] + [f"  | {line[:300]}" for line in tail]
     warn = [f"{s['name']}: {s.get('state_string', '')}" for s in build.get("steps") or []
-            if s.get("results") == WARNINGS]
+            if s.get("results") == Result.WARNINGS]
     if warn:
         lines.append("Warnings:")
         lines += [f"  - {s}" for s in warn]
@@ -206,20 +207,20 @@ def format_variant(build: dict, builder: str, build_url: str, title: str,
     return subject, "\n".join(lines) + "\n"
 
 
-def release_irc_line(release: dict, children: list[dict], build_url: str) -> str | None:
+def release_irc_line(release: Build, children: list[Build], build_url: str) -> str | None:
     """One IRC line for a finished release; None when it had nothing to build and succeeded."""
     props = flatten(release.get("properties"))
     results = release.get("results")
     rows = [child_row(c) for c in children]
-    if not rows and results in _OK:
+    if not rows and results in OK:
         return None
-    ok = sum(1 for r in rows if r["result"] in ("success", "warnings"))
+    ok = sum(1 for r in rows if r["build_result"] in OK)
     mode = _mode(props)
-    text = (f"{_release_name(props)} release {statusToString(results) if results is not None else 'unfinished'}"
+    text = (f"{_release_name(props)} release {label(results) if results is not None else 'unfinished'}"
             f"{f' ({mode})' if mode else ''}: ")
     text += f"{ok}/{len(rows)} variant builds ok" if rows else "before any variant build"
     bad = sorted(f"{r['variant']} {r['arch']}" for r in rows
-                 if r["result"] not in ("success", "warnings") and not r["waiting"])
+                 if r["build_result"] not in OK and not r["waiting"])
     waiting = sorted(f"{r['variant']} {r['arch']}" + (f" since {r['since']}" if r["since"] else "")
                      for r in rows if r["waiting"])
     skipped = sorted(f"{r['variant']}" for r in rows if "skipped" in r["smoke"])
@@ -234,7 +235,7 @@ def release_irc_line(release: dict, children: list[dict], build_url: str) -> str
     return f"{text} - {build_url}"
 
 
-def variant_irc_line(build: dict, builder: str, build_url: str, after_release: bool = False) -> str:
+def variant_irc_line(build: Build, builder: str, build_url: str, after_release: bool = False) -> str:
     props = flatten(build.get("properties"))
     state = build.get("state_string") or ""
     return (f"{props.get('variant', builder)} {props.get('arch', '')} {result_name(build)} for "
@@ -249,14 +250,14 @@ LOG_SCAN_LINES = 5000  # the end of a compile log: where its errors are
 
 
 @defer.inlineCallbacks
-def fetch_failure_log(master, build: dict):
+def fetch_failure_log(master: Any, build: Build) -> Generator[Any, Any, tuple[str, str] | None]:
     """(``step/log`` name, text of its last LOG_SCAN_LINES lines) of the first failed step, or None.
 
     Reads the stored log (Buildbot has already replaced secrets in it)
     through the database: a compile log is many MB, a mail wants its end.
     """
     for step in build.get("steps") or []:
-        if step.get("results") not in _BAD:
+        if step.get("results") not in BAD:
             continue
         logs = yield master.data.get(("steps", step["stepid"], "logs"))
         logs = [lg for lg in logs or [] if lg["type"] in ("s", "t") and lg["num_lines"]]
@@ -273,7 +274,7 @@ def fetch_failure_log(master, build: dict):
 
 
 @defer.inlineCallbacks
-def finished_release(master, build: dict):
+def finished_release(master: Any, build: Build) -> Generator[Any, Any, Build | None]:
     """The release build that triggered ``build`` if it had finished before ``build`` started, else None.
 
     Such a build waited for a worker of its arch after its release was
@@ -289,7 +290,7 @@ def finished_release(master, build: dict):
     if not tries:
         return None
     release = max(tries, key=lambda b: b["buildid"])
-    if not release["complete"] or release["results"] == RETRY:
+    if not release["complete"] or release["results"] == Result.RETRY:
         return None
     done, started = epoch(release.get("complete_at")), epoch(build.get("started_at"))
     return release if done is not None and started is not None and done <= started else None
@@ -312,7 +313,7 @@ class ReleaseFormatter(MessageFormatterBase):
         self.events = tuple(events)
 
     @defer.inlineCallbacks
-    def format_message_for_build(self, master, build, **kwargs):
+    def format_message_for_build(self, master: Any, build: Build, **kwargs: Any) -> Generator[Any, Any, Build]:
         url = rutils.getURLForBuild(master, build["builder"]["builderid"], build["number"])
         title = master.config.title
         if self.kind == RELEASE_KIND:
@@ -331,7 +332,7 @@ class ReleaseFormatter(MessageFormatterBase):
         subject, body = msg if msg else (None, None)
         return {"body": body, "subject": subject, "type": "plain", "extra_info": None}
 
-    def format_message_for_buildset(self, master, buildset, builds, **kwargs):
+    def format_message_for_buildset(self, master: Any, buildset: Build, builds: list[Build], **kwargs: Any) -> Any:
         raise NotImplementedError("release mails are per build")
 
 
@@ -339,7 +340,7 @@ class QuietBuildStatusGenerator(BuildStatusGenerator):
     """BuildStatusGenerator that sends nothing when the formatter had nothing to say."""
 
     @defer.inlineCallbacks
-    def generate(self, master, reporter, key, build):
+    def generate(self, master: Any, reporter: Any, key: Any, build: Build) -> Generator[Any, Any, Any]:
         report = yield super().generate(master, reporter, key, build)
         if report is None or report.get("body") is None:
             return None
@@ -380,7 +381,7 @@ class ReleaseIrcChannel(IRCChannel):
     """A channel that announces releases in one line (and variant problems), per the settings' events."""
 
     @defer.inlineCallbacks
-    def buildFinished(self, build, watched=False):
+    def buildFinished(self, build: Build, watched: bool = False) -> Generator[Any, Any, None]:
         svc = self.bot.parent  # the ReleaseIRC service: events and builder kinds
         builder = yield self.bot.getBuilder(builderid=build["builderid"])
         name = builder["name"]
@@ -414,10 +415,12 @@ class ReleaseIrcBot(IrcStatusBot):
 class ReleaseIRC(reporters.IRC):
     """Buildbot's IRC bot whose channels announce releases in one line each."""
 
-    def checkConfig(self, *args, release_events=(), release_builder=RELEASE, variant_builders=(), **kwargs):
+    def checkConfig(self, *args: Any, release_events: Iterable[str] = (), release_builder: str = RELEASE,
+                    variant_builders: Iterable[str] = (), **kwargs: Any) -> None:
         super().checkConfig(*args, **kwargs)
 
-    def reconfigService(self, *args, release_events=(), release_builder=RELEASE, variant_builders=(), **kwargs):
+    def reconfigService(self, *args: Any, release_events: Iterable[str] = (), release_builder: str = RELEASE,
+                        variant_builders: Iterable[str] = (), **kwargs: Any) -> Any:
         self.release_events = tuple(release_events)
         self.release_builder = release_builder
         self.variant_builders = frozenset(variant_builders)
@@ -458,7 +461,7 @@ def _secret(name: str) -> util.Secret | None:
     return util.Secret(name) if name else None
 
 
-def make_reporters(settings: Settings, catalog: Catalog | None = None) -> list:
+def make_reporters(settings: Settings, catalog: Catalog | None = None) -> list[Any]:
     """The ``services`` of the master: MailNotifier and/or IRC, as the settings' [notify] asks."""
     if catalog is None:
         from vllm_cpu_build.variants import load
@@ -468,7 +471,7 @@ def make_reporters(settings: Settings, catalog: Catalog | None = None) -> list:
     for problem in missing_secrets(settings):
         # Like the workers' passwords: checkconfig passes; Buildbot fails to render it at start.
         log.msg(f"vllm-cpu: WARNING {problem}; create it (mode 0600) before starting the master")
-    out: list = []
+    out: list[Any] = []
     if settings.notify.mail:
         generators = mail_generators(settings, variant_builders)
         out.append(reporters.MailNotifier(

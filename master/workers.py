@@ -12,7 +12,7 @@ from workers import registry
 # mostly wait for other builds, so they must not hold a real worker's slot.
 # A worker runs one build of a builder at a time, so several of them let
 # releases overlap (a release never waits for an arch without a worker, see
-# steps/release.py FanOut); how many is the setting master.local_workers.
+# steps/fan_out.py); how many is the setting master.local_workers.
 # Their names carry the master's name: in a multi-master cluster each master
 # has its own, and a worker name is connected to one master at a time.
 def local_worker_names(count: int, master_name: str = "master") -> list[str]:

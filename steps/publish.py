@@ -12,27 +12,31 @@ from __future__ import annotations
 
 import shutil
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Generator
 from pathlib import Path
 from typing import Any
 
 from buildbot.data import resultspec
 from buildbot.process import buildstep
-from buildbot.process.results import FAILURE, SKIPPED, SUCCESS, WARNINGS, statusToString
 from twisted.internet import defer, threads
 
 from farm import github_release
 from farm.report import flatten, row_from_properties
+from farm.states import FAILURE, OK, SKIPPED, SUCCESS, WARNINGS
+from steps.attached import Attached
 from steps.toolchain import ToolchainStep
 from vllm_cpu_build import index, published
+from vllm_cpu_build.published import PublishedWheel
 from vllm_cpu_build.results import ImageResult, Result
 from vllm_cpu_build.specs import final_version
 from vllm_cpu_build.variants import load
 
 PYPI_SIMPLE = "https://pypi.org/simple"
+# package -> (the version chosen on the index, its wheels, whether it is the package's newest release)
+Index = dict[str, tuple[str, list[PublishedWheel], bool]]
 
 
-def wanted_version(props) -> tuple[str, bool]:
+def wanted_version(props: Any) -> tuple[str, bool]:
     """(version to look for on the index, whether its highest .postN is wanted) from a build's properties.
 
     An explicit postfix names the exact version; ``use_highest_postfix`` only applies without one.
@@ -44,7 +48,7 @@ def wanted_version(props) -> tuple[str, bool]:
     return version, bool(props.getProperty("use_highest_postfix"))
 
 
-class GitHubRelease(buildstep.BuildStep):
+class GitHubRelease(Attached, buildstep.BuildStep):
     """Create or update the GitHub release of this version; attach its wheels (never twice)."""
 
     name = "github_release"
@@ -62,9 +66,9 @@ class GitHubRelease(buildstep.BuildStep):
         self.images = images  # (package, version) -> image references the images builder pushes
         super().__init__(**kwargs)
 
-    def _index(self, version: str, highest: bool) -> dict[str, tuple[str, list, bool]]:
+    def _index(self, version: str, highest: bool) -> Index:
         """package -> (chosen version, its wheels, whether it is the package's newest release); blocking."""
-        out = {}
+        out: Index = {}
         for pkg in self.packages_for(version):
             wheels = published.wheels(self.simple_url, pkg)
             versions = {w.version for w in wheels}
@@ -74,17 +78,19 @@ class GitHubRelease(buildstep.BuildStep):
         return out
 
     @defer.inlineCallbacks
-    def _build_of(self, package: str, arch: str, version: str, filename: str):
+    def _build_of(self, package: str, arch: str, version: str,
+                  filename: str) -> Generator[Any, Any, tuple[dict[str, Any] | None, str, str]]:
         """(properties, build URL, worker) of this master's newest good build that made ``filename``, or Nones."""
         try:
-            builder_id = yield self.master.data.updates.findBuilderId(self.builder_for(package, arch))
+            updates: Any = self.master.data.updates  # its methods are registered at run time, by resource type
+            builder_id = yield updates.findBuilderId(self.builder_for(package, arch))
         except Exception:
             return None, "", ""
         builds = yield self.master.data.get(("builders", builder_id, "builds"),
                                             filters=[resultspec.Filter("complete", "eq", [True])],
                                             order=["-buildid"], limit=50)
         for b in builds or []:
-            if b["results"] not in (SUCCESS, WARNINGS):
+            if b["results"] not in OK:  # a data-API integer: Result members are equal to it
                 continue
             raw = yield self.master.data.get(("builds", b["buildid"], "properties"))
             props = flatten(raw)
@@ -96,15 +102,15 @@ class GitHubRelease(buildstep.BuildStep):
         return None, "", ""
 
     @defer.inlineCallbacks
-    def _records(self, index: dict) -> Any:
-        records = []
+    def _records(self, index: Index) -> Generator[Any, Any, list[github_release.WheelRecord]]:
+        records: list[github_release.WheelRecord] = []
         for pkg, (chosen, wheels, _) in index.items():
             for w in wheels:
                 for arch in w.arches:
                     rec = github_release.WheelRecord(pkg, arch, w.filename, w.url, w.sha256, chosen)
                     props, url, worker = yield self._build_of(pkg, arch, chosen, w.filename)
                     if props:
-                        row = row_from_properties(props, statusToString(SUCCESS))
+                        row = row_from_properties(props, SUCCESS.label)
                         verify = (props.get("verify") or {}).get(w.filename, {})
                         smoke = (props.get("smoke") or {}).get(w.filename, {})
                         rec.isa, rec.verify = row["isa"], ("ok" if verify.get("ok") else row["verify"])
@@ -123,7 +129,7 @@ class GitHubRelease(buildstep.BuildStep):
                     records.append(rec)
         return records
 
-    def _download(self, records: list, dest: Path) -> list[Path]:
+    def _download(self, records: list[github_release.WheelRecord], dest: Path) -> list[Path]:
         """The wheels from the index (checked against its sha256), to attach; blocking."""
         paths, seen = [], set()
         for r in records:
@@ -138,7 +144,7 @@ class GitHubRelease(buildstep.BuildStep):
         return paths
 
     @defer.inlineCallbacks
-    def run(self):
+    def run(self) -> Generator[Any, Any, int]:
         version, highest = wanted_version(self)
         log = yield self.addLog("github")
         try:
@@ -182,17 +188,17 @@ class GitHubRelease(buildstep.BuildStep):
         return WARNINGS if result.conflicts else SUCCESS
 
 
-class QueueImages(buildstep.BuildStep):
+class QueueImages(Attached, buildstep.BuildStep):
     """Add one ``image`` step per package of the release (``variants`` restricts them)."""
 
     name = "images_to_build"
 
-    def __init__(self, packages_for: Callable[[str], list[str]], image_args: list, **kwargs: Any) -> None:
+    def __init__(self, packages_for: Callable[[str], list[str]], image_args: list[Any], **kwargs: Any) -> None:
         self.packages_for = packages_for  # version -> packages built for it (variants.json)
         self.image_args = image_args  # common arguments of every image step
         super().__init__(**kwargs)
 
-    def run(self):
+    def run(self) -> defer.Deferred[int]:
         version, highest = wanted_version(self)
         chosen = self.getProperty("variants") or []
         packages = [p for p in self.packages_for(str(self.getProperty("version"))) if not chosen or p in chosen]

@@ -12,8 +12,10 @@ from __future__ import annotations
 from typing import Any
 
 from buildbot.process import buildstep
-from buildbot.process.results import SUCCESS
 from twisted.internet import defer
+
+from farm.states import SUCCESS
+from steps.summary import BuildSummary
 
 
 def build_title(props: dict[str, Any]) -> str:
@@ -30,7 +32,7 @@ def build_title(props: dict[str, Any]) -> str:
     return title
 
 
-class BuildTitle(buildstep.BuildStep):
+class BuildTitle(BuildSummary, buildstep.BuildStep):
     """Hidden step: the build's title from its properties (version, postfix, variant, arch, mode)."""
 
     name = "title"
@@ -39,13 +41,7 @@ class BuildTitle(buildstep.BuildStep):
         kwargs.setdefault("hideStepIf", True)
         super().__init__(**kwargs)
 
-    def run(self):
+    def run(self) -> defer.Deferred[int]:
         names = ("version", "postfix", "variant", "arch", "dry_run", "skip_upload")
-        self.descriptionDone = build_title({n: self.getProperty(n) for n in names})
+        self.descriptionDone = self.build_summary = build_title({n: self.getProperty(n) for n in names})
         return defer.succeed(SUCCESS)
-
-    def getResultSummary(self) -> dict[str, str]:
-        summary = super().getResultSummary()
-        if self.descriptionDone:
-            summary["build"] = summary["step"]
-        return summary

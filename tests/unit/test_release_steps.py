@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 from unittest import mock
 
+from buildbot.interfaces import ITriggerableScheduler
 from buildbot.process.results import CANCELLED, FAILURE, RETRY, SKIPPED, SUCCESS, WARNINGS
 from buildbot.steps.trigger import Trigger
 from buildbot.test import fakedb
@@ -19,8 +20,9 @@ from buildbot.test.reactor import TestReactorMixin
 from buildbot.test.steps import TestBuildStepMixin
 from twisted.internet import defer
 from twisted.trial import unittest
+from zope.interface import implementer
 
-from farm import inputs, report
+from farm import decisions, inputs, report
 from farm.published import MissingBuild
 from steps import release
 
@@ -106,7 +108,7 @@ class TestChildren(ReleaseCase):
         assert arm["url"].endswith(f"#/buildrequests/{kids[1]['buildrequestid']}")
         assert report.release_summary(list(rows.values())) == (
             "1 of 2 variant builds ok, 1 waiting for an aarch64 worker since 2027-01-15 08:00 UTC")
-        assert report.release_results(list(rows.values())) == WARNINGS
+        assert decisions.release_result(map(report.child_of, kids)) == WARNINGS
 
     @defer.inlineCallbacks
     def test_a_connected_worker_means_queued_and_a_cancelled_request_is_not_waiting(self):
@@ -114,10 +116,11 @@ class TestChildren(ReleaseCase):
         yield self.child(ARM, "aarch64", started=False, results=None)
         yield self.child(X86, "x86_64", started=False, results=None, request_complete=True,
                          request_results=CANCELLED)
-        rows = {r["arch"]: r for r in map(report.child_row, (yield report.fetch_children(self.master, RELEASE_BUILD)))}
+        kids = yield report.fetch_children(self.master, RELEASE_BUILD)
+        rows = {r["arch"]: r for r in map(report.child_row, kids)}
         assert (rows["aarch64"]["result"], rows["aarch64"]["waiting"]) == ("queued", False)
         assert (rows["x86_64"]["result"], rows["x86_64"]["state"]) == ("cancelled", "cancelled before it started")
-        assert report.release_results(list(rows.values())) == FAILURE
+        assert decisions.release_result(map(report.child_of, kids)) == FAILURE
 
     @defer.inlineCallbacks
     def test_a_retried_build_waits_again_and_earlier_tries_of_the_release_count(self):
@@ -270,6 +273,59 @@ class TestFanOut(ReleaseCase):
         yield self.get_nth_step(0).interrupt("Master Shutdown")
         yield d
         assert not [k for k, _ in self.master.mq.productions if k[-1] == "cancel"]
+
+
+@implementer(ITriggerableScheduler)
+class Triggerable:
+    """A triggerable scheduler for the harness: each trigger queues one request of ``builderid`` in the database."""
+
+    def __init__(self, case: ReleaseCase, name: str, builderid: int) -> None:
+        self.case, self.name, self.builderid = case, name, builderid
+        self.calls: list[dict] = []
+
+    def trigger(self, waited_for, sourcestamps=None, set_props=None, parent_buildid=None, parent_relationship=None):
+        props = set_props.asDict()
+        self.calls.append({"waited_for": waited_for, "parent": parent_buildid, "props": props})
+        bsid, brid = next(self.case._ids), next(self.case._ids)
+        rows = [fakedb.Buildset(id=bsid, parent_buildid=parent_buildid), fakedb.SourceStamp(id=bsid),
+                fakedb.BuildsetSourceStamp(buildsetid=bsid, sourcestampid=bsid),
+                fakedb.BuildRequest(id=brid, buildsetid=bsid, builderid=self.builderid, submitted_at=SUBMITTED),
+                *bs_props(bsid, **{k: v for k, (v, _) in props.items()})]
+        ids = self.case.master.db.insert_test_data(rows)
+        return ids.addCallback(lambda _: (bsid, {self.builderid: brid})), defer.Deferred()
+
+
+class TestFanOutTriggers(ReleaseCase):
+    """Triggering is Buildbot's own Trigger step: the schedulers, the properties, a link per request."""
+
+    @defer.inlineCallbacks
+    def test_one_request_per_todo_entry_linked_once_and_waited_for(self):
+        sched = Triggerable(self, "build-vllm-cpu-x86_64", X86)
+        self.master.scheduler_manager = mock.Mock(namedServices={sched.name: sched})
+        self.master.mq.waitUntilEvent = lambda *a, **kw: defer.Deferred()  # Trigger's own result watch: unused
+        step = self.fan_out(todo=[{"variant": "vllm-cpu", "arch": "x86_64", "pythons": ["3.12"], "abi3": False}])
+        urls: list[str] = []
+        add_url = step.addURL
+        step.addURL = lambda name, url: (urls.append(url), add_url(name, url))[1]
+        self.expect_outcome(SUCCESS, "0.11.2: 1 of 1 variant build ok")
+        d = self.run_step()
+        self.reactor.advance(5)
+        assert not d.called, "a queued build whose worker is connected is waited for"
+        (call,) = sched.calls
+        assert call["waited_for"] is False and call["parent"] == RELEASE_BUILD
+        assert call["props"] == {"version": ("0.11.2", "Trigger"), "variant": ("vllm-cpu", "Trigger"),
+                                 "arch": ("x86_64", "Trigger"), "pythons": (["3.12"], "Trigger"),
+                                 "abi3": (False, "Trigger")}
+        brid = step.brids[0]
+        yield self.master.db.insert_test_data([
+            fakedb.Build(id=1990, buildrequestid=brid, builderid=X86, masterid=MASTER, workerid=13,
+                         results=SUCCESS, complete_at=SUBMITTED + 100),
+            *build_props(1990, variant="vllm-cpu", arch="x86_64", version="0.11.2")])
+        yield self.master.db.buildrequests.completeBuildRequests([brid], SUCCESS)
+        self.reactor.advance(5)
+        yield d
+        assert sorted(urls) == sorted(set(urls)), urls  # Trigger's link to the request is not repeated
+        assert sum("/buildrequests/" in u for u in urls) == 1 and sum("/builds/" in u for u in urls) == 1, urls
 
 
 class TestRebuildFailed(ReleaseCase):
