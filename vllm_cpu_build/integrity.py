@@ -1,13 +1,7 @@
 """The integrity checks of ``verify``: is the wheel a well-formed wheel of the package it names?
 
-  zip-crc    every member read to the end, so zipfile checks its CRC-32
-  record     RECORD present, lists every file but itself, every hash and size right
-  metadata   METADATA Name = the variant's package, Version PEP 440 without a
-             local part (PyPI refuses ``+cpu``), Requires-Python present, and the
-             filename/dist-info name and version agree with METADATA
-  tags       filename tags = WHEEL ``Tag:`` lines, every platform tag's arch and
-             every ELF's machine = --arch
-  twine      ``twine check --strict`` (README renders, metadata PyPI accepts)
+zip-crc, record, metadata, tags and twine, as ``vllm_cpu_build/verify.py``'s
+docstring lists them (the one place that says what each check does).
 """
 
 from __future__ import annotations
