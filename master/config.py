@@ -10,7 +10,7 @@ from buildbot.plugins import secrets, util
 from twisted.python import log
 
 from farm.settings import Master, Settings
-from master import builders, notify, schedulers, toolchain, workers, www
+from master import builders, notify, schedulers, singleton, toolchain, workers, www
 from master.tags import UpstreamTags
 from vllm_cpu_build import variants
 
@@ -24,6 +24,7 @@ def db_config(m: Master) -> dict:
 
 
 def build_config(settings: Settings, basedir: str | Path) -> dict:
+    singleton.claim(basedir)  # first: a second master on this basedir stops before anything else
     catalog = variants.load()
     entries = workers.load_entries(settings)
     # A real master keeps the tarball in its basedir; `checkconfig` of the

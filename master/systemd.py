@@ -65,6 +65,8 @@ ExecStart={_quote(str(buildbot), True)} start --nodaemon {_quote(str(basedir), T
 ExecReload=/bin/kill -HUP $MAINPID
 Restart=on-failure
 RestartSec=10
+# Exit 3: another master holds this basedir (master/singleton.py); restarting would not help.
+RestartPreventExitStatus=3
 # A master being stopped finishes writing its state; builds in progress are interrupted.
 TimeoutStopSec=120
 # Secrets and the database password stay private to the service user.

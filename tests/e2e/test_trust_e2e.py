@@ -23,7 +23,9 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 import time
+from pathlib import Path
 
 import pytest
 import requests
@@ -356,3 +358,27 @@ def test_unsigned_webhook_is_logged_without_the_secret(sandbox: Sandbox) -> None
     log = (sandbox.root / "master" / "twistd.log").read_text(errors="replace")
     assert "vllm-cpu webhook: refused: X-Hub-Signature-256 missing" in log
     assert sandbox.webhook_secret not in log
+
+
+# --------------------------------------------------------------------------- 6. a second master
+
+def test_a_second_master_on_the_live_basedir_refuses_and_changes_nothing(sandbox: Sandbox) -> None:
+    """``buildbot start --nodaemon`` again (as the systemd unit runs it): exit 3 at once, the live master intact."""
+    from master.singleton import EXIT_RUNNING
+
+    workers = sandbox.connected_workers()
+    masters = [(m["masterid"], m["active"]) for m in sandbox.api("masters")]
+    before = snapshot(sandbox)
+    live_pid = sandbox.procs["master"].pid
+    t0 = time.monotonic()
+    out = subprocess.run([str(Path(sys.executable).with_name("buildbot")), "start", "--nodaemon",
+                          str(sandbox.master_dir)], env=sandbox.env(), capture_output=True, text=True, timeout=300)
+    seconds = time.monotonic() - t0
+    assert out.returncode == EXIT_RUNNING, (out.returncode, out.stdout[-2000:], out.stderr[-2000:])
+    assert f"another master (pid {live_pid}) is running on {sandbox.master_dir.resolve()}" in out.stderr
+    print(f"\nsecond master refused in {seconds:.1f}s")
+    time.sleep(3)  # what a second master used to break, it broke within seconds
+    assert sandbox.connected_workers() == workers
+    assert [(m["masterid"], m["active"]) for m in sandbox.api("masters")] == masters
+    assert snapshot(sandbox) == before
+    assert sandbox.procs["master"].poll() is None

@@ -1,0 +1,46 @@
+"""``master.singleton``: one process per basedir lock, across reconfigs, released when the holder dies."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from master import singleton
+
+HOLD = """
+import sys, time
+sys.path.insert(0, {repo!r})
+from master import singleton
+singleton.lock({base!r})
+print("held", flush=True)
+time.sleep(60)
+"""
+
+
+def test_lock_is_per_process_and_released_with_it(tmp_path: Path) -> None:
+    repo = str(Path(__file__).resolve().parents[2])
+    holder = subprocess.Popen([sys.executable, "-c", HOLD.format(repo=repo, base=str(tmp_path))],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        with pytest.raises(singleton.AlreadyRunning, match=f"pid {holder.pid}"):
+            singleton.lock(tmp_path)
+        assert (tmp_path / singleton.LOCK_NAME).read_text().strip() == str(holder.pid)
+    finally:
+        holder.kill()
+        holder.wait()
+    # Killed (no clean-up ran): the kernel released its lock; this process takes it, twice (a reconfig).
+    fd = singleton.lock(tmp_path)
+    assert singleton.lock(tmp_path) == fd
+    assert (tmp_path / singleton.LOCK_NAME).stat().st_mode & 0o777 == 0o600
+    second = subprocess.run([sys.executable, "-c", HOLD.format(repo=repo, base=str(tmp_path))],
+                            capture_output=True, text=True, timeout=60)
+    assert second.returncode != 0 and "AlreadyRunning" in second.stderr
+
+
+def test_no_lock_without_a_running_reactor(tmp_path: Path) -> None:
+    singleton.claim(tmp_path / "elsewhere")  # checkconfig and unit tests: nothing taken, nothing written
+    assert not (tmp_path / "elsewhere").exists()
