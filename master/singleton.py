@@ -10,8 +10,8 @@ Buildbot opens the database: it takes a POSIX lock on
 ``<basedir>/master.lock`` that the process holds until it exits (the
 kernel drops it then, also after a crash or SIGKILL: no stale lock).  A
 second process finds it taken, says which pid holds it and exits with
-``EXIT_RUNNING`` at once.  ``checkconfig`` and the tests build the
-configuration with no running reactor and take no lock.
+``EXIT_RUNNING`` at once.  ``checkconfig``, ``upgrade-master`` and the
+tests build the configuration too, and take no lock.
 """
 
 from __future__ import annotations
@@ -55,12 +55,17 @@ def lock(basedir: str | Path) -> int:
     return fd
 
 
-def claim(basedir: str | Path) -> None:
-    """In a starting master (reactor running): take the lock or end this process with EXIT_RUNNING."""
-    from twisted.internet import reactor
+def starting_master(argv: list[str]) -> bool:
+    """Whether this process is a master being started: ``buildbot start`` (with or without
+    ``--nodaemon``) runs twistd on the basedir's ``buildbot.tac``; ``checkconfig`` and
+    ``upgrade-master`` load master.cfg too, in a reactor, but must take no lock."""
+    return "--python=buildbot.tac" in argv
 
-    if not getattr(reactor, "running", False):
-        return  # checkconfig, tests: no master is starting
+
+def claim(basedir: str | Path) -> None:
+    """In a starting master: take the lock or end this process with EXIT_RUNNING."""
+    if not starting_master(sys.argv):
+        return  # checkconfig, upgrade-master, tests: no master is starting
     try:
         lock(basedir)
     except AlreadyRunning as exc:

@@ -41,6 +41,11 @@ def test_lock_is_per_process_and_released_with_it(tmp_path: Path) -> None:
     assert second.returncode != 0 and "AlreadyRunning" in second.stderr
 
 
-def test_no_lock_without_a_running_reactor(tmp_path: Path) -> None:
-    singleton.claim(tmp_path / "elsewhere")  # checkconfig and unit tests: nothing taken, nothing written
-    assert not (tmp_path / "elsewhere").exists()
+def test_only_a_starting_master_takes_the_lock(tmp_path: Path) -> None:
+    assert singleton.starting_master(["twistd", "--no_save", "--nodaemon", "--logfile=twistd.log",
+                                      "--python=buildbot.tac", "--pidfile="])  # buildbot start --nodaemon
+    assert singleton.starting_master(["-c", "--no_save", "--logfile=twistd.log", "--python=buildbot.tac"])
+    assert not singleton.starting_master(["buildbot", "checkconfig", "master/master.cfg"])
+    assert not singleton.starting_master(["buildbot", "upgrade-master", "/srv/vllm-cpu/master"])
+    singleton.claim(tmp_path)  # pytest's argv: nothing taken, nothing written
+    assert not (tmp_path / singleton.LOCK_NAME).exists()
