@@ -27,7 +27,7 @@ from twisted.web import server
 from twisted.web.guard import BasicCredentialFactory
 
 from farm.settings import Settings
-from master import matrix, restfix, users
+from master import matrix, restfix, sessions, users
 from master.tags import UpstreamTags
 from master.webhook import TagWebhook
 from vllm_cpu_build import variants
@@ -99,11 +99,21 @@ class OpenAuth(_LimitsRequests, NoAuth):
 
 
 class UsersFileAuth(_LimitsRequests, TwistedICredAuthBase):
-    """HTTP basic login against the argon2 users file (no Digest: it needs the plain password)."""
+    """HTTP basic login against the argon2 users file (no Digest: it needs the plain password);
+    sessions are revocable (``master/sessions.py``)."""
 
-    def __init__(self, users_file: Path, max_request_bytes: int) -> None:
-        super().__init__([BasicCredentialFactory(b"buildbot")], [users.HashedUsersChecker(users_file)])
+    def __init__(self, users_file: Path, max_request_bytes: int, keys: sessions.SessionKeys | None = None) -> None:
+        self.keys = keys or sessions.SessionKeys(users_file)
+        super().__init__([BasicCredentialFactory(b"buildbot")], [users.HashedUsersChecker(users_file)],
+                         userInfoProvider=sessions.SessionInfo(self.keys))
         self.max_request_bytes = max_request_bytes
+
+    def reconfigAuth(self, master: Any, new_config: Any) -> None:
+        super().reconfigAuth(master, new_config)
+        self.keys.bind(master.basedir)
+
+    def getLogoutResource(self) -> Any:
+        return sessions.RevokingLogout(self.master, self.keys)
 
     def getConfigDict(self) -> dict[str, str]:
         return {"name": "login"}
@@ -149,8 +159,10 @@ def make_www(settings: Settings, tags: UpstreamTags | None = None, catalog: Cata
     else:  # like a missing secret: checkconfig before deployment passes; nobody can log in
         log.msg(f"vllm-cpu: www.users_file {w.users_file} missing; nobody can log in")
     # Reading stays public; forcing, stopping and rebuilding need a logged-in admin.
-    www["auth"] = UsersFileAuth(w.users_file, w.max_request_bytes)
-    www["authz"] = util.Authz(
+    keys = sessions.SessionKeys(w.users_file)
+    www["auth"] = UsersFileAuth(w.users_file, w.max_request_bytes, keys)
+    www["authz"] = sessions.SessionAuthz(
+        keys,
         allowRules=[util.AnyControlEndpointMatcher(role="admins")],
         roleMatchers=[util.RolesFromUsername(roles=["admins"], usernames=list(w.admins))],
     )

