@@ -14,6 +14,7 @@ message or log.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from pathlib import Path
@@ -84,6 +85,32 @@ class GitHubReleaseError(RuntimeError):
     """The release could not be made; the message says why (never the token)."""
 
 
+# Markdown's specials; "_" only where it could open or close emphasis (not inside a wheel name).
+_MD_SPECIAL = re.compile(r"([\\`*\[\]()<>|~]|(?<![A-Za-z0-9])_|_(?![A-Za-z0-9]))")
+
+
+def md_text(value: object) -> str:
+    """Text from a build or the index as one Markdown table cell: specials escaped, one line.
+
+    Worker results and index listings are not ours to trust: a smoke reason
+    must not become a link, an image or a new table row in the notes.
+    """
+    return _MD_SPECIAL.sub(r"\\\1", " ".join(str(value).split()))
+
+
+def md_code(value: object) -> str:
+    """A code span of untrusted text: no backtick to close it, no pipe to split the cell, one line."""
+    text = " ".join(str(value).replace("`", "'").split()).replace("|", "\\|")
+    return f"`{text}`" if text else "-"
+
+
+def md_link(label: object, url: str) -> str:
+    """``[label](url)``, the URL only when it is http(s) and cannot leave the parentheses."""
+    if not re.match(r"^https?://[^\s()<>]+$", url):
+        return md_text(label)
+    return f"[{md_text(label)}]({url})"
+
+
 def release_tag(version: str) -> str:
     return f"v{version}"
 
@@ -104,7 +131,7 @@ def release_notes(upstream_version: str, versions: dict[str, str], records: list
     top = max((Version(v) for v in versions.values()), default=Version(upstream_version))
     tag = release_tag(str(top))
     lines = [f"CPU builds of vLLM {upstream_version}"
-             + (f" (upstream tag `{upstream_tag}`)" if upstream_tag else "") + ", one package per CPU family.",
+             + (f" (upstream tag {md_code(upstream_tag)})" if upstream_tag else "") + ", one package per CPU family.",
              "Pick yours with `pip install vllm-cpu-detect && vllm-cpu-detect`.", "",
              "## Install", "", "| package | for CPUs | install |", "|---|---|---|"]
     for v in catalog.variants:
@@ -114,12 +141,13 @@ def release_notes(upstream_version: str, versions: dict[str, str], records: list
     lines += ["", "## Wheels", "", "| package | arch | wheel | ISA found | verify | smoke | sha256 |",
               "|---|---|---|---|---|---|---|"]
     for r in records:
-        wheel = f"[{r.filename}]({r.url})"
-        lines.append(f"| `{r.package}` | {r.arch} | {wheel} | {r.isa} | {r.verify} | {r.smoke} | `{r.sha256 or '-'}` |")
+        cells = [md_code(r.package), md_text(r.arch), md_link(r.filename, r.url), md_text(r.isa), md_text(r.verify),
+                 md_text(r.smoke), md_code(r.sha256 or "-")]
+        lines.append("| " + " | ".join(cells) + " |")
     if images:
         lines += ["", "## Container images", ""]
         for pkg, refs in images.items():
-            lines.append(f"- `{pkg}`: " + ", ".join(f"`{ref}`" for ref in refs))
+            lines.append(f"- {md_code(pkg)}: " + ", ".join(md_code(ref) for ref in refs))
     lines += ["", "## Provenance", "", "One record per wheel: the upstream source, the pinned ISA switches, what the "
               "audit found and the build that made it.", "", "```json",
               json.dumps([_provenance_entry(r) for r in records], indent=2, sort_keys=True),

@@ -43,6 +43,22 @@ class SettingsError(ValueError):
 def _url(where: str, value: str) -> None:
     if not re.match(r"^https?://", value):
         raise SettingsError(f"{where}: must be an http(s) URL, got {value!r}")
+    _no_credentials(where, value)
+
+
+def _no_credentials(where: str, value: str) -> None:
+    """URLs end up in changes, step command lines, logs and the matrix JSON: never with a user or password.
+
+    The error does not repeat the URL (it holds the secret)."""
+    from urllib.parse import urlsplit
+
+    try:
+        parts = urlsplit(value)
+    except ValueError:
+        return  # not a URL: the field's own check says so
+    if "@" in (parts.netloc or "") or parts.username or parts.password:
+        raise SettingsError(f"{where}: holds credentials (user:password@); they would show in logs and pages. "
+                            "Use a token secret (index tokens, github.token_secret) or a git credential helper")
 
 
 def _secret_name(where: str, value: str) -> None:
@@ -97,6 +113,7 @@ class Upstream:
         if self.recheck_attempts < 1:
             raise SettingsError("upstream.recheck_attempts: must be at least 1")
         _secret_name("upstream.webhook_secret", self.webhook_secret)
+        _no_credentials("upstream.url", self.url)
         if self.recheck_since:
             try:
                 Version(self.recheck_since)

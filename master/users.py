@@ -7,7 +7,8 @@ compares the typed password with the text after the colon, so a stolen
 file would be the passwords themselves: this module replaces it.
 
 ``python -m master users add NAME`` writes a line (prompting for the
-password, or reading it from stdin with ``--password-stdin``);
+password, or reading it from stdin with ``--password-stdin``; at least 12
+characters, no control characters);
 ``users convert`` hashes the plain-text lines of an old file in place.
 """
 
@@ -180,13 +181,35 @@ class HashedUsersChecker:
 # --------------------------------------------------------------------------- CLI
 
 
+MIN_PASSWORD, MAX_PASSWORD = 12, 1024
+
+
+def check_new_password(password: str) -> str:
+    """A new password, or UsersFileError saying what is wrong with it (never echoing it).
+
+    At least 12 characters (NIST SP 800-63B asks for 8 at least; these users
+    can start releases), at most 1024, no control characters: a stray ``\\r``
+    from a Windows editor or ``echo`` would otherwise become part of it.
+    """
+    if not password:
+        raise UsersFileError("empty password")
+    if len(password) < MIN_PASSWORD:
+        raise UsersFileError(f"password too short: {len(password)} characters, at least {MIN_PASSWORD}")
+    if len(password) > MAX_PASSWORD:
+        raise UsersFileError(f"password too long: at most {MAX_PASSWORD} characters")
+    if any(ord(c) < 32 or ord(c) == 127 for c in password):
+        raise UsersFileError("password holds a control character (a carriage return or tab?): type it again")
+    return password
+
+
 def _password(args: argparse.Namespace) -> str:
     if args.password_stdin:
-        return sys.stdin.readline().rstrip("\n")
+        # One line; its line ending (LF or CRLF) is not part of the password.
+        return check_new_password(sys.stdin.readline().removesuffix("\n").removesuffix("\r"))
     first = getpass.getpass(f"password for {args.name}: ")
     if first != getpass.getpass("again: "):
         raise UsersFileError("the passwords differ")
-    return first
+    return check_new_password(first)
 
 
 def _existing(path: Path) -> tuple[dict[str, str], dict[str, str], list[str]]:

@@ -258,6 +258,7 @@ def test_poisoning_does_not_skip_a_later_admin_release(prod: Sandbox) -> None:
     ({"branch": "refs/pull/1/head"}, "branch", "unknown field"),
     ({"revision": "deadbeef"}, "revision", "unknown field"),
     ({"priority": "high"}, "priority", "whole number"),
+    ({"priority": 10**30}, "priority", "whole number from"),
     ({"builderid": "release"}, "builderid", "no builder"),
     ({"builderid": 1.5}, "builderid", "no builder"),
     ({"builderid": True}, "builderid", "no builder"),
@@ -270,6 +271,26 @@ def test_force_types_are_strict(sandbox: Sandbox, params: dict, field: str, word
         params["builderid"] = sandbox.builder_id("release")
     r = sandbox.force(builder=None, **params)
     refused(r, 400, field, words)
+    assert snapshot(sandbox) == before
+
+
+def rpc(sb: Sandbox, path: str, method: str, **params) -> requests.Response:
+    body = {"jsonrpc": "2.0", "method": method, "id": 1, "params": params}
+    return requests.post(sb.web_url + "api/v2/" + path, json=body, timeout=60)
+
+
+def test_control_calls_buildbot_would_mishandle_are_refused(sandbox: Sandbox) -> None:
+    """Buildbot 4.3 answers these 500 or ``200 {"result": null}``: each is a 4xx naming the cause."""
+    before = snapshot(sandbox)
+    r = rpc(sandbox, "forceschedulers/release-tags", "force", **OK)  # a scheduler, not a force scheduler
+    refused(r, 404, None, "no force scheduler named 'release-tags'", "force-release")
+    for path, takes in (("forceschedulers/force-release", "it takes force"), ("builds/1", "it takes rebuild, stop"),
+                        ("buildrequests/1", "it takes cancel, set_priority"), ("schedulers/1", "it takes enable")):
+        r = rpc(sandbox, path, "frobnicate")
+        refused(r, 400, None, "unknown method 'frobnicate'", takes)
+        assert r.json()["error"]["code"] == -32601, (path, r.text)  # JSON-RPC's "method not found"
+    r = rpc(sandbox, "buildrequests/1", "set_priority", priority=10**30)
+    refused(r, 400, "priority", "whole number from")
     assert snapshot(sandbox) == before
 
 

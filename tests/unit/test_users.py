@@ -56,11 +56,22 @@ def test_add_convert_remove_keep_a_0600_file_of_argon2_hashes(tmp_path: Path) ->
 @pytest.mark.parametrize(("args", "stdin", "code", "words"), [
     (("add", "bad name", "--password-stdin"), "x\n", 2, "name 'bad name'"),
     (("add", "alice", "--password-stdin"), "\n", 2, "empty password"),
+    (("add", "alice", "--password-stdin"), "x\n", 2, "password too short: 1 characters, at least 12"),
+    (("add", "alice", "--password-stdin"), "correct\rhorse battery\n", 2, "control character"),
+    (("add", "alice", "--password-stdin"), "y" * 1025 + "\n", 2, "password too long"),
     (("remove", "nobody"), "", 2, "not in"),
-], ids=["bad-name", "empty-password", "unknown-user"])
+], ids=["bad-name", "empty-password", "one-character", "carriage-return-inside", "too-long", "unknown-user"])
 def test_cli_refuses_bad_input_naming_it(tmp_path: Path, args: tuple, stdin: str, code: int, words: str) -> None:
     out = cli("--file", str(tmp_path / "users"), *args, stdin=stdin)
     assert out.returncode == code and words in out.stderr, out.stderr
+
+
+def test_a_crlf_line_ending_is_not_part_of_the_password(tmp_path: Path) -> None:
+    f = tmp_path / "users"
+    out = cli("--file", str(f), "add", "alice", "--password-stdin", stdin="correct horse battery\r\n")
+    assert out.returncode == 0, out.stderr
+    assert users.verify(f, "alice", "correct horse battery")
+    assert not users.verify(f, "alice", "correct horse battery\r")
 
 
 def test_cli_help_and_missing_file_setting(tmp_path: Path) -> None:
