@@ -11,10 +11,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from vllm_cpu_build import published as index_view
 from vllm_cpu_build.index import IndexFile, list_index_files, wheel_covers
 
 __all__ = ["Build", "IndexFile", "Lister", "MissingBuild", "build_key", "filter_published", "list_index_files",
-           "missing_builds", "wheel_covers"]
+           "missing_builds", "on_index", "wheel_covers"]
 
 Build = dict[str, Any]  # a planned build: {"variant", "arch", "pythons", "abi3", ...} (``plan``'s JSON)
 Lister = Callable[[str, str], list[IndexFile]]  # (simple URL, project) -> its files in the index
@@ -106,4 +107,25 @@ def missing_builds(simple_url: str, releases: dict[str, str], applicable: Callab
             pythons = [] if b.get("abi3") else list(b.get("pythons") or [])
             out += [MissingBuild(version, tag, b["variant"], b["arch"], py) for py in pythons] or [
                 MissingBuild(version, tag, b["variant"], b["arch"])]
+    return out
+
+
+# package -> (the version chosen on the index, its wheels, whether it is the package's newest release)
+OnIndex = dict[str, tuple[str, list[index_view.PublishedWheel], bool]]
+
+
+def on_index(simple_url: str, packages: list[str], version: str, highest_post: bool = False,
+             lister: Lister = list_index_files) -> OnIndex:
+    """What the index has of ``version`` per package (``highest_post``: its highest ``.postN``).
+
+    A package without a wheel of that version is absent: the GitHub release
+    and the images are made only of what is there.  Blocking HTTP.
+    """
+    out: OnIndex = {}
+    for pkg in packages:
+        wheels = index_view.wheels(simple_url, pkg, lister)
+        versions = {w.version for w in wheels}
+        chosen = index_view.pick_version(versions, version, highest_post)
+        if chosen:
+            out[pkg] = (chosen, [w for w in wheels if w.version == chosen], index_view.is_newest(versions, chosen))
     return out

@@ -28,8 +28,8 @@ from farm.states import BuildState, Result, label
 from farm.texts import epoch, utc, waiting_text
 
 __all__ = ["Child", "Request", "child_of", "child_result", "child_row", "children", "epoch", "fetch_children",
-           "flatten", "format_table", "has_usable_worker", "release_summary", "result_name", "row_from_properties",
-           "tally", "utc", "waiting_text"]
+           "finished_release", "flatten", "format_table", "has_usable_worker", "parent_release", "release_summary",
+           "result_name", "row_from_properties", "tally", "utc", "waiting_text"]
 
 # A data-API request: (resource path, {field: value} equality filters).
 Request = tuple[tuple[Any, ...], dict[str, Any]]
@@ -253,3 +253,33 @@ def release_summary(rows: list[dict[str, Any]]) -> str:
         since = min((r["since"] for r in mine if r.get("since")), default="")
         parts.append(f"{len(mine)} waiting for an {arch} worker" + (f" since {since}" if since else ""))
     return ", ".join(parts)
+
+
+@defer.inlineCallbacks
+def parent_release(master: Any, buildrequestid: int) -> Generator[Any, Any, dict[str, Any] | None]:
+    """The newest try of the release build that requested ``buildrequestid``, or None (not a release's).
+
+    The newest try counts: a master restart re-runs the release.
+    """
+    br = yield master.data.get(("buildrequests", buildrequestid))
+    bs = (yield master.data.get(("buildsets", br["buildsetid"]))) if br else None
+    if not bs or not bs.get("parent_buildid"):
+        return None
+    parent = yield master.data.get(("builds", bs["parent_buildid"]))
+    tries = (yield master.data.get(("buildrequests", parent["buildrequestid"], "builds"))) if parent else None
+    return max(tries, key=lambda b: b["buildid"]) if tries else None
+
+
+@defer.inlineCallbacks
+def finished_release(master: Any, build: dict[str, Any]) -> Generator[Any, Any, dict[str, Any] | None]:
+    """The release build that triggered ``build`` if it had finished before ``build`` started, else None.
+
+    Such a build waited for a worker of its arch after its release was
+    reported ("waiting for an aarch64 worker"): it is announced on its own,
+    and publishes on its own (``steps.publish.late``).
+    """
+    release = yield parent_release(master, build["buildrequestid"])
+    if not release or not release["complete"] or release["results"] == Result.RETRY:
+        return None
+    done, started = epoch(release.get("complete_at")), epoch(build.get("started_at"))
+    return release if done is not None and started is not None and done <= started else None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 from pathlib import Path
+from typing import Any
 
 from buildbot.plugins import util
 from buildbot.process.factory import BuildFactory
@@ -11,13 +12,12 @@ from buildbot.process.results import SKIPPED
 from buildbot.steps.shell import ShellCommand
 from buildbot.steps.source.git import Git
 from buildbot.steps.transfer import FileDownload, StringDownload
-from buildbot.steps.trigger import Trigger
 
 from farm import published
 from farm.names import IMAGES_TRIGGER, RELEASE, builder_name
 from farm.settings import REPO_ROOT, Settings
 from master.tags import UpstreamTags
-from steps import publish, release, toolchain
+from steps import images, publish, release, toolchain
 from steps.title import BuildTitle
 from steps.trusted import TrustedBuild
 from vllm_cpu_build.variants import Variant, load
@@ -117,7 +117,7 @@ def release_factory(settings: Settings, tarball: Path, schedulers_for: dict[tupl
     f.addStep(release.FanOut(**go, alwaysUseLatest=False, schedulerNames=sorted(schedulers_for.values()),
                              scheduler_for=lambda variant, arch: schedulers_for[(variant, arch)],
                              common_props=RELEASE_PROPS))
-    f.addSteps(publish_steps(settings, go))
+    f.addSteps(publish_steps(settings, _publishing))
     return f
 
 
@@ -138,22 +138,23 @@ def _image_refs(repositories: tuple[str, ...], package: str, version: str) -> li
     return [f"{repo}:{tag}" for repo in repositories]
 
 
-def publish_steps(settings: Settings, go: dict) -> list:
-    """After the uploads (whatever fan_out's result: what is on the index is published): GitHub, images."""
+def publish_steps(settings: Settings, do_step_if: Any, **kwargs: Any) -> list:
+    """GitHub release and images from what the index has, when ``do_step_if``: after a release's
+    uploads (whatever fan_out's result), or after a variant build that uploaded after its release."""
     out: list = []
+    kwargs["doStepIf"] = do_step_if
     gh = settings.github
     if gh.enabled:
         out.append(publish.GitHubRelease(
             api_url=gh.api_url, repository=gh.repository, token=util.Secret(gh.token_secret),
             simple_url=settings.index.simple_url, torch_index_url=load().project["torch_index_url"],
             packages_for=_packages_for, builder_for=builder_name, attach_wheels=gh.attach_wheels,
-            images=image_refs(settings) if settings.images.enabled else None,
-            doStepIf=_publishing,
+            images=image_refs(settings) if settings.images.enabled else None, **kwargs,
         ))
     if settings.images.enabled:
-        out.append(Trigger(
-            name="trigger_images", schedulerNames=[IMAGES_TRIGGER], waitForFinish=False, alwaysUseLatest=True,
-            set_properties={p: util.Property(p) for p in IMAGES_PROPS}, doStepIf=_publishing,
+        out.append(images.TriggerImages(
+            packages_for=_packages_for, find=functools.partial(published.on_index, settings.index.simple_url),
+            schedulerNames=[IMAGES_TRIGGER], set_properties={p: util.Property(p) for p in IMAGES_PROPS}, **kwargs,
         ))
     return out
 
@@ -179,7 +180,8 @@ def images_factory(settings: Settings, tarball: Path) -> BuildFactory:
         f.addStep(StringDownload(util.Secret(im.auth_secret), workerdest="registry-auth.json", workdir=".",
                                  mode=0o600, name="registry_credentials", haltOnFailure=True))
         args += ["--authfile", "registry-auth.json"]
-    f.addStep(publish.QueueImages(packages_for=_packages_for, image_args=args))
+    f.addStep(images.QueueImages(packages_for=_packages_for, image_args=args,
+                                 find=functools.partial(published.on_index, settings.index.simple_url)))
     if im.auth_secret:
         f.addStep(ShellCommand(name="forget_credentials", command=["rm", "-f", "registry-auth.json"], workdir=".",
                                alwaysRun=True, logEnviron=False))
@@ -220,6 +222,9 @@ def variant_factory(settings: Settings, tarball: Path, variant: Variant, arch: s
         wheels=util.Property("wheels"), variant=pkg, repository_url=settings.index.upload_url,
         simple_url=settings.index.simple_url, username=settings.index.username, token=util.Secret(token_name),
     ))
+    # A build that waited for a worker after its release finished publishes on its own.
+    f.addSteps(publish_steps(settings, publish.uploaded_after_release,
+                             hideStepIf=lambda results, step: results == SKIPPED))
     return f
 
 

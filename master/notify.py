@@ -30,10 +30,9 @@ from twisted.python import log
 
 from farm.logscan import log_excerpt
 from farm.names import RELEASE, builder_name
-from farm.report import child_row, fetch_children, flatten, format_table, result_name
+from farm.report import child_row, fetch_children, finished_release, flatten, format_table, result_name
 from farm.settings import Settings
 from farm.states import BAD, OK, Result, label
-from farm.texts import epoch
 from vllm_cpu_build.variants import Catalog
 
 RELEASE_KIND, VARIANT_KIND = "release", "variant"
@@ -271,29 +270,6 @@ def fetch_failure_log(master: Any, build: Build) -> Generator[Any, Any, tuple[st
             text = "\n".join(line[1:] for line in text.split("\n"))
         return f"{step['name']}/{chosen['name']}", text
     return None
-
-
-@defer.inlineCallbacks
-def finished_release(master: Any, build: Build) -> Generator[Any, Any, Build | None]:
-    """The release build that triggered ``build`` if it had finished before ``build`` started, else None.
-
-    Such a build waited for a worker of its arch after its release was
-    reported ("waiting for an aarch64 worker"): it is announced on its own.
-    The newest try of the release counts (a master restart re-runs it).
-    """
-    br = yield master.data.get(("buildrequests", build["buildrequestid"]))
-    bs = (yield master.data.get(("buildsets", br["buildsetid"]))) if br else None
-    if not bs or not bs.get("parent_buildid"):
-        return None
-    parent = yield master.data.get(("builds", bs["parent_buildid"]))
-    tries = (yield master.data.get(("buildrequests", parent["buildrequestid"], "builds"))) if parent else None
-    if not tries:
-        return None
-    release = max(tries, key=lambda b: b["buildid"])
-    if not release["complete"] or release["results"] == Result.RETRY:
-        return None
-    done, started = epoch(release.get("complete_at")), epoch(build.get("started_at"))
-    return release if done is not None and started is not None and done <= started else None
 
 
 class ReleaseFormatter(MessageFormatterBase):

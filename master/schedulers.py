@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 
 from buildbot.plugins import changes, schedulers, util
@@ -18,6 +19,7 @@ from buildbot.schedulers.forcesched import (
 )
 from twisted.internet import defer, threads
 
+from farm import published
 from farm.names import IMAGES, IMAGES_TRIGGER, RECHECK, RELEASE, builder_name, trigger_name
 from farm.settings import Settings
 from master.tags import UpstreamTags
@@ -238,6 +240,38 @@ class ReleaseForceScheduler(StrictForceScheduler):
         return results[0]
 
 
+class ImagesForceScheduler(StrictForceScheduler):
+    """The images form: refuses a version the index has no wheel of (no build that would push nothing)."""
+
+    def checkConfig(self, builderNames, packages_for=None, find=None, **kwargs):
+        super().checkConfig(builderNames, **kwargs)
+
+    def reconfigService(self, builderNames, packages_for=None, find=None, **kwargs):
+        self.packages_for = packages_for  # version -> packages built for it (variants.json)
+        self.find = find  # (packages, version, highest .postN) -> package -> version on the index
+        return super().reconfigService(builderNames, **kwargs)
+
+    @defer.inlineCallbacks
+    def validate(self, kwargs: dict):
+        props = yield super().validate(kwargs)
+        if self.find is None or self.packages_for is None:
+            return props
+        version, chosen = props.getProperty("version"), props.getProperty("variants") or []
+        highest = bool(props.getProperty("use_highest_postfix"))
+        packages = [p for p in self.packages_for(version) if not chosen or p in chosen]
+        if not packages:
+            raise CollectedValidationError({"variants": f"none of {', '.join(chosen)} is built for {version}"})
+        try:
+            found = yield threads.deferToThread(self.find, packages, version, highest)
+        except Exception as exc:
+            raise CollectedValidationError({"version": f"cannot read the index: {exc}"}) from None
+        if not found:
+            post = " or a .postN of it" if highest else ""
+            raise CollectedValidationError({"version": f"the index has no wheel of {version}{post} for "
+                                                       f"{', '.join(packages)}: no image to build"})
+        return props
+
+
 # One line of help per field of the force form (the "?" next to its label in the web UI).
 FORCE_HELP = {
     "reason": "Why: shown with the build, in the release mail and on IRC.",
@@ -294,12 +328,13 @@ def make_force(settings: Settings, catalog: Catalog, tags: UpstreamTags) -> Rele
     )
 
 
-def make_images_force(catalog: Catalog) -> StrictForceScheduler:
+def make_images_force(catalog: Catalog, find: Callable | None = None) -> StrictForceScheduler:
     """Rebuild and push the images of one version (e.g. after a .postN re-release), without a release."""
     names = catalog.names()
-    return StrictForceScheduler(
+    return ImagesForceScheduler(
         name="force-images", builderNames=[IMAGES], buttonName="Build images",
         label="Build and push the runtime images of a published version",
+        packages_for=lambda version: [v.package for v in catalog.for_release(version)], find=find,
         priority=util.IntParameter(name="priority", default=0, hide=True),
         reason=util.StringParameter(name="reason", label="Reason", default="manual images", size=40, maxsize=500,
                                     tooltip=FORCE_HELP["reason"]),
@@ -327,7 +362,8 @@ def make_schedulers(settings: Settings, catalog: Catalog, tags: UpstreamTags) ->
                              label="Re-check upstream tags against the index", properties=[]),
     ]
     if settings.images.enabled:
-        out += [schedulers.Triggerable(name=IMAGES_TRIGGER, builderNames=[IMAGES]), make_images_force(catalog)]
+        out += [schedulers.Triggerable(name=IMAGES_TRIGGER, builderNames=[IMAGES]), make_images_force(
+            catalog, functools.partial(published.on_index, settings.index.simple_url))]
     if settings.upstream.recheck_interval:
         out.append(schedulers.Periodic(name="recheck-periodic", builderNames=[RECHECK],
                                        periodicBuildTimer=settings.upstream.recheck_interval))

@@ -1,11 +1,13 @@
-"""After a release's uploads: the GitHub release and the runtime images.
+"""After a release's uploads: the GitHub release.
 
 ``GitHubRelease`` (master side, in the ``release`` builder after ``fan_out``)
 makes or updates the version's GitHub release from what the index holds and
-what this master's variant builds recorded.  ``QueueImages`` + ``BuildImage``
-are the ``images`` builder: one ``vllm-cpu-build image`` per package on a
-worker with buildah.  With ``use_highest_postfix`` both use the highest
-``.postN`` the index has of the version (``0.12.0`` -> ``0.12.0.post3``).
+what this master's variant builds recorded.  With ``use_highest_postfix`` it
+uses the highest ``.postN`` the index has of the version (``0.12.0`` ->
+``0.12.0.post3``).  A variant build that uploads after its release has
+finished (it waited for a worker of its arch) runs the same steps itself
+(``uploaded_after_release``), so the release and the images follow what
+was really published.
 """
 
 from __future__ import annotations
@@ -21,19 +23,16 @@ from buildbot.process import buildstep
 from twisted.internet import defer, threads
 
 from farm import github_release
-from farm.report import flatten, row_from_properties
+from farm.published import OnIndex, on_index
+from farm.report import finished_release, flatten, row_from_properties
 from farm.states import FAILURE, OK, SKIPPED, SUCCESS, WARNINGS
 from steps.attached import Attached
-from steps.toolchain import ToolchainStep
-from vllm_cpu_build import index, published
-from vllm_cpu_build.published import PublishedWheel
-from vllm_cpu_build.results import ImageResult, Result
+from vllm_cpu_build import index
 from vllm_cpu_build.specs import final_version
 from vllm_cpu_build.variants import load
 
 PYPI_SIMPLE = "https://pypi.org/simple"
-# package -> (the version chosen on the index, its wheels, whether it is the package's newest release)
-Index = dict[str, tuple[str, list[PublishedWheel], bool]]
+Index = OnIndex
 
 
 def wanted_version(props: Any) -> tuple[str, bool]:
@@ -68,14 +67,7 @@ class GitHubRelease(Attached, buildstep.BuildStep):
 
     def _index(self, version: str, highest: bool) -> Index:
         """package -> (chosen version, its wheels, whether it is the package's newest release); blocking."""
-        out: Index = {}
-        for pkg in self.packages_for(version):
-            wheels = published.wheels(self.simple_url, pkg)
-            versions = {w.version for w in wheels}
-            chosen = published.pick_version(versions, version, highest)
-            if chosen:
-                out[pkg] = (chosen, [w for w in wheels if w.version == chosen], published.is_newest(versions, chosen))
-        return out
+        return on_index(self.simple_url, self.packages_for(version), version, highest)
 
     @defer.inlineCallbacks
     def _build_of(self, package: str, arch: str, version: str,
@@ -188,59 +180,16 @@ class GitHubRelease(Attached, buildstep.BuildStep):
         return WARNINGS if result.conflicts else SUCCESS
 
 
-class QueueImages(Attached, buildstep.BuildStep):
-    """Add one ``image`` step per package of the release (``variants`` restricts them)."""
+@defer.inlineCallbacks
+def uploaded_after_release(step: Attached) -> Generator[Any, Any, bool]:
+    """``doStepIf`` of a variant build's publish steps: it uploaded, and its release had already finished.
 
-    name = "images_to_build"
-
-    def __init__(self, packages_for: Callable[[str], list[str]], image_args: list[Any], **kwargs: Any) -> None:
-        self.packages_for = packages_for  # version -> packages built for it (variants.json)
-        self.image_args = image_args  # common arguments of every image step
-        super().__init__(**kwargs)
-
-    def run(self) -> defer.Deferred[int]:
-        version, highest = wanted_version(self)
-        chosen = self.getProperty("variants") or []
-        packages = [p for p in self.packages_for(str(self.getProperty("version"))) if not chosen or p in chosen]
-        if not packages:
-            self.descriptionDone = f"no package is built for {version}"
-            return defer.succeed(SKIPPED)
-        args = ["--version", version, *(["--highest-postfix"] if highest else []), *self.image_args]
-        self.build.addStepsAfterCurrentStep([BuildImage(package=p, cli_args=list(args)) for p in packages])
-        self.descriptionDone = f"{len(packages)} image(s) of {version}" + (" (highest .postN)" if highest else "")
-        return defer.succeed(SUCCESS)
-
-
-class BuildImage(ToolchainStep):
-    """``image``: build one package's image (every published arch) and push its tags; sets ``images``."""
-
-    subcommand = "image"
-    result_type = ImageResult
-
-    def __init__(self, package: str, **kwargs: Any) -> None:
-        self.package = package
-        kwargs.setdefault("name", f"image_{package}"[:50])
-        kwargs.setdefault("haltOnFailure", False)  # one package's failure does not stop the others
-        super().__init__(**kwargs)
-
-    def command_args(self) -> list[str]:
-        return ["--package", self.package, *super().command_args()]
-
-    def failure_text(self, rc: int, result: Result | None) -> str:
-        return f"{self.package}: " + super().failure_text(rc, result)
-
-    def interpret(self, rc: int, result: ImageResult) -> int:
-        if rc != result.exit_code:
-            self.descriptionDone = self.failure_text(rc, None)
-            return FAILURE
-        if result.status == "nothing_published":
-            self.descriptionDone = f"{self.package}: skipped: {result.reason}"[:200]
-            return WARNINGS
-        refs = [p.ref for p in result.pushed]
-        images = dict(self.getProperty("images") or {})
-        images[self.package] = refs
-        self.setProperty("images", images, "image")
-        repos = len(refs) // max(len(result.tags), 1)
-        self.descriptionDone = (f"{self.package} {result.version} ({', '.join(result.arches)}): pushed "
-                                f"{', '.join(result.tags)} to {repos} repositories")[:200]
-        return SUCCESS
+    While the release runs, its own publish steps (after ``fan_out``) see
+    this build's wheels on the index; once it has finished, nothing else
+    would: the late build updates the GitHub release and triggers its image.
+    """
+    if step.getProperty("dry_run") or step.getProperty("skip_upload") or not step.getProperty("uploaded"):
+        return False
+    build = yield step.master.data.get(("builds", step.build.buildid))
+    release = yield finished_release(step.master, build) if build else None
+    return release is not None

