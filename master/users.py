@@ -156,7 +156,8 @@ class HashedUsersChecker:
     """Twisted cred checker for HTTP basic auth against the users file.
 
     The file is read at every login, so ``users add`` takes effect without a
-    reconfig; argon2 runs in a thread, away from the reactor.
+    reconfig; argon2 runs in threads of its own (``loginlimit.hash_pool``),
+    away from the reactor and from the pool that encodes REST answers.
     """
 
     credentialInterfaces = (IUsernamePassword,)
@@ -175,7 +176,11 @@ class HashedUsersChecker:
                 raise UnauthorizedLogin()
             return credentials.username
 
-        return threads.deferToThread(check)
+        from twisted.internet import reactor
+
+        from master.loginlimit import hash_pool
+
+        return threads.deferToThreadPool(reactor, hash_pool(), check)
 
 
 # --------------------------------------------------------------------------- CLI

@@ -21,13 +21,14 @@ from typing import Any
 
 from buildbot import config
 from buildbot.plugins import util
-from buildbot.www.auth import NoAuth, TwistedICredAuthBase
+from buildbot.www.auth import AuthRealm, NoAuth, TwistedICredAuthBase
+from twisted.cred.portal import Portal
 from twisted.python import log
 from twisted.web import server
 from twisted.web.guard import BasicCredentialFactory
 
 from farm.settings import Settings
-from master import matrix, restfix, rpcguard, sessions, users
+from master import loginlimit, matrix, restfix, rpcguard, sessions, users
 from master.tags import UpstreamTags
 from master.webhook import TagWebhook
 from vllm_cpu_build import variants
@@ -107,6 +108,7 @@ class UsersFileAuth(_LimitsRequests, TwistedICredAuthBase):
         super().__init__([BasicCredentialFactory(b"buildbot")], [users.HashedUsersChecker(users_file)],
                          userInfoProvider=sessions.SessionInfo(self.keys))
         self.max_request_bytes = max_request_bytes
+        self.limiter = loginlimit.FailureLimiter()
 
     def reconfigAuth(self, master: Any, new_config: Any) -> None:
         super().reconfigAuth(master, new_config)
@@ -114,6 +116,11 @@ class UsersFileAuth(_LimitsRequests, TwistedICredAuthBase):
 
     def getLogoutResource(self) -> Any:
         return sessions.RevokingLogout(self.master, self.keys)
+
+    def getLoginResource(self) -> Any:
+        # Buildbot's basic-auth login behind the per-client failure limit (one limiter per config).
+        return loginlimit.LimitedLogin(Portal(AuthRealm(self.master, self), self.checkers),
+                                       self.credentialFactories, self.limiter)
 
     def getConfigDict(self) -> dict[str, str]:
         return {"name": "login"}
