@@ -24,7 +24,7 @@ def db_config(m: Master) -> dict:
 
 
 def build_config(settings: Settings, basedir: str | Path) -> dict:
-    singleton.claim(basedir)  # first: a second master on this basedir stops before anything else
+    singleton.claim(basedir, settings.master)  # first: a second master stops before anything else
     catalog = variants.load()
     entries = workers.load_entries(settings)
     # A real master keeps the tarball in its basedir; `checkconfig` of the

@@ -23,6 +23,8 @@ from pathlib import Path
 
 from twisted.python import log
 
+from farm.settings import Master
+
 LOCK_NAME = "master.lock"
 EXIT_RUNNING = 3  # another master runs on this basedir (documented in master/README.md)
 # (lock path, fd) of this process: on the ``sys`` module, because a reconfig re-imports ``master.*``
@@ -62,14 +64,64 @@ def starting_master(argv: list[str]) -> bool:
     return "--python=buildbot.tac" in argv
 
 
-def claim(basedir: str | Path) -> None:
-    """In a starting master: take the lock or end this process with EXIT_RUNNING."""
+def name_in_use(master: Master, basedir: str | Path, fresh: float = 180.0) -> str | None:
+    """On a shared database (multi-master): the Buildbot name of another live master whose in-process
+    workers carry ``[master] name`` (``<name>-local-N``), or None.
+
+    Two masters with one name would fight over those workers (a worker
+    connects to one master at a time).  "Live": active, and seen within
+    ``fresh`` seconds (Buildbot refreshes ``last_active`` every minute), so a
+    crashed master's leftover row does not block its replacement.
+    """
+    import socket
+    import time
+
+    from sqlalchemy import create_engine, text
+
+    from master.workers import local_worker_names
+
+    own = f"{socket.getfqdn()}:{os.path.abspath(basedir)}"  # Buildbot's name for this master
+    args: dict[str, str] = {}
+    if master.db_password_secret:
+        args["password"] = (master.secrets_dir / master.db_password_secret).read_text().strip()
+    engine = create_engine(master.db_url, connect_args=args)
+    names = local_worker_names(master.local_workers, master.name)
+    query = text("SELECT m.name FROM masters m JOIN connected_workers c ON c.masterid = m.id "
+                 "JOIN workers w ON w.id = c.workerid "
+                 "WHERE m.active = 1 AND m.last_active > :since AND m.name != :own AND w.name = :worker")
+    try:
+        with engine.connect() as conn:
+            for worker in names:
+                row = conn.execute(query, {"since": int(time.time() - fresh), "own": own, "worker": worker}).first()
+                if row:
+                    return str(row[0])
+    finally:
+        engine.dispose()
+    return None
+
+
+def claim(basedir: str | Path, master: Master | None = None) -> None:
+    """In a starting master: take the basedir lock, and on a shared database make sure no live master
+    has this ``[master] name``; otherwise end this process with EXIT_RUNNING."""
     if not starting_master(sys.argv):
         return  # checkconfig, upgrade-master, tests: no master is starting
     try:
         lock(basedir)
+        if master is not None and master.mq_router_url:
+            other = _name_in_use_or_none(master, basedir)
+            if other:
+                raise AlreadyRunning(f"[master] name {master.name!r} is in use by the live master {other} on the "
+                                     "shared database: give this master another name")
     except AlreadyRunning as exc:
         msg = f"vllm-cpu: refusing to start: {exc}"
         log.msg(msg)  # twistd.log
         os.write(2, (msg + "\n").encode())  # the console or journal: twistd has replaced sys.stderr
         os._exit(EXIT_RUNNING)  # nothing to clean up yet; reactor.stop() would exit 0
+
+
+def _name_in_use_or_none(master: Master, basedir: str | Path) -> str | None:
+    try:
+        return name_in_use(master, basedir)
+    except Exception as exc:  # a new database without tables, or unreachable: Buildbot itself says so next
+        log.msg(f"vllm-cpu: could not check [master] name {master.name!r} on the database: {exc}")
+        return None

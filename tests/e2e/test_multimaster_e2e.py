@@ -158,7 +158,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory, postgres: PostgresCluster)
         until(built, 600, "a's release build and its variant build on b to finish")
         seconds = time.monotonic() - t0
         print(f"\nmulti-master: force on a -> release done with b's worker: {seconds:.0f}s")
-        yield {"a": a, "b": b, "release": release, "seconds": seconds, "basedir": basedir}
+        yield {"a": a, "b": b, "release": release, "seconds": seconds, "basedir": basedir, "env": menv, "root": root}
     finally:
         for name in ("worker", "b", "a", "crossbar"):
             p = procs.get(name)
@@ -201,3 +201,24 @@ def test_both_masters_show_the_same_builds(cluster: dict) -> None:
     for sb in (a, b):
         r = requests.get(sb.web_url, timeout=30)
         assert r.status_code == 200 and "buildbot" in r.text.lower()
+
+
+def test_a_third_master_with_a_live_name_refuses(cluster: dict) -> None:
+    """Master a's settings (``[master] name = "a"``) on a new basedir: it names the live a and exits 3,
+    before it touches the shared database."""
+    from master.singleton import EXIT_RUNNING
+
+    a = cluster["a"]
+    before = sorted((m["masterid"], m["active"]) for m in a.api("masters"))
+    builds = [(x["buildid"], x["complete"]) for x in a.api("builds", order="buildid")]
+    base = cluster["root"] / "master-a-again"
+    env = cluster["env"]["a"]
+    subprocess.run([str(BIN / "buildbot"), "create-master", "-q", "-r", "--db", "sqlite://", "--config",
+                    str(REPO / "master" / "master.cfg"), str(base)], check=True, env=env, timeout=120)
+    out = subprocess.run([str(BIN / "buildbot"), "start", "--nodaemon", str(base)], env=env, capture_output=True,
+                         text=True, timeout=300)
+    assert out.returncode == EXIT_RUNNING, (out.returncode, out.stderr[-2000:])
+    live_a = str(cluster["basedir"]["a"])
+    assert "[master] name 'a' is in use by the live master" in out.stderr and live_a in out.stderr, out.stderr
+    assert sorted((m["masterid"], m["active"]) for m in a.api("masters")) == before
+    assert [(x["buildid"], x["complete"]) for x in a.api("builds", order="buildid")] == builds
