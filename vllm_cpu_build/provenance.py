@@ -36,8 +36,8 @@ from vllm_cpu_build.enums import Arch, BuildEnvKind, FloorStatus, RunnerKind, Sm
 from vllm_cpu_build.files import sha256_of
 
 __all__ = ["MEMBER", "SCHEMA", "SUFFIX", "BuildEnvInfo", "BuildInfo", "CheckVerdict", "Digest", "FloorCheck",
-           "ModuleSize", "Platform", "ProvenanceError", "Record", "RunnerInfo", "RustFrontend", "SmokeSection", "Source", "Strip",
-           "Torch", "VariantInfo", "VerifySection", "add_section", "beside", "dumps", "member_name", "parse",
+           "ModuleSize", "Platform", "ProvenanceError", "Record", "RunnerInfo", "RustFrontend", "SmokeSection",
+           "Source", "Strip", "Torch", "VariantInfo", "VerifySection", "add_section", "beside", "dumps", "member_name", "parse",
            "sha256", "write_beside"]
 
 SCHEMA = 1
