@@ -37,8 +37,8 @@ from vllm_cpu_build.files import sha256_of
 
 __all__ = ["MEMBER", "SCHEMA", "SUFFIX", "BuildEnvInfo", "BuildInfo", "CheckVerdict", "Digest", "FloorCheck",
            "ModuleSize", "Platform", "ProvenanceError", "Record", "RunnerInfo", "RustFrontend", "SmokeSection",
-           "Source", "Strip", "Torch", "VariantInfo", "VerifySection", "add_section", "beside", "dumps", "member_name", "parse",
-           "sha256", "write_beside"]
+           "Source", "Strip", "Torch", "VariantInfo", "VerifySection", "add_section", "beside", "dumps", "member_name",
+           "parse", "sha256", "write_beside"]
 
 SCHEMA = 1
 MEMBER = "vllm_cpu_build.json"  # inside the .dist-info directory
