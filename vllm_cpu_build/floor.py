@@ -142,7 +142,12 @@ def _demangle(name: str) -> str:
     return r.stdout.strip() or name
 
 
-def python_line(stderr: str) -> str | None:
-    """The innermost Python frame faulthandler printed ("File ..., line N in f"), if any."""
-    m = re.search(r"Fatal Python error: Illegal instruction.*?\n\s+(File .*?)\n", stderr, re.S)
-    return m[1].strip() if m else None
+def python_line(stderr: str, script: str = "") -> str | None:
+    """The innermost Python frame faulthandler printed; for the ``-c`` ``script``, its source line."""
+    m = re.search(r"Fatal Python error: Illegal instruction.*?\n\s+File \"(.*?)\", line (\d+) in (\S+)", stderr, re.S)
+    if m is None:
+        return None
+    lines = script.splitlines()
+    if m[1] == "<string>" and 0 < int(m[2]) <= len(lines):
+        return f"line {m[2]}: {lines[int(m[2]) - 1].strip()}"
+    return f"{m[1]}, line {m[2]} in {m[3]}"

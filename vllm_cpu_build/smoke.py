@@ -379,8 +379,9 @@ def _died(r: subprocess.CompletedProcess[str], what: str, venv: _Venv | None = N
         fault = floor.find_fault(emu.log, venv.tmp) if venv is not None else None
         text = fault.describe(venv.site if venv is not None else None) if fault else \
             "killed by SIGILL (QEMU's log names no faulting instruction)"
-        line = floor.python_line(r.stderr)
-        return f"{text}{f' (Python: {line})' if line else ''}: {emu.cpu} lacks it"
+        args = [str(a) for a in r.args]
+        line = floor.python_line(r.stderr, args[args.index("-c") + 1] if "-c" in args[:-1] else "")
+        return f"{text}, which {emu.cpu} lacks" + (f"; Python at {line}" if line else "")
     if r.returncode < 0:
         sig = signal.Signals(-r.returncode).name
         return f"the wheel's code was killed by {sig}" + (
