@@ -44,6 +44,7 @@ class WheelRecord:
     isa: str = "-"
     verify: str = "-"
     smoke: str = "-"
+    floor: str = "-"  # the smoke on the package's oldest CPU: "Haswell-v4: passed", "native only"
     build_url: str = ""
     # What the build recorded: upstream tag/commit, checks, build link, and the record's digest
     # (vllm_cpu_build.provenance.Digest: torch, torch_matches, platform, compiler).
@@ -111,11 +112,14 @@ def release_notes(upstream_version: str, versions: dict[str, str], records: list
         if v.package in versions:
             cmd = install_command(v.package, versions[v.package], torch_index_url, index_url)
             lines.append(f"| `{v.package}` | {v.target_cpus} | `{cmd}` |")
-    lines += ["", "## Wheels", "", "| package | arch | wheel | ISA found | verify | smoke | sha256 |",
-              "|---|---|---|---|---|---|---|"]
+    lines += ["", "## Wheels", "", "Floor: the smoke test again on the oldest CPU the package promises (emulated "
+              "with QEMU; \"native only\" where QEMU cannot be that CPU).", "",
+              "| package | arch | wheel | ISA found | verify | smoke | floor | sha256 |",
+              "|---|---|---|---|---|---|---|---|"]
     for r in records:
         wheel = f"[{r.filename}]({r.url})"
-        lines.append(f"| `{r.package}` | {r.arch} | {wheel} | {r.isa} | {r.verify} | {r.smoke} | `{r.sha256 or '-'}` |")
+        lines.append(f"| `{r.package}` | {r.arch} | {wheel} | {r.isa} | {r.verify} | {r.smoke} | {r.floor} "
+                     f"| `{r.sha256 or '-'}` |")
     if images:
         lines += ["", "## Container images", ""]
         for pkg, refs in images.items():
