@@ -231,7 +231,7 @@ def child_row(child: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def format_table(rows: list[dict[str, Any]], columns: tuple[str, ...] = (
-        "variant", "arch", "wheel", "isa", "verify", "smoke", "uploaded", "result")) -> str:
+        "variant", "arch", "wheel", "isa", "verify", "smoke", "floor", "uploaded", "result")) -> str:
     widths = {c: max([len(c)] + [len(str(r.get(c, ""))) for r in rows]) for c in columns}
     lines = ["  ".join(c.upper().ljust(widths[c]) for c in columns)]
     lines += ["  ".join(str(r.get(c, "")).ljust(widths[c]) for c in columns) for r in rows]
