@@ -23,6 +23,10 @@ Then, in a new venv:
    Llama made on the spot (random weights, hidden 128, 4 heads, 2 layers,
    a tokenizer trained locally with ``tokenizers``) runs through
    ``vllm.LLM``; its greedy tokens must equal Hugging Face's.
+5. Steps 2-4 once more on the package's floor CPU (variants.json
+   ``floor``: a QEMU model, floor.py), in the same venv: a SIGILL there is
+   named with module, function and instruction, and fails the smoke.
+   "native" floors (QEMU has no AVX-512) say "native only".
 """
 
 from __future__ import annotations
