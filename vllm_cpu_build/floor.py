@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import re
 import shutil
+import signal
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,9 +48,17 @@ class Emulator:
     cpu: str
     log: Path
 
-    def wrap(self, cmd: list[str]) -> list[str]:
+    def wrap(self, cmd: list[str], trace: bool = False) -> list[str]:
+        """``cmd`` on the floor CPU; ``trace``: with the syscall log that locates a SIGILL.
+
+        The log is only for a run that already died: a threaded program's futex
+        calls would make it huge on every passing run.
+        """
         self.log.unlink(missing_ok=True)  # one log per command: the fault read is this command's
-        return [self.qemu, "-cpu", self.cpu, "-d", "strace", "-D", str(self.log), *cmd]
+        return [self.qemu, "-cpu", self.cpu, *(["-d", "strace", "-D", str(self.log)] if trace else []), *cmd]
+
+
+SIGILL_EXITS = (-signal.SIGILL, 128 + signal.SIGILL)  # killed by it, or a shell/QEMU reporting it
 
 
 @dataclass(frozen=True)

@@ -101,13 +101,17 @@ def _run(cmd: list[str], log: TextIO, extra_env: dict[str, str] | None = None, c
          timeout: float | None = None, emu: floor.Emulator | None = None) -> subprocess.CompletedProcess[str]:
     names = {PROBE: "<probe>", KERNEL: "<kernel>", INFERENCE: "<tiny-llama>"}
     if emu is not None:
-        cmd = emu.wrap(cmd)
         # faulthandler names the Python line a SIGILL stopped; one process keeps vLLM's engine emulated.
         extra_env = {**(extra_env or {}), "PYTHONFAULTHANDLER": "1", "VLLM_ENABLE_V1_MULTIPROCESSING": "0"}
-    shown = [names.get(c, c) for c in cmd]
-    print(f"  $ {' '.join(shown)}", file=log, flush=True)
-    return subprocess.run(cmd, capture_output=True, text=True, check=False,
-                          env={**_clean_env(), **(extra_env or {})}, cwd=cwd, timeout=timeout)
+    env = {**_clean_env(), **(extra_env or {})}
+    for trace in (False, True):
+        run = cmd if emu is None else emu.wrap(cmd, trace)
+        print(f"  $ {' '.join(names.get(c, c) for c in run)}", file=log, flush=True)
+        r = subprocess.run(run, capture_output=True, text=True, check=False, env=env, cwd=cwd, timeout=timeout)
+        if emu is None or r.returncode not in floor.SIGILL_EXITS:
+            break
+        # A SIGILL repeats: once more with QEMU's syscall log, which says where (_died reads it).
+    return r
 
 
 def _check(probe: dict[str, Any], wheel_version: str) -> list[str]:
@@ -378,7 +382,7 @@ def _verdict(variant: Variant, probe: dict[str, Any], bad: list[str], check: Flo
 
 def _died(r: subprocess.CompletedProcess[str], what: str, venv: _Venv | None = None) -> str:
     emu = venv.emu if venv is not None else None
-    if emu is not None and r.returncode in (-signal.SIGILL, 128 + signal.SIGILL):
+    if emu is not None and r.returncode in floor.SIGILL_EXITS:
         # Never a bare exit code: where QEMU's log says it stopped, and the Python line running.
         fault = floor.find_fault(emu.log, venv.tmp) if venv is not None else None
         text = fault.describe(venv.site if venv is not None else None) if fault else \

@@ -40,7 +40,8 @@ CALL = "import ctypes, sys\nlib = ctypes.CDLL(sys.argv[1])\nprint(getattr(lib, s
 
 
 def _run(emu: floor.Emulator, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(emu.wrap(list(args)), capture_output=True, text=True, check=False, timeout=300)
+    return subprocess.run(emu.wrap(list(args), trace=True), capture_output=True, text=True, check=False,
+                          timeout=300)
 
 
 @needs_x86
