@@ -6,8 +6,9 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 # Debian packages, per use.
 # The sandbox (`make run`): git, the real compiler (ccache makes rebuilds cheap),
-# cmake, patchelf for auditwheel.
-APT_RUN  := git cmake gcc g++ ccache patchelf
+# cmake, patchelf for auditwheel, qemu-user-static for smoke's floor CPU
+# (vllm_cpu_build/floor.py: the probe again on an emulated Haswell / Neoverse-N1).
+APT_RUN  := git cmake gcc g++ ccache patchelf qemu-user-static
 # `make run ARM64=1 / IMAGES=1 / FULL=1`: qemu-user-static + mmdebstrap for the
 # emulated aarch64 build host of testbed/aarch64_host.py, buildah +
 # docker-registry + skopeo for the runtime images and a real OCI registry.

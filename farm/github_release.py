@@ -45,6 +45,7 @@ class WheelRecord:
     isa: str = "-"
     verify: str = "-"
     smoke: str = "-"
+    floor: str = "-"  # the smoke on the package's oldest CPU: "Haswell-v4: passed", "native only"
     build_url: str = ""
     # What the build recorded: upstream tag/commit, checks, build link, and the record's digest
     # (vllm_cpu_build.provenance.Digest: torch, torch_matches, platform, compiler).
@@ -138,11 +139,13 @@ def release_notes(upstream_version: str, versions: dict[str, str], records: list
         if v.package in versions:
             cmd = install_command(v.package, versions[v.package], torch_index_url, index_url)
             lines.append(f"| `{v.package}` | {v.target_cpus} | `{cmd}` |")
-    lines += ["", "## Wheels", "", "| package | arch | wheel | ISA found | verify | smoke | sha256 |",
-              "|---|---|---|---|---|---|---|"]
+    lines += ["", "## Wheels", "", "Floor: the smoke test again on the oldest CPU the package promises (emulated "
+              "with QEMU; \"native only\" where QEMU cannot be that CPU).", "",
+              "| package | arch | wheel | ISA found | verify | smoke | floor | sha256 |",
+              "|---|---|---|---|---|---|---|---|"]
     for r in records:
         cells = [md_code(r.package), md_text(r.arch), md_link(r.filename, r.url), md_text(r.isa), md_text(r.verify),
-                 md_text(r.smoke), md_code(r.sha256 or "-")]
+                 md_text(r.smoke), md_text(r.floor), md_code(r.sha256 or "-")]
         lines.append("| " + " | ".join(cells) + " |")
     if images:
         lines += ["", "## Container images", ""]

@@ -152,6 +152,14 @@ def fetch_children(master: Any, release_buildid: int) -> Generator[Any, Any, lis
     return out
 
 
+def floor_text(smoke: Mapping[str, Any]) -> str:
+    """One wheel's floor result as the notes show it: ``Haswell-v4: passed``, ``native only``, ``-``."""
+    status = smoke.get("floor")
+    if not status:
+        return "-"
+    return str(status) if status == "native only" else f"{smoke.get('floor_cpu', '?')}: {status}"
+
+
 def row_from_properties(props: Mapping[str, Any], result: str) -> dict[str, Any]:
     """One line of the release table from a variant build's (flattened) properties."""
     wheels = [w.rsplit("/", 1)[-1] for w in props.get("wheels") or []]
@@ -171,6 +179,7 @@ def row_from_properties(props: Mapping[str, Any], result: str) -> dict[str, Any]
         "wheel": ", ".join(wheels) or "-", "isa": isa,
         "verify": ("ok" if verify and all(v.get("ok") for v in verify.values()) else "FAILED") if verify else "-",
         "smoke": ", ".join(sorted({v.get("status", "?") for v in smoke.values()})) or "-",
+        "floor": ", ".join(sorted({floor_text(v) for v in smoke.values()})) or "-",
         "uploaded": up, "result": result,
     }
 
@@ -213,6 +222,7 @@ def child_row(child: Mapping[str, Any]) -> dict[str, Any]:
     row["since"] = utc(child.get("submitted_at")) if "buildid" not in child else ""
     row["uploaded_urls"] = list(props.get("uploaded") or [])
     row["smoke_detail"] = [f"{w}: {v.get('status', '?')}" + (f" ({v['reason']})" if v.get("reason") else "")
+                           + (f"; floor {floor_text(v)}" if v.get("floor") else "")
                            for w, v in (props.get("smoke") or {}).items()]
     row["verify_detail"] = [f"{w}: {'ok' if v.get('ok') else 'NOT publishable'} - {v.get('summary', '')}"
                             + (f" [{'; '.join(v['failed'])}]" if v.get("failed") else "")
@@ -221,7 +231,7 @@ def child_row(child: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def format_table(rows: list[dict[str, Any]], columns: tuple[str, ...] = (
-        "variant", "arch", "wheel", "isa", "verify", "smoke", "uploaded", "result")) -> str:
+        "variant", "arch", "wheel", "isa", "verify", "smoke", "floor", "uploaded", "result")) -> str:
     widths = {c: max([len(c)] + [len(str(r.get(c, ""))) for r in rows]) for c in columns}
     lines = ["  ".join(c.upper().ljust(widths[c]) for c in columns)]
     lines += ["  ".join(str(r.get(c, "")).ljust(widths[c]) for c in columns) for r in rows]

@@ -26,7 +26,7 @@ import json
 import threading
 import time
 from collections.abc import Callable, Generator, Iterable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from packaging.version import InvalidVersion, Version
@@ -70,6 +70,7 @@ class Cell:
     files: tuple[Link, ...] = ()  # published wheels in the index
     error: str = ""  # failed: the failing step's first error line (its summary)
     since: int | None = None  # waiting: when the request was submitted (epoch seconds)
+    floor: str = ""  # the smoke's floor-CPU result of the newest finished build (the cell's tooltip)
 
 
 @dataclass(frozen=True)
@@ -265,10 +266,19 @@ def _cell(children: list[Build], files: tuple[Link, ...], rel: Build | None, web
         cell = _cell_from_build(active, web_url, no_worker)
         return Cell(cell.state, cell.text, cell.url, files, cell.error, cell.since)
     if files:
-        return Cell(CellState.PUBLISHED, ", ".join(f.text for f in files), files[0].url, files)
+        return Cell(CellState.PUBLISHED, ", ".join(f.text for f in files), files[0].url, files,
+                    floor=_floor_line(done))
     if done is not None:
-        return _cell_from_build(done, web_url, no_worker)
+        return replace(_cell_from_build(done, web_url, no_worker), floor=_floor_line(done))
     return _release_failed_early(rel, web_url) or Cell(CellState.NOT_BUILT, "not built")
+
+
+def _floor_line(child: Build | None) -> str:
+    """``floor Haswell-v4: passed`` (or ``floor: native only``) for each wheel the build smoked."""
+    smoke = flatten((child or {}).get("properties")).get("smoke") or {}
+    lines = (f"floor: {v['floor']}" if v["floor"] == "native only" else f"floor {v.get('floor_cpu', '?')}: {v['floor']}"
+             for v in smoke.values() if isinstance(v, dict) and v.get("floor"))
+    return "; ".join(dict.fromkeys(lines))
 
 
 def _release_link(rel: Build | None, web_url: str) -> Link | None:
@@ -352,8 +362,9 @@ def _cell_html(key: str, version: str, c: Cell) -> str:
             parts.append(f'<span class="error">{html.escape(c.error)}</span>')
         if c.files:
             parts.append("<br>published: " + ", ".join(_a(f.text, f.url) for f in c.files))
+    title = f' title="{html.escape(c.floor)}"' if c.floor else ""
     return (f'<td class="{css}" data-state="{html.escape(c.state)}" data-version="{html.escape(version)}" '
-            f'data-column="{html.escape(key)}">{"".join(parts)}</td>')
+            f'data-column="{html.escape(key)}"{title}>{"".join(parts)}</td>')
 
 
 def to_html(m: Matrix, json_href: str) -> str:

@@ -27,7 +27,7 @@ from steps.attached import Attached
 from steps.summary import BuildSummary, OwnTriggerSummary
 
 _log = Logger()
-TABLE = ("variant", "arch", "wheel", "isa", "verify", "smoke", "uploaded", "result", "since")
+TABLE = ("variant", "arch", "wheel", "isa", "verify", "smoke", "floor", "uploaded", "result", "since")
 
 
 class FanOut(Attached, BuildSummary, OwnTriggerSummary, Trigger):

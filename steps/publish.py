@@ -24,7 +24,7 @@ from twisted.internet import defer, threads
 
 from farm import github_release
 from farm.published import OnIndex, on_index
-from farm.report import finished_release, flatten, row_from_properties
+from farm.report import finished_release, flatten, floor_text, row_from_properties
 from farm.states import FAILURE, OK, SKIPPED, SUCCESS, WARNINGS
 from steps.attached import Attached
 from vllm_cpu_build import index
@@ -107,12 +107,15 @@ class GitHubRelease(Attached, buildstep.BuildStep):
                         smoke = (props.get("smoke") or {}).get(w.filename, {})
                         rec.isa, rec.verify = row["isa"], ("ok" if verify.get("ok") else row["verify"])
                         rec.smoke = smoke.get("status", row["smoke"])
+                        rec.floor = floor_text(smoke)
                         rec.build_url = url
                         extra = (props.get("provenance") or {})  # per-wheel records, when the build makes them
                         rec.provenance = {
                             "upstream_tag": props.get("tag", ""), "upstream_commit": props.get("got_revision", ""),
                             "pinned_flags": props.get("pinned_flags", []), "verify": verify.get("summary", ""),
                             "smoke": smoke.get("status", ""), "smoke_reason": smoke.get("reason", ""),
+                            "floor": smoke.get("floor", ""), "floor_cpu": smoke.get("floor_cpu", ""),
+                            "floor_reason": smoke.get("floor_reason", ""),
                             "build": url, "worker": worker,
                             **(extra.get(w.filename, {}) if isinstance(extra, dict) else {}),
                         }

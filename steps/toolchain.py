@@ -361,13 +361,17 @@ class SmokeTest(ToolchainStep):
         reason = res.reason or ("" if status != "failed" else f"exit {rc}")
         results = dict(self.getProperty("smoke") or {})
         results[name] = {"status": status, "reason": reason}
+        floor = ""
+        if res.floor is not None:  # the probe on the package's oldest CPU: report, notes and matrix show it
+            results[name].update(floor=str(res.floor.status), floor_cpu=res.floor.cpu, floor_reason=res.floor.reason)
+            floor = f"; floor {res.floor.cpu}: {res.floor.status}"
         self.setProperty("smoke", results, "smoke")
         if status == "skipped":
             self.descriptionDone = f"{name}: smoke skipped: {reason or 'this CPU lacks the ISA'}"
             return WARNINGS
         if status == "passed":
             self.descriptionDone = f"{name}: smoke passed" + (f", {res.vllm_version} imported" if res.vllm_version
-                                                              else "")
+                                                              else "") + floor
             return SUCCESS
         self.descriptionDone = f"{name}: smoke FAILED: {reason}"
         return FAILURE

@@ -185,6 +185,12 @@ class EmulatedRoot:
             shutil.copy(ca, self.path / HOST_CA.lstrip("/"))
         self._mount(["-t", "proc", "proc"], self.path / "proc")
         self._mount(["--bind", "/dev"], self.path / "dev")
+        # smoke's floor CPU runs under qemu-aarch64: the host's static (x86_64) binary runs
+        # natively inside the root, as fast as the root's own emulation (and provision.sh
+        # then installs no emulated QEMU).
+        qemu = shutil.which("qemu-aarch64-static")
+        if qemu:
+            shutil.copy(qemu, self.path / "usr/local/bin/qemu-aarch64-static")
 
     def _mount(self, args: list[str], target: Path) -> None:
         subprocess.run(["mount", *args, str(target)], check=True, capture_output=True)

@@ -42,6 +42,15 @@ class SmokeStatus(Name):
     SKIPPED = "skipped"  # this CPU lacks the variant's ISA: nothing ran
 
 
+class FloorStatus(Name):
+    """The smoke run again on the oldest CPU the package promises (variants.json ``floor``)."""
+
+    PASSED = "passed"
+    FAILED = "failed"
+    NATIVE_ONLY = "native only"  # QEMU cannot be that CPU: only a host with it shows the floor
+    NOT_RUN = "not run"  # the smoke failed on this CPU first
+
+
 class BuildEnvKind(Name):
     """Which interpreter ``build`` compiles with."""
 

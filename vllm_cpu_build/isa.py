@@ -237,6 +237,37 @@ def _scan_aarch64(ranges: list[tuple[int, bytes]], little_endian: bool, report: 
     report.features = dict(sorted(feats.items()))
 
 
+# ---------------------------------------------------------------- one instruction
+
+
+@dataclass(frozen=True)
+class Decoded:
+    """One instruction: its text and the CPU features it needs (the names the scan counts)."""
+
+    text: str
+    features: tuple[str, ...]
+    length: int
+
+
+def decode_one(arch: str, data: bytes, address: int = 0) -> Decoded | None:
+    """The instruction at the start of ``data`` (e.g. the one a SIGILL stopped at); None if none decodes."""
+    if arch in ("x86_64", "i686"):
+        from iced_x86 import Code, Decoder, Formatter, FormatterSyntax
+
+        ins = Decoder(64 if arch == "x86_64" else 32, data, ip=address).decode()
+        if ins.code == Code.INVALID:
+            return None
+        return Decoded(Formatter(FormatterSyntax.INTEL).format(ins), _code_features(ins.code), ins.len)
+    if arch == "aarch64":
+        md = _a64_disassembler()
+        a64 = next(md.disasm(data[:4], address, 1), None)
+        if a64 is None:
+            return None
+        names = dict.fromkeys(_a64_name(a64.group_name(g)) for g in a64.groups if g >= 128)
+        return Decoded(f"{a64.mnemonic} {a64.op_str}".strip(), tuple(names), 4)
+    return None
+
+
 # ---------------------------------------------------------------- wheels
 
 

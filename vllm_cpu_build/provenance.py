@@ -32,13 +32,13 @@ from pathlib import Path
 from typing import Any
 
 from vllm_cpu_build import jsondoc
-from vllm_cpu_build.enums import Arch, BuildEnvKind, RunnerKind, SmokeStatus
+from vllm_cpu_build.enums import Arch, BuildEnvKind, FloorStatus, RunnerKind, SmokeStatus
 from vllm_cpu_build.files import sha256_of
 
-__all__ = ["MEMBER", "SCHEMA", "SUFFIX", "BuildEnvInfo", "BuildInfo", "CheckVerdict", "Digest", "ModuleSize",
-           "Platform", "ProvenanceError", "Record", "RunnerInfo", "RustFrontend", "SmokeSection", "Source", "Strip",
-           "Torch", "VariantInfo", "VerifySection", "add_section", "beside", "dumps", "member_name", "parse",
-           "sha256", "write_beside"]
+__all__ = ["MEMBER", "SCHEMA", "SUFFIX", "BuildEnvInfo", "BuildInfo", "CheckVerdict", "Digest", "FloorCheck",
+           "ModuleSize", "Platform", "ProvenanceError", "Record", "RunnerInfo", "RustFrontend", "SmokeSection",
+           "Source", "Strip", "Torch", "VariantInfo", "VerifySection", "add_section", "beside", "dumps", "member_name",
+           "parse", "sha256", "write_beside"]
 
 SCHEMA = 1
 MEMBER = "vllm_cpu_build.json"  # inside the .dist-info directory
@@ -145,10 +145,21 @@ class VerifySection:
 
 
 @dataclass(frozen=True)
+class FloorCheck:
+    """The smoke's probe on the package's floor CPU (a QEMU model, or "native")."""
+
+    status: FloorStatus
+    cpu: str
+    reason: str
+    seconds: float = 0.0
+
+
+@dataclass(frozen=True)
 class SmokeSection:
     status: SmokeStatus
     reason: str
     seconds: float
+    floor: FloorCheck | None = jsondoc.omitted_when_none()
 
 
 @dataclass(frozen=True)

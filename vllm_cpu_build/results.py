@@ -16,7 +16,7 @@ from typing import Any, ClassVar, TypeVar
 from vllm_cpu_build import jsondoc
 from vllm_cpu_build.enums import Arch, CheckName, ImageStatus, SmokeStatus
 from vllm_cpu_build.errors import EXIT_FAIL, EXIT_OK, EXIT_SKIPPED
-from vllm_cpu_build.provenance import Platform, Record, RunnerInfo, Strip, Torch
+from vllm_cpu_build.provenance import FloorCheck, Platform, Record, RunnerInfo, Strip, Torch
 
 R = TypeVar("R", bound="Result")
 
@@ -184,6 +184,8 @@ class SmokeResult(Result):
     platform: str | None = None
     seconds: float = 0.0
     details: dict[str, Any] = field(default_factory=dict)
+    # The same probe on the package's floor CPU (smoke.py); absent when the smoke was skipped.
+    floor: FloorCheck | None = jsondoc.omitted_when_none()
 
     @property
     def exit_code(self) -> int:

@@ -23,11 +23,16 @@ Then, in a new venv:
    Llama made on the spot (random weights, hidden 128, 4 heads, 2 layers,
    a tokenizer trained locally with ``tokenizers``) runs through
    ``vllm.LLM``; its greedy tokens must equal Hugging Face's.
+5. Steps 2-4 once more on the package's floor CPU (variants.json
+   ``floor``: a QEMU model, floor.py), in the same venv: a SIGILL there is
+   named with module, function and instruction, and fails the smoke.
+   "native" floors (QEMU has no AVX-512) say "native only".
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import re
@@ -37,130 +42,20 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
 from packaging.utils import InvalidWheelFilename, canonicalize_name, parse_wheel_filename
 from packaging.version import Version
 
-from vllm_cpu_build import buildtools, hostcpu, provenance
-from vllm_cpu_build.enums import Arch, Inference, SmokeStatus
+from vllm_cpu_build import buildtools, floor, hostcpu, provenance
+from vllm_cpu_build.enums import Arch, FloorStatus, Inference, SmokeStatus
 from vllm_cpu_build.errors import UsageError
+from vllm_cpu_build.provenance import FloorCheck
 from vllm_cpu_build.results import SmokeResult
+from vllm_cpu_build.smoke_scripts import INFERENCE, KERNEL, PROBE
 from vllm_cpu_build.variants import ARCHES, Variant, load
-
-# Runs inside the fresh venv; prints one JSON line.  Real vLLM depends on
-# torch and its _C needs torch loaded first, so _C is only exercised when the
-# installed package does not require torch (the fixture).
-PROBE = r'''
-import importlib.metadata as md, json, re, sys
-r = {"python": sys.version.split()[0]}
-def dist_version(prefix):
-    for d in md.distributions():
-        n = re.sub(r"[-_.]+", "-", d.metadata["Name"] or "").lower()
-        if n == prefix:
-            return d
-try:
-    r["vllm_version_before"] = md.version("vllm")
-except md.PackageNotFoundError:
-    r["vllm_version_before"] = None
-ours = dist_version(sys.argv[1])
-r["dist_version"] = ours.version if ours else None
-r["requires_torch"] = any(re.match(r"torch\b", q) for q in (ours.requires or [])) if ours else None
-import vllm
-r["vllm_file"] = vllm.__file__
-try:
-    r["vllm_version"] = md.version("vllm")
-except md.PackageNotFoundError:
-    r["vllm_version"] = None
-from vllm.platforms import current_platform
-r["platform"] = type(current_platform).__name__
-r["device_type"] = getattr(current_platform, "device_type", None)
-r["is_cpu"] = bool(current_platform.is_cpu())
-if r["requires_torch"]:
-    import torch
-    r["torch_version"] = torch.__version__
-if not r["requires_torch"]:
-    import importlib.util
-    if importlib.util.find_spec("vllm._C") is not None:
-        from vllm import _C
-        if hasattr(_C, "compiled_isa"):
-            r["compiled_isa"] = list(_C.compiled_isa())
-        if hasattr(_C, "selftest"):
-            print("running vllm._C.selftest()", file=sys.stderr, flush=True)
-            r["selftest"] = _C.selftest()
-print(json.dumps(r))
-'''
-
-# One compiled module of real vLLM, in a process of its own: upstream's x86
-# modules (0.17+) all register the torch op namespace "_C", so two in one
-# process collide.  load_library dlopens whatever the PyInit name is.
-KERNEL = r'''
-import json, sys
-path, run = sys.argv[1], sys.argv[2] == "1"
-r = {"module": path}
-import torch
-torch.ops.load_library(path)
-r["loaded"] = True
-stem = path.rsplit("/", 1)[-1].split(".")[0]
-ns = next((n for n in ("_C", stem) if hasattr(getattr(torch.ops, n), "rms_norm")), None)
-if ns is None:
-    r["kernel"] = None
-elif run:
-    torch.manual_seed(0)
-    x = torch.randn(4, 256, dtype=torch.float32)
-    w = torch.rand(256, dtype=torch.float32) + 0.5
-    out = torch.empty_like(x)
-    print(f"calling torch.ops.{ns}.rms_norm from {stem}", file=sys.stderr, flush=True)
-    getattr(torch.ops, ns).rms_norm(out, x, w, 1e-6)
-    ref = x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + 1e-6) * w
-    r["kernel"] = f"torch.ops.{ns}.rms_norm"
-    r["max_abs_err"] = float((out - ref).abs().max())
-    r["ok"] = bool(torch.allclose(out, ref, atol=1e-4, rtol=1e-4))
-else:
-    r["kernel"] = f"torch.ops.{ns}.rms_norm (not run: this CPU lacks the module's ISA)"
-print(json.dumps(r))
-'''
-
-# A tiny Llama made here (no download): vLLM's greedy tokens must be Hugging Face's.
-INFERENCE = r'''
-import json, os, sys, time
-work = sys.argv[1]
-t0 = time.monotonic()
-import torch
-from tokenizers import Tokenizer, models, pre_tokenizers, trainers
-from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
-words = ("the cpu wheel runs a tiny model on every core with vectors and caches while the scheduler "
-         "batches requests and the kernel computes attention over keys and values").split()
-corpus = [" ".join(words[(i * 7 + j) % len(words)] for j in range(12)) for i in range(200)]
-tok = Tokenizer(models.BPE(unk_token="<unk>"))
-tok.pre_tokenizer = pre_tokenizers.Whitespace()
-tok.train_from_iterator(corpus, trainers.BpeTrainer(vocab_size=256, special_tokens=["<unk>", "<s>", "</s>"]))
-fast = PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>", bos_token="<s>", eos_token="</s>")
-model_dir = os.path.join(work, "tiny-llama")
-fast.save_pretrained(model_dir)
-cfg = LlamaConfig(vocab_size=len(fast), hidden_size=128, intermediate_size=256, num_hidden_layers=2,
-                  num_attention_heads=4, num_key_value_heads=4, max_position_embeddings=256,
-                  bos_token_id=fast.bos_token_id, eos_token_id=fast.eos_token_id, torch_dtype="float32")
-torch.manual_seed(0)
-LlamaForCausalLM(cfg).eval().save_pretrained(model_dir, safe_serialization=True)
-prompts = ["the cpu wheel runs", "attention over keys and"]
-hf = LlamaForCausalLM.from_pretrained(model_dir, torch_dtype=torch.float32).eval()
-want = []
-for p in prompts:
-    ids = fast(p, return_tensors="pt").input_ids
-    with torch.no_grad():
-        out = hf.generate(ids, max_new_tokens=8, do_sample=False, eos_token_id=None, pad_token_id=0)
-    want.append(out[0, ids.shape[1]:].tolist())
-t1 = time.monotonic()
-from vllm import LLM, SamplingParams
-llm = LLM(model=model_dir, dtype="float32", max_model_len=128, enforce_eager=True, seed=0)
-got = [o.outputs[0].token_ids for o in llm.generate(
-    prompts, SamplingParams(temperature=0.0, max_tokens=8, ignore_eos=True))]
-got = [list(g) for g in got]
-print(json.dumps({"hf": want, "vllm": got, "equal": got == want, "model_seconds": round(t1 - t0, 1),
-                  "vllm_seconds": round(time.monotonic() - t1, 1)}))
-'''
 
 
 def wheel_arch(wheel: Path) -> Arch:
@@ -192,13 +87,31 @@ def _clean_env() -> dict[str, str]:
             if not k.startswith(("VLLM_", "PYTHON")) and k != "VIRTUAL_ENV"}
 
 
+@dataclass(frozen=True)
+class _Venv:
+    """The smoke's venv and how its programs run: natively, or on the floor CPU (``emu``)."""
+
+    python: str
+    tmp: Path
+    site: Path  # its platlib: where the wheel's files are
+    emu: floor.Emulator | None = None
+
+
 def _run(cmd: list[str], log: TextIO, extra_env: dict[str, str] | None = None, cwd: Path | None = None,
-         timeout: float | None = None) -> subprocess.CompletedProcess[str]:
+         timeout: float | None = None, emu: floor.Emulator | None = None) -> subprocess.CompletedProcess[str]:
     names = {PROBE: "<probe>", KERNEL: "<kernel>", INFERENCE: "<tiny-llama>"}
-    shown = [names.get(c, c) for c in cmd]
-    print(f"  $ {' '.join(shown)}", file=log, flush=True)
-    return subprocess.run(cmd, capture_output=True, text=True, check=False,
-                          env={**_clean_env(), **(extra_env or {})}, cwd=cwd, timeout=timeout)
+    if emu is not None:
+        # faulthandler names the Python line a SIGILL stopped; one process keeps vLLM's engine emulated.
+        extra_env = {**(extra_env or {}), "PYTHONFAULTHANDLER": "1", "VLLM_ENABLE_V1_MULTIPROCESSING": "0"}
+    env = {**_clean_env(), **(extra_env or {})}
+    for trace in (False, True):
+        run = cmd if emu is None else emu.wrap(cmd, trace)
+        print(f"  $ {' '.join(names.get(c, c) for c in run)}", file=log, flush=True)
+        r = subprocess.run(run, capture_output=True, text=True, check=False, env=env, cwd=cwd, timeout=timeout)
+        if emu is None or r.returncode not in floor.SIGILL_EXITS:
+            break
+        # A SIGILL repeats: once more with QEMU's syscall log, which says where (_died reads it).
+    return r
 
 
 def _check(probe: dict[str, Any], wheel_version: str) -> list[str]:
@@ -288,21 +201,66 @@ def smoke(variant: Variant, wheel: Path, *, index_url: str | None = None, extra_
                               torch_index_url=torch_index_url, no_index=no_index)
     try:
         with tempfile.TemporaryDirectory(prefix="vllm-cpu-smoke-") as tmp:
-            vpy = _install(python or _interpreter_for(wheel), wheel, Path(tmp), sources, log)
-            probe = _probe(vpy, variant, Path(tmp), log)
-            bad = _check(probe, str(version))
-            if probe.get("requires_torch") and not bad:
-                probe["kernels"], failed = _kernels(variant, arch, version.base_version, wheel, vpy, Path(tmp),
-                                                    cpuinfo, log)
-                bad += failed
-                if not bad and mode is not Inference.OFF:
-                    probe["inference"], failed = _tiny_llama(vpy, Path(tmp), log)
-                    bad += failed
-            elif mode is Inference.ON and not bad:
-                bad.append("--inference on, but the wheel is not real vLLM (no torch requirement)")
+            venv = _install(python or _interpreter_for(wheel), wheel, Path(tmp), sources, log)
+            run = _Run(variant, arch, version, wheel, mode, log)
+            probe, bad = run.all(venv, hostcpu.read_flags(arch, cpuinfo))
+            spec = variant.arches[arch]
+            check = (run.floor(venv) if not bad else
+                     FloorCheck(FloorStatus.NOT_RUN, spec.floor, "the smoke failed on this CPU first"))
     except _Failed as exc:
         return SmokeResult(SmokeStatus.FAILED, exc.reason, seconds=time.monotonic() - start, details=exc.details)
-    return _verdict(variant, probe, bad, time.monotonic() - start)
+    return _verdict(variant, probe, bad, check, time.monotonic() - start)
+
+
+@dataclass(frozen=True)
+class _Run:
+    """The probe of one wheel: import, every module's kernel, the tiny model (module docstring)."""
+
+    variant: Variant
+    arch: Arch
+    version: Version
+    wheel: Path
+    mode: Inference
+    log: TextIO
+
+    def all(self, venv: _Venv, flags: set[str]) -> tuple[dict[str, Any], list[str]]:
+        """(what the probe saw, problems) on a CPU with ``flags``; _Failed when a program died."""
+        probe = _probe(venv, self.variant, self.log)
+        bad = _check(probe, str(self.version))
+        if probe.get("requires_torch") and not bad:
+            probe["kernels"], failed = _kernels(self.variant, self.arch, self.version.base_version, self.wheel,
+                                                venv, flags, self.log)
+            bad += failed
+            if not bad and self.mode is not Inference.OFF:
+                probe["inference"], failed = _tiny_llama(venv, self.log)
+                bad += failed
+        elif self.mode is Inference.ON and not bad:
+            bad.append("--inference on, but the wheel is not real vLLM (no torch requirement)")
+        return probe, bad
+
+    def floor(self, venv: _Venv) -> FloorCheck:
+        """The whole probe again in the same venv (installing runs none of the wheel's code) on the floor CPU."""
+        spec = self.variant.arches[self.arch]
+        if spec.qemu_floor is None:
+            return FloorCheck(FloorStatus.NATIVE_ONLY, spec.floor,
+                              "QEMU cannot be this package's oldest CPU: only a host with it shows the floor")
+        qemu = floor.qemu_binary(self.arch)
+        if qemu is None:
+            return FloorCheck(FloorStatus.FAILED, spec.qemu_floor, f"no qemu-{self.arch}-static or qemu-{self.arch} "
+                              "on PATH to emulate it (apt-get install qemu-user-static)")
+        start = time.monotonic()
+        print(f"floor smoke: the probe again on an emulated {spec.qemu_floor} ({qemu})", file=self.log, flush=True)
+        emu = floor.Emulator(qemu, spec.qemu_floor, venv.tmp / "floor-strace.log")
+        try:
+            # The floor CPU has exactly the variant's flags: modules needing more are loaded, not run.
+            _, bad = self.all(dataclasses.replace(venv, emu=emu), set(spec.cpu_flags))
+        except _Failed as exc:
+            bad = [exc.reason]
+        seconds = round(time.monotonic() - start, 1)
+        if bad:
+            return FloorCheck(FloorStatus.FAILED, spec.qemu_floor, "; ".join(bad), seconds)
+        return FloorCheck(FloorStatus.PASSED, spec.qemu_floor, f"the probe passed on an emulated {spec.qemu_floor}",
+                          seconds)
 
 
 def _check_input(variant: Variant, wheel: Path, inference: str) -> tuple[Inference, Version, Arch]:
@@ -322,7 +280,7 @@ def _check_input(variant: Variant, wheel: Path, inference: str) -> tuple[Inferen
     return mode, version, arch
 
 
-def _install(py: str, wheel: Path, tmp: Path, sources: list[str], log: TextIO) -> str:
+def _install(py: str, wheel: Path, tmp: Path, sources: list[str], log: TextIO) -> _Venv:
     """A fresh venv in ``tmp`` with the wheel and its real dependencies; its interpreter."""
     venv = tmp / "venv"
     # --without-pip + `pip --python`: no ensurepip run per smoke test.
@@ -336,17 +294,20 @@ def _install(py: str, wheel: Path, tmp: Path, sources: list[str], log: TextIO) -
         from vllm_cpu_build.buildenv import pip_errors
 
         raise _Failed("pip install failed: " + pip_errors(r.stdout + "\n" + r.stderr), {"pip_sources": sources})
-    return vpy
+    site = json.loads(subprocess.run([vpy, "-c", "import json, sysconfig; print(json.dumps("
+                                      "sysconfig.get_paths()['platlib']))"],
+                                     capture_output=True, text=True, check=False).stdout or '""')
+    return _Venv(vpy, tmp, Path(site))
 
 
-def _probe(vpy: str, variant: Variant, tmp: Path, log: TextIO) -> dict[str, Any]:
+def _probe(venv: _Venv, variant: Variant, log: TextIO) -> dict[str, Any]:
     """``import vllm`` and what it says about itself (PROBE)."""
     # Run from an empty directory: a vllm/ source tree in cwd must not shadow the install.
-    r = _run([vpy, "-c", PROBE, canonicalize_name(variant.package)], log, cwd=tmp)
+    r = _run([venv.python, "-c", PROBE, canonicalize_name(variant.package)], log, cwd=venv.tmp, emu=venv.emu)
     if r.stderr.strip():
         print("\n".join("  | " + ln for ln in r.stderr.strip().splitlines()[-40:]), file=log)
     if r.returncode != 0:
-        raise _Failed(_died(r, "import"))
+        raise _Failed(_died(r, "import", venv))
     try:
         probe = json.loads(r.stdout.strip().splitlines()[-1])
     except (json.JSONDecodeError, IndexError):
@@ -356,20 +317,17 @@ def _probe(vpy: str, variant: Variant, tmp: Path, log: TextIO) -> dict[str, Any]
     return probe
 
 
-def _kernels(variant: Variant, arch: Arch, version: str, wheel: Path, vpy: str, tmp: Path, cpuinfo: str | None,
+def _kernels(variant: Variant, arch: Arch, version: str, wheel: Path, venv: _Venv, flags: set[str],
              log: TextIO) -> tuple[list[dict[str, Any]], list[str]]:
     """Each compiled module loaded in a process of its own, a kernel called where this CPU can: (results, problems)."""
-    flags = hostcpu.read_flags(arch, cpuinfo)
-    site = json.loads(subprocess.run([vpy, "-c", "import json, sysconfig; print(json.dumps("
-                                      "sysconfig.get_paths()['platlib']))"],
-                                     capture_output=True, text=True, check=False).stdout or '""')
     kernels: list[dict[str, Any]] = []
     bad: list[str] = []
     for member in _compiled_modules(wheel):
         runs = _module_runs_here(variant, arch, version, member, flags)
-        k = _run([vpy, "-c", KERNEL, str(Path(site) / member), "1" if runs else "0"], log, cwd=tmp)
+        k = _run([venv.python, "-c", KERNEL, str(venv.site / member), "1" if runs else "0"], log, cwd=venv.tmp,
+                 emu=venv.emu)
         if k.returncode != 0:
-            bad.append(f"{member}: " + _died(k, "load/kernel"))
+            bad.append(f"{member}: " + _died(k, "load/kernel", venv))
             continue
         res = json.loads(k.stdout.strip().splitlines()[-1])
         kernels.append(res)
@@ -384,24 +342,27 @@ def _kernels(variant: Variant, arch: Arch, version: str, wheel: Path, vpy: str, 
     return kernels, bad
 
 
-def _tiny_llama(vpy: str, tmp: Path, log: TextIO) -> tuple[dict[str, Any] | None, list[str]]:
+def _tiny_llama(venv: _Venv, log: TextIO) -> tuple[dict[str, Any] | None, list[str]]:
     """The tiny Llama through ``vllm.LLM`` against Hugging Face (INFERENCE): (its result, problems)."""
-    ir = _run([vpy, "-c", INFERENCE, str(tmp)], log, cwd=tmp, extra_env={"VLLM_CPU_KVCACHE_SPACE": "1"},
-              timeout=1800)
+    ir = _run([venv.python, "-c", INFERENCE, str(venv.tmp)], log, cwd=venv.tmp,
+              extra_env={"VLLM_CPU_KVCACHE_SPACE": "1"}, timeout=1800 if venv.emu is None else 7200, emu=venv.emu)
     if ir.stderr.strip():
         print("\n".join("  | " + ln for ln in ir.stderr.strip().splitlines()[-30:]), file=log)
     if ir.returncode != 0:
-        return None, ["tiny-model inference: " + _died(ir, "inference")]
+        return None, ["tiny-model inference: " + _died(ir, "inference", venv)]
     inf = json.loads(ir.stdout.strip().splitlines()[-1])
     if not inf["equal"]:
         return inf, [f"vllm.LLM greedy tokens {inf['vllm']} != Hugging Face's {inf['hf']}"]
     return inf, []
 
 
-def _verdict(variant: Variant, probe: dict[str, Any], bad: list[str], seconds: float) -> SmokeResult:
+def _verdict(variant: Variant, probe: dict[str, Any], bad: list[str], check: FloorCheck,
+             seconds: float) -> SmokeResult:
+    if check.status is FloorStatus.FAILED:
+        bad = [*bad, f"on its floor CPU {check.cpu}: {check.reason}"]
     if bad:
         return SmokeResult(SmokeStatus.FAILED, "; ".join(bad), probe.get("dist_version"), probe.get("platform"),
-                           seconds, probe)
+                           seconds, probe, check)
     ran = []
     if probe.get("kernels"):
         helpers = [k for k in probe["kernels"] if not k.get("kernel")]
@@ -409,15 +370,26 @@ def _verdict(variant: Variant, probe: dict[str, Any], bad: list[str], seconds: f
                    + (f", loaded {len(helpers)} helper module(s)" if helpers else ""))
     if probe.get("inference"):
         ran.append(f"tiny Llama greedy tokens = Hugging Face's ({probe['inference']['vllm_seconds']} s)")
+    ran.append(f"floor {check.cpu} {check.status}" if check.status is FloorStatus.PASSED else f"floor {check.status}")
     # The version a user sees is the wheel's (``pip show``); the "+cpu" one the
     # CPU platform fix writes for vLLM's platform check stays in ``details``.
     reason = (f"import vllm on the CPU platform, {variant.package} {probe.get('dist_version')}"
               + (f", selftest ran {', '.join(probe['selftest'])}" if probe.get("selftest") else "")
-              + ("; " + "; ".join(ran) if ran else ""))
-    return SmokeResult(SmokeStatus.PASSED, reason, probe.get("dist_version"), probe.get("platform"), seconds, probe)
+              + "; " + "; ".join(ran))
+    return SmokeResult(SmokeStatus.PASSED, reason, probe.get("dist_version"), probe.get("platform"), seconds, probe,
+                       check)
 
 
-def _died(r: subprocess.CompletedProcess[str], what: str) -> str:
+def _died(r: subprocess.CompletedProcess[str], what: str, venv: _Venv | None = None) -> str:
+    emu = venv.emu if venv is not None else None
+    if emu is not None and r.returncode in floor.SIGILL_EXITS:
+        # Never a bare exit code: where QEMU's log says it stopped, and the Python line running.
+        fault = floor.find_fault(emu.log, venv.tmp) if venv is not None else None
+        text = fault.describe(venv.site if venv is not None else None) if fault else \
+            "killed by SIGILL (QEMU's log names no faulting instruction)"
+        args = [str(a) for a in r.args]
+        line = floor.python_line(r.stderr, args[args.index("-c") + 1] if "-c" in args[:-1] else "")
+        return f"{text}, which {emu.cpu} lacks" + (f"; Python at {line}" if line else "")
     if r.returncode < 0:
         sig = signal.Signals(-r.returncode).name
         return f"the wheel's code was killed by {sig}" + (
@@ -436,7 +408,8 @@ def run(args: argparse.Namespace) -> SmokeResult:
     res.seconds = round(res.seconds, 1)
     print(f"smoke {res.status}: {res.reason} ({res.seconds:.1f} s)", file=log)
     try:
-        provenance.add_section(Path(args.wheel), provenance.SmokeSection(res.status, res.reason, res.seconds))
+        provenance.add_section(Path(args.wheel),
+                               provenance.SmokeSection(res.status, res.reason, res.seconds, res.floor))
     except provenance.ProvenanceError as exc:
         print(f"warning: record beside the wheel not updated: {exc}", file=sys.stderr)
     return res

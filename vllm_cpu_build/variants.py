@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import fnmatch
 import os
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -40,7 +41,12 @@ _VARIANT_KEYS = {
     "package", "short", "summary", "readme", "target_cpus", "keywords",
     "releases", "isa_flags", "arches",
 }
-_ARCH_KEYS = {"cpu_flags", "contract"}
+_ARCH_KEYS = {"floor", "cpu_flags", "contract"}
+# ``floor`` value for a CPU QEMU user mode cannot emulate: the floor smoke needs such a host.
+NATIVE_FLOOR = "native"
+# QEMU's TCG (7.2) has no AVX-512 or AMX: a floor with these flags can only be native.
+_NOT_EMULATED = ("avx512*", "amx_*")
+_QEMU_MODEL = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 _RULE_KEYS = {"releases", "modules", "require", "forbid", "optional"}
 
 
@@ -89,6 +95,13 @@ class ArchSpec:
     arch: Arch
     cpu_flags: tuple[str, ...]
     contract: tuple[ContractRule, ...]
+    # The oldest CPU the package promises: a QEMU ``-cpu`` model, or NATIVE_FLOOR.
+    floor: str = NATIVE_FLOOR
+
+    @property
+    def qemu_floor(self) -> str | None:
+        """The QEMU CPU model the floor smoke emulates; None when only a native host can show it."""
+        return None if self.floor == NATIVE_FLOOR else self.floor
 
     def rules_for(self, version: Version | str) -> list[ContractRule]:
         return [r for r in self.contract if r.applies_to(version)]
@@ -245,12 +258,24 @@ def _arches(where: str, raw: object) -> dict[Arch, ArchSpec]:
         if not isinstance(rules, list) or not rules:
             raise VariantsError(f"{aw}.contract: must be a non-empty list of rules")
         arch = Arch(name)
+        flags = _str_list(f"{aw}.cpu_flags", spec["cpu_flags"])
         arches[arch] = ArchSpec(
             arch,
-            _str_list(f"{aw}.cpu_flags", spec["cpu_flags"]),
+            flags,
             tuple(_rule(f"{aw}.contract[{j}]", r) for j, r in enumerate(rules)),
+            _floor(f"{aw}.floor", spec["floor"], flags),
         )
     return arches
+
+
+def _floor(where: str, value: object, cpu_flags: tuple[str, ...]) -> str:
+    if not isinstance(value, str) or not _QEMU_MODEL.match(value):
+        raise VariantsError(f"{where}: must be a QEMU CPU model name or {NATIVE_FLOOR!r}, got {value!r}")
+    beyond = [f for f in cpu_flags if any(fnmatch.fnmatchcase(f, p) for p in _NOT_EMULATED)]
+    if value != NATIVE_FLOOR and beyond:
+        raise VariantsError(f"{where}: QEMU cannot emulate {', '.join(beyond)}; the floor must be "
+                            f"{NATIVE_FLOOR!r}")
+    return value
 
 
 def load(path: str | os.PathLike[str] | None = None) -> Catalog:

@@ -74,6 +74,10 @@ $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-rec
 # (0.27+); binutils to strip debug info; bubblewrap to build inside a build root.
 $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
   libnuma-dev binutils bubblewrap rustc cargo
+# smoke runs its probe again on the package's floor CPU under QEMU user mode
+# (variants.json `floor`); a qemu-<arch> already on PATH will do.
+command -v "qemu-$ARCH-static" >/dev/null || command -v "qemu-$ARCH" >/dev/null || \
+  $SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends qemu-user-static
 # x86_64: the ISA packages of vLLM < 0.17 need GCC >= 12.3 (older upstream cmake
 # silently drops VNNI/BF16/AMX; `build` refuses such a compiler). Use a newer
 # distro GCC when the default is older; aarch64 builds are fine with any GCC 12.

@@ -114,6 +114,8 @@ def test_release_builds_verifies_smokes_and_uploads_both_arches(pub: Sandbox, re
         assert r["uploaded"] == "yes" and f"-{VERSION}-" in r["wheel"] and r["wheel"].endswith(f"_{arch}.whl"), r
     # Under QEMU_CPU=neoverse-n1 (Graviton2) the aarch64 wheel really ran.
     assert rows["aarch64"]["smoke"] == "passed", rows["aarch64"]
+    # ... and once more on its floor CPU, Graviton2's core under the worker's own qemu-aarch64.
+    assert rows["aarch64"]["floor"] == "neoverse-n1: passed", rows["aarch64"]
     files = [f.filename for f in list_index_files(pub.simple_url, PKG)]
     assert rows["aarch64"]["wheel"] in files and rows["x86_64"]["wheel"] in files
     # The aarch64 build ran on the provisioned worker, pinned to Graviton2.
@@ -144,6 +146,8 @@ def test_github_release_has_notes_provenance_and_both_wheels(pub: Sandbox, relea
     prov = {p["wheel"]: p for p in json.loads(re.search(r"```json\n(.*)\n```", body, re.S).group(1))}
     arm = prov[next(w for w in wheels if w.endswith("_aarch64.whl"))]
     assert arm["arch"] == "aarch64" and arm["worker"] == "arm64-1" and arm["smoke"] == "passed"
+    assert (arm["floor"], arm["floor_cpu"]) == ("passed", "neoverse-n1")
+    assert "| neoverse-n1: passed |" in body  # the wheel table's floor column
     assert len(arm["upstream_commit"]) == 40 and arm["upstream_tag"] == f"v{VERSION}"
     assert "all" in arm["verify"] and arm["build"].startswith(pub.web_url)
     # Images the release announces are the ones pushed.

