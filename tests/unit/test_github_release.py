@@ -69,7 +69,7 @@ def test_text_from_builds_and_the_index_cannot_shape_the_notes() -> None:
     rows = [line for line in wheels.splitlines() if line.startswith("|")]
     assert len(rows) == 2 + len(recs)  # header, rule, one row per wheel: no forged row
     row = rows[2]
-    assert row.count(" | ") == 6, row  # seven cells, whatever the text held
+    assert row.count(" | ") == 7, row  # eight cells, whatever the text held
     # Every special is escaped: no image, link, HTML or emphasis is left.
     assert "](" not in row and "\\<img" in row and "\\*\\*bold\\*\\*" in row
     assert "javascript:" not in row.split(" | ")[2]  # the wheel is named, not linked to a non-http URL
