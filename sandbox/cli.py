@@ -25,11 +25,13 @@ from farm.report import format_table
 from farm.settings import REPO_ROOT
 from master import matrix
 from sandbox.core import NEW_TAG, Sandbox, say
+from vllm_cpu_build.helptext import Parser, describe
 from vllm_cpu_build.variants import load as load_variants
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m sandbox", description=(__doc__ or "").split("\n\n")[0])
+    p = Parser(prog="python -m sandbox", description=describe(__doc__),
+               epilog="exit codes: 0 released (--once) or stopped, 1 a problem (printed), 2 bad arguments")
     p.add_argument("--once", action="store_true", help="release once, print the table and exit")
     p.add_argument("--dir", type=Path, default=REPO_ROOT / ".sandbox", help="state directory (wiped at start)")
     p.add_argument("--arm64", action="store_true",
