@@ -24,6 +24,7 @@ from farm.names import IMAGES
 from farm.report import format_table
 from farm.settings import REPO_ROOT
 from master import matrix
+from sandbox import watch
 from sandbox.core import NEW_TAG, Sandbox, say
 from vllm_cpu_build.helptext import Parser, describe
 from vllm_cpu_build.variants import load as load_variants
@@ -66,9 +67,7 @@ def main(argv: list[str] | None = None) -> int:
             sb.log(f"emulated arm64 worker provisioned by workers/provision.sh and connected ({secs:.0f}s)")
         code = release_once(sb, arches)
         if not args.once:
-            sb.log("serving; Ctrl-C to stop")
-            while True:
-                time.sleep(3600)
+            serve(sb)
     except KeyboardInterrupt:
         sb.log("stopping")
     except Exception as exc:
@@ -84,6 +83,15 @@ def main(argv: list[str] | None = None) -> int:
         if arm_root is not None:
             arm_root.close()
     return code
+
+
+def serve(sb: Sandbox) -> None:
+    """Until Ctrl-C: one line per release, build result (a failure with its first error line) and
+    worker connecting or leaving (``sandbox.watch``)."""
+    watcher = watch.Watcher(sb)
+    watcher.baseline()
+    sb.log("serving; Ctrl-C to stop. From now on: releases, build results, workers connecting and leaving")
+    watch.follow(sb, sb.log, watcher=watcher)
 
 
 def release_once(sb: Sandbox, arches: tuple[str, ...]) -> int:
