@@ -19,6 +19,7 @@ are running then are reported when they finish.  ``follow`` is the loop of
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable
 
@@ -32,6 +33,7 @@ from sandbox.http import Client, Json
 ANNOUNCED = (RELEASE, RECHECK, IMAGES)
 FAILED = frozenset({2, 4})  # Buildbot's FAILURE, EXCEPTION (a step's or a build's results)
 INTERVAL = 2.0  # seconds between two looks
+_RESULT_SUFFIX = re.compile(r" \((?:failure|exception|warnings|cancelled|skipped|retry)\)$")
 
 
 class Watcher:
@@ -76,21 +78,22 @@ class Watcher:
         return self.builders.get(builderid, f"builder {builderid}")
 
     def _build_lines(self) -> list[str]:
+        """Starts and ends since the last look, in the order they happened (a release ends after its builds)."""
         low = min(self.running | {self.newest + 1}) - 1
         builds = self.client.api("builds", buildid__gt=low, order="buildid", property="*")
-        lines: list[str] = []
+        events: list[tuple[float, int, str]] = []
         for b in builds:
             bid = b["buildid"]
             new = bid > self.newest
             self.newest = max(self.newest, bid)
             if new and self._builder(b["builderid"]) in ANNOUNCED:
-                lines.append(f"{self._name(b)} started{self._why(b)}")
+                events.append((b.get("started_at") or 0, bid, f"{self._name(b)} started{self._why(b)}"))
             if b["complete"] and (new or bid in self.running):
                 self.running.discard(bid)
-                lines.append(self._finished(b))
+                events.append((b.get("complete_at") or b.get("started_at") or 0, bid, self._finished(b)))
             elif not b["complete"]:
                 self.running.add(bid)
-        return lines
+        return [line for _, _, line in sorted(events, key=lambda e: (e[0], e[1]))]
 
     def _name(self, b: Json) -> str:
         version = report.flatten(b.get("properties")).get("version")
@@ -120,7 +123,9 @@ class Watcher:
 
 
 def first_line(text: str) -> str:
-    return (text.strip().splitlines() or [""])[0]
+    """The first line of a step summary, without Buildbot's `` (failure)`` suffix (the line says it)."""
+    line = (text.strip().splitlines() or [""])[0]
+    return _RESULT_SUFFIX.sub("", line)
 
 
 def follow(client: Client, log: Callable[[str], None], stop: Callable[[], bool] = lambda: False,

@@ -86,7 +86,7 @@ def test_a_release_and_its_failed_build_are_printed_with_the_first_error_line(wa
     started = console.wait(rf"^release #\d+ of {BROKEN_VERSION} started \(tag v{BROKEN_VERSION}, dry run\)$")
     failed = console.wait(rf"^{VARIANT}-x86_64 #\d+ of {BROKEN_VERSION} finished: failure: ", 600)
     assert re.search(rf"finished: failure: build: build failed \(exit 1\): {BROKEN_SOURCE}:\d+:\d+: error: "
-                     "#error fixture release that does not compile", failed), failed
+                     "#error fixture release that does not compile$", failed), failed
     finished = console.wait(rf"^release #\d+ of {BROKEN_VERSION} finished: failure", 300)
     number = started.split()[1]
     assert finished.startswith(f"release {number} of {BROKEN_VERSION} finished: failure"), (started, finished)
