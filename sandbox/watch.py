@@ -81,19 +81,23 @@ class Watcher:
         """Starts and ends since the last look, in the order they happened (a release ends after its builds)."""
         low = min(self.running | {self.newest + 1}) - 1
         builds = self.client.api("builds", buildid__gt=low, order="buildid", property="*")
-        events: list[tuple[float, int, str]] = []
+        # (time, rank, buildid, line); the REST API's times are whole seconds, so within one second a
+        # start comes first and a release (which waits for its builds) ends after them.
+        events: list[tuple[float, int, int, str]] = []
         for b in builds:
             bid = b["buildid"]
             new = bid > self.newest
             self.newest = max(self.newest, bid)
-            if new and self._builder(b["builderid"]) in ANNOUNCED:
-                events.append((b.get("started_at") or 0, bid, f"{self._name(b)} started{self._why(b)}"))
+            announced = self._builder(b["builderid"]) in ANNOUNCED
+            if new and announced:
+                events.append((b.get("started_at") or 0, 0, bid, f"{self._name(b)} started{self._why(b)}"))
             if b["complete"] and (new or bid in self.running):
                 self.running.discard(bid)
-                events.append((b.get("complete_at") or b.get("started_at") or 0, bid, self._finished(b)))
+                events.append((b.get("complete_at") or b.get("started_at") or 0, 2 if announced else 1, bid,
+                               self._finished(b)))
             elif not b["complete"]:
                 self.running.add(bid)
-        return [line for _, _, line in sorted(events, key=lambda e: (e[0], e[1]))]
+        return [e[3] for e in sorted(events)]
 
     def _name(self, b: Json) -> str:
         version = report.flatten(b.get("properties")).get("version")
