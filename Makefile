@@ -79,16 +79,18 @@ $(APT_FULL_STAMP): Makefile
 $(PY):
 	$(PYTHON) -m venv $(VENV)
 
-# The sandbox's Python packages: pyproject.toml's [sandbox] extra (master + toolchain + index).
+# The sandbox's Python packages: pyproject.toml's [sandbox] extra (master + toolchain + index)
+# and vllm-cpu-detect (detector/, a package of its own: the runtime images install it too).
 $(PIP_RUN_STAMP): pyproject.toml detector/pyproject.toml | $(PY)
 	@if [ ! $(PIP_STAMP) -nt pyproject.toml ]; then \
-	  $(PY) -m pip install -q --upgrade pip && $(PY) -m pip install -q -e '.[sandbox]'; fi
+	  $(PY) -m pip install -q --upgrade pip && $(PY) -m pip install -q -e '.[sandbox]' -e ./detector; fi
 	@touch $@
 
-# Everything the tests need: the [test] extra (sandbox + pytest, ruff, mypy, playwright ...).
+# Everything the tests need: the [test] extra (sandbox + pytest, ruff, mypy, playwright ...)
+# and vllm-cpu-detect.
 $(PIP_STAMP): pyproject.toml detector/pyproject.toml | $(PY)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[test]'
+	$(PY) -m pip install -q -e '.[test]' -e ./detector
 	@touch $(PIP_RUN_STAMP) $@
 
 $(CROSSBAR_STAMP): $(CROSSBAR_REQS)

@@ -19,11 +19,11 @@ Exit codes: 0 unit printed, 2 bad arguments (the message names the option).
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
 from farm.settings import ENV_VAR
+from vllm_cpu_build.helptext import Parser, describe
 
 
 def _quote(value: str, exec_line: bool = False) -> str:
@@ -104,7 +104,7 @@ WantedBy=multi-user.target
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m master.systemd", description=__doc__.split("\n\n")[0],
+    p = Parser(prog="python -m master.systemd", description=describe(__doc__),
                                 epilog="Exit codes: 0 unit printed, 2 bad arguments.")
     p.add_argument("--settings", type=Path, help="the settings file (absolute path)")
     p.add_argument("--basedir", type=Path, help="the master's basedir (buildbot create-master)")

@@ -245,8 +245,9 @@ def _existing(path: Path) -> tuple[dict[str, str], dict[str, str], list[str]]:
 
 def main(argv: list[str] | None = None) -> int:
     from farm import settings as settings_mod
+    from vllm_cpu_build.helptext import Parser
 
-    p = argparse.ArgumentParser(
+    p = Parser(
         prog="python -m master users", description="Manage the web users file ([www] users_file): argon2 "
         "hashes, mode 0600.", epilog="exit codes: 0 done, 1 the file could not be read or written, 2 bad input")
     p.add_argument("--file", type=Path, default=None,

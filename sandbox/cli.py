@@ -24,12 +24,15 @@ from farm.names import IMAGES
 from farm.report import format_table
 from farm.settings import REPO_ROOT
 from master import matrix
+from sandbox import watch
 from sandbox.core import NEW_TAG, Sandbox, say
+from vllm_cpu_build.helptext import Parser, describe
 from vllm_cpu_build.variants import load as load_variants
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m sandbox", description=(__doc__ or "").split("\n\n")[0])
+    p = Parser(prog="python -m sandbox", description=describe(__doc__),
+               epilog="exit codes: 0 released (--once) or stopped, 1 a problem (printed), 2 bad arguments")
     p.add_argument("--once", action="store_true", help="release once, print the table and exit")
     p.add_argument("--dir", type=Path, default=REPO_ROOT / ".sandbox", help="state directory (wiped at start)")
     p.add_argument("--arm64", action="store_true",
@@ -64,9 +67,7 @@ def main(argv: list[str] | None = None) -> int:
             sb.log(f"emulated arm64 worker provisioned by workers/provision.sh and connected ({secs:.0f}s)")
         code = release_once(sb, arches)
         if not args.once:
-            sb.log("serving; Ctrl-C to stop")
-            while True:
-                time.sleep(3600)
+            serve(sb)
     except KeyboardInterrupt:
         sb.log("stopping")
     except Exception as exc:
@@ -82,6 +83,15 @@ def main(argv: list[str] | None = None) -> int:
         if arm_root is not None:
             arm_root.close()
     return code
+
+
+def serve(sb: Sandbox) -> None:
+    """Until Ctrl-C: one line per release, build result (a failure with its first error line) and
+    worker connecting or leaving (``sandbox.watch``)."""
+    watcher = watch.Watcher(sb)
+    watcher.baseline()
+    sb.log("serving; Ctrl-C to stop. From now on: releases, build results, workers connecting and leaving")
+    watch.follow(sb, sb.log, watcher=watcher)
 
 
 def release_once(sb: Sandbox, arches: tuple[str, ...]) -> int:

@@ -292,9 +292,10 @@ def cpuinfo_text(features: Iterable[str], processors: int = 2) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    import argparse
 
-    p = argparse.ArgumentParser(prog="python -m testbed.aarch64_host", description=__doc__.split("\n\n")[0])
+    from vllm_cpu_build.helptext import Parser, describe
+
+    p = Parser(prog="python -m testbed.aarch64_host", description=describe(__doc__))
     p.add_argument("--shell", action="store_true", help="open a shell in a fresh copy of the root")
     args = p.parse_args(argv)
     why = unavailable()

@@ -48,6 +48,7 @@ from vllm_cpu_build.buildtools import Compiler
 from vllm_cpu_build.cli import ARCH_CHOICES, arch_arg
 from vllm_cpu_build.enums import Arch, BuildEnvKind
 from vllm_cpu_build.errors import BuildFailed, UsageError
+from vllm_cpu_build.helptext import describe
 from vllm_cpu_build.hostcpu import host_arch
 from vllm_cpu_build.patch import Stamp
 from vllm_cpu_build.provenance import (
@@ -446,8 +447,8 @@ def run(args: argparse.Namespace) -> BuildResult:
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("build", help="build one variant's wheel from a patched vLLM tree",
-                       description=(__doc__ or "").split("\n\n")[0] + " Exit 1 when the build fails, 2 when an "
-                       "input or prerequisite is missing.")
+                       description=describe(__doc__, "Exit 1 when the build fails, 2 when an input or "
+                                                     "prerequisite is missing."))
     p.add_argument("--variant", required=True, help="package name from variants.json")
     p.add_argument("--src", required=True, help="source tree patched by `vllm-cpu-build patch`")
     p.add_argument("--out", required=True, help="directory for the wheel (and its .provenance.json)")

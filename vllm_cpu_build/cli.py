@@ -16,9 +16,10 @@ import sys
 from vllm_cpu_build import errors, specs
 from vllm_cpu_build.enums import Arch
 from vllm_cpu_build.errors import EXIT_OK, EXIT_USAGE, ToolchainError, UsageError
+from vllm_cpu_build.helptext import Parser
 from vllm_cpu_build.results import ErrorResult, Result
 
-__all__ = ["ARCH_CHOICES", "SUBCOMMANDS", "UsageError", "arch_arg", "build_parser", "main"]
+__all__ = ["ARCH_CHOICES", "SUBCOMMANDS", "UsageError", "arch_arg", "build_parser", "main", "version_arg"]
 
 # Each module defines register(subparsers) which adds its subcommand and sets
 # ``func(args) -> Result`` on it.
@@ -43,13 +44,20 @@ def arches_arg(value: str) -> list[Arch]:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def version_arg(value: str) -> str:
+    """argparse type for every option naming a vLLM version: ``specs.normalize_version`` (0.12 -> 0.12.0)."""
+    try:
+        return specs.normalize_version(value.strip())
+    except specs.SpecError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="vllm-cpu-build",
         description="Turn an upstream vLLM source tree into an ISA-checked CPU wheel.",
         # The exit codes are documented once, in vllm_cpu_build.errors.
         epilog=(__doc__ or "").split("\n\n")[1] + "\n\n" + errors.__doc__.split("\n\n")[2],
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--variants-file", help="variants.json to use (default: $VLLM_CPU_VARIANTS or the bundled one)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")

@@ -31,9 +31,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 from vllm_cpu_build import published
-from vllm_cpu_build.cli import ARCH_CHOICES, arches_arg
+from vllm_cpu_build.cli import ARCH_CHOICES, arches_arg, version_arg
 from vllm_cpu_build.enums import Arch, ImageStatus
 from vllm_cpu_build.errors import StepFailed, UsageError
+from vllm_cpu_build.helptext import describe
 from vllm_cpu_build.index import IndexFile
 from vllm_cpu_build.results import ImageResult, PushedImage
 
@@ -187,9 +188,10 @@ def _run(args: argparse.Namespace) -> ImageResult:
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("image", help="build a package's runtime image (buildah) from its published wheels and push it",
-                       description=(__doc__ or "").split("\n\n")[0])
+                       description=describe(__doc__))
     p.add_argument("--package", required=True, help="package name from variants.json")
-    p.add_argument("--version", required=True, help="upstream vLLM version (or a published version with postfix)")
+    p.add_argument("--version", type=version_arg, required=True,
+                   help="upstream vLLM version (or a published version with postfix)")
     p.add_argument("--highest-postfix", action="store_true",
                    help="use the highest .postN of the version on the index (0.12.0 -> 0.12.0.post3)")
     p.add_argument("--simple-url", required=True, help="the index's simple API root: versions, arches, pip index")

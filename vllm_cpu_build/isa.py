@@ -343,7 +343,6 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "isa",
         help="count instruction-set extensions used by ELF files or the ELF members of wheels",
         description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("files", nargs="+", metavar="FILE", help="ELF file or wheel")
     p.add_argument("--json", action="store_true", help="print one JSON document on stdout")

@@ -36,9 +36,10 @@ else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
 from vllm_cpu_build import jsondoc, platform_fix, specs, upstream
-from vllm_cpu_build.cli import ARCH_CHOICES, arch_arg
+from vllm_cpu_build.cli import ARCH_CHOICES, arch_arg, version_arg
 from vllm_cpu_build.enums import Arch
 from vllm_cpu_build.errors import StepFailed, UsageError
+from vllm_cpu_build.helptext import describe
 from vllm_cpu_build.hostcpu import host_arch
 from vllm_cpu_build.results import PatchResult
 from vllm_cpu_build.variants import ARCHES, Variant, load
@@ -419,7 +420,8 @@ def run(args: argparse.Namespace) -> PatchResult:
     out = sys.stderr if args.json else sys.stdout
     res = patch_tree(src, variant, arch, version, args.version_postfix or "", args.python_versions)
     print(f"patch {res.variant} ({res.arch}) on vLLM {res.version} -> {res.full_version}, "
-          f"release line {res.release_line}, Python {', '.join(res.python_versions)}", file=out)
+          f"upstream recipe {res.release_line} (for {upstream.release_line(res.version).span}), "
+          f"Python {', '.join(res.python_versions)}", file=out)
     for c in res.changes:
         print(f"  {c}", file=out)
     if not res.changes:
@@ -430,12 +432,12 @@ def run(args: argparse.Namespace) -> PatchResult:
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("patch", help="patch an upstream vLLM tree for one variant",
-                       description=(__doc__ or "").split("\n\n")[0] + " Exit 1 when an upstream anchor is missing "
-                       "(nothing is written then).")
+                       description=describe(__doc__, "Exit 1 when an upstream anchor is missing (nothing is "
+                                                     "written then)."))
     p.add_argument("--variant", required=True, help="package name from variants.json")
     p.add_argument("--src", required=True, help="upstream source tree (sdist or git checkout)")
     p.add_argument("--arch", type=arch_arg, help=f"target arch, one of {', '.join(ARCH_CHOICES)} (default: this host)")
-    p.add_argument("--version", help="upstream version (default: from PKG-INFO or the git tag)")
+    p.add_argument("--version", type=version_arg, help="upstream version (default: from PKG-INFO or the git tag)")
     p.add_argument("--version-postfix", default="", help=".postN, .devN, aN, bN or rcN")
     p.add_argument("--python-versions", default="auto", help="auto | 3.11 | 3.10,3.12 | 3.10-3.13")
     p.add_argument("--json", action="store_true", help="print the result as JSON on stdout")

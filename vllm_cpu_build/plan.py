@@ -15,9 +15,10 @@ from pathlib import Path
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
 
 from vllm_cpu_build import reqfiles, specs, upstream
-from vllm_cpu_build.cli import ARCH_CHOICES, arches_arg
+from vllm_cpu_build.cli import ARCH_CHOICES, arches_arg, version_arg
 from vllm_cpu_build.enums import Arch
 from vllm_cpu_build.errors import UsageError
+from vllm_cpu_build.helptext import describe
 from vllm_cpu_build.results import PlannedBuild, PlanResult, SkippedBuild
 from vllm_cpu_build.variants import ARCHES, Catalog, Variant, format_spec, load
 
@@ -123,8 +124,9 @@ def run(args: argparse.Namespace) -> PlanResult:
     plan = make_plan(version, requires_python(src), variants=_split(args.variants), arches=args.arches,
                      python_versions=args.python_versions, postfix=args.version_postfix or "")
     out = sys.stderr if args.json else sys.stdout
-    print(f"vLLM {plan.version} (release line {plan.release_line}), requires-python {plan.requires_python}: "
-          f"Python {', '.join(plan.pythons)}", file=out)
+    recipe = upstream.release_line(plan.version)
+    print(f"vLLM {plan.version} (upstream recipe {recipe.name}, for {recipe.span}), requires-python "
+          f"{plan.requires_python}: Python {', '.join(plan.pythons)}", file=out)
     for b in plan.builds:
         print(f"  build {b.variant} {b.arch}: {b.wheel_glob}", file=out)
     for s in plan.skipped:
@@ -134,12 +136,12 @@ def run(args: argparse.Namespace) -> PlanResult:
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("plan", help="list the builds (variant x arch x Python) for a vLLM source tree",
-                       description=(__doc__ or "").split("\n\n")[0] + " Nothing is built or changed.")
+                       description=describe(__doc__, "Nothing is built or changed."))
     p.add_argument("--src", required=True, help="upstream vLLM source tree (sdist or git checkout)")
     p.add_argument("--variants", help="comma-separated package names (default: all in variants.json)")
     p.add_argument("--arches", type=arches_arg, help=f"comma-separated, of {', '.join(ARCH_CHOICES)} (default: all)")
     p.add_argument("--python-versions", default="auto", help="auto | 3.11 | 3.10,3.12 | 3.10-3.13")
-    p.add_argument("--version", help="upstream version (default: from PKG-INFO or the git tag)")
+    p.add_argument("--version", type=version_arg, help="upstream version (default: from PKG-INFO or the git tag)")
     p.add_argument("--version-postfix", default="", help=".postN, .devN, aN, bN or rcN")
     p.add_argument("--json", action="store_true", help="print the plan as JSON on stdout")
     p.set_defaults(func=run)

@@ -7,7 +7,6 @@ long description (``patch`` writes it as the tree's README.md).
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 from string import Template
@@ -60,7 +59,9 @@ def render(variant: Variant, catalog: Catalog | None = None) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m vllm_cpu_build.readme VARIANT`` prints a rendered README (for review)."""
-    parser = argparse.ArgumentParser(prog="python -m vllm_cpu_build.readme", description=main.__doc__)
+    from vllm_cpu_build.helptext import Parser, describe
+
+    parser = Parser(prog="python -m vllm_cpu_build.readme", description=describe(main.__doc__))
     parser.add_argument("variant", help="package name from variants.json")
     args = parser.parse_args(argv)
     try:

@@ -52,6 +52,7 @@ from packaging.version import Version
 from vllm_cpu_build import buildtools, floor, hostcpu, provenance
 from vllm_cpu_build.enums import Arch, FloorStatus, Inference, SmokeStatus
 from vllm_cpu_build.errors import UsageError
+from vllm_cpu_build.helptext import describe
 from vllm_cpu_build.provenance import FloorCheck
 from vllm_cpu_build.results import SmokeResult
 from vllm_cpu_build.smoke_scripts import INFERENCE, KERNEL, PROBE
@@ -417,8 +418,8 @@ def run(args: argparse.Namespace) -> SmokeResult:
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("smoke", help="install a wheel into a fresh venv and run it (skips on a CPU lacking its ISA)",
-                       description=(__doc__ or "").split("\n\n")[0] + " Exit 0 passed, 1 failed, 3 skipped (this CPU "
-                       "lacks the variant's ISA).")
+                       description=describe(__doc__, "Exit 0 passed, 1 failed, 3 skipped (this CPU lacks the "
+                                                     "variant's ISA)."))
     p.add_argument("--variant", required=True, help="package name from variants.json")
     p.add_argument("wheel", help="the wheel to test")
     p.add_argument("--index-url", help="the project's package index (default: pip's configuration, PyPI)")

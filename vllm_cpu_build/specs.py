@@ -38,14 +38,46 @@ class SpecError(ValueError):
 # --------------------------------------------------------------------------- versions
 
 
+# Upstream releases have three components; a shorter one is padded (``0.12`` -> ``0.12.0``).
+RELEASE_PARTS = 3
+
+
+def _padded(v: Version) -> Version:
+    """``v`` with at least ``RELEASE_PARTS`` release components; equal to ``v`` under PEP 440."""
+    if len(v.release) >= RELEASE_PARTS:
+        return v
+    release = v.release + (0,) * (RELEASE_PARTS - len(v.release))
+    text = (f"{v.epoch}!" if v.epoch else "") + ".".join(map(str, release))
+    if v.pre is not None:
+        text += f"{v.pre[0]}{v.pre[1]}"
+    if v.post is not None:
+        text += f".post{v.post}"
+    if v.dev is not None:
+        text += f".dev{v.dev}"
+    if v.local is not None:
+        text += f"+{v.local}"
+    return Version(text)
+
+
 def parse_version(text: str, what: str = "version") -> Version:
-    """A PEP 440 version written in ASCII (``0.11.2``, ``0.13.0rc1``)."""
+    """A PEP 440 version written in ASCII (``0.11.2``, ``0.13.0rc1``), normalised.
+
+    Every CLI option, form field and tag that names a version goes through
+    here, so ``0.12``, ``v0.12`` and ``0.12.0`` are one version everywhere:
+    the release gets three components (``0.12`` -> ``0.12.0``, ``1`` ->
+    ``1.0.0``) and PEP 440's normal form (``0.13.0-rc1`` -> ``0.13.0rc1``).
+    """
     if not _VERSION_CHARS.fullmatch(text or ""):
         raise SpecError(f"{what} {text!r} is not a version (e.g. 0.11.2)")
     try:
-        return Version(text)
+        return _padded(Version(text))
     except InvalidVersion:
         raise SpecError(f"{what} {text!r} is not a version (e.g. 0.11.2)") from None
+
+
+def normalize_version(text: str, what: str = "version") -> str:
+    """``parse_version`` as text: ``0.12`` -> ``0.12.0``, ``v0.13.0-rc1`` -> ``0.13.0rc1``."""
+    return str(parse_version(text, what))
 
 
 def parse_version_spec(spec: str) -> list[tuple[Version, Version]]:
@@ -224,7 +256,7 @@ def tag_version(tag: str, pattern: re.Pattern[str]) -> Version | None:
     if not m:
         return None
     try:
-        return Version(m.group("version"))
+        return _padded(Version(m.group("version")))
     except (InvalidVersion, IndexError):
         return None
 

@@ -84,6 +84,28 @@ class ReleaseLine:
     def has_amx(self) -> bool:
         return self.amxbf16 is not None or self.unified_x86
 
+    @property
+    def span(self) -> str:
+        """The releases this recipe covers, as a person reads them: ``0.11.1 - 0.14.x``, ``0.31.0 and newer``.
+
+        A recipe is named after the release that defined it, not the first it
+        covers ("0.16" covers 0.15 too): say the range wherever a version is
+        shown with its recipe, never "release line <name>" alone.
+        """
+        lower = next((Version(s.version) for s in self.versions if s.operator == ">="), None)
+        upper = next((Version(s.version) for s in self.versions if s.operator == "<"), None)
+        first = ".".join(map(str, (lower.release + (0, 0))[:3])) if lower else "any"
+        if upper is None:
+            return f"{first} and newer"
+        major, minor, micro = (upper.release + (0, 0))[:3]
+        if micro:
+            last = f"{major}.{minor}.{micro - 1}"
+        elif minor:
+            last = f"{major}.{minor - 1}.x"
+        else:
+            return f"{first} to before {upper}"
+        return f"{first} - {last}"
+
     def switches(self) -> tuple[str, ...]:
         """Every VLLM_CPU_* variable this line's cmake reads (for our arches)."""
         names = (self.disable_avx512, self.avx512vnni, self.avx512bf16, self.amxbf16,

