@@ -197,6 +197,7 @@ class SmokeResult(Result):
 class UploadedFile:
     file: str
     url: str
+    sha256: str = ""  # of the bytes verified and sent; the index listed the same after the upload
 
 
 @dataclass
@@ -204,6 +205,7 @@ class NotUploaded:
     file: str
     reason: str
     url: str = ""
+    sha256: str = ""  # already in the index: the sha256 both the index and this verified wheel have
 
 
 @dataclass

@@ -367,7 +367,7 @@ class TestDropPublishedChoice(ReleaseCase):
 
     @defer.inlineCallbacks
     def test_only_builds_of_a_rebuild_and_skip_builds_of_the_recheck(self):
-        self.setup_step(release.DropPublished(check=lambda bs, v, posts: (bs, [])))
+        self.setup_step(release.DropPublished(check=lambda bs, v, posts, ledger, foreign: (bs, [])))
         for k, v in {"plan": {"builds": self.BUILDS}, "version": "0.11.2", "only_builds": ["a/x86_64", "a/aarch64"],
                      "skip_builds": ["a/aarch64"]}.items():
             self.build.setProperty(k, v, "test")
@@ -379,7 +379,7 @@ class TestDropPublishedChoice(ReleaseCase):
 
     @defer.inlineCallbacks
     def test_a_rebuild_with_nothing_failed_builds_nothing(self):
-        self.setup_step(release.DropPublished(check=lambda bs, v, posts: (bs, [])))
+        self.setup_step(release.DropPublished(check=lambda bs, v, posts, ledger, foreign: (bs, [])))
         for k, v in {"plan": {"builds": self.BUILDS}, "version": "0.11.2", "only_builds": []}.items():
             self.build.setProperty(k, v, "test")
         self.expect_outcome(SUCCESS, "0 to build, 0 already published or queued, 3 not chosen")
@@ -391,7 +391,7 @@ class TestRecheck(ReleaseCase):
     def _step(self, missing: list[MissingBuild]):
         seen: list = []
 
-        def find(plans):
+        def find(plans, ledger):
             seen.append(plans)
             return missing
 
@@ -489,7 +489,7 @@ class TestRecheck(ReleaseCase):
     def test_upstream_unreachable(self):
         yield self._history()
 
-        def boom(plans):
+        def boom(plans, ledger):
             raise RuntimeError("git ls-remote failed")
 
         self.setup_step(release.Recheck(schedulerNames=["release-trigger"], find_missing=boom,
