@@ -98,6 +98,19 @@ def make_wheel(dest: Path, dist: str, version: str, tag: str) -> Path:
     return dest / name
 
 
+def adopt(db: Path, simple_url: str, *wheels: Path, reason: str = "planted by the test as published") -> str:
+    """Record wheels already on the index as this farm's in a master's custody ledger, the way a
+    maintainer adopts wheels published before the ledger (``python -m master ledger adopt``); its stdout."""
+    if not wheels:
+        return ""
+    repo = Path(__file__).resolve().parents[2]
+    r = subprocess.run([sys.executable, "-m", "master", "ledger", "--db-url", f"sqlite:///{db}", "adopt",
+                        "--simple-url", simple_url, "--reason", reason, *[w.name for w in wheels]],
+                       capture_output=True, text=True, cwd=repo, timeout=120)
+    assert r.returncode == 0, r.stderr
+    return r.stdout
+
+
 def unit_service(text: str) -> tuple[list[str], dict[str, str], str]:
     """(ExecStart argv, Environment, WorkingDirectory) of a unit's [Service] section."""
     section, argv, env, cwd = "", [], {}, "/"
