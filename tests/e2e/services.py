@@ -104,9 +104,14 @@ def adopt(db: Path, simple_url: str, *wheels: Path, reason: str = "planted by th
     if not wheels:
         return ""
     repo = Path(__file__).resolve().parents[2]
-    r = subprocess.run([sys.executable, "-m", "master", "ledger", "--db-url", f"sqlite:///{db}", "adopt",
-                        "--simple-url", simple_url, "--reason", reason, *[w.name for w in wheels]],
-                       capture_output=True, text=True, cwd=repo, timeout=120)
+    deadline = time.monotonic() + 30  # pypiserver lists a file put in its directory within moments
+    while True:
+        r = subprocess.run([sys.executable, "-m", "master", "ledger", "--db-url", f"sqlite:///{db}", "adopt",
+                            "--simple-url", simple_url, "--reason", reason, *[w.name for w in wheels]],
+                           capture_output=True, text=True, cwd=repo, timeout=120)
+        if r.returncode == 0 or "not on the index" not in r.stderr or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
     assert r.returncode == 0, r.stderr
     return r.stdout
 

@@ -17,7 +17,7 @@ import pytest
 from farm.names import builder_name
 from farm.report import flatten
 from sandbox import Sandbox
-from tests.e2e.services import make_wheel
+from tests.e2e.services import adopt, make_wheel
 from vllm_cpu_build.index import list_index_files
 from vllm_cpu_build.variants import load
 
@@ -140,9 +140,10 @@ def test_same_tag_again_rebuilds_nothing(sandbox: Sandbox, released: dict) -> No
 def test_already_published_tag_rebuilds_nothing(sandbox: Sandbox, released: dict) -> None:
     version = "0.12.1"
     index_dir = sandbox.root / "index"
-    for v in load().for_release(version):
-        for arch in v.arches:
-            make_wheel(index_dir, v.dist_name, version, f"cp38-abi3-manylinux_2_28_{arch}")
+    # Published by this farm before (adopted into its custody ledger; not adopted they would be foreign).
+    adopt(sandbox.master_dir / "state.sqlite", sandbox.simple_url,
+          *[make_wheel(index_dir, v.dist_name, version, f"cp38-abi3-manylinux_2_28_{arch}")
+            for v in load().for_release(version) for arch in v.arches])
     before_brs = sandbox.buildrequests_total()
     before = newest_buildid(sandbox)
     sandbox.push_tag("v" + version)

@@ -29,7 +29,7 @@ import pytest
 import requests
 
 from sandbox import Sandbox
-from tests.e2e.services import make_wheel
+from tests.e2e.services import adopt, make_wheel
 from tests.inputs_scan import READS
 from vllm_cpu_build.variants import load
 
@@ -85,11 +85,11 @@ def releases_done(sb: Sandbox, version: str, after: int, count: int = 1, timeout
 
 
 def published_tag(sb: Sandbox, version: str) -> None:
-    """Tag ``version`` upstream with wheels of every variant × arch already in the index (its releases
-    build nothing); returns once the poller's release of it has finished."""
-    for v in load().for_release(version):
-        for arch in v.arches:
-            make_wheel(sb.root / "index", v.dist_name, version, f"cp38-abi3-manylinux_2_28_{arch}")
+    """Tag ``version`` upstream with wheels of every variant × arch already in the index and adopted into
+    the custody ledger (its releases build nothing); returns once the poller's release of it has finished."""
+    adopt(sb.master_dir / "state.sqlite", sb.simple_url,
+          *[make_wheel(sb.root / "index", v.dist_name, version, f"cp38-abi3-manylinux_2_28_{arch}")
+            for v in load().for_release(version) for arch in v.arches])
     tags = subprocess.run(["git", "tag", "-l", f"v{version}"], cwd=sb.upstream, capture_output=True, text=True,
                           check=True).stdout.split()
     if not tags:
