@@ -179,7 +179,7 @@ def images_factory(settings: Settings, tarball: Path) -> BuildFactory:
         f.addStep(StringDownload(util.Secret(im.auth_secret), workerdest="registry-auth.json", workdir=".",
                                  mode=0o600, name="registry_credentials", haltOnFailure=True))
         args += ["--authfile", "registry-auth.json"]
-    f.addStep(publish.QueueImages(packages_for=_packages_for, image_args=args))
+    f.addStep(publish.QueueImages(packages_for=_packages_for, image_args=args, simple_url=settings.index.simple_url))
     if im.auth_secret:
         f.addStep(ShellCommand(name="forget_credentials", command=["rm", "-f", "registry-auth.json"], workdir=".",
                                alwaysRun=True, logEnviron=False))

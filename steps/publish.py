@@ -209,26 +209,49 @@ class GitHubRelease(Attached, buildstep.BuildStep):
 
 
 class QueueImages(Attached, buildstep.BuildStep):
-    """Add one ``image`` step per package of the release (``variants`` restricts them)."""
+    """Add one ``image`` step per package of the release (``variants`` restricts them).
+
+    Each image step gets ``--custody-only`` and the release's wheels of this
+    farm's custody ledger (``--custody FILE=SHA256``): a foreign file on the
+    index is never used for an image.
+    """
 
     name = "images_to_build"
 
-    def __init__(self, packages_for: Callable[[str], list[str]], image_args: list[Any], **kwargs: Any) -> None:
+    def __init__(self, packages_for: Callable[[str], list[str]], image_args: list[Any], simple_url: str,
+                 lister: Callable[[str, str], list[index.IndexFile]] = index.list_index_files,
+                 **kwargs: Any) -> None:
         self.packages_for = packages_for  # version -> packages built for it (variants.json)
         self.image_args = image_args  # common arguments of every image step
+        self.simple_url, self.lister = simple_url, lister
         super().__init__(**kwargs)
 
-    def run(self) -> defer.Deferred[int]:
+    def _listed(self, packages: list[str], version: str) -> dict[str, list[index.IndexFile]]:
+        """package -> its index files of ``version`` (or a .postN of it); blocking."""
+        return {p: [f for f in self.lister(self.simple_url, p) if of_version(f.filename, version)] for p in packages}
+
+    async def run(self) -> int:
         version, highest = wanted_version(self)
         chosen = self.getProperty("variants") or []
         packages = [p for p in self.packages_for(str(self.getProperty("version"))) if not chosen or p in chosen]
         if not packages:
             self.descriptionDone = f"no package is built for {version}"
-            return defer.succeed(SKIPPED)
+            return SKIPPED
+        try:
+            listed = await threads.deferToThread(self._listed, packages, str(self.getProperty("version")))
+        except Exception as exc:
+            self.descriptionDone = f"index not reachable: {exc}"[:200]
+            return FAILURE
+        held = await custody.lookup(self.master, [f.filename for files in listed.values() for f in files])
         args = ["--version", version, *(["--highest-postfix"] if highest else []), *self.image_args]
-        self.build.addStepsAfterCurrentStep([BuildImage(package=p, cli_args=list(args)) for p in packages])
+        steps = []
+        for p in packages:
+            ours, _ = split(listed[p], held)
+            trusted = [f"--custody={f.filename}={f.sha256}" for f in ours]
+            steps.append(BuildImage(package=p, cli_args=[*args, "--custody-only", *trusted]))
+        self.build.addStepsAfterCurrentStep(steps)
         self.descriptionDone = f"{len(packages)} image(s) of {version}" + (" (highest .postN)" if highest else "")
-        return defer.succeed(SUCCESS)
+        return SUCCESS
 
 
 class BuildImage(ToolchainStep):

@@ -258,6 +258,8 @@ class ImageResult(Result):
     arches: list[Arch] = field(default_factory=list)
     tags: list[str] = field(default_factory=list)
     latest: bool = False  # <short>-latest moves: the package's newest final release on the index
+    wheels: dict[str, str] = field(default_factory=dict)  # arch -> the one wheel's URL with #sha256= (pinned)
+    foreign: list[str] = field(default_factory=list)  # index files left out: not in the master's custody ledger
     pushed: list[PushedImage] = field(default_factory=list)
     seconds: dict[str, float] = field(default_factory=dict)
     status: ImageStatus = ImageStatus.PLANNED

