@@ -88,3 +88,23 @@ def test_release_mail_announces_foreign_files() -> None:
     assert subject.endswith("1 FOREIGN file(s) on the index"), subject
     assert "FOREIGN FILES on the index" in body and f"  - {ARM} (sha256 {B}): no build of this farm" in body
     assert custody.mail_lines("garbage") == [] and custody.from_property([{"nofile": 1}, 3]) == []
+
+
+def test_a_tags_release_queued_running_or_done_starts_nothing_new() -> None:
+    from farm.decisions import OpenRequest, PastBuild, release_of_tag
+    from farm.states import Result
+
+    def tag_version(tag: str) -> str | None:
+        return tag.removeprefix("v") if tag.startswith("v0.") else None
+
+    assert release_of_tag("0.12.0", [], [], tag_version) is None
+    waiting = OpenRequest(7, {}, branch="refs/tags/v0.12.0")  # the poller's change, not started yet
+    assert release_of_tag("0.12.0", [waiting], [], tag_version) == (
+        "the release of 0.12.0 is queued or running (build request 7)")
+    dry = OpenRequest(8, {"versions": "0.12.0", "dry_run": True})
+    assert release_of_tag("0.12.0", [dry], [], tag_version) is None  # a dry run publishes nothing
+    failed = PastBuild(Result.FAILURE, {"version": "0.12.0"})
+    assert release_of_tag("0.12.0", [], [failed], tag_version) == "the release of 0.12.0 is done (failure)"
+    other = [PastBuild(Result.SUCCESS, {"version": "0.12.1"}), PastBuild(Result.SUCCESS, {"version": "0.12.0",
+                                                                                           "postfix": ".post1"})]
+    assert release_of_tag("0.12.0", [OpenRequest(9, {"version": "0.11.2"})], other, tag_version) is None

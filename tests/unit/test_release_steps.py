@@ -529,3 +529,14 @@ class TestCustody(ReleaseCase):
         self.expect_log_file("foreign", f"{self.X86} (sha256 {'b' * 64}): no build of this farm produced and "
                                         "verified it\n")
         yield self.run_step()
+
+
+class TestWebhookDeliveries(ReleaseCase):
+    @defer.inlineCallbacks
+    def test_a_delivery_id_is_new_once(self):
+        from master.webhook import seen_before
+
+        first = yield defer.ensureDeferred(seen_before(self.master, "d-1", "v0.12.0"))
+        again = yield defer.ensureDeferred(seen_before(self.master, "d-1", "v0.12.1"))
+        other = yield defer.ensureDeferred(seen_before(self.master, "d-2", "v0.12.0"))
+        self.assertEqual((first, again, other), (None, "v0.12.0", None))
