@@ -425,8 +425,7 @@ class UploadWheels(BuildSummary, ToolchainStep):
         held = {u.file: u.sha256 for u in res.uploaded if u.sha256}
         held.update({s.file: s.sha256 for s in res.skipped if s.sha256})
         self.setProperty("custody", held, "upload")
-        yield defer.ensureDeferred(custody.record(
-            self.master, held, f"{self.getProperty('buildername')} #{self.getProperty('buildnumber')}"))
+        yield defer.ensureDeferred(custody.record(self.master, held, f"{self.build.builder.name} #{self.build.number}"))
         parts = []
         if res.uploaded:
             parts.append("uploaded " + ", ".join(u.file for u in res.uploaded))
