@@ -10,9 +10,11 @@ other's entry.  The rules that read it are ``farm.custody``.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
 from typing import Any
 
+import sqlalchemy as sa
 from twisted.internet import defer, reactor, threads
 
 from farm.custody import Ledger
@@ -36,17 +38,26 @@ async def record(master: Any, files: dict[str, str], build_url: str) -> None:
 
 
 async def lookup(master: Any, names: Iterable[str]) -> dict[str, str]:
-    """{file name: recorded sha256} for the ``names`` the ledger holds."""
+    """{file name: recorded sha256} for the ``names`` the ledger holds (one query per 500 names)."""
     wanted = sorted({n for n in names if len(n) <= MAX_NAME})
     if not wanted:
         return {}
     oid = await _objectid(master)
-    out: dict[str, str] = {}
-    for name in wanted:
-        entry = await master.db.state.getState(oid, name, None)
-        if isinstance(entry, dict) and isinstance(entry.get("sha256"), str):
-            out[name] = entry["sha256"]
-    return out
+    table = master.db.model.object_state
+
+    def thd(conn: Any) -> dict[str, str]:
+        out: dict[str, str] = {}
+        for i in range(0, len(wanted), 500):
+            q = sa.select(table.c.name, table.c.value_json).where(table.c.objectid == oid,
+                                                                   table.c.name.in_(wanted[i:i + 500]))
+            for name, value in conn.execute(q):
+                entry = json.loads(value)
+                if isinstance(entry, dict) and isinstance(entry.get("sha256"), str):
+                    out[str(name)] = entry["sha256"]
+        return out
+
+    result: dict[str, str] = await master.db.pool.do(thd)
+    return result
 
 
 def blocking(master: Any) -> Ledger:
