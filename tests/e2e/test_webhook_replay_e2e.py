@@ -78,7 +78,7 @@ def test_one_delivery_replayed_makes_one_change(sb: Sandbox) -> None:
 
 def test_new_deliveries_for_a_released_tag_start_nothing(sb: Sandbox) -> None:
     # The poller sees the tag too (every 60 s here): its own change and release, let them settle first.
-    sb.until(lambda: any(c["branch"] == f"refs/tags/v{VERSION}" for c in sb.api("changes")), 120,
+    sb.until(lambda: any(c["branch"] == f"refs/tags/v{VERSION}" for c in sb.api("changes")), 180,
              "the poller's change")
     sb.until(lambda: len(releases(sb, None)) >= 2 and all(b["complete"] for b in releases(sb, None)), 300,
              "the tag's releases")
