@@ -213,6 +213,28 @@ def requested_version(request: OpenRequest, tag_version: Callable[[str], str | N
     return tag_version(str(tag or "").removeprefix("refs/tags/"))
 
 
+def _tag_release(props: Props) -> bool:
+    """A release as a tag starts it: uploads, no postfix (a dry run or a forced variant does not count)."""
+    return not (props.get("dry_run") or props.get("skip_upload") or props.get("postfix"))
+
+
+def release_of_tag(version: str, open_requests: Iterable[OpenRequest], finished: Iterable[PastBuild],
+                   tag_version: Callable[[str], str | None]) -> str | None:
+    """Why a webhook for ``version``'s tag starts nothing new: its release is queued, running or done.
+
+    None: no such release, the tag starts one.  A release that is done, whatever
+    its result, is not started again by the tag: the periodic re-check (or a
+    force) builds what is missing.
+    """
+    for r in sorted(open_requests, key=lambda r: r.buildrequestid):
+        if requested_version(r, tag_version) == version and _tag_release(r.props):
+            return f"the release of {version} is queued or running (build request {r.buildrequestid})"
+    for b in finished:
+        if b.props.get("version") == version and _tag_release(b.props):
+            return f"the release of {version} is done ({b.results.label})"
+    return None
+
+
 def duplicate_of(version: str, mine: Props, older: Iterable[OpenRequest], same_release: Sequence[str],
                  tag_version: Callable[[str], str | None]) -> int | None:
     """The older open request for the same release that has not fanned out yet (this one then does nothing).

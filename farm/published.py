@@ -1,4 +1,8 @@
-"""What the package index already has, through the simple API only.
+"""What the package index already has of this farm's output, through the simple API only.
+
+Only this farm's files count (``farm.custody``): a wheel the index lists
+whose name and sha256 the custody ``ledger`` does not hold is foreign,
+never "already published"; the callers collect the foreign files seen.
 
 Used by the release builder (drop builds already published) and the
 periodic re-check (find every applicable build the index lacks).  Blocking
@@ -11,11 +15,12 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from farm.custody import Foreign, Ledger, split, trusted_lister
 from vllm_cpu_build import published as index_view
 from vllm_cpu_build.index import IndexFile, list_index_files, wheel_covers
 
 __all__ = ["Build", "IndexFile", "Lister", "MissingBuild", "build_key", "filter_published", "list_index_files",
-           "missing_builds", "on_index", "wheel_covers"]
+           "missing_builds", "of_version", "on_index", "trusted", "wheel_covers"]
 
 Build = dict[str, Any]  # a planned build: {"variant", "arch", "pythons", "abi3", ...} (``plan``'s JSON)
 Lister = Callable[[str, str], list[IndexFile]]  # (simple URL, project) -> its files in the index
@@ -45,8 +50,12 @@ class MissingBuild:
 
 
 def filter_published(builds: list[Build], simple_url: str, version: str, include_posts: bool = True,
-                     lister: Lister = list_index_files) -> tuple[list[Build], list[str]]:
+                     lister: Lister = list_index_files, *, ledger: Ledger,
+                     foreign: list[Foreign] | None = None) -> tuple[list[Build], list[str]]:
     """Split a plan's ``builds`` into what still has to be built and a log of what is published.
+
+    Only this farm's files (``ledger``) count; the foreign ones seen are
+    appended to ``foreign`` and named in the log.
 
     A build entry is ``{"variant","arch","pythons","abi3",...}``; an abi3 build
     is published when one abi3 wheel for its arch exists, a per-Python build
@@ -55,9 +64,14 @@ def filter_published(builds: list[Build], simple_url: str, version: str, include
     cache: dict[str, list[str]] = {}
     todo: list[Build] = []
     notes: list[str] = []
+    seen: list[Foreign] = [] if foreign is None else foreign
+    ours = trusted_lister(lister, ledger, seen)
     for b in builds:
         if b["variant"] not in cache:  # one listing per project
-            cache[b["variant"]] = [f.filename for f in lister(simple_url, b["variant"])]
+            before = len(seen)
+            cache[b["variant"]] = [f.filename for f in ours(simple_url, b["variant"])]
+            notes += [f"foreign, not counted as published: {f.file} (sha256 {f.sha256 or 'unknown'}): {f.why}"
+                      for f in seen[before:] if of_version(f.file, version)]
         files = cache[b["variant"]]
         pythons = list(b.get("pythons") or [])
         if b.get("abi3") or not pythons:
@@ -80,8 +94,14 @@ def filter_published(builds: list[Build], simple_url: str, version: str, include
     return todo, notes
 
 
+def of_version(filename: str, version: str) -> bool:
+    """Whether the wheel ``filename`` is of ``version`` or a ``.postN`` of it (any arch)."""
+    return any(wheel_covers(filename, version, arch) for arch in ("x86_64", "aarch64"))
+
+
 def missing_builds(simple_url: str, releases: dict[str, str], applicable: Callable[[str], list[Build]],
-                   plans: dict[str, list[Build]], lister: Lister = list_index_files) -> list[MissingBuild]:
+                   plans: dict[str, list[Build]], lister: Lister = list_index_files, *,
+                   ledger: Ledger) -> list[MissingBuild]:
     """Every (version, variant, arch, Python) of ``releases`` ({version: tag}) the index lacks.
 
     ``applicable(version)`` gives the variant × arch builds variants.json
@@ -102,7 +122,7 @@ def missing_builds(simple_url: str, releases: dict[str, str], applicable: Callab
         for b in plans.get(version, []):
             if build_key(b["variant"], b["arch"]) in builds:
                 builds[build_key(b["variant"], b["arch"])] = b
-        todo, _ = filter_published(list(builds.values()), simple_url, version, True, lister=cached)
+        todo, _ = filter_published(list(builds.values()), simple_url, version, True, lister=cached, ledger=ledger)
         for b in todo:
             pythons = [] if b.get("abi3") else list(b.get("pythons") or [])
             out += [MissingBuild(version, tag, b["variant"], b["arch"], py) for py in pythons] or [
@@ -115,17 +135,32 @@ OnIndex = dict[str, tuple[str, list[index_view.PublishedWheel], bool]]
 
 
 def on_index(simple_url: str, packages: list[str], version: str, highest_post: bool = False,
-             lister: Lister = list_index_files) -> OnIndex:
+             lister: Lister = list_index_files, ledger: Ledger | None = None,
+             foreign: list[Foreign] | None = None) -> OnIndex:
     """What the index has of ``version`` per package (``highest_post``: its highest ``.postN``).
 
-    A package without a wheel of that version is absent: the GitHub release
-    and the images are made only of what is there.  Blocking HTTP.
+    With ``ledger``, only this farm's wheels count (``farm.custody``); the
+    foreign files of ``version`` are appended to ``foreign``.  A package
+    without a wheel of that version is absent: the GitHub release and the
+    images are made only of what is there.  Blocking HTTP.
     """
     out: OnIndex = {}
     for pkg in packages:
         wheels = index_view.wheels(simple_url, pkg, lister)
+        if ledger is not None:
+            ours, other = split([w.file for w in wheels], ledger([w.filename for w in wheels]))
+            keep = {f.filename for f in ours}
+            wheels = [w for w in wheels if w.filename in keep]
+            if foreign is not None:
+                foreign += [f for f in other if of_version(f.file, version)]
         versions = {w.version for w in wheels}
         chosen = index_view.pick_version(versions, version, highest_post)
         if chosen:
             out[pkg] = (chosen, [w for w in wheels if w.version == chosen], index_view.is_newest(versions, chosen))
     return out
+
+
+def trusted(simple_url: str, packages: list[str], version: str, highest_post: bool, ledger: Ledger,
+            lister: Lister = list_index_files) -> OnIndex:
+    """``on_index`` of this farm's wheels only: what the images and their form go by."""
+    return on_index(simple_url, packages, version, highest_post, lister, ledger=ledger)

@@ -247,8 +247,12 @@ class Www:
     admins: tuple[str, ...] = ()
     max_request_bytes: int = 65536  # larger request bodies (REST, webhook, login) get HTTP 400 unread
     max_builds_per_request: int = 100  # variant x arch builds one force request may start at most
+    # The release matrix is recomputed at most this often (seconds), and after every finished build.
+    matrix_interval: float = 10.0
 
     def check(self) -> None:
+        if self.matrix_interval < 0:
+            raise SettingsError("www.matrix_interval: must be 0 (every request) or more seconds")
         if self.max_request_bytes < 1024:
             raise SettingsError("www.max_request_bytes: must be at least 1024 (the force form posts ~1 KB)")
         if self.max_builds_per_request < 1:

@@ -153,7 +153,7 @@ def publish_steps(settings: Settings, do_step_if: Any, **kwargs: Any) -> list:
         ))
     if settings.images.enabled:
         out.append(images.TriggerImages(
-            packages_for=_packages_for, find=functools.partial(published.on_index, settings.index.simple_url),
+            packages_for=_packages_for, find=functools.partial(published.trusted, settings.index.simple_url),
             schedulerNames=[IMAGES_TRIGGER], set_properties={p: util.Property(p) for p in IMAGES_PROPS}, **kwargs,
         ))
     return out
@@ -181,15 +181,15 @@ def images_factory(settings: Settings, tarball: Path) -> BuildFactory:
                                  mode=0o600, name="registry_credentials", haltOnFailure=True))
         args += ["--authfile", "registry-auth.json"]
     f.addStep(images.QueueImages(packages_for=_packages_for, image_args=args,
-                                 find=functools.partial(published.on_index, settings.index.simple_url)))
+                                 find=functools.partial(published.trusted, settings.index.simple_url)))
     if im.auth_secret:
         f.addStep(ShellCommand(name="forget_credentials", command=["rm", "-f", "registry-auth.json"], workdir=".",
                                alwaysRun=True, logEnviron=False))
     return f
 
 
-def _check_published(simple_url: str, builds: list[dict], version: str, include_posts: bool):
-    return published.filter_published(builds, simple_url, version, include_posts)
+def _check_published(simple_url: str, builds: list[dict], version: str, include_posts: bool, ledger, foreign: list):
+    return published.filter_published(builds, simple_url, version, include_posts, ledger=ledger, foreign=foreign)
 
 
 def _root(default: str) -> util.Renderer:
@@ -246,14 +246,14 @@ def recheck_factory(settings: Settings, release_trigger: str, tags: UpstreamTags
                 out.append({"variant": v.package, "arch": arch, "pythons": [], "abi3": True})
         return out
 
-    def find_missing(plans: dict[str, list[dict]]) -> list[published.MissingBuild]:
+    def find_missing(plans: dict[str, list[dict]], ledger) -> list[published.MissingBuild]:
         from packaging.version import Version
 
         from vllm_cpu_build.variants import load
 
         first = Version(since or load().project["first_release"])
         releases = {v: t for v, t in tags.list().items() if Version(v) >= first}
-        return published.missing_builds(settings.index.simple_url, releases, applicable, plans)
+        return published.missing_builds(settings.index.simple_url, releases, applicable, plans, ledger=ledger)
 
     f = Factory()
     f.addStep(release.Recheck(schedulerNames=[release_trigger], find_missing=find_missing, release_builder=RELEASE,

@@ -1,7 +1,10 @@
 """The release matrix: one row per vLLM version, one column per variant × arch of ``variants.json``.
 
 Each cell says what a maintainer needs first: the wheel is published (links
-to the files in the index), a build is running (its current step, with the
+to the files in the index that this farm built and verified), the index
+holds a foreign file for it (one no build of this farm produced and
+verified, ``farm.custody``: the cell says why, it never counts as
+published), a build is running (its current step, with the
 compile progress), waiting for a worker, failed (the failing step, its first
 error line), built as a dry run only, not built yet, or not built for that
 version at all (``releases`` in variants.json).
@@ -25,7 +28,7 @@ import html
 import json
 import threading
 import time
-from collections.abc import Callable, Generator, Iterable
+from collections.abc import Callable, Generator, Iterable, Mapping
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
@@ -33,10 +36,12 @@ from packaging.version import InvalidVersion, Version
 from twisted.internet import defer
 from twisted.logger import Logger, LogLevel
 
+from farm.custody import split
 from farm.names import RELEASE
 from farm.report import fetch_children, flatten
 from farm.states import BAD, CellState, label
 from farm.texts import epoch, utc
+from steps import custody
 from vllm_cpu_build.index import IndexFile, wheel_covers
 from vllm_cpu_build.variants import Catalog
 
@@ -71,6 +76,7 @@ class Cell:
     error: str = ""  # failed: the failing step's first error line (its summary)
     since: int | None = None  # waiting: when the request was submitted (epoch seconds)
     floor: str = ""  # the smoke's floor-CPU result of the newest finished build (the cell's tooltip)
+    foreign: tuple[Link, ...] = ()  # files in the index no build of this farm produced and verified
 
 
 @dataclass(frozen=True)
@@ -232,10 +238,20 @@ def _release_children(snapshot: dict[str, Any]) -> tuple[dict[CellKey, list[Buil
     return by_cell, newest_release
 
 
-def _index_files(index: dict[str, list[IndexFile]] | None) -> dict[CellKey, list[IndexFile]]:
-    """The index's wheels (not yanked) by the cell they fill: (upstream release, package, arch)."""
+def _index_files(index: dict[str, list[IndexFile]] | None,
+                 custody: Mapping[str, str]) -> tuple[dict[CellKey, list[IndexFile]], dict[CellKey, list[Link]]]:
+    """The index's wheels (not yanked) by the cell they fill, (upstream release, package, arch): (this farm's,
+    the foreign ones as links whose text says why)."""
     out: dict[CellKey, list[IndexFile]] = {}
-    for package, files in (index or {}).items():
+    foreign: dict[CellKey, list[Link]] = {}
+    for package, listed in (index or {}).items():
+        files, other = split(listed, custody)
+        for x in other:
+            release = _release_of(x.file)
+            url = next((f.url for f in listed if f.filename == x.file), "")
+            for arch in ("x86_64", "aarch64"):
+                if release is not None and wheel_covers(x.file, release, arch):
+                    foreign.setdefault((release, package, arch), []).append(Link(f"{x.file}: {x.why}", url))
         for f in files:
             release = _release_of(f.filename)
             if release is None or f.yanked:
@@ -243,7 +259,7 @@ def _index_files(index: dict[str, list[IndexFile]] | None) -> dict[CellKey, list
             for arch in ("x86_64", "aarch64"):
                 if wheel_covers(f.filename, release, arch):
                     out.setdefault((release, package, arch), []).append(f)
-    return out
+    return out, foreign
 
 
 def _release_failed_early(rel: Build | None, web_url: str) -> Cell | None:
@@ -257,14 +273,31 @@ def _release_failed_early(rel: Build | None, web_url: str) -> Cell | None:
                 error=(step or {}).get("state_string", ""))
 
 
+def _foreign_cell(foreign: tuple[Link, ...], files: tuple[Link, ...], done: Build | None, web_url: str) -> Cell:
+    """The index holds files no build of this farm made: that first (they are not published)."""
+    names = ", ".join(f.text.split(": ", 1)[0] for f in foreign)
+    why = "; ".join(f.text for f in foreign)
+    text = f"foreign file(s) on the index: {names}"
+    url = foreign[0].url
+    if done is not None:
+        last = _cell_from_build(done, web_url, lambda c: False)
+        text += f"; newest build {last.text}"
+        url, why = last.url, f"{why}; {last.error}" if last.error else why
+    return Cell(CellState.FOREIGN, text, url, files, "not built and verified by this farm: " + why,
+                foreign=foreign)
+
+
 def _cell(children: list[Build], files: tuple[Link, ...], rel: Build | None, web_url: str,
-          no_worker: Callable[[Build], bool]) -> Cell:
-    """One applicable cell: an active build first, then what the index has, then the newest finished build."""
+          no_worker: Callable[[Build], bool], foreign: tuple[Link, ...] = ()) -> Cell:
+    """One applicable cell: an active build first, then foreign files, then this farm's files in the index,
+    then the newest finished build."""
     running, waiting, done = _newest(children)
     active = running or waiting
     if active is not None:
         cell = _cell_from_build(active, web_url, no_worker)
-        return Cell(cell.state, cell.text, cell.url, files, cell.error, cell.since)
+        return Cell(cell.state, cell.text, cell.url, files, cell.error, cell.since, foreign)
+    if foreign:
+        return _foreign_cell(foreign, files, done, web_url)
     if files:
         return Cell(CellState.PUBLISHED, ", ".join(f.text for f in files), files[0].url, files,
                     floor=_floor_line(done))
@@ -289,18 +322,21 @@ def _release_link(rel: Build | None, web_url: str) -> Link | None:
 
 
 def compute(catalog: Catalog, snapshot: dict[str, Any], index: dict[str, list[IndexFile]] | None, *, web_url: str,
-            index_url: str, index_error: str = "", now: float | None = None) -> Matrix:
-    """The matrix from ``collect``'s snapshot and the index listing per package (None: unreadable)."""
+            index_url: str, custody: Mapping[str, str], index_error: str = "", now: float | None = None) -> Matrix:
+    """The matrix from ``collect``'s snapshot and the index listing per package (None: unreadable).
+
+    ``custody``: the ledger's {file name: sha256} for the listed files; any other file is foreign.
+    """
     columns = tuple((v.package, a) for v, a in catalog.builds())
     by_cell, newest_release = _release_children(snapshot)
-    files_by_cell = _index_files(index)
+    files_by_cell, foreign_by_cell = _index_files(index, custody)
     connected = set(snapshot.get("connected_builders", []))
 
     def no_worker(child: Build) -> bool:
         return child["builderid"] not in connected
 
     rows = []
-    versions = set(newest_release) | {version for version, _, _ in files_by_cell}
+    versions = set(newest_release) | {version for version, _, _ in (*files_by_cell, *foreign_by_cell)}
     for version in sorted(versions, key=_version_key, reverse=True):
         applicable = {v.package for v in catalog.for_release(version)}
         rel = newest_release.get(version)
@@ -311,8 +347,9 @@ def compute(catalog: Catalog, snapshot: dict[str, Any], index: dict[str, list[In
                 continue
             files = tuple(Link(f.filename, f.url) for f in sorted(files_by_cell.get((version, package, arch), []),
                                                                   key=lambda f: f.filename))
+            foreign = tuple(foreign_by_cell.get((version, package, arch), []))
             cells[column_key(package, arch)] = _cell(by_cell.get((version, package, arch), []), files, rel, web_url,
-                                                     no_worker)
+                                                     no_worker, foreign)
         rows.append(Row(version, cells, _release_link(rel, web_url)))
     notes = (f"index {index_url} not readable: {index_error}",) if index_error else ()
     return Matrix(columns, tuple(rows), int(now if now is not None else time.time()), index_url, index_error, notes)
@@ -330,7 +367,8 @@ def to_json(m: Matrix) -> dict[str, Any]:
         "states": list(STATES),
         "columns": [{"key": column_key(v, a), "variant": v, "arch": a} for v, a in m.columns],
         "rows": [{"version": r.version, "release": asdict(r.release) if r.release else None,
-                  "cells": {k: {**asdict(c), "files": [asdict(f) for f in c.files]} for k, c in r.cells.items()}}
+                  "cells": {k: {**asdict(c), "files": [asdict(f) for f in c.files],
+                                "foreign": [asdict(f) for f in c.foreign]} for k, c in r.cells.items()}}
                  for r in m.rows],
     }
 
@@ -338,7 +376,7 @@ def to_json(m: Matrix) -> dict[str, Any]:
 _STYLE = """
 .vcm table{border-collapse:collapse;font-size:13px}
 .vcm th,.vcm td{border:1px solid #ccc;padding:4px 6px;vertical-align:top;min-width:8em;max-width:22em}
-.vcm .published{background:#dff0d8}.vcm .building{background:#d9edf7}
+.vcm .published{background:#dff0d8}.vcm .foreign{background:#f0ad4e;color:#000}.vcm .building{background:#d9edf7}
 .vcm .waiting{background:#fcf8e3}.vcm .failed{background:#f2dede}
 .vcm .dry-run{background:#eee8f7}.vcm .not-built{background:#fff}
 .vcm .not-applicable{background:#f5f5f5;color:#999}
@@ -362,9 +400,12 @@ def _cell_html(key: str, version: str, c: Cell) -> str:
             parts.append(f'<span class="error">{html.escape(c.error)}</span>')
         if c.files:
             parts.append("<br>published: " + ", ".join(_a(f.text, f.url) for f in c.files))
-    title = f' title="{html.escape(c.floor)}"' if c.floor else ""
-    return (f'<td class="{css}" data-state="{html.escape(c.state)}" data-version="{html.escape(version)}" '
-            f'data-column="{html.escape(key)}"{title}>{"".join(parts)}</td>')
+    # The tooltip: why a foreign file is not published (no build of this farm made and verified it),
+    # else the newest build's floor-CPU smoke result.
+    tip_text = c.error if c.state == CellState.FOREIGN else c.floor
+    tip = f' title="{html.escape(tip_text)}"' if tip_text else ""
+    return (f'<td class="{css}"{tip} data-state="{html.escape(c.state)}" data-version="{html.escape(version)}" '
+            f'data-column="{html.escape(key)}">{"".join(parts)}</td>')
 
 
 def to_html(m: Matrix, json_href: str) -> str:
@@ -442,7 +483,8 @@ class MatrixApp:
     def matrix(self) -> Matrix:
         from twisted.internet import reactor, threads
 
-        snapshot: dict[str, Any] = threads.blockingCallFromThread(reactor, collect, self.buildbot_api.master)
+        master = self.buildbot_api.master
+        snapshot: dict[str, Any] = threads.blockingCallFromThread(reactor, collect, master)
         listed: dict[str, list[IndexFile]] = {}
         index: dict[str, list[IndexFile]] | None = listed
         error = ""
@@ -451,8 +493,9 @@ class MatrixApp:
                 listed[v.package] = self.list_files(self.simple_url, v.package)
         except Exception as exc:  # the page must still show the builds
             index, error = None, f"{type(exc).__name__}: {exc}"[:300]
+        held = custody.blocking(master)([f.filename for files in listed.values() for f in files]) if index else {}
         return compute(self.catalog, snapshot, index, web_url=self.web_url, index_url=self.simple_url,
-                       index_error=error)
+                       custody=held, index_error=error)
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
         path = environ.get("PATH_INFO") or "/"

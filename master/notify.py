@@ -28,6 +28,7 @@ from buildbot.reporters.message import MessageFormatterBase
 from twisted.internet import defer
 from twisted.python import log
 
+from farm.custody import FOREIGN_PROPERTY, from_property, mail_lines
 from farm.logscan import log_excerpt
 from farm.names import RELEASE, builder_name
 from farm.report import child_row, fetch_children, finished_release, flatten, format_table, result_name
@@ -101,7 +102,8 @@ def format_release(release: Build, children: list[Build], build_url: str, title:
     results = release.get("results")
     rows = [child_row(c) for c in sorted(children, key=lambda c: (flatten(c.get("properties")).get("variant", ""),
                                                                   flatten(c.get("properties")).get("arch", "")))]
-    if not rows and results in OK:
+    foreign = from_property(props.get(FOREIGN_PROPERTY))
+    if not rows and results in OK and not foreign:
         return None  # everything was already published: not a release, no mail
     ok = sum(1 for r in rows if r["build_result"] in OK)
     skipped = [f"{r['variant']} {r['arch']}" for r in rows if "skipped" in r["smoke"]]
@@ -119,6 +121,7 @@ def format_release(release: Build, children: list[Build], build_url: str, title:
         subject += f", {len(waiting)} waiting for a worker"
     if skipped:
         subject += f", smoke skipped on {len(skipped)}"
+    subject += f", {len(foreign)} FOREIGN file(s) on the index" if foreign else ""
     lines = [
         f"{name} release {status}" + (f" ({mode})" if mode else ""),
         f"Tag: {props.get('tag', '?')}    release build: {build_url}",
@@ -131,7 +134,7 @@ def format_release(release: Build, children: list[Build], build_url: str, title:
         lines.append(f"Upload: {upload_url}")
     if props.get("reason"):
         lines.append(f"Reason: {props['reason']}")
-    lines.append("")
+    lines += ["", *mail_lines(props.get(FOREIGN_PROPERTY))]
     if rows:
         lines.append(format_table(rows, ("variant", "arch", "result", "verify", "smoke", "uploaded")).rstrip())
         lines.append("")

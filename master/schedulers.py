@@ -23,6 +23,7 @@ from farm import published
 from farm.names import IMAGES, IMAGES_TRIGGER, RECHECK, RELEASE, builder_name, trigger_name
 from farm.settings import Settings
 from master.tags import UpstreamTags
+from steps import custody
 from vllm_cpu_build import specs
 from vllm_cpu_build.variants import ARCHES, Catalog
 
@@ -262,13 +263,14 @@ class ImagesForceScheduler(StrictForceScheduler):
         if not packages:
             raise CollectedValidationError({"variants": f"none of {', '.join(chosen)} is built for {version}"})
         try:
-            found = yield threads.deferToThread(self.find, packages, version, highest)
+            found = yield threads.deferToThread(self.find, packages, version, highest, custody.blocking(self.master))
         except Exception as exc:
             raise CollectedValidationError({"version": f"cannot read the index: {exc}"}) from None
         if not found:
             post = " or a .postN of it" if highest else ""
             raise CollectedValidationError({"version": f"the index has no wheel of {version}{post} for "
-                                                       f"{', '.join(packages)}: no image to build"})
+                                                       f"{', '.join(packages)} built by this farm: no image to "
+                                                       "build"})
         return props
 
 
@@ -363,7 +365,7 @@ def make_schedulers(settings: Settings, catalog: Catalog, tags: UpstreamTags) ->
     ]
     if settings.images.enabled:
         out += [schedulers.Triggerable(name=IMAGES_TRIGGER, builderNames=[IMAGES]), make_images_force(
-            catalog, functools.partial(published.on_index, settings.index.simple_url))]
+            catalog, functools.partial(published.trusted, settings.index.simple_url))]
     if settings.upstream.recheck_interval:
         out.append(schedulers.Periodic(name="recheck-periodic", builderNames=[RECHECK],
                                        periodicBuildTimer=settings.upstream.recheck_interval))

@@ -15,6 +15,11 @@ Buildbot's change hook resource as that dialect's ``custom_class``:
 * refuses a tag that does not match ``upstream.tag_regex`` or that the
   upstream (``git ls-remote`` of ``upstream.url``, not the payload's
   repository) does not have;
+* starts nothing new (200, says why) for a delivery id (``X-GitHub-Delivery``)
+  it has seen before, kept in Buildbot's database (``object_state``), or for
+  a tag whose release is queued, running or done (``farm.decisions
+  .release_of_tag``): replays and redeliveries make no change; the
+  periodic re-check (or a force) is the way to retry a release;
 * turns the tag into one change: ``branch`` = the tag name, category ``tag``,
   repository = ``upstream.url``, **no properties** (a change never carries
   build properties; see ``farm/inputs.py``).
@@ -25,6 +30,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import secrets
 from typing import Any
 
 from buildbot.process.properties import Properties
@@ -32,16 +38,31 @@ from buildbot.www.hooks.base import BaseHookHandler
 from twisted.internet import defer, threads
 from twisted.python import log
 
+from farm.decisions import release_of_tag
+from farm.names import RELEASE
+from steps.collect import finished_builds, release_requests
 from vllm_cpu_build import specs
 
 DIALECT = "github"
 SIGNATURE = b"X-Hub-Signature-256"
 EVENT = b"X-GitHub-Event"
+DELIVERY = b"X-GitHub-Delivery"
+DELIVERIES = ("vllm-cpu-webhook-deliveries", "master.webhook.TagWebhook")  # object_state's (name, class)
+HISTORY = 200  # newest finished release builds read for "is this tag's release done?"
 
 
 def signature(secret: bytes, body: bytes) -> str:
     """The header value a sender computes: ``sha256=`` + HMAC-SHA256(secret, body) in hex."""
     return "sha256=" + hmac.new(secret, body, hashlib.sha256).hexdigest()
+
+
+async def seen_before(master: Any, delivery: str, tag: str) -> str | None:
+    """Record ``delivery``; the tag it first came with when it was recorded before (None: new)."""
+    db = master.db.state
+    oid = await db.getObjectId(*DELIVERIES)
+    mark = secrets.token_hex(8)
+    first = await db.atomicCreateState(oid, delivery, lambda: {"tag": tag, "mark": mark})
+    return None if isinstance(first, dict) and first.get("mark") == mark else str((first or {}).get("tag", "?"))
 
 
 def check_signature(secret: bytes, body: bytes, header: bytes | None) -> None:
@@ -71,6 +92,16 @@ class TagWebhook(BaseHookHandler):
         if not value:
             raise ValueError("the webhook secret is not configured on the master; refusing every post")
         return value.encode() if isinstance(value, str) else value
+
+    async def _nothing_new(self, tag: str, version: str, delivery: str, tag_version: Any) -> str | None:
+        """Why this signed, valid tag push starts nothing (None: it makes its change)."""
+        if delivery:
+            first = await seen_before(self.master, delivery, tag)
+            if first is not None:
+                return f"delivery {delivery} was seen before (tag {first})"
+        queued = await release_requests(self.master, RELEASE, "fan_out", older_than=2**62)
+        done = await finished_builds(self.master, RELEASE, limit=HISTORY)
+        return release_of_tag(version, queued, done, tag_version)
 
     @defer.inlineCallbacks
     def getChanges(self, request):
@@ -126,6 +157,12 @@ class TagWebhook(BaseHookHandler):
             raise ValueError(f"cannot list the upstream's tags to check {tag}: {exc}") from None
         if upstream_tag != tag:
             raise ValueError(f"tag {tag!r} does not exist in the upstream {opts.get('repository')}")
+        delivery = (request.getHeader(DELIVERY) or b"").decode("ascii", "replace").strip()[:200]
+        why = yield defer.ensureDeferred(self._nothing_new(tag, version, delivery, tags.version_of))
+        if why:
+            log.msg(f"vllm-cpu webhook: {tag}: nothing started: {why}")
+            request.write(f"ignored: {why}; the periodic re-check or a force builds what is missing; ".encode())
+            return []
         return [{
             "branch": tag, "category": "tag", "repository": opts.get("repository", ""), "project": "vllm",
             "author": "upstream webhook", "comments": f"release tag {tag} (signed webhook)",

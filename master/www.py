@@ -139,7 +139,7 @@ def make_www(settings: Settings, tags: UpstreamTags | None = None, catalog: Cata
     w = settings.www
     # The release matrix: a menu entry (#/releases) whose page and JSON the WSGI app serves.
     releases = matrix.MatrixApp(catalog or variants.load(), settings.index.simple_url, settings.master.web_url_slash,
-                                list_index_files)
+                                list_index_files, interval=w.matrix_interval)
     www: dict = {
         "port": f"tcp:{settings.master.web_port}:interface={settings.master.web_interface}",
         "plugins": {"waterfall_view": {}, "console_view": {}, "grid_view": {},

@@ -33,7 +33,8 @@ def settings_for(sb: Sandbox) -> Settings:
                         recheck_interval=sb.recheck_interval, recheck_since=sb.recheck_since)
     if sb.recheck_attempts is not None:
         upstream = replace(upstream, recheck_attempts=sb.recheck_attempts)
-    www = Www()
+    # Fresh on every request: the tests plant index files and read the matrix at once.
+    www = Www(matrix_interval=0)
     if sb.users:
         www = replace(www, users_file=sb.users_file, admins=tuple(sb.admins))
     if sb.max_builds_per_request is not None:

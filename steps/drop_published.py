@@ -8,14 +8,17 @@ from typing import Any
 from buildbot.process import buildstep
 from twisted.internet import threads
 
+from farm.custody import FOREIGN_PROPERTY, Foreign, Ledger, describe
 from farm.decisions import choose, queued_duplicate
-from farm.published import Build
+from farm.published import Build, of_version
 from farm.states import Result
+from steps import custody
 from steps.attached import Attached
 from steps.collect import open_requests
 
-# (builds, version, include_posts) -> (what still has to be built, notes on what is published); blocking
-IndexCheck = Callable[[list[Build], str, bool], tuple[list[Build], list[str]]]
+# (builds, version, include_posts, custody ledger, foreign files seen (appended to))
+#   -> (what still has to be built, notes on what is published); blocking
+IndexCheck = Callable[[list[Build], str, bool, Ledger, list[Foreign]], tuple[list[Build], list[str]]]
 
 
 class DropPublished(Attached, buildstep.BuildStep):
@@ -24,7 +27,10 @@ class DropPublished(Attached, buildstep.BuildStep):
     ``only_builds`` (a rebuild: the failed builds) keeps only those
     variant × arch builds; ``skip_builds`` (the re-check: builds that failed
     too often) drops those (``farm.decisions.choose``).  A dry run builds
-    everything chosen, whatever the index has.
+    everything chosen, whatever the index has.  Only this farm's files on
+    the index count (``farm.custody``): foreign files of the version are
+    built over, listed in the ``foreign`` property and log, and the step
+    ends WARNINGS so the release (and its mail) says so.
     """
 
     name = "already_published"
@@ -46,11 +52,13 @@ class DropPublished(Attached, buildstep.BuildStep):
         dry_run = bool(self.getProperty("dry_run"))
         chosen, notes = self._chosen(builds)
         todo = chosen
+        foreign: list[Foreign] = []
         if dry_run:
             notes.append("dry run: the index is not consulted, everything chosen is built")
         elif todo:
             try:
-                todo, found = await threads.deferToThread(self.check, todo, version + postfix, not postfix)
+                todo, found = await threads.deferToThread(self.check, todo, version + postfix, not postfix,
+                                                          custody.blocking(self.master), foreign)
             except Exception as exc:  # the index is down: better no build than a duplicate
                 self.descriptionDone = f"index not reachable: {exc}"[:200]
                 await self.addCompleteLog("error", f"{type(exc).__name__}: {exc}\n")
@@ -64,8 +72,13 @@ class DropPublished(Attached, buildstep.BuildStep):
         text = f"{len(todo)} to build, {len(chosen) - len(todo)} already published or queued"
         if len(chosen) < len(builds):
             text += f", {len(builds) - len(chosen)} not chosen"
+        foreign = [f for f in foreign if of_version(f.file, version)]
+        if foreign:
+            self.setProperty(FOREIGN_PROPERTY, [f.to_json() for f in foreign], self.name)
+            await self.addCompleteLog("foreign", "".join(describe(f) + "\n" for f in foreign))
+            text += f", {len(foreign)} FOREIGN file(s) on the index"
         self.descriptionDone = text if builds else "plan has no builds"
-        return Result.SUCCESS
+        return Result.WARNINGS if foreign else Result.SUCCESS
 
     async def _drop_queued(self, builder_for: Callable[[str, str], str], todo: list[Build], version: str,
                            postfix: str, dry_run: bool) -> tuple[list[Build], list[str]]:

@@ -4,8 +4,9 @@
 build's) starts the ``images`` builder for the packages the index really
 has a wheel of; with none it triggers nothing and says why.
 ``QueueImages`` + ``BuildImage`` are the ``images`` builder: one
-``vllm-cpu-build image`` per package on a worker with buildah.  An images
-build that pushes nothing is never SUCCESS: it ends WARNINGS with the reason.
+``vllm-cpu-build image`` per package on a worker with buildah, given only
+this farm's wheels (custody ledger, ``--custody-only``).  An images build
+that pushes nothing is never SUCCESS: it ends WARNINGS with the reason.
 """
 
 from __future__ import annotations
@@ -17,15 +18,18 @@ from buildbot.process import buildstep
 from buildbot.steps.trigger import Trigger
 from twisted.internet import defer, threads
 
+from farm.custody import Ledger
 from farm.states import FAILURE, SKIPPED, SUCCESS, WARNINGS
+from steps import custody
 from steps.attached import Attached
 from steps.publish import wanted_version
 from steps.summary import BuildSummary, OwnTriggerSummary
 from steps.toolchain import ToolchainStep
 from vllm_cpu_build.results import ImageResult, Result
 
-# (packages, version, highest .postN wanted) -> package -> the version the index has (packages without one absent)
-Finder = Callable[[list[str], str, bool], dict[str, Any]]
+# (packages, version, highest .postN wanted, the custody ledger) -> package -> (version, wheels, newest) of
+# this farm's wheels on the index (``farm.published.trusted``); packages without one are absent.
+Finder = Callable[[list[str], str, bool, Ledger], dict[str, Any]]
 
 
 def chosen_packages(props: Any, packages_for: Callable[[str], list[str]], own: bool = False) -> list[str]:
@@ -60,7 +64,7 @@ class TriggerImages(Attached, OwnTriggerSummary, Trigger):
         version, highest = wanted_version(self)
         wanted = chosen_packages(self, self.packages_for, own=True)
         try:
-            found = yield threads.deferToThread(self.find, wanted, version, highest)
+            found = yield threads.deferToThread(self.find, wanted, version, highest, custody.blocking(self.master))
         except Exception as exc:  # IndexUnusable, requests errors: no images, and say why
             self.descriptionDone = f"no images: the index is not reachable: {exc}"[:200]
             return FAILURE
@@ -98,7 +102,7 @@ class QueueImages(BuildSummary, Attached, buildstep.BuildStep):
             self.descriptionDone = self.build_summary = f"images {version}: no package is built for it"
             return WARNINGS
         try:
-            found = yield threads.deferToThread(self.find, packages, version, highest)
+            found = yield threads.deferToThread(self.find, packages, version, highest, custody.blocking(self.master))
         except Exception as exc:
             self.descriptionDone = self.build_summary = f"images {version}: the index is not reachable: {exc}"[:200]
             return FAILURE
@@ -109,7 +113,9 @@ class QueueImages(BuildSummary, Attached, buildstep.BuildStep):
             self.descriptionDone = self.build_summary = text
             return WARNINGS
         args = ["--version", version, *(["--highest-postfix"] if highest else []), *self.image_args]
-        self.build.addStepsAfterCurrentStep([BuildImage(package=p, cli_args=list(args)) for p in present])
+        # Only the farm's own wheels, pinned by sha256: a foreign file on the index never makes an image.
+        self.build.addStepsAfterCurrentStep([BuildImage(package=p, cli_args=[
+            *args, "--custody-only", *(f"--custody={w.filename}={w.sha256}" for w in found[p][1])]) for p in present])
         self.build_summary = f"images {version}{post}: {', '.join(present)}"
         self.descriptionDone = f"{len(present)} image(s) of {version}{post}"
         if missing:

@@ -1,13 +1,14 @@
 """After a release's uploads: the GitHub release.
 
 ``GitHubRelease`` (master side, in the ``release`` builder after ``fan_out``)
-makes or updates the version's GitHub release from what the index holds and
-what this master's variant builds recorded.  With ``use_highest_postfix`` it
-uses the highest ``.postN`` the index has of the version (``0.12.0`` ->
-``0.12.0.post3``).  A variant build that uploads after its release has
-finished (it waited for a worker of its arch) runs the same steps itself
-(``uploaded_after_release``), so the release and the images follow what
-was really published.
+makes or updates the version's GitHub release from what the index holds of
+this farm's output (``farm.custody``: a foreign file is never attached or
+listed) and what this master's variant builds recorded.  With
+``use_highest_postfix`` it uses the highest ``.postN`` the index has of the
+version (``0.12.0`` -> ``0.12.0.post3``).  A variant build that uploads
+after its release has finished (it waited for a worker of its arch) runs
+the same steps itself (``uploaded_after_release``), so the release and the
+images follow what was really published.
 """
 
 from __future__ import annotations
@@ -23,9 +24,11 @@ from buildbot.process import buildstep
 from twisted.internet import defer, threads
 
 from farm import github_release
+from farm.custody import Foreign, Ledger, describe
 from farm.published import OnIndex, on_index
 from farm.report import finished_release, flatten, floor_text, row_from_properties
 from farm.states import FAILURE, OK, SKIPPED, SUCCESS, WARNINGS
+from steps import custody
 from steps.attached import Attached
 from vllm_cpu_build import index
 from vllm_cpu_build.specs import final_version
@@ -65,9 +68,13 @@ class GitHubRelease(Attached, buildstep.BuildStep):
         self.images = images  # (package, version) -> image references the images builder pushes
         super().__init__(**kwargs)
 
-    def _index(self, version: str, highest: bool) -> Index:
-        """package -> (chosen version, its wheels, whether it is the package's newest release); blocking."""
-        return on_index(self.simple_url, self.packages_for(version), version, highest)
+    def _index(self, version: str, highest: bool, ledger: Ledger, foreign: list[Foreign]) -> Index:
+        """package -> (chosen version, its wheels, whether it is the package's newest release); blocking.
+
+        Only this farm's wheels (``ledger``); the foreign ones of ``version`` are appended to ``foreign``.
+        """
+        return on_index(self.simple_url, self.packages_for(version), version, highest, ledger=ledger,
+                        foreign=foreign)
 
     @defer.inlineCallbacks
     def _build_of(self, package: str, arch: str, version: str,
@@ -142,14 +149,20 @@ class GitHubRelease(Attached, buildstep.BuildStep):
     def run(self) -> Generator[Any, Any, int]:
         version, highest = wanted_version(self)
         log = yield self.addLog("github")
+        foreign: list[Foreign] = []
         try:
-            index = yield threads.deferToThread(self._index, version, highest)
+            index = yield threads.deferToThread(self._index, version, highest, custody.blocking(self.master), foreign)
         except Exception as exc:
             self.descriptionDone = f"index not reachable: {exc}"[:200]
             yield log.addStderr(f"{type(exc).__name__}: {exc}\n")
             return FAILURE
+        if foreign:
+            yield log.addStderr("".join(f"not attached, not listed: FOREIGN {describe(f)}\n" for f in foreign))
         if not index:
             self.descriptionDone = f"nothing of {version} on the index: no GitHub release"
+            if foreign:
+                self.descriptionDone += f"; {len(foreign)} FOREIGN file(s) ignored"
+                return WARNINGS
             yield log.addStdout(f"the index at {self.simple_url} has no wheel of {version}"
                                 + (" or a .postN of it" if highest else "") + "\n")
             return SKIPPED
@@ -179,8 +192,11 @@ class GitHubRelease(Attached, buildstep.BuildStep):
             yield self.addURL(f"GitHub release {notes.tag}", result.url)
         self.setProperty("github_release", {"tag": notes.tag, "url": result.url, "uploaded": result.uploaded,
                                             "present": result.present, "conflicts": result.conflicts}, self.name)
-        self.descriptionDone = f"{notes.tag}: {result.summary()}"[:200]
-        return WARNINGS if result.conflicts else SUCCESS
+        self.descriptionDone = f"{notes.tag}: {result.summary()}"
+        if foreign:
+            self.descriptionDone += f"; {len(foreign)} FOREIGN file(s) not attached"
+        self.descriptionDone = self.descriptionDone[:200]
+        return WARNINGS if result.conflicts or foreign else SUCCESS
 
 
 @defer.inlineCallbacks

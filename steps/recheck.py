@@ -9,6 +9,7 @@ from buildbot.config.errors import error as config_error
 from buildbot.steps.trigger import Trigger
 from twisted.internet import threads
 
+from farm.custody import Ledger
 from farm.decisions import (
     History,
     RecheckPlan,
@@ -20,11 +21,13 @@ from farm.decisions import (
 )
 from farm.published import MissingBuild, build_key
 from farm.states import FAILED_ATTEMPT, Result
+from steps import custody
 from steps.attached import Attached
 from steps.collect import finished_builds, open_requests
 from steps.summary import OwnTriggerSummary
 
-FindMissing = Callable[[dict[str, list[dict[str, Any]]]], list[MissingBuild]]
+# ({version: planned builds}, the custody ledger) -> what the index lacks of this farm's output; blocking
+FindMissing = Callable[[dict[str, list[dict[str, Any]]], Ledger], list[MissingBuild]]
 
 
 class Recheck(Attached, OwnTriggerSummary, Trigger):
@@ -63,7 +66,7 @@ class Recheck(Attached, OwnTriggerSummary, Trigger):
         try:
             history = release_history(await finished_builds(self.master, self.release_builder,
                                                             limit=self.history))
-            missing = await threads.deferToThread(self.find_missing, history.plans)
+            missing = await threads.deferToThread(self.find_missing, history.plans, custody.blocking(self.master))
         except Exception as exc:
             self.descriptionDone = f"re-check failed: {exc}"[:200]
             return Result.FAILURE

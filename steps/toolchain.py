@@ -22,6 +22,7 @@ from twisted.internet import defer
 
 from farm.logscan import FirstError, progress
 from farm.states import CANCELLED, FAILURE, SKIPPED, SUCCESS, WARNINGS
+from steps import custody
 from steps.attached import Attached
 from steps.summary import BuildSummary
 from vllm_cpu_build.errors import EXIT_OK, EXIT_USAGE
@@ -424,6 +425,11 @@ class UploadWheels(BuildSummary, ToolchainStep):
             if s.url:
                 yield self.addURL(f"{s.file} (already there)", s.url)
         self.setProperty("uploaded", [u.url for u in res.uploaded], "upload")
+        # Chain of custody: exactly these bytes were verified and are what the index holds under the name.
+        held = {u.file: u.sha256 for u in res.uploaded if u.sha256}
+        held.update({s.file: s.sha256 for s in res.skipped if s.sha256})
+        self.setProperty("custody", held, "upload")
+        yield defer.ensureDeferred(custody.record(self.master, held, f"{self.build.builder.name} #{self.build.number}"))
         parts = []
         if res.uploaded:
             parts.append("uploaded " + ", ".join(u.file for u in res.uploaded))

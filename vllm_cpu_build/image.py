@@ -9,6 +9,11 @@ steps under qemu-user-static), joined in one manifest list and pushed to
 every ``--repository`` as ``<short>-<version>``, plus ``<short>-latest``
 when the version is the package's newest final release on the index.
 
+With ``--custody-only`` only the wheels named by ``--custody FILE=SHA256``
+(the master's custody ledger: what this farm built, verified and uploaded)
+with exactly that sha256 on the index count; every other file is foreign
+and never decides a version, an arch or ``-latest``.  An arch with one such
+wheel installs exactly that file (its URL with ``#sha256=``: pip checks it).
 Daemonless (no Docker engine).  Registry credentials only through
 ``--authfile`` (a containers auth.json the Buildbot step writes from a
 secret), never on a command line.  The storage buildah uses is its default
@@ -65,10 +70,24 @@ def _ok(r: subprocess.CompletedProcess[str], what: str) -> subprocess.CompletedP
     return r
 
 
+def _trusted(wheels: list[published.PublishedWheel], custody: dict[str, str] | None,
+             res: ImageResult) -> list[published.PublishedWheel]:
+    """The wheels the custody ledger holds with the sha256 the index lists (all without a ledger)."""
+    if custody is None:
+        return wheels
+    ours = [w for w in wheels if w.sha256 and custody.get(w.filename) == w.sha256]
+    res.foreign = sorted(w.filename for w in wheels if w not in ours)
+    for name in res.foreign:
+        _log(f"foreign, not used: {name} (not built and verified by this farm)")
+    return ours
+
+
 def plan(package: str, version: str, simple_url: str, highest_postfix: bool = False,
          arches: list[Arch] | None = None,
-         lister: Callable[[str, str], list[IndexFile]] | None = None) -> ImageResult:
-    """What would be built: version, arches and tags, from variants.json and the index."""
+         lister: Callable[[str, str], list[IndexFile]] | None = None,
+         custody: dict[str, str] | None = None) -> ImageResult:
+    """What would be built: version, arches and tags, from variants.json and the index (with ``custody``
+    ({file: sha256}), only the index's wheels it holds)."""
     from vllm_cpu_build.variants import load
 
     variant = load().get(package)
@@ -77,7 +96,7 @@ def plan(package: str, version: str, simple_url: str, highest_postfix: bool = Fa
                          f"{variant.releases})")
     res = ImageResult(package=variant.package, short=variant.short, requested=version)
     kwargs = {"lister": lister} if lister else {}
-    wheels = published.wheels(simple_url, variant.package, **kwargs)
+    wheels = _trusted(published.wheels(simple_url, variant.package, **kwargs), custody, res)
     versions = {w.version for w in wheels}
     chosen = published.pick_version(versions, version, highest_postfix)
     if chosen is None:
@@ -94,16 +113,24 @@ def plan(package: str, version: str, simple_url: str, highest_postfix: bool = Fa
                       f"{', '.join(arches or variant.arches)} (has: {', '.join(sorted(have)) or 'none'})")
         return res
     res.arches = wanted
+    for a in wanted:
+        mine = [w for w in wheels if w.version == chosen and a in w.arches]
+        if custody is not None and len(mine) == 1:
+            res.wheels[str(a)] = f"{mine[0].url}#sha256={mine[0].sha256}"
     res.latest = published.is_newest(versions, chosen)
     tags = variant.docker_tags(chosen)
     res.tags = tags if res.latest else tags[:1]
     return res
 
 
-def build_args(res: ImageResult, base_image: str, index_url: str, torch_index_url: str) -> dict[str, str]:
-    """The Dockerfile's ARGs for one image."""
-    return {"BASE_IMAGE": base_image, "PACKAGE": res.package, "VERSION": res.version, "INDEX_URL": index_url,
+def build_args(res: ImageResult, base_image: str, index_url: str, torch_index_url: str,
+               arch: str | None = None) -> dict[str, str]:
+    """The Dockerfile's ARGs for one image (``arch``'s pinned wheel, when there is one)."""
+    args = {"BASE_IMAGE": base_image, "PACKAGE": res.package, "VERSION": res.version, "INDEX_URL": index_url,
             "TORCH_INDEX_URL": torch_index_url}
+    if arch and str(arch) in res.wheels:
+        args["WHEEL_URL"] = res.wheels[str(arch)]
+    return args
 
 
 def build_and_push(res: ImageResult, *, repositories: list[str], dockerfile: Path, context: Path,
@@ -113,11 +140,11 @@ def build_and_push(res: ImageResult, *, repositories: list[str], dockerfile: Pat
     local_list = f"{LOCAL_PREFIX}/{res.short}:{res.version}"
     tls = [f"--tls-verify={'true' if tls_verify else 'false'}"]
     auth = ["--authfile", str(authfile)] if authfile else []
-    arg_list = [a for k, v in build_args(res, base_image, index_url, torch_index_url).items()
-                for a in ("--build-arg", f"{k}={v}")]
     built: list[str] = []
     try:
         for arch in res.arches:
+            arg_list = [a for k, v in build_args(res, base_image, index_url, torch_index_url, arch).items()
+                        for a in ("--build-arg", f"{k}={v}")]
             platform = PLATFORMS[arch]
             local = f"{local_list}-{platform.split('/')[1]}"
             t = time.monotonic()
@@ -168,7 +195,8 @@ def _run(args: argparse.Namespace) -> ImageResult:
     if authfile and not authfile.is_file():
         raise UsageError(f"--authfile: {authfile}: no such file")
     t0 = time.monotonic()
-    res = plan(args.package, args.version, args.simple_url, args.highest_postfix, args.arches)
+    custody = dict(args.custody) if args.custody_only else None
+    res = plan(args.package, args.version, args.simple_url, args.highest_postfix, args.arches, custody=custody)
     if res.status is ImageStatus.NOTHING_PUBLISHED:
         _log(f"skipped: {res.reason}")
     elif args.dry_run:
@@ -184,6 +212,13 @@ def _run(args: argparse.Namespace) -> ImageResult:
             _log(f"pushed {p.ref} {p.digest}")
     res.seconds["total"] = round(time.monotonic() - t0, 1)
     return res
+
+
+def _custody_arg(value: str) -> tuple[str, str]:
+    name, _, sha = value.partition("=")
+    if not name.endswith(".whl") or len(sha) != 64 or any(c not in "0123456789abcdef" for c in sha):
+        raise argparse.ArgumentTypeError(f"{value!r}: expected WHEEL_FILE=SHA256 (64 lower-case hex digits)")
+    return name, sha
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -209,6 +244,10 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                    help="plain HTTP / unverified TLS for base pulls and pushes (a registry on 127.0.0.1)")
     p.add_argument("--authfile", help="containers auth.json with the registries' credentials")
     p.add_argument("--keep", action="store_true", help="keep the built images in local storage")
+    p.add_argument("--custody", action="append", default=[], type=_custody_arg, metavar="FILE=SHA256",
+                   help="a wheel this farm built, verified and uploaded (the master's custody ledger); repeat")
+    p.add_argument("--custody-only", action="store_true",
+                   help="use only the --custody wheels with that sha256 on the index; others are foreign")
     p.add_argument("--dry-run", action="store_true", help="resolve version, arches and tags; build nothing")
     p.add_argument("--json", action="store_true", help="print one JSON document on stdout")
     p.set_defaults(func=_run)

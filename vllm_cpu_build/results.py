@@ -199,6 +199,7 @@ class SmokeResult(Result):
 class UploadedFile:
     file: str
     url: str
+    sha256: str = ""  # of the bytes verified and sent; the index listed the same after the upload
 
 
 @dataclass
@@ -206,6 +207,7 @@ class NotUploaded:
     file: str
     reason: str
     url: str = ""
+    sha256: str = ""  # already in the index: the sha256 both the index and this verified wheel have
 
 
 @dataclass
@@ -258,6 +260,8 @@ class ImageResult(Result):
     arches: list[Arch] = field(default_factory=list)
     tags: list[str] = field(default_factory=list)
     latest: bool = False  # <short>-latest moves: the package's newest final release on the index
+    wheels: dict[str, str] = field(default_factory=dict)  # arch -> the one wheel's URL with #sha256= (pinned)
+    foreign: list[str] = field(default_factory=list)  # index files left out: not in the master's custody ledger
     pushed: list[PushedImage] = field(default_factory=list)
     seconds: dict[str, float] = field(default_factory=dict)
     status: ImageStatus = ImageStatus.PLANNED

@@ -6,8 +6,13 @@ after a failed verify, but a wheel that is not what its name says must
 never be published, whatever ran before; one failing wheel uploads none.
 
 Before uploading, the package's page on the index's simple API (PEP 691
-JSON, HTML fallback, so PyPI and pypiserver both work) is read and every
-wheel already listed is skipped.  Credentials come from the environment
+JSON, HTML fallback, so PyPI and pypiserver both work) is read.  The index
+is checked, not trusted: a name it already lists is skipped only when its
+sha256 is the sha256 of the wheel verified here (the same file); a
+different file under the name (planted, or swapped in after the build)
+fails the upload loudly with both hashes and uploads nothing.  Each
+wheel's sha256 is taken before ``verify`` and checked again right before
+twine sends it, and after the upload the index must list that sha256.  Credentials come from the environment
 (``TWINE_USERNAME``/``TWINE_PASSWORD``, set by the Buildbot step from a
 secret) and are never put on a command line.  ``--dry-run`` uploads nothing.
 
@@ -36,11 +41,12 @@ import requests
 from packaging.utils import InvalidWheelFilename, canonicalize_name, parse_wheel_filename
 
 from vllm_cpu_build.errors import StepFailed, UsageError
+from vllm_cpu_build.files import sha256_of
 from vllm_cpu_build.index import IndexFile, IndexUnusable, list_index_files, session, wheel_covers
 from vllm_cpu_build.results import NotUploaded, UploadedFile, UploadResult
 from vllm_cpu_build.variants import Variant
 
-__all__ = ["IndexFile", "list_index_files", "verify_gate", "wheel_covers"]
+__all__ = ["IndexFile", "conflict", "list_index_files", "verify_gate", "wheel_covers"]
 
 ATTEMPTS = 4  # twine runs per wheel (and index reads) before giving up
 BACKOFF = 10.0  # seconds before the second attempt; doubles after each
@@ -68,13 +74,13 @@ class _Index:
         print(f"  retrying in {delay:g} s", file=sys.stderr, flush=True)
         time.sleep(delay)
 
-    def listed(self) -> dict[str, str]:
-        """{filename: url}; raises IndexUnusable (one line) when it cannot be read after every attempt."""
+    def listed(self) -> dict[str, IndexFile]:
+        """{filename: its listing}; raises IndexUnusable (one line) when it cannot be read after every attempt."""
         for attempt in range(1, self.attempts + 1):
             try:
                 # A quick blip is retried by the session; an outage by this loop, with its longer backoff.
                 with session(retries=2) as http:
-                    return {f.filename: f.url for f in list_index_files(self.simple_url, self.package, http=http)}
+                    return {f.filename: f for f in list_index_files(self.simple_url, self.package, http=http)}
             except (requests.RequestException, IndexUnusable, OSError) as exc:
                 why = _why(exc)
                 print(f"reading {self.simple_url} (attempt {attempt} of {self.attempts}): {why}", file=sys.stderr)
@@ -83,6 +89,16 @@ class _Index:
                                         f"attempts: {why}") from None
                 self.pause(attempt)
         raise AssertionError("unreachable")
+
+
+def conflict(listed: IndexFile, sha256: str) -> str | None:
+    """Why the file the index lists under a wheel's name is not that wheel (None: the same sha256)."""
+    if listed.sha256 and listed.sha256 == sha256:
+        return None
+    held = f"index sha256 {listed.sha256}" if listed.sha256 else "the index gives no sha256 for it"
+    return (f"{listed.filename}: the index holds a different file under this name: {held}, "
+            f"this build's verified wheel sha256 {sha256}")
+
 
 def verify_gate(wheels: list[Path], variant: Variant, manylinux: str | None = None) -> list[dict[str, str]]:
     """[{"file", "reason"}] for every wheel that fails ``verify`` as ``variant`` (arch from its tag)."""
@@ -139,6 +155,7 @@ def _run(args: argparse.Namespace) -> UploadResult:
             raise UsageError(f"{w.name}: belongs to {name}, not to variant {variant.package}")
 
     report = UploadResult(variant.package, args.repository_url, args.dry_run)
+    digests = {w.name: sha256_of(w) for w in wheels}  # taken before verify: the bytes verify checks
     refused = verify_gate(wheels, variant, args.manylinux)
     if refused:
         raise StepFailed("nothing uploaded; failed verify: " + "; ".join(f"{r['file']}: {r['reason']}"
@@ -148,11 +165,18 @@ def _run(args: argparse.Namespace) -> UploadResult:
         existing = idx.listed()
     except IndexUnusable as exc:
         raise StepFailed(f"nothing uploaded: {exc}") from None
+    clashes = [c for w in wheels if w.name in existing and (c := conflict(existing[w.name], digests[w.name]))]
+    if clashes:
+        for c in clashes:
+            print(f"CONFLICT {c}", file=sys.stderr)
+        raise StepFailed("nothing uploaded; " + "; ".join(clashes), conflicts=clashes)
     todo = []
     for w in wheels:
         if w.name in existing:
-            report.skipped.append(NotUploaded(w.name, "already in the index", existing[w.name]))
-            print(f"{w.name}: already in the index, not uploaded again", file=sys.stderr)
+            report.skipped.append(NotUploaded(w.name, "already in the index, same sha256",
+                                              existing[w.name].url, digests[w.name]))
+            print(f"{w.name}: already in the index with the same sha256 {digests[w.name]}, not uploaded again",
+                  file=sys.stderr)
         elif args.dry_run:
             report.skipped.append(NotUploaded(w.name, "dry run"))
             print(f"{w.name}: dry run, would upload to {args.repository_url}", file=sys.stderr)
@@ -163,13 +187,13 @@ def _run(args: argparse.Namespace) -> UploadResult:
             raise UsageError("no credentials: TWINE_PASSWORD is not set (the index token secret)")
         for w in todo:
             try:
-                url = _upload_one(w, args.repository_url, idx)
+                url = _upload_one(w, digests[w.name], args.repository_url, idx)
             except (IndexUnusable, StepFailed) as exc:
                 done = ", ".join(u.file for u in report.uploaded) or "nothing"
                 left = ", ".join(x.name for x in todo[len(report.uploaded):])
                 raise StepFailed(f"{exc}; uploaded: {done}; not uploaded: {left}",
                                  uploaded=[u.file for u in report.uploaded]) from None
-            report.uploaded.append(UploadedFile(w.name, url))
+            report.uploaded.append(UploadedFile(w.name, url, digests[w.name]))
             print(f"{w.name}: uploaded, {url}", file=sys.stderr)
     out = sys.stderr if args.json else sys.stdout
     for u in report.uploaded:
@@ -193,21 +217,38 @@ def _twine(cmd: list[str]) -> int:
     return proc.returncode
 
 
-def _upload_one(wheel: Path, repository_url: str, idx: _Index) -> str:
-    """Upload one wheel with twine, retrying a failure; its index URL.  Never sends a listed file again."""
+def _listed_as(wheel: Path, sha256: str, listed: dict[str, IndexFile]) -> str | None:
+    """The index URL of ``wheel`` when the index lists it with ``sha256``; StepFailed for another file."""
+    if wheel.name not in listed:
+        return None
+    why = conflict(listed[wheel.name], sha256)
+    if why:
+        raise StepFailed(why)
+    return listed[wheel.name].url
+
+
+def _upload_one(wheel: Path, sha256: str, repository_url: str, idx: _Index) -> str:
+    """Upload one wheel with twine, retrying a failure; its index URL.  Never sends a listed file again.
+
+    The wheel must still have the sha256 it had when it was verified, and
+    the index must list that sha256 under its name afterwards.
+    """
     cmd = [sys.executable, "-m", "twine", "upload", "--non-interactive", "--disable-progress-bar",
            "--repository-url", repository_url, str(wheel)]
     for attempt in range(1, idx.attempts + 1):
         if attempt > 1:
-            listed = idx.listed()  # it may have arrived after all (twine saw an error on the way back)
-            if wheel.name in listed:
+            url = _listed_as(wheel, sha256, idx.listed())  # it may have arrived after all
+            if url is not None:
                 print(f"{wheel.name}: listed by the index now; not sent again", file=sys.stderr)
-                return listed[wheel.name]
+                return url
+        if sha256_of(wheel) != sha256:
+            raise StepFailed(f"{wheel.name}: changed on disk after verify (sha256 {sha256_of(wheel)}, "
+                             f"verified {sha256}); not uploaded")
         print(f"running (attempt {attempt} of {idx.attempts}): " + " ".join(cmd), file=sys.stderr, flush=True)
         rc = _twine(cmd)
-        listed = idx.listed()
-        if wheel.name in listed:
-            return listed[wheel.name]
+        url = _listed_as(wheel, sha256, idx.listed())
+        if url is not None:
+            return url
         if rc == 0:
             raise StepFailed(f"{wheel.name}: twine succeeded but {idx.simple_url} does not list it")
         if attempt == idx.attempts:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import os
 import shlex
 import socket
 import subprocess
@@ -96,6 +97,29 @@ def make_wheel(dest: Path, dist: str, version: str, tag: str) -> Path:
         for path, data in files.items():
             z.writestr(path, data)
     return dest / name
+
+
+def adopt(db: Path | str, simple_url: str, *wheels: Path, reason: str = "planted by the test as published",
+          env: dict[str, str] | None = None) -> str:
+    """Record wheels already on the index as this farm's in a master's custody ledger, the way a
+    maintainer adopts wheels published before the ledger (``python -m master ledger adopt``); its stdout.
+
+    ``db``: a SQLite file, or a database URL (``env`` may carry ``PGPASSWORD``)."""
+    if not wheels:
+        return ""
+    url = f"sqlite:///{db}" if isinstance(db, Path) else db
+    environ = {**os.environ, **(env or {})}
+    repo = Path(__file__).resolve().parents[2]
+    deadline = time.monotonic() + 30  # pypiserver lists a file put in its directory within moments
+    while True:
+        r = subprocess.run([sys.executable, "-m", "master", "ledger", "--db-url", url, "adopt",
+                            "--simple-url", simple_url, "--reason", reason, *[w.name for w in wheels]],
+                           capture_output=True, text=True, cwd=repo, timeout=120, env=environ)
+        if r.returncode == 0 or "not on the index" not in r.stderr or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert r.returncode == 0, r.stderr
+    return r.stdout
 
 
 def unit_service(text: str) -> tuple[list[str], dict[str, str], str]:

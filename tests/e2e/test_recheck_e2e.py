@@ -22,7 +22,7 @@ from packaging.utils import parse_wheel_filename
 from farm.names import RECHECK, RELEASE, builder_name
 from farm.report import flatten
 from sandbox import Sandbox
-from tests.e2e.services import make_wheel
+from tests.e2e.services import adopt, make_wheel
 from vllm_cpu_build.index import list_index_files
 from vllm_cpu_build.variants import load
 
@@ -83,9 +83,9 @@ def restarted(tmp_path_factory: pytest.TempPathFactory) -> dict:
         before = {b["buildid"] for b in recheck_builds(sb)}
         sb.stop_master()
         t_down = time.monotonic()
-        for v in load().for_release(PUBLISHED):
-            for arch in v.arches:
-                make_wheel(sb.root / "index", v.dist_name, PUBLISHED, f"cp38-abi3-manylinux_2_28_{arch}")
+        planted = [make_wheel(sb.root / "index", v.dist_name, PUBLISHED, f"cp38-abi3-manylinux_2_28_{arch}")
+                   for v in load().for_release(PUBLISHED) for arch in v.arches]
+        adopt(sb.master_dir / "state.sqlite", sb.simple_url, *planted)  # published by this farm earlier
         for tag in ("v" + PUBLISHED, "v" + MISSED, "v" + RC):
             sb.push_tag(tag)
         # Down longer than one interval: the timer missed an actuation, as a real outage would.

