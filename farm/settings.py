@@ -248,7 +248,7 @@ class Www:
     max_request_bytes: int = 65536  # larger request bodies (REST, webhook, login) get HTTP 400 unread
     max_builds_per_request: int = 100  # variant x arch builds one force request may start at most
     # The release matrix is recomputed at most this often (seconds), and after every finished build.
-    matrix_interval: float = 10.0
+    matrix_interval: int = 10
 
     def check(self) -> None:
         if self.matrix_interval < 0:

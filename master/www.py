@@ -28,7 +28,7 @@ from twisted.web import server
 from twisted.web.guard import BasicCredentialFactory
 
 from farm.settings import Settings
-from master import loginlimit, matrix, restfix, rpcguard, sessions, users
+from master import loginlimit, matrix, matrix_app, restfix, rpcguard, sessions, users
 from master.tags import UpstreamTags
 from master.webhook import TagWebhook
 from vllm_cpu_build import variants
@@ -138,8 +138,8 @@ def make_www(settings: Settings, tags: UpstreamTags | None = None, catalog: Cata
     rpcguard.install()  # and answers 200/500 to control calls it cannot do: 4xx instead
     w = settings.www
     # The release matrix: a menu entry (#/releases) whose page and JSON the WSGI app serves.
-    releases = matrix.MatrixApp(catalog or variants.load(), settings.index.simple_url, settings.master.web_url_slash,
-                                list_index_files, interval=w.matrix_interval)
+    releases = matrix_app.MatrixApp(catalog or variants.load(), settings.index.simple_url,
+                                    settings.master.web_url_slash, list_index_files, interval=w.matrix_interval)
     www: dict = {
         "port": f"tcp:{settings.master.web_port}:interface={settings.master.web_interface}",
         "plugins": {"waterfall_view": {}, "console_view": {}, "grid_view": {},

@@ -6,7 +6,7 @@ import threading
 import time
 
 from master.loginlimit import FailureLimiter
-from master.matrix import MatrixApp
+from master.matrix_app import MatrixApp
 from vllm_cpu_build.variants import load
 
 
