@@ -40,7 +40,7 @@ _VARIANT_KEYS = {
     "package", "short", "summary", "readme", "target_cpus", "keywords",
     "releases", "isa_flags", "arches",
 }
-_ARCH_KEYS = {"cpu_flags", "contract"}
+_ARCH_KEYS = {"cpu_flags", "contract", "target_cpus"}  # target_cpus: optional
 _RULE_KEYS = {"releases", "modules", "require", "forbid", "optional"}
 
 
@@ -89,6 +89,7 @@ class ArchSpec:
     arch: Arch
     cpu_flags: tuple[str, ...]
     contract: tuple[ContractRule, ...]
+    target_cpus: str = ""  # the CPUs of this arch the package runs on ("" = the variant's own text)
 
     def rules_for(self, version: Version | str) -> list[ContractRule]:
         return [r for r in self.contract if r.applies_to(version)]
@@ -117,6 +118,11 @@ class Variant:
         # Compare on the release part so 0.17.0rc1 and 0.16.0.post1 fall where
         # a maintainer expects them (the range talks about release lines).
         return self.releases.contains(Version(v.base_version), prereleases=True)
+
+    def target_cpus_for(self, arch: str) -> str:
+        """The CPUs of ``arch`` this package runs on: the arch's own ``target_cpus``, else the variant's."""
+        spec = self.arches.get(Arch(arch)) if arch in ARCHES else None
+        return (spec.target_cpus if spec is not None else "") or self.target_cpus
 
     def docker_tags(self, version: str) -> list[str]:
         return [f"{self.short}-{version}", f"{self.short}-latest"]
@@ -240,8 +246,11 @@ def _arches(where: str, raw: object) -> dict[Arch, ArchSpec]:
         aw = f"{where}.{name}"
         if name not in ARCHES:
             raise VariantsError(f"{aw}: unknown architecture; known: {', '.join(ARCHES)}")
-        spec = _keys(aw, ra, _ARCH_KEYS)
+        spec = _keys(aw, ra, _ARCH_KEYS, _ARCH_KEYS - {"target_cpus"})
         rules = spec["contract"]
+        target = spec.get("target_cpus", "")
+        if not isinstance(target, str) or "\n" in target:
+            raise VariantsError(f"{aw}.target_cpus: must be one line of text")
         if not isinstance(rules, list) or not rules:
             raise VariantsError(f"{aw}.contract: must be a non-empty list of rules")
         arch = Arch(name)
@@ -249,6 +258,7 @@ def _arches(where: str, raw: object) -> dict[Arch, ArchSpec]:
             arch,
             _str_list(f"{aw}.cpu_flags", spec["cpu_flags"]),
             tuple(_rule(f"{aw}.contract[{j}]", r) for j, r in enumerate(rules)),
+            target.strip(),
         )
     return arches
 
