@@ -27,7 +27,7 @@ from twisted.web import server
 from twisted.web.guard import BasicCredentialFactory
 
 from farm.settings import Settings
-from master import matrix, restfix, users
+from master import matrix, restfix, uistyle, users
 from master.tags import UpstreamTags
 from master.webhook import TagWebhook
 from vllm_cpu_build import variants
@@ -118,6 +118,7 @@ def _loopback(interface: str) -> bool:
 
 def make_www(settings: Settings, tags: UpstreamTags | None = None, catalog: Catalog | None = None) -> dict:
     restfix.install()  # Buildbot 4.3 writes REST answers from a thread: corrupt gzip under load
+    uistyle.install()  # force-form errors in red next to their fields (Buildbot ships no CSS for them)
     w = settings.www
     # The release matrix: a menu entry (#/releases) whose page and JSON the WSGI app serves.
     releases = matrix.MatrixApp(catalog or variants.load(), settings.index.simple_url, settings.master.web_url_slash,
