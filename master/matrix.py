@@ -343,7 +343,7 @@ _STYLE = """
 .vcm th,.vcm td{border:1px solid #ccc;padding:4px 6px;vertical-align:top;overflow-wrap:anywhere;word-break:break-word}
 .vcm col.version{width:7.5em}
 .vcm .published{background:#dff0d8}.vcm .building{background:#d9edf7}
-.vcm .published-with-caveats{background:#f4f1c9;box-shadow:inset 5px 0 0 #e0a800}
+.vcm .published-with-caveats{background:#e9f0c9;box-shadow:inset 5px 0 0 #e0a800}
 .vcm .caveat{display:block;color:#7a5b00;font-style:italic;margin-top:2px}
 .vcm .waiting{background:#fcf8e3}.vcm .failed{background:#f2dede}
 .vcm .dry-run{background:#eee8f7}.vcm .not-built{background:#fff}
