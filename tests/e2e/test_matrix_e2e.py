@@ -223,7 +223,9 @@ def test_force_form_shows_both_errors_next_to_their_fields(built: dict, tmp_path
             assert errors.count() == 2  # both at once, after one submit
             for name, value in bad.items():
                 field = modal.locator(f'[data-bb-test-id="force-field-{name}"]')
-                group = modal.locator(".form-group.has-error").filter(has=field)
+                # ``has`` is relative to each group: a bare selector, not one under the modal.
+                group = modal.locator(".form-group.has-error").filter(
+                    has=page.locator(f'[data-bb-test-id="force-field-{name}"]'))
                 error = group.locator(".bb-force-build-modal-field-error")
                 assert value in error.inner_text(), (name, error.inner_text())
                 style = error.evaluate("e => [getComputedStyle(e).color, getComputedStyle(e).fontWeight]")
