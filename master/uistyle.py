@@ -28,7 +28,7 @@ CSS = """
 .bb-forcebuild-modal .form-group.has-error{display:flex;flex-direction:column;border-left:4px solid #d9534f;
  padding-left:8px;background:#fff8f8}
 .bb-forcebuild-modal .form-group.has-error>.bb-force-build-modal-field-error{order:2;color:#a94442;
- background:#f2dede;border:1px solid #ebccd1;border-radius:3px;padding:2px 8px;margin:4px 0;font-weight:600;
+ background:#f2dede;border:1px solid #ebccd1;border-radius:3px;padding:2px 8px;margin:4px 15px;font-weight:600;
  overflow-wrap:anywhere}
 .bb-forcebuild-modal .form-group.has-error>:not(.bb-force-build-modal-field-error){order:1}
 .bb-forcebuild-modal .has-error label{color:#a94442}
