@@ -230,7 +230,8 @@ def test_force_form_shows_both_errors_next_to_their_fields(built: dict, tmp_path
                 assert value in error.inner_text(), (name, error.inner_text())
                 style = error.evaluate("e => [getComputedStyle(e).color, getComputedStyle(e).fontWeight]")
                 assert style[0] == "rgb(169, 68, 66)" and int(style[1]) >= 600, style  # red, bold
-                assert field.evaluate("e => getComputedStyle(e).borderTopColor") == "rgb(217, 83, 79)"
+                # Bootstrap animates border-color (.15s): wait for the red, don't sample mid-transition.
+                sync_api.expect(field).to_have_css("border-top-color", "rgb(217, 83, 79)")
                 f, e = field.bounding_box(), error.bounding_box()
                 assert f and e and 0 <= e["y"] - (f["y"] + f["height"]) < 40, (name, f, e)  # right under it
             modal.screenshot(path=str(tmp_path / "force-errors.png"))
