@@ -24,12 +24,12 @@ from twisted.internet import defer
 from farm.decisions import Child
 from farm.names import IMAGES
 from farm.published import build_key
-from farm.states import BuildState, Result, label
+from farm.states import WARNINGS, BuildState, Result, label
 from farm.texts import epoch, utc, waiting_text
 
-__all__ = ["Child", "Request", "child_of", "child_result", "child_row", "children", "epoch", "fetch_children",
-           "finished_release", "flatten", "format_table", "has_usable_worker", "parent_release", "release_summary",
-           "result_name", "row_from_properties", "tally", "utc", "waiting_text"]
+__all__ = ["Child", "Request", "caveats", "child_of", "child_result", "child_row", "children", "epoch",
+           "fetch_children", "finished_release", "flatten", "format_table", "has_usable_worker", "parent_release",
+           "release_summary", "result_name", "row_from_properties", "tally", "utc", "waiting_text"]
 
 # A data-API request: (resource path, {field: value} equality filters).
 Request = tuple[tuple[Any, ...], dict[str, Any]]
@@ -184,6 +184,28 @@ def row_from_properties(props: Mapping[str, Any], result: str) -> dict[str, Any]
     }
 
 
+def caveats(props: Mapping[str, Any], results: int | None) -> list[str]:
+    """Why a finished build is not fully tested, in a few words each; [] for a clean one.
+
+    A skipped smoke test with its reason (the CPU lacks the ISA), a wheel
+    verify did not pass, or a WARNINGS result whose cause the properties do
+    not tell.  What the matrix shows in a published cell and what the
+    release summary gives as the reason for WARNINGS.
+    """
+    out: list[str] = []
+    for v in (props.get("smoke") or {}).values():
+        if v.get("status") == "skipped":
+            out.append(f"smoke skipped: {v.get('reason') or 'this CPU lacks the ISA'}")
+        elif v.get("status") not in (None, "passed"):
+            out.append(f"smoke {v.get('status')}" + (f": {v['reason']}" if v.get("reason") else ""))
+    for v in (props.get("verify") or {}).values():
+        if not v.get("ok"):
+            out.append(f"verify: {v.get('summary') or 'not passed'}")
+    if not out and Result.of(results) == WARNINGS:
+        out.append("ended with warnings (see its steps)")
+    return list(dict.fromkeys(out))  # once each: several wheels share one reason
+
+
 def child_of(child: Mapping[str, Any]) -> Child:
     """What the release builder's decisions (``farm.decisions``) read of one child (see ``children``)."""
     props = flatten(child.get("properties"))
@@ -221,6 +243,7 @@ def child_row(child: Mapping[str, Any]) -> dict[str, Any]:
     row["waiting"] = bool(child.get("waiting"))
     row["since"] = utc(child.get("submitted_at")) if "buildid" not in child else ""
     row["uploaded_urls"] = list(props.get("uploaded") or [])
+    row["caveats"] = caveats(props, child.get("results")) if decided.state == BuildState.OK else []
     row["smoke_detail"] = [f"{w}: {v.get('status', '?')}" + (f" ({v['reason']})" if v.get("reason") else "")
                            + (f"; floor {floor_text(v)}" if v.get("floor") else "")
                            for w, v in (props.get("smoke") or {}).items()]
@@ -247,7 +270,10 @@ def tally(rows: list[dict[str, Any]]) -> dict[BuildState, list[dict[str, Any]]]:
 
 
 def release_summary(rows: list[dict[str, Any]]) -> str:
-    """``5 of 6 variant builds ok, 1 waiting for an aarch64 worker since ...``: what a release's builds did."""
+    """``5 of 6 variant builds ok, 1 waiting for an aarch64 worker since ...``: what a release's builds did.
+
+    Builds that are ok with caveats (``caveats``) say why after ``; warnings:``.
+    """
     t = tally(rows)
     n = len(rows)
     parts = [f"{len(t[BuildState.OK])} of {n} variant build{'' if n == 1 else 's'} ok"]
@@ -262,7 +288,8 @@ def release_summary(rows: list[dict[str, Any]]) -> str:
         mine = [r for r in waiting if r["arch"] == arch]
         since = min((r["since"] for r in mine if r.get("since")), default="")
         parts.append(f"{len(mine)} waiting for an {arch} worker" + (f" since {since}" if since else ""))
-    return ", ".join(parts)
+    why = [f"{r['variant']} {r['arch']} {c}" for r in t[BuildState.OK] for c in r.get("caveats") or []]
+    return ", ".join(parts) + (f"; warnings: {'; '.join(why)}" if why else "")
 
 
 @defer.inlineCallbacks

@@ -102,6 +102,7 @@ class CellState(_Word):
     """A cell of the release matrix: what a maintainer needs to know first about a version × package × arch."""
 
     PUBLISHED = "published"
+    PUBLISHED_CAVEATS = "published with caveats"  # published, but not fully tested (e.g. smoke skipped): says why
     FOREIGN = "foreign"  # the index holds a file no build of this farm produced and verified (farm.custody)
     BUILDING = "building"
     WAITING = "waiting"

@@ -42,7 +42,7 @@ def make_builders(settings: Settings, catalog: Catalog, workers_by_arch: dict[st
             workernames=workers,
             collapseRequests=False, tags=[variant.short, arch],
             factory=factories.variant_factory(settings, tarball, variant, arch),
-            description=f"{variant.package} for {arch}: {variant.target_cpus}"[:200],
+            description=f"{variant.package} for {arch}: {variant.target_cpus_for(arch)}"[:200],
         ))
     if settings.images.enabled:
         out.append(images_builder(settings, workers_by_arch, tarball))

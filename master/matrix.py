@@ -36,7 +36,7 @@ from twisted.logger import Logger
 
 from farm.custody import split
 from farm.names import RELEASE
-from farm.report import fetch_children, flatten
+from farm.report import caveats, fetch_children, flatten
 from farm.states import BAD, CellState, label
 from farm.texts import epoch, utc
 from vllm_cpu_build.index import IndexFile, wheel_covers
@@ -74,6 +74,7 @@ class Cell:
     since: int | None = None  # waiting: when the request was submitted (epoch seconds)
     floor: str = ""  # the smoke's floor-CPU result of the newest finished build (the cell's tooltip)
     foreign: tuple[Link, ...] = ()  # files in the index no build of this farm produced and verified
+    caveat: str = ""  # published with caveats: why it is not fully tested ("smoke skipped: ...")
 
 
 @dataclass(frozen=True)
@@ -185,7 +186,8 @@ def _cell_from_build(child: Build, web_url: str, no_worker: Callable[[Build], bo
         since = epoch(child.get("submitted_at"))
         absent = child["waiting"] if "waiting" in child else no_worker(child)
         what = f"waiting for an {props.get('arch', '?')} worker" if absent else "queued (its workers are busy)"
-        return Cell(CellState.WAITING, f"{what} since {utc(since) or '?'}{dry}", url=_request_url(web_url, child),
+        of = f", {props.get('variant', '?')} {props['version']}" if props.get("version") else ""
+        return Cell(CellState.WAITING, f"{what} since {utc(since) or '?'}{of}{dry}", url=_request_url(web_url, child),
                     since=since)
     url = build_url(web_url, child["builderid"], child["number"])
     if not child.get("complete"):
@@ -282,6 +284,12 @@ def _foreign_cell(foreign: tuple[Link, ...], files: tuple[Link, ...], done: Buil
         url, why = last.url, f"{why}; {last.error}" if last.error else why
     return Cell(CellState.FOREIGN, text, url, files, "not built and verified by this farm: " + why,
                 foreign=foreign)
+def _caveats(children: list[Build]) -> list[str]:
+    """What the newest finished real (not dry-run) build that made a cell's wheels left untested."""
+    real = [c for c in children if c.get("complete") and "buildid" in c and c.get("results") not in BAD
+            and not flatten(c.get("properties")).get("dry_run")]
+    newest = max(real, key=_order, default=None)
+    return caveats(flatten(newest.get("properties")), newest.get("results")) if newest else []
 
 
 def _cell(children: list[Build], files: tuple[Link, ...], rel: Build | None, web_url: str,
@@ -296,8 +304,9 @@ def _cell(children: list[Build], files: tuple[Link, ...], rel: Build | None, web
     if foreign:
         return _foreign_cell(foreign, files, done, web_url)
     if files:
-        return Cell(CellState.PUBLISHED, ", ".join(f.text for f in files), files[0].url, files,
-                    floor=_floor_line(done))
+        why = "; ".join(_caveats(children))
+        return Cell(CellState.PUBLISHED_CAVEATS if why else CellState.PUBLISHED, ", ".join(f.text for f in files),
+                    files[0].url, files, floor=_floor_line(done), caveat=why)
     if done is not None:
         return replace(_cell_from_build(done, web_url, no_worker), floor=_floor_line(done))
     return _release_failed_early(rel, web_url) or Cell(CellState.NOT_BUILT, "not built")
@@ -370,14 +379,20 @@ def to_json(m: Matrix) -> dict[str, Any]:
     }
 
 
+# Fits the window (1280 px and up): fixed layout, every text wraps, even file names and error lines.
 _STYLE = """
-.vcm table{border-collapse:collapse;font-size:13px}
-.vcm th,.vcm td{border:1px solid #ccc;padding:4px 6px;vertical-align:top;min-width:8em;max-width:22em}
+.vcm{max-width:100%;overflow-wrap:anywhere}
+.vcm table{border-collapse:collapse;font-size:13px;table-layout:fixed;width:100%}
+.vcm th,.vcm td{border:1px solid #ccc;padding:4px 6px;vertical-align:top;overflow-wrap:anywhere;word-break:break-word}
+.vcm col.version{width:7.5em}
 .vcm .published{background:#dff0d8}.vcm .foreign{background:#f0ad4e;color:#000}.vcm .building{background:#d9edf7}
+.vcm .published-with-caveats{background:#e9f0c9;box-shadow:inset 5px 0 0 #e0a800}
+.vcm .caveat{display:block;color:#7a5b00;font-style:italic;margin-top:2px}
 .vcm .waiting{background:#fcf8e3}.vcm .failed{background:#f2dede}
 .vcm .dry-run{background:#eee8f7}.vcm .not-built{background:#fff}
 .vcm .not-applicable{background:#f5f5f5;color:#999}
-.vcm .state{font-weight:bold;display:block}.vcm .error{font-family:monospace;font-size:12px;display:block}
+.vcm .state{font-weight:bold;display:block}
+.vcm .error{font-family:monospace;font-size:12px;display:block;white-space:pre-wrap}
 .vcm .legend span{padding:2px 6px;margin-right:4px;border:1px solid #ccc}
 """
 
@@ -389,8 +404,10 @@ def _a(text: str, url: str) -> str:
 def _cell_html(key: str, version: str, c: Cell) -> str:
     css = c.state.replace(" ", "-")
     parts = [f'<span class="state">{html.escape(c.state)}</span>']
-    if c.state == CellState.PUBLISHED:
+    if c.state in (CellState.PUBLISHED, CellState.PUBLISHED_CAVEATS):
         parts += [_a(f.text, f.url) + "<br>" for f in c.files]
+        if c.caveat:
+            parts.append(f'<span class="caveat">{html.escape(c.caveat)}</span>')
     else:
         parts.append(_a(c.text, c.url))
         if c.error:
@@ -421,7 +438,8 @@ def to_html(m: Matrix, json_href: str) -> str:
             f'Index: {_a(m.index_url, m.index_url)}. As JSON: {_a(json_href, json_href)}. '
             f'Generated {html.escape(utc(m.generated_at) or "?")}; reload the page to refresh.</p>{notes}'
             f'<p class="legend">{legend}</p>'
-            f'<table><thead><tr><th>version</th>{head}</tr></thead><tbody>{rows}</tbody></table></div>')
+            f'<table><colgroup><col class="version"></colgroup>'
+            f'<thead><tr><th>version</th>{head}</tr></thead><tbody>{rows}</tbody></table></div>')
 
 
 # --------------------------------------------------------------------------- the WSGI app

@@ -120,9 +120,11 @@ class StrictForceScheduler(schedulers.ForceScheduler):
     Field types first (``strict_errors``), then every field through
     Buildbot's own parameters (``validate``: the values the build gets);
     ``ReleaseForceScheduler`` adds the versions and the build count.  Any
-    error is an HTTP 400 naming the field (red text in the web form) and
-    queues nothing.  No branch/revision/repository/project fields: the tag
-    comes from the upstream, never from a request.
+    error is an HTTP 400 naming the field and queues nothing; the answer
+    holds every field's error at once (``validate_rest``), which the web
+    form shows next to each field (styled by ``master/uistyle.py``).  No
+    branch/revision/repository/project fields: the tag comes from the
+    upstream, never from a request.
     """
 
     def __init__(self, name: str, builderNames: list[str], **kwargs) -> None:
@@ -161,12 +163,25 @@ class StrictForceScheduler(schedulers.ForceScheduler):
         return props
 
     @defer.inlineCallbacks
+    def validate_rest(self, kwargs: dict, errors: dict[str, str]):
+        """(properties or None, every field's error): ``validate`` of the fields without an error yet.
+
+        A field that already failed is left out (its default is checked
+        instead), so one request answers with the errors of all its fields,
+        each under its own name: the web form shows each next to its field.
+        """
+        try:
+            props = yield self.validate({k: v for k, v in kwargs.items() if k not in errors})
+        except CollectedValidationError as exc:
+            return None, {**{str(k): str(v) for k, v in exc.errors.items()}, **errors}
+        return props, errors
+
+    @defer.inlineCallbacks
     def force(self, owner, builderNames=None, builderid=None, **kwargs):
         yield self._check_builder(builderNames, builderid)
-        errors = strict_errors(_leaf_fields(self.all_fields), kwargs)
+        _, errors = yield self.validate_rest(kwargs, strict_errors(_leaf_fields(self.all_fields), kwargs))
         if errors:
             raise CollectedValidationError(errors)
-        yield self.validate(kwargs)
         res = yield super().force(owner, builderNames=builderNames, builderid=builderid, **kwargs)
         return res
 
@@ -225,11 +240,16 @@ class ReleaseForceScheduler(StrictForceScheduler):
         errors = strict_errors(_leaf_fields(self.all_fields), kwargs)
         if "versions" not in errors and not str(kwargs.get("versions") or "").strip():
             errors["versions"] = "no version given (examples: 0.11.2 | 0.11.0-0.12.0 | 0.10.0, 0.11.0-0.11.2)"
-        if errors:
-            raise CollectedValidationError(errors)
-        chosen = yield self._expand(kwargs["versions"])
-        props = yield self.validate({**kwargs, "versions": chosen[0]})
-        errors = self._count_builds(chosen, props.getProperty("variants"), props.getProperty("arches"))
+        chosen: list[str] = []
+        if "versions" not in errors:
+            try:
+                chosen = yield self._expand(kwargs["versions"])
+            except CollectedValidationError as exc:
+                errors.update(exc.errors)
+        # Every other field is checked too: all errors in one answer, not one per submit.
+        props, errors = yield self.validate_rest({**kwargs, "versions": chosen[0] if chosen else ""}, errors)
+        if not errors:
+            errors = self._count_builds(chosen, props.getProperty("variants"), props.getProperty("arches"))
         if errors:
             raise CollectedValidationError(errors)
         results = []

@@ -2,10 +2,32 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+from typing import Any
+
 from buildbot.plugins import util, worker
+from twisted.internet import defer
+from twisted.python import log
 
 from farm.settings import Settings
-from workers import registry
+from workers import hostinfo, registry
+
+
+class DescribedLocalWorker(worker.LocalWorker):
+    """An in-process worker whose description (``info/host``) says what it is and what it runs on."""
+
+    ROLE = "in-process worker of the master for the release and re-check builders"
+
+    @defer.inlineCallbacks
+    def reconfigService(self, name: str, workdir: str | None = None, **kwargs: Any):
+        # Before the in-process bot starts: it sends info/ once, when it attaches.
+        path = Path(os.path.abspath(os.path.join(self.master.basedir, "workers", workdir or name)))
+        try:
+            hostinfo.write_info(path, "", self.ROLE)
+        except OSError as exc:  # a description is not worth a failed start
+            log.msg(f"vllm-cpu: cannot write {path}/info/host: {exc}")
+        yield super().reconfigService(name, workdir=workdir, **kwargs)
 
 
 # In-process workers for the orchestration builders (release, recheck): they
@@ -24,7 +46,7 @@ def load_entries(settings: Settings) -> list[registry.WorkerEntry]:
 
 
 def make_workers(entries: list[registry.WorkerEntry], local_workers: int, master_name: str = "master") -> list:
-    out: list = [worker.LocalWorker(name, max_builds=2) for name in local_worker_names(local_workers, master_name)]
+    out: list = [DescribedLocalWorker(name, max_builds=2) for name in local_worker_names(local_workers, master_name)]
     for e in entries:
         out.append(worker.Worker(
             e.name, util.Secret(e.secret_name), max_builds=e.max_builds,

