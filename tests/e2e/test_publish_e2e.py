@@ -274,7 +274,11 @@ def test_a_late_wheel_updates_the_github_release_and_builds_its_image(pub: Sandb
     for name in x86:
         pub.start_worker(name)
     # The waiting build runs, uploads, and publishes on its own: the release, then its image.
-    gh = wait_for(lambda: pub.fake_github.release("v0.11.2"), 900, "the late GitHub release", step=2)
+    def late_release() -> dict | None:  # created first, its asset attached next: wait for both
+        rel = pub.fake_github.release("v0.11.2")
+        return rel if rel and rel["assets"] else None
+
+    gh = wait_for(late_release, 900, "the late GitHub release with its wheel", step=2)
     assert [a["name"] for a in gh["assets"]] == ["vllm_cpu_avx512-0.11.2-cp38-abi3-manylinux_2_28_x86_64.whl"]
     images = pub.wait_images("0.11.2", after=images_before, timeout=900)
     assert images["results"] == 0, images
