@@ -300,7 +300,7 @@ def _cell(children: list[Build], files: tuple[Link, ...], rel: Build | None, web
     active = running or waiting
     if active is not None:
         cell = _cell_from_build(active, web_url, no_worker)
-        return Cell(cell.state, cell.text, cell.url, files, cell.error, cell.since, foreign)
+        return Cell(cell.state, cell.text, cell.url, files, cell.error, cell.since, foreign=foreign)
     if foreign:
         return _foreign_cell(foreign, files, done, web_url)
     if files:
