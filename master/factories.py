@@ -17,7 +17,7 @@ from farm import published
 from farm.names import IMAGES_TRIGGER, RELEASE, builder_name
 from farm.settings import REPO_ROOT, Settings
 from master.tags import UpstreamTags
-from steps import images, publish, release, toolchain
+from steps import images, publish, publisher, release, toolchain
 from steps.title import BuildTitle
 from steps.trusted import TrustedBuild
 from vllm_cpu_build.variants import Variant, load
@@ -216,11 +216,14 @@ def variant_factory(settings: Settings, tarball: Path, variant: Variant, arch: s
     f.addStep(toolchain.QueueWheelBuilds(build_args=[
         "--variant", pkg, "--src", SRC, "--out", OUT, *settings.build.build_args(),
         _root(settings.build.root_for(arch))], smoke_args=settings.build.smoke_args()))
-    token_name = settings.index.token_for(variant.short)
-    # Skips itself (visibly, on the build's summary too) in a dry run or with skip upload.
-    f.addStep(toolchain.UploadWheels(
-        wheels=util.Property("wheels"), variant=pkg, repository_url=settings.index.upload_url,
-        simple_url=settings.index.simple_url, username=settings.index.username, token=util.Secret(token_name),
+    # Build and publish apart: the worker ran upstream's code and never gets the index token. Its
+    # wheels travel to the master with the sha256 the build recorded; the master verifies exactly
+    # those bytes with its own toolchain and uploads them (steps/publisher.py). Both skip (visibly,
+    # on the build's summary too) in a dry run or with skip upload.
+    f.addStep(publisher.FetchWheels(package=pkg, hideStepIf=lambda results, step: results == SKIPPED))
+    f.addStep(publisher.PublishWheels(
+        variant=pkg, repository_url=settings.index.upload_url, simple_url=settings.index.simple_url,
+        username=settings.index.username, token=util.Secret(settings.index.token_for(variant.short)),
     ))
     # A build that waited for a worker after its release finished publishes on its own.
     f.addSteps(publish_steps(settings, publish.uploaded_after_release,

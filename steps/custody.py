@@ -1,7 +1,7 @@
 """The custody ledger in Buildbot's database: file name -> the sha256 this farm built, verified and uploaded.
 
 Kept in Buildbot's ``object_state`` table (``master.db.state``): written
-only by master-side code (``UploadWheels`` when its ``upload`` reported
+only by master-side code (``PublishWheels`` when its ``upload`` reported
 the sha256 of the bytes it verified and sent, or found on the index),
 shared by every master of a cluster, kept across restarts.  One state
 entry per file name, so two uploads finishing together never lose each

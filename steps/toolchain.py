@@ -4,9 +4,9 @@ Each step runs ``python -m vllm_cpu_build <sub> ... --json`` from the
 toolchain the master shipped into ``<builddir>/tc``, reads back its typed
 result (``vllm_cpu_build.results``) and turns it into a step summary,
 build properties and links; the full human log (stderr) stays in the step's
-stdio log.  The worker's environment is not logged (``logEnviron=False``)
-and the index token only travels as a ``util.Secret`` renderable, which
-Buildbot redacts from logs.
+stdio log.  The worker's environment is not logged (``logEnviron=False``).  No step
+here ever gets a publishing credential: a build worker runs upstream's
+code, so publishing happens on the master (``steps/publisher.py``).
 """
 
 from __future__ import annotations
@@ -21,10 +21,8 @@ from buildbot.process.properties import Interpolate, Property
 from twisted.internet import defer
 
 from farm.logscan import FirstError, progress
-from farm.states import CANCELLED, FAILURE, SKIPPED, SUCCESS, WARNINGS
-from steps import custody
+from farm.states import CANCELLED, FAILURE, SUCCESS, WARNINGS
 from steps.attached import Attached
-from steps.summary import BuildSummary
 from vllm_cpu_build.errors import EXIT_OK, EXIT_USAGE
 from vllm_cpu_build.results import (
     BuildResult,
@@ -34,7 +32,6 @@ from vllm_cpu_build.results import (
     Result,
     ResultError,
     SmokeResult,
-    UploadResult,
     VerifyResult,
     parse_result,
 )
@@ -290,6 +287,8 @@ class BuildWheel(ToolchainStep):
         wheels = [*(self.getProperty("wheels") or []), res.wheel]
         self.setProperty("wheels", wheels, "build")
         name = _wheel_name(res.wheel)
+        # The sha256 the build recorded: the master publishes these bytes or nothing (steps/publisher.py).
+        self.setProperty("built", {**(self.getProperty("built") or {}), name: res.sha256}, "build")
         self.descriptionDone = f"built {name} in {res.seconds:.0f}s"
         if res.record:
             # Every decision the build made, on the build page: torch, compiler, root, tag, sizes.
@@ -376,64 +375,3 @@ class SmokeTest(ToolchainStep):
             return SUCCESS
         self.descriptionDone = f"{name}: smoke FAILED: {reason}"
         return FAILURE
-
-
-class UploadWheels(BuildSummary, ToolchainStep):
-    """``upload`` the wheels of this build; links each uploaded file on the build page."""
-
-    name = "upload"
-    subcommand = "upload"
-    result_type = UploadResult
-    renderables = ["wheels", "variant", "repository_url", "simple_url"]
-
-    def __init__(self, wheels: Any, variant: Any, repository_url: Any, simple_url: Any,
-                 username: Any = "__token__", token: Any = None, **kwargs: Any) -> None:
-        self.wheels, self.variant = wheels, variant
-        self.repository_url, self.simple_url = repository_url, simple_url
-        env = dict(kwargs.pop("env", None) or toolchain_env())
-        env["TWINE_USERNAME"] = username
-        if token is not None:
-            env["TWINE_PASSWORD"] = token  # a util.Secret: rendered at run time, redacted in logs
-        kwargs["env"] = env
-        super().__init__(**kwargs)
-
-    def command_args(self) -> list[str]:
-        args = ["--variant", self.variant, "--repository-url", self.repository_url, "--simple-url", self.simple_url]
-        return args + [str(w) for w in (self.wheels or [])]
-
-    @defer.inlineCallbacks
-    def run(self) -> Generator[Any, Any, int]:
-        if self.getProperty("dry_run") or self.getProperty("skip_upload"):
-            mode = "DRY RUN" if self.getProperty("dry_run") else "skip upload"
-            self.descriptionDone = f"{mode}: nothing uploaded"
-            self.build_summary = f"{mode}, not uploaded"  # the build page says so, not only this step
-            return SKIPPED
-        if not self.wheels:
-            self.descriptionDone = "nothing to upload"
-            return FAILURE
-        result: int = yield super().run()
-        return result
-
-    @defer.inlineCallbacks
-    def interpret(self, rc: int, res: UploadResult) -> Generator[Any, Any, int]:
-        if rc != EXIT_OK:
-            self.descriptionDone = self.failure_text(rc, res)
-            return FAILURE
-        for u in res.uploaded:
-            yield self.addURL(u.file, u.url)
-        for s in res.skipped:
-            if s.url:
-                yield self.addURL(f"{s.file} (already there)", s.url)
-        self.setProperty("uploaded", [u.url for u in res.uploaded], "upload")
-        # Chain of custody: exactly these bytes were verified and are what the index holds under the name.
-        held = {u.file: u.sha256 for u in res.uploaded if u.sha256}
-        held.update({s.file: s.sha256 for s in res.skipped if s.sha256})
-        self.setProperty("custody", held, "upload")
-        yield defer.ensureDeferred(custody.record(self.master, held, f"{self.build.builder.name} #{self.build.number}"))
-        parts = []
-        if res.uploaded:
-            parts.append("uploaded " + ", ".join(u.file for u in res.uploaded))
-        if res.skipped:
-            parts.append("not uploaded: " + ", ".join(f"{s.file} ({s.reason})" for s in res.skipped))
-        self.descriptionDone = "; ".join(parts) or "nothing uploaded"
-        return SUCCESS

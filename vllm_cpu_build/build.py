@@ -432,7 +432,7 @@ def _result(opts: BuildOptions, prep: _Prepared, env: _Environment, tools: _Tool
     return BuildResult(str(dest), finished.abi3, finished.abi3_reason, round(seconds, 1), env.variant_env,
                        sorted(str(t) for t in tags), command, prep.python, tools.compiler.describe(),
                        torch=record.torch, platform=record.platform, strip=record.strip, build_env=prep.env_info,
-                       root=record.build.root, provenance=str(side), record=record)
+                       root=record.build.root, provenance=str(side), record=record, sha256=sha256(dest))
 
 
 # --- CLI -------------------------------------------------------------------------

@@ -134,6 +134,7 @@ class BuildResult(Result):
     root: RunnerInfo | None = None  # where it ran: the host or a build root
     provenance: str = ""  # path of the record beside the wheel
     record: Record | None = None  # that record
+    sha256: str = ""  # of the wheel as build finished it: the bytes verify, smoke and the publisher must see
 
 
 # --------------------------------------------------------------------------- verify

@@ -10,11 +10,15 @@ JSON, HTML fallback, so PyPI and pypiserver both work) is read.  The index
 is checked, not trusted: a name it already lists is skipped only when its
 sha256 is the sha256 of the wheel verified here (the same file); a
 different file under the name (planted, or swapped in after the build)
-fails the upload loudly with both hashes and uploads nothing.  Each
+fails the upload loudly with both hashes and uploads nothing.  With
+``--built-sha256`` (the publisher passes the sha256 each wheel's build
+recorded) a wheel whose bytes are not the ones the build made is refused,
+with both hashes, before anything else runs.  Each
 wheel's sha256 is taken before ``verify`` and checked again right before
 twine sends it, and after the upload the index must list that sha256.  Credentials come from the environment
-(``TWINE_USERNAME``/``TWINE_PASSWORD``, set by the Buildbot step from a
-secret) and are never put on a command line.  ``--dry-run`` uploads nothing.
+(``TWINE_USERNAME``/``TWINE_PASSWORD``, set by the master-side publishing
+step from a secret; a build worker never has them) and are never put on a
+command line.  ``--dry-run`` uploads nothing.
 
 A package index that is down or overloaded is a transient failure: each
 wheel goes to twine on its own, and after a failed attempt the index is
@@ -46,7 +50,8 @@ from vllm_cpu_build.index import IndexFile, IndexUnusable, list_index_files, ses
 from vllm_cpu_build.results import NotUploaded, UploadedFile, UploadResult
 from vllm_cpu_build.variants import Variant
 
-__all__ = ["IndexFile", "conflict", "list_index_files", "verify_gate", "wheel_covers"]
+__all__ = ["IndexFile", "built_digests", "conflict", "list_index_files", "not_as_built", "verify_gate",
+           "wheel_covers"]
 
 ATTEMPTS = 4  # twine runs per wheel (and index reads) before giving up
 BACKOFF = 10.0  # seconds before the second attempt; doubles after each
@@ -98,6 +103,39 @@ def conflict(listed: IndexFile, sha256: str) -> str | None:
     held = f"index sha256 {listed.sha256}" if listed.sha256 else "the index gives no sha256 for it"
     return (f"{listed.filename}: the index holds a different file under this name: {held}, "
             f"this build's verified wheel sha256 {sha256}")
+
+
+def built_digests(pairs: list[str], wheels: list[Path]) -> dict[str, str]:
+    """{wheel name: the sha256 its build recorded} from ``--built-sha256 NAME=SHA256`` (UsageError naming it).
+
+    None given: {} (nothing to compare).  Given: every wheel needs exactly one, and every one names a wheel.
+    """
+    out: dict[str, str] = {}
+    for pair in pairs:
+        name, sep, digest = pair.partition("=")
+        digest = digest.strip().lower()
+        if not sep or not name or not re.fullmatch(r"[0-9a-f]{64}", digest):
+            raise UsageError(f"--built-sha256 {pair!r}: expected WHEEL_NAME=<64 hex digits>")
+        if name in out:
+            raise UsageError(f"--built-sha256: {name} given twice")
+        out[name] = digest
+    if not out:
+        return out
+    names = {w.name for w in wheels}
+    unknown = sorted(set(out) - names)
+    if unknown:
+        raise UsageError(f"--built-sha256: {', '.join(unknown)} is not among the wheels given")
+    missing = sorted(names - set(out))
+    if missing:
+        raise UsageError(f"--built-sha256: no recorded sha256 for {', '.join(missing)}")
+    return out
+
+
+def not_as_built(digests: dict[str, str], built: dict[str, str]) -> list[str]:
+    """One line per wheel whose bytes are not the ones its build recorded (both hashes named)."""
+    return [f"{name}: not the wheel the build made: received sha256 {digests[name]}, "
+            f"the build recorded sha256 {want}"
+            for name, want in sorted(built.items()) if digests.get(name) != want]
 
 
 def verify_gate(wheels: list[Path], variant: Variant, manylinux: str | None = None) -> list[dict[str, str]]:
@@ -154,8 +192,14 @@ def _run(args: argparse.Namespace) -> UploadResult:
         if canonicalize_name(name) != canonicalize_name(variant.package):
             raise UsageError(f"{w.name}: belongs to {name}, not to variant {variant.package}")
 
+    built = built_digests(args.built_sha256 or [], wheels)
     report = UploadResult(variant.package, args.repository_url, args.dry_run)
     digests = {w.name: sha256_of(w) for w in wheels}  # taken before verify: the bytes verify checks
+    swapped = not_as_built(digests, built)
+    if swapped:
+        for line in swapped:
+            print(f"REFUSED {line}", file=sys.stderr)
+        raise StepFailed("nothing uploaded; " + "; ".join(swapped), refused=swapped)
     refused = verify_gate(wheels, variant, args.manylinux)
     if refused:
         raise StepFailed("nothing uploaded; failed verify: " + "; ".join(f"{r['file']}: {r['reason']}"
@@ -262,8 +306,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "upload", help="upload wheels with twine unless the index already has them",
         description="Verify every wheel again, then upload with twine what the index does not list yet. "
-                    "Credentials come from the environment only: TWINE_USERNAME and TWINE_PASSWORD (the Buildbot "
-                    "step sets them from the index token secret); they never appear on a command line. "
+                    "Credentials come from the environment only: TWINE_USERNAME and TWINE_PASSWORD (the master's "
+                    "publishing step sets them from the index token secret); they never appear on a command line. "
                     "An index that is down is retried (--attempts, --backoff); a file the index lists is never "
                     "sent again. Exit 1 when a wheel fails verify (none is uploaded), or the index or twine "
                     "still fails after the last attempt (the message says what was uploaded); 2 on bad input.")
@@ -271,6 +315,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p.add_argument("--repository-url", required=True, help="twine upload URL (legacy upload API)")
     p.add_argument("--simple-url", required=True, help="the index's simple API root, to skip existing files")
     p.add_argument("--dry-run", action="store_true", help="check and report, upload nothing")
+    p.add_argument("--built-sha256", action="append", metavar="WHEEL_NAME=SHA256",
+                   help="the sha256 the build recorded for a wheel (repeat for each; when given, every wheel "
+                        "needs one): a wheel whose bytes differ is refused with both hashes and nothing is uploaded")
     p.add_argument("--manylinux", help="policy the wheels are verified against "
                                        "(default: variants.json manylinux_policy)")
     p.add_argument("--attempts", type=_positive_int, default=ATTEMPTS,
