@@ -95,6 +95,8 @@ def test_logs_complete_and_token_never_logged(sandbox: Sandbox, released: dict) 
     # The toolchain's human detail (stderr) and its JSON result are both kept.
     assert any(k.startswith("verify_") and k.endswith("/result.json") for k in logs), sorted(logs)
     assert "TWINE_PASSWORD" not in upload_log  # the environment is not logged
+    # Build and publish apart: the upload ran on the master, from its own toolchain, never on the worker.
+    assert "RUNNING ON BUILDMASTER, its own toolchain" in upload_log and "--built-sha256" in upload_log
     steps = {s["name"]: s for s in sandbox.api(f"builds/{b['buildid']}/steps")}
     assert any(".whl" in u["url"] for u in steps["upload"]["urls"]), steps["upload"]["urls"]
 
