@@ -31,6 +31,10 @@ from steps.summary import BuildSummary
 from vllm_cpu_build.errors import EXIT_OK, EXIT_USAGE
 from vllm_cpu_build.results import ErrorResult, ResultError, UploadResult, parse_result
 
+# Seconds the master's upload may stay silent (verify of a large wheel, twine sending it): a worker
+# command's default.
+IO_TIMEOUT = 1200
+
 
 def _not_publishing(step: Any) -> str:
     """"DRY RUN" / "skip upload" when this build publishes nothing, else ""."""
@@ -131,7 +135,7 @@ class PublishWheels(BuildSummary, _Custody, MasterShellCommand):
         self.process = runprocess.create_process(
             reactor, argv, workdir=str(dest), env=self.env, collect_stdout=out.extend,
             collect_stderr=lambda data: self._deferwaiter.add(log.addStderr(clean(decoder.decode(data)))),
-            runtime_timeout=self.runtime_timeout)
+            io_timeout=IO_TIMEOUT, runtime_timeout=self.runtime_timeout)
         yield self.process.start()
         yield self._deferwaiter.wait()
         if out:
