@@ -96,6 +96,8 @@ INPUTS: dict[str, Input] = {
     "skip_builds": _i({TRIGGER}, "re-check -> DropPublished: missing builds given up on, not rebuilt"),
     "images": _i(set(), "BuildImage -> images pushed, per package"),
     "provenance": _i(set(), "a variant build's per-wheel provenance records -> the GitHub release"),
+    "patch_failure": _i(set(), "PatchSource: the file and the text an edit no longer finds -> matrix, mails"),
+    "readiness": _i(set(), "ResolveReadiness: target, ref and version of a readiness build -> matrix, mail"),
     IGNORED: _i(set(), "TrustedBuild: what it dropped"),
 }
 

@@ -22,6 +22,7 @@ from pathlib import Path
 
 from packaging.version import InvalidVersion, Version
 
+from farm.readiness import Readiness, ReadinessError
 from vllm_cpu_build.files import Format, read_document
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
@@ -33,7 +34,7 @@ SANDBOX_DIR = REPO_ROOT / ".sandbox"
 DEFAULT_TAG_REGEX = r"^v(?P<version>\d+\.\d+\.\d+(?:\.\d+)?(?:(?:a|b|rc)\d+)?)$"
 
 # What [notify] mail_events / irc_events may name (master/notify.py acts on them).
-NOTIFY_EVENTS = ("release_finished", "release_failed", "variant_failed", "variant_warnings")
+NOTIFY_EVENTS = ("release_finished", "release_failed", "variant_failed", "variant_warnings", "readiness_failed")
 
 
 class SettingsError(ValueError):
@@ -271,7 +272,7 @@ class Notify:
     smtp_password_secret: str = ""  # secret file name; "" = no SMTP AUTH
     mail_from: str = "vllm-cpu buildbot <buildbot@localhost.localdomain>"
     mail_to: tuple[str, ...] = ()
-    mail_events: tuple[str, ...] = ("release_finished", "variant_failed")
+    mail_events: tuple[str, ...] = ("release_finished", "variant_failed", "readiness_failed")
     irc: bool = False
     irc_host: str = "127.0.0.1"
     irc_port: int = 6667
@@ -384,6 +385,7 @@ class Settings:
     notify: Notify = field(default_factory=Notify)
     github: GitHub = field(default_factory=GitHub)
     images: Images = field(default_factory=Images)
+    readiness: Readiness = field(default_factory=Readiness)
 
 
 TABLES: dict[str, type] = {f.name: f.default_factory for f in fields(Settings)  # type: ignore[misc]
@@ -425,7 +427,10 @@ def _table(name: str, cls: type, raw: object, base: Path) -> object:
     if unknown:
         raise SettingsError(f"[{name}]: unknown key(s) {', '.join(unknown)}; known: {', '.join(known)}")
     obj = cls(**{k: _value(f"{name}.{k}", hints[k], v, base) for k, v in raw.items()})
-    obj.check()
+    try:
+        obj.check()
+    except ReadinessError as exc:  # a table kept in a module of its own (farm/readiness.py)
+        raise SettingsError(str(exc)) from None
     return obj
 
 
@@ -489,4 +494,5 @@ def load(path: str | os.PathLike | None = None) -> Settings:
 
 
 __all__ = ["ENV_VAR", "NOTIFY_EVENTS", "REPO_ROOT", "Build", "GitHub", "Images", "Index", "Master", "Notify",
-           "Settings", "SettingsError", "Upstream", "Www", "load", "parse", "replace", "to_dict", "to_toml"]
+           "Readiness", "Settings", "SettingsError", "Upstream", "Www", "load", "parse", "replace", "to_dict",
+           "to_toml"]

@@ -107,6 +107,7 @@ class CellState(_Word):
     BUILDING = "building"
     WAITING = "waiting"
     FAILED = "failed"
+    READY = "ready"  # a readiness build ("next" rows) built, verified and smoke-tested what the next release will be
     DRY_RUN = "dry run"
     NOT_BUILT = "not built"
     NOT_APPLICABLE = "not applicable"

@@ -10,7 +10,7 @@ from buildbot.plugins import secrets, util
 from twisted.python import log
 
 from farm.settings import Master, Settings
-from master import builders, notify, schedulers, singleton, toolchain, workers, www
+from master import builders, notify, readiness, schedulers, singleton, toolchain, workers, www
 from master.tags import UpstreamTags
 from vllm_cpu_build import variants
 
@@ -44,8 +44,9 @@ def build_config(settings: Settings, basedir: str | Path) -> dict:
         "protocols": {"pb": {"port": f"tcp:{m.worker_port}:interface={m.worker_interface}"}},
         "workers": workers.make_workers(entries, m.local_workers, m.name),
         "change_source": schedulers.make_change_sources(settings),
-        "schedulers": schedulers.make_schedulers(settings, catalog, tags),
-        "builders": builders.make_builders(settings, catalog, workers.names_by_arch(entries), tarball, tags),
+        "schedulers": schedulers.make_schedulers(settings, catalog, tags) + readiness.make_schedulers(settings),
+        "builders": builders.make_builders(settings, catalog, workers.names_by_arch(entries), tarball, tags)
+        + readiness.make_builders(settings, workers.names_by_arch(entries), tarball, tags),
         # Never merge queued requests: each carries its own version/parameters.
         "collapseRequests": False,
         "www": www.make_www(settings, tags, catalog),

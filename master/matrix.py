@@ -92,6 +92,7 @@ class Matrix:
     index_url: str
     index_error: str = ""
     notes: tuple[str, ...] = field(default_factory=tuple)
+    next_rows: tuple[Row, ...] = ()  # readiness builds (master/matrix_next.py): what the next release will meet
 
 
 def column_key(variant: str, arch: str) -> str:
@@ -372,11 +373,15 @@ def to_json(m: Matrix) -> dict[str, Any]:
         "index_error": m.index_error or None,
         "states": list(STATES),
         "columns": [{"key": column_key(v, a), "variant": v, "arch": a} for v, a in m.columns],
-        "rows": [{"version": r.version, "release": asdict(r.release) if r.release else None,
-                  "cells": {k: {**asdict(c), "files": [asdict(f) for f in c.files],
-                                "foreign": [asdict(f) for f in c.foreign]} for k, c in r.cells.items()}}
-                 for r in m.rows],
+        "rows": [_row_json(r) for r in m.rows],
+        "next": [_row_json(r) for r in m.next_rows],
     }
+
+
+def _row_json(r: Row) -> dict[str, Any]:
+    return {"version": r.version, "release": asdict(r.release) if r.release else None,
+            "cells": {k: {**asdict(c), "files": [asdict(f) for f in c.files], "foreign": [asdict(f) for f in c.foreign]}
+                      for k, c in r.cells.items()}}
 
 
 # Fits the window (1280 px and up): fixed layout, every text wraps, even file names and error lines.
@@ -389,6 +394,7 @@ _STYLE = """
 .vcm .published-with-caveats{background:#e9f0c9;box-shadow:inset 5px 0 0 #e0a800}
 .vcm .caveat{display:block;color:#7a5b00;font-style:italic;margin-top:2px}
 .vcm .waiting{background:#fcf8e3}.vcm .failed{background:#f2dede}
+.vcm .ready{background:#dff0d8}.vcm tr.next th{background:#eef4fb}
 .vcm .dry-run{background:#eee8f7}.vcm .not-built{background:#fff}
 .vcm .not-applicable{background:#f5f5f5;color:#999}
 .vcm .state{font-weight:bold;display:block}
@@ -414,6 +420,8 @@ def _cell_html(key: str, version: str, c: Cell) -> str:
             parts.append(f'<span class="error">{html.escape(c.error)}</span>')
         if c.files:
             parts.append("<br>published: " + ", ".join(_a(f.text, f.url) for f in c.files))
+        if c.caveat:
+            parts.append(f'<span class="caveat">{html.escape(c.caveat)}</span>')
     # The tooltip: why a foreign file is not published (no build of this farm made and verified it),
     # else the newest build's floor-CPU smoke result.
     tip_text = c.error if c.state == CellState.FOREIGN else c.floor
@@ -426,15 +434,17 @@ def to_html(m: Matrix, json_href: str) -> str:
     """The page body (a fragment: the www plugin puts it inside Buildbot's own page)."""
     head = "".join(f"<th>{html.escape(v)}<br>{html.escape(a)}</th>" for v, a in m.columns)
     body = []
-    for r in m.rows:
+    for kind, r in [*(("next", r) for r in m.next_rows), *(("release", r) for r in m.rows)]:
         cells = "".join(_cell_html(column_key(v, a), r.version, r.cells[column_key(v, a)]) for v, a in m.columns)
         rel = f"<br><small>{_a(r.release.text, r.release.url)}</small>" if r.release else ""
-        body.append(f'<tr data-version="{html.escape(r.version)}"><th>{html.escape(r.version)}{rel}</th>{cells}</tr>')
+        body.append(f'<tr class="{kind}" data-version="{html.escape(r.version)}"><th>{html.escape(r.version)}{rel}'
+                    f'</th>{cells}</tr>')
     legend = "".join(f'<span class="{s.replace(" ", "-")}">{html.escape(s)}</span>' for s in STATES)
     notes = "".join(f'<p class="note">{html.escape(n)}</p>' for n in m.notes)
     rows = "".join(body) or f'<tr><td colspan="{len(m.columns) + 1}">no release yet</td></tr>'
     return (f'<div class="vcm"><style>{_STYLE}</style><h2>Release matrix</h2>'
-            f'<p>One row per vLLM version, one column per package × arch (variants.json). '
+            f'<p>One row per vLLM version, one column per package × arch (variants.json); the "next" rows '
+            f'on top are the readiness builds (nightly dry runs of the upstream branch and newest pre-release). '
             f'Index: {_a(m.index_url, m.index_url)}. As JSON: {_a(json_href, json_href)}. '
             f'Generated {html.escape(utc(m.generated_at) or "?")}; reload the page to refresh.</p>{notes}'
             f'<p class="legend">{legend}</p>'

@@ -9,11 +9,13 @@ import json
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 from twisted.logger import Logger, LogLevel
 
 from master.matrix import JSON_FILE, Matrix, collect, compute, json_url, to_html, to_json
+from master.matrix_next import collect_next, next_rows
 from steps import custody
 from vllm_cpu_build.index import IndexFile
 from vllm_cpu_build.variants import Catalog
@@ -33,8 +35,10 @@ class MatrixApp:
     """
 
     def __init__(self, catalog: Catalog, simple_url: str, web_url: str,
-                 list_files: Callable[[str, str], list[IndexFile]], interval: float = 10.0) -> None:
+                 list_files: Callable[[str, str], list[IndexFile]], interval: float = 10.0,
+                 readiness_builders: tuple[str, ...] = ()) -> None:
         self.catalog = catalog
+        self.readiness_builders = readiness_builders  # their newest builds are the "next" rows
         self.simple_url = simple_url
         self.web_url = web_url
         self.list_files = list_files
@@ -76,6 +80,7 @@ class MatrixApp:
 
         master = self.buildbot_api.master
         snapshot: dict[str, Any] = threads.blockingCallFromThread(reactor, collect, master)
+        ready = threads.blockingCallFromThread(reactor, collect_next, master, self.readiness_builders)
         listed: dict[str, list[IndexFile]] = {}
         index: dict[str, list[IndexFile]] | None = listed
         error = ""
@@ -85,8 +90,9 @@ class MatrixApp:
         except Exception as exc:  # the page must still show the builds
             index, error = None, f"{type(exc).__name__}: {exc}"[:300]
         held = custody.blocking(master)([f.filename for files in listed.values() for f in files]) if index else {}
-        return compute(self.catalog, snapshot, index, web_url=self.web_url, index_url=self.simple_url,
-                       custody=held, index_error=error)
+        m = compute(self.catalog, snapshot, index, web_url=self.web_url, index_url=self.simple_url,
+                    custody=held, index_error=error)
+        return replace(m, next_rows=next_rows(ready, m.columns, self.web_url))
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
         path = environ.get("PATH_INFO") or "/"

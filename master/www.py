@@ -28,7 +28,7 @@ from twisted.web import server
 from twisted.web.guard import BasicCredentialFactory
 
 from farm.settings import Settings
-from master import loginlimit, matrix, matrix_app, restfix, rpcguard, sessions, uistyle, users
+from master import loginlimit, matrix, matrix_app, readiness, restfix, rpcguard, sessions, uistyle, users
 from master.tags import UpstreamTags
 from master.webhook import TagWebhook
 from vllm_cpu_build import variants
@@ -140,7 +140,8 @@ def make_www(settings: Settings, tags: UpstreamTags | None = None, catalog: Cata
     w = settings.www
     # The release matrix: a menu entry (#/releases) whose page and JSON the WSGI app serves.
     releases = matrix_app.MatrixApp(catalog or variants.load(), settings.index.simple_url,
-                                    settings.master.web_url_slash, list_index_files, interval=w.matrix_interval)
+                                    settings.master.web_url_slash, list_index_files, interval=w.matrix_interval,
+                                    readiness_builders=tuple(readiness.builder_names(settings)))
     www: dict = {
         "port": f"tcp:{settings.master.web_port}:interface={settings.master.web_interface}",
         "plugins": {"waterfall_view": {}, "console_view": {}, "grid_view": {},

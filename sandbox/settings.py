@@ -14,7 +14,19 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from farm.settings import Build, GitHub, Images, Index, Master, Settings, Upstream, Www, replace, to_toml
+from farm.settings import (
+    Build,
+    GitHub,
+    Images,
+    Index,
+    Master,
+    Readiness,
+    Settings,
+    Upstream,
+    Www,
+    replace,
+    to_toml,
+)
 from testbed.fixture_upstream import MIRROR
 from workers import registry
 
@@ -51,6 +63,9 @@ def settings_for(sb: Sandbox) -> Settings:
         www=www,
         github=_github(sb),
         images=_images(sb),
+        # Readiness builds by the "Readiness now" button only: a nightly one would land in whatever
+        # test or demo runs at that hour.
+        readiness=Readiness(nightly=False),
     )
 
 

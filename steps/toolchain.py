@@ -261,6 +261,16 @@ class PatchSource(ToolchainStep):
         self.descriptionDone = f"{res.variant} {res.full_version}: {len(res.changes)} change(s); {flags}"
         return SUCCESS
 
+    def failure_text(self, rc: int, result: Result | None) -> str:
+        """An upstream anchor gone: ``patch failed (exit 1): <file>: expected <text>``; the file and the text
+        also go into ``patch_failure`` (the matrix and the mails name the edit that no longer applies)."""
+        if isinstance(result, ErrorResult) and result.detail.get("file"):
+            failure = {"file": str(result.detail["file"]), "expected": str(result.detail.get("expected", "")),
+                       "error": result.error}
+            self.setProperty("patch_failure", failure, "patch")
+            return f"patch failed (exit {rc}): {result.error}"
+        return super().failure_text(rc, result)
+
 
 class BuildWheel(ToolchainStep):
     """``build`` once (abi3) or for one Python; queues verify + smoke for the wheel it made."""

