@@ -174,11 +174,7 @@ def format_variant(build: Build, builder: str, build_url: str, title: str,
         lines.append("Failed steps:")
         lines += [f"  - {s}" for s in steps]
     if failed_log:
-        errors, tail = log_excerpt(failed_log[1])
-        if errors:
-            lines += ["", f"Errors in {failed_log[0]}:"] + [f"  | {line[:300]}" for line in errors]
-        if tail:
-            lines += ["", f"Last lines of {failed_log[0]}:"] + [f"  | {line[:300]}" for line in tail]
+        lines += log_lines(*failed_log)
     warn = [f"{s['name']}: {s.get('state_string', '')}" for s in build.get("steps") or []
             if s.get("results") == Result.WARNINGS]
     if warn:
@@ -225,3 +221,14 @@ def variant_irc_line(build: Build, builder: str, build_url: str, after_release: 
     return (f"{props.get('variant', builder)} {props.get('arch', '')} {result_name(build)} for "
             f"{_release_name(props)}{' (after its release)' if after_release else ''}"
             f"{': ' + state if state else ''} - {build_url}")
+
+
+def log_lines(name: str, text: str) -> list[str]:
+    """A failed step's log in a mail: its error lines and its last lines, each cut at 300 characters."""
+    errors, tail = log_excerpt(text)
+    out: list[str] = []
+    if errors:
+        out += ["", f"Errors in {name}:"] + [f"  | {line[:300]}" for line in errors]
+    if tail:
+        out += ["", f"Last lines of {name}:"] + [f"  | {line[:300]}" for line in tail]
+    return out

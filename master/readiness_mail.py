@@ -13,9 +13,9 @@ from __future__ import annotations
 from typing import Any
 
 from farm import readiness
-from farm.logscan import log_excerpt
 from farm.report import flatten
 from farm.states import BAD, label
+from master import notify_text
 
 Build = dict[str, Any]
 
@@ -49,11 +49,7 @@ def format_readiness(build: Build, build_url: str, title: str,
     if step:
         lines += ["Failed step:", f"  - {step['name']}: {step.get('state_string', '')}"]
     if failed_log:
-        errors, tail = log_excerpt(failed_log[1])
-        if errors:
-            lines += ["", f"Errors in {failed_log[0]}:"] + [f"  | {line[:300]}" for line in errors]
-        if tail:
-            lines += ["", f"Last lines of {failed_log[0]}:"] + [f"  | {line[:300]}" for line in tail]
+        lines += notify_text.log_lines(*failed_log)
     lines += ["", f"A release from {ref} would fail the same way: fix the patch (vllm_cpu_build/patch.py) "
                   "or the build before its tag arrives."]
     return subject, "\n".join(lines) + "\n"
