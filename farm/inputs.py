@@ -60,6 +60,9 @@ INPUTS: dict[str, Input] = {
     "arch": _i({TRIGGER}, "verify --arch; report"),
     "pythons": _i({TRIGGER}, "patch --python-versions; one wheel build per Python"),
     "abi3": _i({TRIGGER}, "one abi3 wheel build"),
+    # A variant build -> its reproduce build ([build] reproduce): whose wheels, and their recorded sha256.
+    "reproduce_of": _i({TRIGGER}, "reproduce build: the variant build (custody directory, worker to avoid)"),
+    "expected_sha256": _i({TRIGGER}, "reproduce build: the sha256 the first build recorded; compared on the master"),
     # Buildbot's own, and the worker registry's.
     "scheduler": _i({SCHEDULER}, "Buildbot"),
     "buildername": _i({BUILDER}, "Buildbot"),
@@ -89,6 +92,7 @@ INPUTS: dict[str, Input] = {
     "verify": _i(set(), "VerifyWheel -> report"),
     "smoke": _i(set(), "SmokeTest -> report"),
     "uploaded": _i(set(), "PublishWheels -> report"),
+    "reproduced": _i(set(), "CompareRebuilt (master) -> ReproduceWheels: rebuilt sha256 and what differs"),
     "got_revision": _i(set(), "Buildbot's Git step"),
     "only_builds": _i(set(), "RebuildFailed -> DropPublished: a rebuild builds only the failed builds"),
     "rebuild_of": _i(set(), "RebuildFailed: the release build this one rebuilds"),

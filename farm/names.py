@@ -12,3 +12,12 @@ def builder_name(package: str, arch: str) -> str:
 
 def trigger_name(package: str, arch: str) -> str:
     return f"build-{package}-{arch}"
+
+
+def reproduce_builder(arch: str) -> str:
+    """The builder that rebuilds a variant build's wheels to compare them (``[build] reproduce``)."""
+    return f"reproduce-{arch}"
+
+
+def reproduce_trigger(arch: str) -> str:
+    return f"reproduce-{arch}-trigger"

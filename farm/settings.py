@@ -152,6 +152,7 @@ class Build:
     root_x86_64: str = ""  # build root (directory or tarball) for x86_64 builds; a worker's build_root wins
     root_aarch64: str = ""  # the same for aarch64
     debug_archive: bool = False  # keep stripped debug info beside each wheel (<wheel>.debug.tar.gz)
+    reproduce: bool = False  # rebuild each wheel (fresh dir, no ccache, another worker) and compare before upload
 
     def root_for(self, arch: str) -> str:
         return {"x86_64": self.root_x86_64, "aarch64": self.root_aarch64}.get(arch, "")
@@ -239,7 +240,6 @@ class Master:
                                     "master.db_url is SQLite")
             if not self.mq_realm:
                 raise SettingsError("master.mq_realm: empty while mq_router_url is set")
-
 
 
 @dataclass(frozen=True)

@@ -9,14 +9,15 @@ from buildbot.plugins import util
 
 from farm.names import IMAGES, RECHECK, RELEASE, builder_name, trigger_name
 from farm.settings import Settings
-from master import factories
+from master import factories, reproduce
 from master.tags import UpstreamTags
 from master.workers import local_worker_names
 from vllm_cpu_build.variants import Catalog
 
 
 def make_builders(settings: Settings, catalog: Catalog, workers_by_arch: dict[str, list[str]],
-                  tarball: Path, tags: UpstreamTags) -> list[util.BuilderConfig]:
+                  tarball: Path, tags: UpstreamTags, locks: list | None = None) -> list[util.BuilderConfig]:
+    """``locks``: what every builder on registry workers holds (``master/reproduce.py``)."""
     schedulers_for = {(v.package, a): trigger_name(v.package, a) for v, a in catalog.builds()}
     local_workers = local_worker_names(settings.master.local_workers, settings.master.name)
     out = [
@@ -40,16 +41,18 @@ def make_builders(settings: Settings, catalog: Catalog, workers_by_arch: dict[st
             name=builder_name(variant.package, arch),
             # Only workers of this arch: a request waits until one connects.
             workernames=workers,
-            collapseRequests=False, tags=[variant.short, arch],
+            collapseRequests=False, tags=[variant.short, arch], locks=list(locks or []),
             factory=factories.variant_factory(settings, tarball, variant, arch),
             description=f"{variant.package} for {arch}: {variant.target_cpus_for(arch)}"[:200],
         ))
     if settings.images.enabled:
-        out.append(images_builder(settings, workers_by_arch, tarball))
-    return out
+        out.append(images_builder(settings, workers_by_arch, tarball, locks))
+    arches = sorted({a for _, a in catalog.builds()})
+    return out + reproduce.make_builders(settings, arches, workers_by_arch, tarball)
 
 
-def images_builder(settings: Settings, workers_by_arch: dict[str, list[str]], tarball: Path) -> util.BuilderConfig:
+def images_builder(settings: Settings, workers_by_arch: dict[str, list[str]], tarball: Path,
+                   locks: list | None = None) -> util.BuilderConfig:
     """Runtime images on workers with buildah: ``[images] workers``, or every x86_64 worker."""
     known = {w for ws in workers_by_arch.values() for w in ws}
     names = list(settings.images.workers) or workers_by_arch.get("x86_64", [])
@@ -59,7 +62,7 @@ def images_builder(settings: Settings, workers_by_arch: dict[str, list[str]], ta
     if not names:
         config.error("images: no worker to build images on (no x86_64 worker and no images.workers)")
     return util.BuilderConfig(
-        name=IMAGES, workernames=names, collapseRequests=False, tags=["release", "images"],
+        name=IMAGES, workernames=names, collapseRequests=False, tags=["release", "images"], locks=list(locks or []),
         factory=factories.images_factory(settings, tarball),
         description="runtime images of a release's packages (buildah), pushed to the configured registries",
     )

@@ -10,7 +10,7 @@ from buildbot.plugins import secrets, util
 from twisted.python import log
 
 from farm.settings import Master, Settings
-from master import builders, notify, readiness, schedulers, singleton, toolchain, workers, www
+from master import builders, notify, readiness, reproduce, schedulers, singleton, toolchain, workers, www
 from master.tags import UpstreamTags
 from vllm_cpu_build import variants
 
@@ -36,17 +36,21 @@ def build_config(settings: Settings, basedir: str | Path) -> dict:
     tarball = toolchain.build_tarball(out_dir)
     tags = UpstreamTags(settings.upstream)
     m = settings.master
+    by_arch = workers.names_by_arch(entries)
+    arches = sorted({a for _, a in catalog.builds()})
+    slots = reproduce.slot_locks(settings, entries)  # [] unless [build] reproduce
     c: dict = {
         "title": settings.master.title,
         "titleURL": settings.master.web_url_slash,
         "buildbotURL": settings.master.web_url_slash,
         "db": db_config(settings.master),
         "protocols": {"pb": {"port": f"tcp:{m.worker_port}:interface={m.worker_interface}"}},
-        "workers": workers.make_workers(entries, m.local_workers, m.name),
+        "workers": workers.make_workers(entries, m.local_workers, m.name, settings.build.reproduce),
         "change_source": schedulers.make_change_sources(settings),
-        "schedulers": schedulers.make_schedulers(settings, catalog, tags) + readiness.make_schedulers(settings),
-        "builders": builders.make_builders(settings, catalog, workers.names_by_arch(entries), tarball, tags)
-        + readiness.make_builders(settings, workers.names_by_arch(entries), tarball, tags),
+        "schedulers": schedulers.make_schedulers(settings, catalog, tags) + readiness.make_schedulers(settings)
+        + reproduce.make_schedulers(settings, arches),
+        "builders": builders.make_builders(settings, catalog, by_arch, tarball, tags, slots)
+        + readiness.make_builders(settings, by_arch, tarball, tags, slots),
         # Never merge queued requests: each carries its own version/parameters.
         "collapseRequests": False,
         "www": www.make_www(settings, tags, catalog),

@@ -14,10 +14,10 @@ from buildbot.steps.source.git import Git
 from buildbot.steps.transfer import FileDownload, StringDownload
 
 from farm import published
-from farm.names import IMAGES_TRIGGER, RELEASE, builder_name
+from farm.names import IMAGES_TRIGGER, RELEASE, builder_name, reproduce_trigger
 from farm.settings import REPO_ROOT, Settings
 from master.tags import UpstreamTags
-from steps import images, publish, publisher, release, toolchain
+from steps import images, publish, publisher, release, reproduce, toolchain
 from steps.title import BuildTitle
 from steps.trusted import TrustedBuild
 from vllm_cpu_build.variants import Variant, load
@@ -221,6 +221,9 @@ def variant_factory(settings: Settings, tarball: Path, variant: Variant, arch: s
     # those bytes with its own toolchain and uploads them (steps/publisher.py). Both skip (visibly,
     # on the build's summary too) in a dry run or with skip upload.
     f.addStep(publisher.FetchWheels(package=pkg, hideStepIf=lambda results, step: results == SKIPPED))
+    if settings.build.reproduce:
+        # After verify and smoke, before upload: the same wheels again, elsewhere; identical or nothing is published.
+        f.addStep(reproduce.ReproduceWheels(scheduler=reproduce_trigger(arch)))
     f.addStep(publisher.PublishWheels(
         variant=pkg, repository_url=settings.index.upload_url, simple_url=settings.index.simple_url,
         username=settings.index.username, token=util.Secret(settings.index.token_for(variant.short)),
@@ -228,6 +231,25 @@ def variant_factory(settings: Settings, tarball: Path, variant: Variant, arch: s
     # A build that waited for a worker after its release finished publishes on its own.
     f.addSteps(publish_steps(settings, publish.uploaded_after_release,
                              hideStepIf=lambda results, step: results == SKIPPED))
+    return f
+
+
+def reproduce_factory(settings: Settings, tarball: Path, arch: str) -> BuildFactory:
+    """The ``reproduce-<arch>`` builder: the triggering variant build's wheels again, compared on the master."""
+    variant = util.Property("variant")
+    f = Factory()
+    f.addStep(BuildTitle())
+    f.addStep(checkout(settings))
+    f.addSteps(ship_toolchain(tarball))
+    f.addStep(toolchain.PatchSource(cli_args=_args(
+        "--variant", variant, "--src", SRC, "--arch", arch,
+        _opt("--version-postfix", "postfix"), _opt("--python-versions", "pythons"),
+    )))
+    f.addStep(reproduce.QueueRebuilds(build_args=[
+        "--variant", variant, "--src", SRC, "--out", OUT, *settings.build.build_args(),
+        _root(settings.build.root_for(arch))]))
+    f.addStep(reproduce.FetchRebuilt())
+    f.addStep(reproduce.CompareRebuilt())
     return f
 
 

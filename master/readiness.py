@@ -52,7 +52,7 @@ def factory(settings: Settings, tarball: Path, target: str, tags: UpstreamTags) 
 
 
 def make_builders(settings: Settings, workers_by_arch: dict[str, list[str]], tarball: Path,
-                  tags: UpstreamTags) -> list[util.BuilderConfig]:
+                  tags: UpstreamTags, locks: list | None = None) -> list[util.BuilderConfig]:
     r = settings.readiness
     if not r.enabled:
         return []
@@ -61,7 +61,7 @@ def make_builders(settings: Settings, workers_by_arch: dict[str, list[str]], tar
     return [util.BuilderConfig(
         name=readiness.builder_name(t), workernames=workers_by_arch.get(readiness.ARCH, []),
         # Two nights waiting for a worker are one build.
-        collapseRequests=True, tags=["readiness", readiness.ARCH],
+        collapseRequests=True, tags=["readiness", readiness.ARCH], locks=list(locks or []),
         factory=factory(settings, tarball, t, tags),
         description=f"readiness: a dry run of {readiness.PACKAGE} {readiness.ARCH} from {what[t]}; "
                     "plan, patch, build, verify, smoke, never an upload",

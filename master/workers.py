@@ -11,6 +11,7 @@ from twisted.internet import defer
 from twisted.python import log
 
 from farm.settings import Settings
+from master.reproduce import max_builds
 from workers import hostinfo, registry
 
 
@@ -45,11 +46,14 @@ def load_entries(settings: Settings) -> list[registry.WorkerEntry]:
     return registry.load(settings.master.workers_registry)
 
 
-def make_workers(entries: list[registry.WorkerEntry], local_workers: int, master_name: str = "master") -> list:
+def make_workers(entries: list[registry.WorkerEntry], local_workers: int, master_name: str = "master",
+                 reproduce: bool = False) -> list:
+    """``reproduce``: each registry worker gets a slot more for rebuilds (``master/reproduce.py``)."""
+
     out: list = [DescribedLocalWorker(name, max_builds=2) for name in local_worker_names(local_workers, master_name)]
     for e in entries:
         out.append(worker.Worker(
-            e.name, util.Secret(e.secret_name), max_builds=e.max_builds,
+            e.name, util.Secret(e.secret_name), max_builds=max_builds(e, reproduce),
             properties={"worker_arch": e.arch, "worker_python": e.python, "worker_admin": e.admin,
                         "worker_build_root": e.build_root},
             notify_on_missing=[],

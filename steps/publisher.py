@@ -61,12 +61,15 @@ class FetchWheels(_Custody, MultipleFileUpload):
         super().__init__(workersrcs=[], masterdest=".", workdir=".", mode=0o600,
                          maxsize=handover.MAX_WHEEL_BYTES, **kwargs)
 
-    @defer.inlineCallbacks
-    def run(self) -> Generator[Any, Any, int]:
+    def run(self) -> defer.Deferred[int]:
         mode = _not_publishing(self)
         if mode:
             self.descriptionDone = f"{mode}: nothing handed over"
-            return SKIPPED
+            return defer.succeed(SKIPPED)
+        return self._fetch()
+
+    @defer.inlineCallbacks
+    def _fetch(self) -> Generator[Any, Any, int]:
         ho, why = handover.handover(self.package, self.getProperty("wheels"), self.getProperty("built"))
         if ho is None:
             self.descriptionDone = f"nothing handed over: {why}"

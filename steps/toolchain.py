@@ -21,8 +21,10 @@ from buildbot.process.properties import Interpolate, Property
 from twisted.internet import defer
 
 from farm.logscan import FirstError, progress
+from farm.report import floor_text
 from farm.states import CANCELLED, FAILURE, SUCCESS, WARNINGS
 from steps.attached import Attached
+from steps.summary import BuildSummary
 from vllm_cpu_build.errors import EXIT_OK, EXIT_USAGE
 from vllm_cpu_build.results import (
     BuildResult,
@@ -206,6 +208,7 @@ class QueueWheelBuilds(Attached, buildstep.BuildStep):
     """Add one build step (abi3) or one per Python from the ``abi3``/``pythons`` properties."""
 
     name = "wheels_to_build"
+    wheel_step: type[BuildWheel] | None = None  # None: BuildWheel; a rebuild queues its own (steps/reproduce.py)
 
     def __init__(self, build_args: list[Any], smoke_args: list[Any] | None = None, **kwargs: Any) -> None:
         self.build_args = build_args
@@ -220,8 +223,9 @@ class QueueWheelBuilds(Attached, buildstep.BuildStep):
         else:
             targets = list(pythons)
             self.descriptionDone = f"queued {len(pythons)} wheel(s): " + ", ".join(f"py{p}" for p in pythons)
-        self.build.addStepsAfterCurrentStep([BuildWheel(python=p, cli_args=list(self.build_args),
-                                                        smoke_args=self.smoke_args) for p in targets])
+        step = self.wheel_step or BuildWheel
+        self.build.addStepsAfterCurrentStep([step(python=p, cli_args=list(self.build_args),
+                                                  smoke_args=self.smoke_args) for p in targets])
         return defer.succeed(SUCCESS)
 
 
@@ -272,7 +276,7 @@ class PatchSource(ToolchainStep):
         return super().failure_text(rc, result)
 
 
-class BuildWheel(ToolchainStep):
+class BuildWheel(BuildSummary, ToolchainStep):
     """``build`` once (abi3) or for one Python; queues verify + smoke for the wheel it made."""
 
     subcommand = "build"
@@ -306,14 +310,22 @@ class BuildWheel(ToolchainStep):
             # The property is the short form (the whole record is the log): big build properties bloat
             # every REST answer that lists builds.
             records = dict(self.getProperty("provenance") or {})
-            records[name] = res.record.digest().to_json()
+            digest = res.record.digest().to_json()
+            epoch = getattr(res.record, "source_date_epoch", None)  # the toolchain's reproducible-build clock
+            if epoch is not None:
+                digest.setdefault("source_date_epoch", epoch)
+                self.build_summary = f"[SOURCE_DATE_EPOCH={epoch}]"
+            records[name] = digest
             self.setProperty("provenance", records, "build")
             line = res.record.summary()
             if line:
                 self.descriptionDone += f" ({line})"
-        self.build.addStepsAfterCurrentStep([VerifyWheel(wheel=res.wheel),
-                                             SmokeTest(wheel=res.wheel, cli_args=list(self.smoke_args))])
+        self.build.addStepsAfterCurrentStep(self.checks(res.wheel))
         return SUCCESS
+
+    def checks(self, wheel: str) -> list[buildstep.BuildStep]:
+        """The steps that check the wheel this step made: verify and smoke."""
+        return [VerifyWheel(wheel=wheel), SmokeTest(wheel=wheel, cli_args=list(self.smoke_args))]
 
 
 class VerifyWheel(ToolchainStep):
@@ -347,7 +359,7 @@ class VerifyWheel(ToolchainStep):
         return FAILURE
 
 
-class SmokeTest(ToolchainStep):
+class SmokeTest(BuildSummary, ToolchainStep):
     """``smoke``: install + import in a fresh venv; exit 3 (CPU lacks the ISA) is a visible warning."""
 
     subcommand = "smoke"
@@ -375,6 +387,7 @@ class SmokeTest(ToolchainStep):
         if res.floor is not None:  # the probe on the package's oldest CPU: report, notes and matrix show it
             results[name].update(floor=str(res.floor.status), floor_cpu=res.floor.cpu, floor_reason=res.floor.reason)
             floor = f"; floor {res.floor.cpu}: {res.floor.status}"
+            self.build_summary = "[floor " + floor_text(results[name]) + "]"  # on the build's summary too
         self.setProperty("smoke", results, "smoke")
         if status == "skipped":
             self.descriptionDone = f"{name}: smoke skipped: {reason or 'this CPU lacks the ISA'}"
