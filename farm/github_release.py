@@ -46,6 +46,8 @@ class WheelRecord:
     verify: str = "-"
     smoke: str = "-"
     floor: str = "-"  # the smoke on the package's oldest CPU: "Haswell-v4: passed", "native only"
+    source_date_epoch: str = "-"  # the build's clock (the tag commit's time): what a rebuild must set
+    rebuild_sha256: str = ""  # [build] reproduce: the sha256 of the rebuild the master compared ("" = none)
     build_url: str = ""
     # What the build recorded: upstream tag/commit, checks, build link, and the record's digest
     # (vllm_cpu_build.provenance.Digest: torch, torch_matches, platform, compiler).
@@ -139,13 +141,19 @@ def release_notes(upstream_version: str, versions: dict[str, str], records: list
         if v.package in versions:
             cmd = install_command(v.package, versions[v.package], torch_index_url, index_url)
             lines.append(f"| `{v.package}` | {v.target_cpus} | `{cmd}` |")
+    rebuilt = any(r.rebuild_sha256 for r in records)
     lines += ["", "## Wheels", "", "Floor: the smoke test again on the oldest CPU the package promises (emulated "
-              "with QEMU; \"native only\" where QEMU cannot be that CPU).", "",
-              "| package | arch | wheel | ISA found | verify | smoke | floor | sha256 |",
-              "|---|---|---|---|---|---|---|---|"]
+              "with QEMU; \"native only\" where QEMU cannot be that CPU). SOURCE_DATE_EPOCH: the time the build "
+              "wrote into the wheel; rebuild it from the tag with the same value and `vllm-cpu-build compare` "
+              "shows it is the same bytes."
+              + (" Rebuild sha256: the same wheel built again on another worker before upload." if rebuilt else ""),
+              "", "| package | arch | wheel | ISA found | verify | smoke | floor | SOURCE_DATE_EPOCH | sha256 |"
+              + (" rebuild sha256 |" if rebuilt else ""), "|---" * (10 if rebuilt else 9) + "|"]
     for r in records:
         cells = [md_code(r.package), md_text(r.arch), md_link(r.filename, r.url), md_text(r.isa), md_text(r.verify),
-                 md_text(r.smoke), md_text(r.floor), md_code(r.sha256 or "-")]
+                 md_text(r.smoke), md_text(r.floor), md_text(r.source_date_epoch), md_code(r.sha256 or "-")]
+        if rebuilt:
+            cells.append(md_code(r.rebuild_sha256) if r.rebuild_sha256 else "-")
         lines.append("| " + " | ".join(cells) + " |")
     if images:
         lines += ["", "## Container images", ""]

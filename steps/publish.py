@@ -117,6 +117,10 @@ class GitHubRelease(Attached, buildstep.BuildStep):
                         rec.floor = floor_text(smoke)
                         rec.build_url = url
                         extra = (props.get("provenance") or {})  # per-wheel records, when the build makes them
+                        mine = extra.get(w.filename, {}) if isinstance(extra, dict) else {}
+                        mine = mine if isinstance(mine, dict) else {}
+                        rec.source_date_epoch = str(mine.get("source_date_epoch", "-"))
+                        rec.rebuild_sha256 = str(mine.get("rebuild_sha256") or "")
                         rec.provenance = {
                             "upstream_tag": props.get("tag", ""), "upstream_commit": props.get("got_revision", ""),
                             "pinned_flags": props.get("pinned_flags", []), "verify": verify.get("summary", ""),
@@ -124,7 +128,7 @@ class GitHubRelease(Attached, buildstep.BuildStep):
                             "floor": smoke.get("floor", ""), "floor_cpu": smoke.get("floor_cpu", ""),
                             "floor_reason": smoke.get("floor_reason", ""),
                             "build": url, "worker": worker,
-                            **(extra.get(w.filename, {}) if isinstance(extra, dict) else {}),
+                            **mine,
                         }
                     else:
                         rec.provenance = {"build": "not built by this master (found on the index)"}

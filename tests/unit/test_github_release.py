@@ -69,7 +69,7 @@ def test_text_from_builds_and_the_index_cannot_shape_the_notes() -> None:
     rows = [line for line in wheels.splitlines() if line.startswith("|")]
     assert len(rows) == 2 + len(recs)  # header, rule, one row per wheel: no forged row
     row = rows[2]
-    assert row.count(" | ") == 7, row  # eight cells, whatever the text held
+    assert row.count(" | ") == 8, row  # nine cells, whatever the text held
     # Every special is escaped: no image, link, HTML or emphasis is left.
     assert "](" not in row and "\\<img" in row and "\\*\\*bold\\*\\*" in row
     assert "javascript:" not in row.split(" | ")[2]  # the wheel is named, not linked to a non-http URL
@@ -77,6 +77,24 @@ def test_text_from_builds_and_the_index_cannot_shape_the_notes() -> None:
     assert "`v0'x`" in n.body  # a backtick cannot end the tag's code span
     images = n.body.split("## Container images", 1)[1].split("## Provenance", 1)[0]
     assert "`r/vllm-cpu:noavx512-0.12.0') [x](http://evil`" in images  # one code span: no link
+
+
+def test_notes_show_source_date_epoch_and_the_rebuild_sha256() -> None:
+    recs = records()
+    assert "rebuild sha256" not in notes().body  # reproduce off: no such column
+    recs[0].source_date_epoch, recs[0].rebuild_sha256 = "1764547200", "a" * 64
+    recs[0].provenance.update(source_date_epoch=1764547200, rebuild_sha256="a" * 64, rebuild_worker="w2")
+    recs[2].source_date_epoch = "1 | [x](http://evil) `"  # worker text: escaped, one cell
+    n = gr.release_notes("0.12.0", {r.package: "0.12.0" for r in recs}, recs, load(), TORCH)
+    rows = [line for line in n.body.split("## Wheels", 1)[1].split("## Provenance", 1)[0].splitlines()
+            if line.startswith("|")]
+    assert rows[0].endswith("| floor | SOURCE_DATE_EPOCH | sha256 | rebuild sha256 |")
+    assert all(r.count(" | ") == 9 for r in rows[2:]), rows
+    assert rows[2].endswith(f"| Haswell-v4: passed | 1764547200 | `{'a' * 64}` | `{'a' * 64}` |")
+    assert rows[3].endswith(f"| - | - | `{'b' * 64}` | - |")  # found on the index, no build of ours
+    assert rows[4].split(" | ")[7] == "1 \\| \\[x\\]\\(http://evil\\) \\`"  # no link, no new cell
+    prov = json.loads(re.search(r"```json\n(.*)\n```", n.body, re.S).group(1))
+    assert (prov[0]["source_date_epoch"], prov[0]["rebuild_sha256"]) == (1764547200, "a" * 64)
 
 
 def publish(gh: FakeGitHub, n: gr.Notes, assets: list[Path], token: str = TOKEN) -> gr.PublishResult:
