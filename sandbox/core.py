@@ -46,7 +46,7 @@ class Sandbox(Client):
                  users: dict[str, str] | None = None, admins: tuple[str, ...] = (),
                  max_builds_per_request: int | None = None,
                  github: bool = False, images: bool = False, image_arches: tuple[str, ...] = ("x86_64",),
-                 worker_env: dict[str, str] | None = None) -> None:
+                 worker_env: dict[str, str] | None = None, reproduce: bool = False) -> None:
         self.root = root.resolve()
         self.tags = list(SANDBOX_TAGS if tags is None else tags)
         self.web_port, self.worker_port, self.index_port = free_port(web_port), free_port(worker_port), \
@@ -74,6 +74,7 @@ class Sandbox(Client):
         self.fake_github: Any = None
         self.registries: list[Any] = []
         self.worker_env = dict(worker_env or {})
+        self.reproduce = reproduce  # [build] reproduce: every wheel rebuilt and compared before upload
         self.procs = Processes(self.env, self.root)
         self.upstream = self.root / "upstream"
         self.master_dir = self.root / "master"

@@ -55,7 +55,7 @@ def settings_for(sb: Sandbox) -> Settings:
         upstream=upstream,
         # The fixture's AVX-512 builds need its FetchContent mirror, as a production worker needs a
         # oneDNN mirror to build offline.
-        build=Build(fetchcontent_mirror=str(MIRROR)),
+        build=Build(fetchcontent_mirror=str(MIRROR), reproduce=sb.reproduce),
         index=Index(upload_url=sb.index_url, simple_url=sb.simple_url, username="sandbox", token_secret=INDEX_TOKEN),
         master=Master(title="vllm-cpu sandbox", web_url=sb.web_url, web_port=sb.web_port,
                       worker_port=sb.worker_port, db_url="sqlite:///state.sqlite", secrets_dir=sb.secrets_dir,

@@ -34,6 +34,14 @@ if (CMAKE_SYSTEM_PROCESSOR MATCHES "x86_64")
     )
 endif()
 
+# Not upstream's: a build that is not reproducible, for tests/e2e/test_reproduce_e2e.py. While the
+# file $FIXTURE_NOISE_FILE names exists, every build compiles a fresh random number into _C (.rodata).
+if (DEFINED ENV{FIXTURE_NOISE_FILE} AND EXISTS "$ENV{FIXTURE_NOISE_FILE}")
+    string(RANDOM LENGTH 15 ALPHABET 0123456789abcdef FIXTURE_NOISE)
+    list(APPEND CXX_COMPILE_FLAGS "-DFIXTURE_NOISE=0x${FIXTURE_NOISE}ULL")
+    message(STATUS "FIXTURE_NOISE_FILE exists: this build is not reproducible")
+endif()
+
 # No -fopenmp: libgomp is not a manylinux library and the fixture has no threads.
 list(APPEND CXX_COMPILE_FLAGS
     "-DVLLM_CPU_EXTENSION")

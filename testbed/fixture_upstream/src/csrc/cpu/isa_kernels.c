@@ -29,6 +29,10 @@
 #include <arm_neon.h>
 #endif
 
+#ifdef FIXTURE_NOISE /* cmake/cpu_extension.cmake: a deliberately non-reproducible build */
+__attribute__((used)) static const unsigned long long fixture_noise = FIXTURE_NOISE;
+#endif
+
 typedef int (*kernel_fn)(int seed);
 
 struct kernel {
