@@ -31,7 +31,7 @@ from farm.report import flatten
 from farm.states import CANCELLED, FAILURE, SKIPPED, SUCCESS
 from steps.attached import Attached
 from steps.publisher import FetchWheels, _Custody
-from steps.summary import BuildSummary
+from steps.summary import BuildSummary, OwnTriggerSummary
 from steps.toolchain import BuildWheel, QueueWheelBuilds, toolchain_env
 
 # What the reproduce build needs of the variant build to make the same wheels.
@@ -99,11 +99,11 @@ class CompareRebuilt(BuildSummary, _Custody, buildstep.BuildStep):
         bad = [o for o in outcomes if not o.identical]
         self.descriptionDone = ("; ".join(o.line() for o in bad) if bad else
                                 f"{len(outcomes)} wheel(s): same bytes as the first build")[:400]
-        self.build_summary = "[NOT reproducible]" if bad else "[same bytes]"
+        self.build_summary = "NOT reproducible" if bad else "[same bytes]"
         return FAILURE if bad else SUCCESS
 
 
-class ReproduceWheels(BuildSummary, Attached, Trigger):
+class ReproduceWheels(BuildSummary, OwnTriggerSummary, Attached, Trigger):
     """In a variant build before ``upload``: rebuild its wheels elsewhere and wait; fail unless identical."""
 
     name = "reproduce"
@@ -174,7 +174,11 @@ class ReproduceWheels(BuildSummary, Attached, Trigger):
                  if isinstance(r, dict) and not r.get("identical")]
         why = "; ".join(lines) or f"the rebuild did not finish ({url or 'no build'})"
         self.descriptionDone = f"NOT reproducible, nothing published: {why}"[:500]
-        self.build_summary = "[NOT reproducible: nothing published]"
+        members = sorted({d.member + (f" ({', '.join(d.sections)})" if d.sections else "")
+                          for r in reproduced.values() if isinstance(r, dict) and not r.get("identical")
+                          for d in rebuild.Outcome.from_json(r).differences})
+        self.build_summary = ("NOT reproducible, nothing published: "
+                              + (f"differs: {', '.join(members)}" if members else why))[:300]
         return FAILURE
 
 

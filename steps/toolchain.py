@@ -387,12 +387,13 @@ class SmokeTest(BuildSummary, ToolchainStep):
         if res.floor is not None:  # the probe on the package's oldest CPU: report, notes and matrix show it
             results[name].update(floor=str(res.floor.status), floor_cpu=res.floor.cpu, floor_reason=res.floor.reason)
             floor = f"; floor {res.floor.cpu}: {res.floor.status}"
-            self.build_summary = "[floor " + floor_text(results[name]) + "]"  # on the build's summary too
         self.setProperty("smoke", results, "smoke")
         if status == "skipped":
             self.descriptionDone = f"{name}: smoke skipped: {reason or 'this CPU lacks the ISA'}"
             return WARNINGS
         if status == "passed":
+            if floor:  # on the build's summary too (a failure or a skip says so there instead, as Buildbot does)
+                self.build_summary = "[floor " + floor_text(results[name]) + "]"
             self.descriptionDone = f"{name}: smoke passed" + (f", {res.vllm_version} imported" if res.vllm_version
                                                               else "") + floor
             return SUCCESS
