@@ -23,7 +23,7 @@ __all__ = ["ARCH_CHOICES", "SUBCOMMANDS", "UsageError", "arch_arg", "build_parse
 
 # Each module defines register(subparsers) which adds its subcommand and sets
 # ``func(args) -> Result`` on it.
-SUBCOMMANDS = ("plan", "patch", "build", "isa", "verify", "smoke", "upload", "image")
+SUBCOMMANDS = ("plan", "patch", "build", "isa", "verify", "smoke", "upload", "image", "compare")
 
 ARCH_CHOICES = tuple(specs.ARCH_ALIASES)  # x86_64, aarch64, arm64 (= aarch64)
 

@@ -82,6 +82,16 @@ class ImageStatus(Name):
     NOTHING_PUBLISHED = "nothing_published"  # no wheel of that version to build from (exit 3)
 
 
+class DiffKind(Name):
+    """How a wheel member differs between two wheels (``compare``)."""
+
+    CONTENT = "content"  # the bytes differ (for ELF members: ``sections`` names where)
+    ONLY_IN_A = "only_in_a"
+    ONLY_IN_B = "only_in_b"
+    ZIPINFO = "zipinfo"  # same bytes, other archive metadata: ``fields`` (mode, date_time, ...)
+    ARCHIVE = "archive"  # same members, the archive differs: entry order, comment (member "")
+
+
 class CheckName(Name):
     """The checks of ``verify``, in the order they run and are reported."""
 

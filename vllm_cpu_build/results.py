@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar, TypeVar
 
 from vllm_cpu_build import jsondoc
-from vllm_cpu_build.enums import Arch, CheckName, ImageStatus, SmokeStatus
+from vllm_cpu_build.enums import Arch, CheckName, DiffKind, ImageStatus, SmokeStatus
 from vllm_cpu_build.errors import EXIT_FAIL, EXIT_OK, EXIT_SKIPPED
 from vllm_cpu_build.provenance import FloorCheck, Platform, Record, RunnerInfo, Strip, Torch
 
@@ -273,9 +273,37 @@ class ImageResult(Result):
         return EXIT_SKIPPED if self.status is ImageStatus.NOTHING_PUBLISHED else EXIT_OK
 
 
+# --------------------------------------------------------------------------- compare
+
+
+@dataclass
+class MemberDifference:
+    member: str  # archive member name; "" for an archive-wide difference
+    kind: DiffKind
+    sections: list[str] = field(default_factory=list)  # ELF members: the sections (or headers) that differ
+    fields: list[str] = field(default_factory=list)  # zip metadata that differs: mode, date_time, ...
+    detail: str = ""  # one line for a reader: the first differing line of a text member, sizes
+
+
+@dataclass
+class CompareResult(Result):
+    """Two wheels, byte for byte (exit 0 identical, 1 they differ)."""
+
+    kind: ClassVar[str] = "compare"
+    a: str
+    b: str
+    identical: bool
+    sha256: dict[str, str]  # {"a": ..., "b": ...}
+    differences: list[MemberDifference] = field(default_factory=list)
+
+    @property
+    def exit_code(self) -> int:
+        return EXIT_OK if self.identical else EXIT_FAIL
+
+
 RESULT_TYPES: dict[str, type[Result]] = {t.kind: t for t in (ErrorResult, PlanResult, PatchResult, BuildResult,
                                                             VerifyResult, SmokeResult, UploadResult, IsaResult,
-                                                            ImageResult)}
+                                                            ImageResult, CompareResult)}
 
 
 def parse_result(stdout: str) -> Result | None:
