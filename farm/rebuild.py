@@ -15,7 +15,6 @@ Plain Python (no Buildbot): the step is ``steps.reproduce.CompareRebuilt``.
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 from collections.abc import Callable
@@ -25,6 +24,7 @@ from typing import Any
 
 from farm.handover import MASTER_TOOLCHAIN
 from vllm_cpu_build.files import sha256_of
+from vllm_cpu_build.results import CompareResult, ErrorResult, ResultError, parse_result
 
 COMPARE_TIMEOUT = 1800  # seconds: two multi-GB wheels unpacked and their ELF sections hashed
 
@@ -33,7 +33,7 @@ COMPARE_TIMEOUT = 1800  # seconds: two multi-GB wheels unpacked and their ELF se
 class Difference:
     member: str  # path inside the wheel
     kind: str  # what differs (the compare command's word: content, missing, mode, ...)
-    sections: list[str] = field(default_factory=list)  # ELF sections whose bytes differ
+    sections: list[str] = field(default_factory=list)  # ELF sections (or zip fields) that differ
 
 
 @dataclass(frozen=True)
@@ -84,19 +84,16 @@ def compare_command(a: Path, b: Path, python: str = sys.executable) -> list[str]
 
 
 def parse_report(text: str) -> tuple[list[Difference], str]:
-    """The compare command's differences, or [] and why they could not be read."""
+    """The compare command's differences (its typed result), or [] and why they could not be read."""
     try:
-        doc = json.loads(text)
-    except json.JSONDecodeError:
+        res = parse_result(text)
+    except ResultError as exc:
+        return [], f"the compare command's report is malformed: {exc}"
+    if isinstance(res, ErrorResult):
+        return [], f"compare: {res.error}"
+    if not isinstance(res, CompareResult):
         return [], "the compare command printed no report"
-    if not isinstance(doc, dict) or not isinstance(doc.get("differences"), list):
-        return [], "the compare command's report has no differences list"
-    out = []
-    for d in doc["differences"]:
-        if isinstance(d, dict):
-            sections = d.get("sections") or []
-            out.append(Difference(str(d.get("member", "?")), str(d.get("kind", "")),
-                                  [str(s) for s in sections] if isinstance(sections, list) else []))
+    out = [Difference(d.member or "(the archive)", str(d.kind), list(d.sections or d.fields)) for d in res.differences]
     return out, "" if out else "the compare command found no differing member"
 
 

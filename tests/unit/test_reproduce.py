@@ -144,3 +144,14 @@ def test_the_master_compares_the_received_bytes_with_the_recorded_sha256(tmp_pat
     assert not dry.identical and dry.b == sha256_of(other) and "sha256 only" in dry.note
     # Round trip through the build property the variant build reads.
     assert rebuild.Outcome.from_json(dry.to_json()) == dry
+    # The first wheel on the master too: the master's own compare names the member and the ELF section.
+    noisy = compile_shared("__attribute__((used)) static const unsigned long long noise = 0x1234567ULL;\n"
+                           "int f(void) { return 1; }\n", tmp_path / "b" / "m.so").read_bytes()
+    other = _wheel(tmp_path / "noisy", noisy)
+    log: list[str] = []
+    [bad] = rebuild.check({first.name: sha256_of(first)}, other.parent, first.parent, log=log.append)
+    assert not bad.identical and (bad.a, bad.b) == (sha256_of(first), sha256_of(other))
+    [so_diff] = [d for d in bad.differences if d.member == "vllm/_C.abi3.so"]
+    assert so_diff.kind == "content" and ".rodata" in so_diff.sections, bad
+    assert "differs: " in bad.line() and "vllm/_C.abi3.so (" in bad.line() and ".rodata" in bad.line()
+    assert "compare" in log[0] and '"kind": "compare"' in log[1]  # the command and its report, for the log
