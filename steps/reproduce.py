@@ -28,7 +28,7 @@ from twisted.internet import defer, threads
 
 from farm import handover, rebuild
 from farm.report import flatten
-from farm.states import CANCELLED, FAILURE, SKIPPED, SUCCESS
+from farm.states import CANCELLED, FAILURE, SKIPPED, SUCCESS, WARNINGS
 from steps.attached import Attached
 from steps.publisher import FetchWheels, _Custody
 from steps.summary import BuildSummary, OwnTriggerSummary
@@ -155,10 +155,12 @@ class ReproduceWheels(BuildSummary, OwnTriggerSummary, Attached, Trigger):
                  url: str) -> Generator[Any, Any, int]:
         built = dict(self.getProperty("built") or {})
         where = f"rebuilt on {worker}" if worker else "rebuild"
-        same = {n: r for n, r in reproduced.items() if isinstance(r, dict) and r.get("identical")}
+        # Only what the master's compare step found, and only for the very sha256 this build recorded.
+        same = {n: r for n, r in reproduced.items() if isinstance(r, dict) and r.get("identical")
+                and r.get("sha256") == {"a": built.get(n), "b": built.get(n)}}
         yield self.addCompleteLog("reproduce", json.dumps({"worker": worker, "build": url, "wheels": reproduced},
                                                           indent=2, sort_keys=True))
-        if results == SUCCESS and built and set(same) >= set(built):
+        if results in (SUCCESS, WARNINGS) and built and set(same) >= set(built):
             # The master hashed the rebuilt bytes: they are the bytes the first build recorded.
             records = dict(self.getProperty("provenance") or {})
             for name in built:
