@@ -71,7 +71,9 @@ from vllm_cpu_build.variants import load
 __all__ = ["BuildOptions", "build", "register", "run"]
 
 # Anything the worker's environment might carry that changes the build.
-_DROP_ENV = re.compile(r"^(VLLM_|SETUPTOOLS_SCM_PRETEND_VERSION|CMAKE_ARGS$|MAX_JOBS$|_PYTHON_HOST_PLATFORM$)")
+# CCACHE_BASEDIR: relative paths in the binaries, which an uncached rebuild would not have.
+_DROP_ENV = re.compile(r"^(VLLM_|SETUPTOOLS_SCM_PRETEND_VERSION|CMAKE_ARGS$|MAX_JOBS$|_PYTHON_HOST_PLATFORM$"
+                       r"|CCACHE_BASEDIR$)")
 # Upstream's optional Rust frontend (0.27+).
 _RUST = re.compile(r"^vllm/(_rust_[^/]*\.so|vllm-rs)$")
 
@@ -225,10 +227,10 @@ def _environment(opts: BuildOptions, target: _Target, prep: _Prepared) -> _Envir
         var_env[f"FETCHCONTENT_SOURCE_DIR_{name.upper()}"] = str(path)  # upstream reads oneDNN's from the env
     if prep.runner.run(["sh", "-c", "command -v ccache"]).returncode == 0:
         var_env["CMAKE_C_COMPILER_LAUNCHER"] = var_env["CMAKE_CXX_COMPILER_LAUNCHER"] = "ccache"
-        # Paths under the tree hashed relative, the build dir not at all: a rebuild of the same
-        # release in another checkout directory hits the cache (debug info is stripped anyway).
-        var_env.setdefault("CCACHE_BASEDIR", str(opts.src))
-        var_env.setdefault("CCACHE_NOHASHDIR", "1")
+        # No CCACHE_BASEDIR: ccache would hand the compiler relative paths (__FILE__ "../csrc/x.cpp"),
+        # so a build with the cache would differ from the uncached rebuild that checks it (reproducible.py).
+        # The cache still serves every rebuild in the same directory (a builder's own src).
+        var_env["CCACHE_NOHASHDIR"] = "1"
     dropped = sorted(k for k in os.environ if _DROP_ENV.match(k) and k not in var_env)
     env = {k: v for k, v in os.environ.items() if k not in dropped}
     env.update(var_env)

@@ -168,6 +168,7 @@ def test_environment_phase_exports_the_epoch_and_maps_paths_the_record_never_nam
         patched: Path, tmp_path: Path, monkeypatch) -> None:
     monkeypatch.delenv("SOURCE_DATE_EPOCH", raising=False)
     monkeypatch.setenv("CXXFLAGS", "-DWORKER_OWN=1")
+    monkeypatch.setenv("CCACHE_BASEDIR", "/")  # ccache would pass relative paths: an uncached rebuild differs
     opts = build.BuildOptions(CATALOG.get("vllm-cpu"), patched, tmp_path / "out", fetch_mirror=MIRROR, max_jobs=2)
     need = buildenv.needs(patched, Arch.X86_64, "3.11")
     prep = build._Prepared(Runner(), sys.executable, "3.11", need, {}, provenance.BuildEnvInfo(BuildEnvKind.MANAGED))
@@ -175,6 +176,7 @@ def test_environment_phase_exports_the_epoch_and_maps_paths_the_record_never_nam
     assert env.full["SOURCE_DATE_EPOCH"] == str(_commit_time(patched)) and env.epoch.origin == "git commit time"
     assert f"-ffile-prefix-map={patched}=/usr/src/vllm" in env.full["CFLAGS"].split()
     assert env.full["CXXFLAGS"].startswith("-DWORKER_OWN=1 -ffile-prefix-map=")
+    assert "CCACHE_BASEDIR" not in env.full and "CCACHE_BASEDIR" in env.dropped
     helper = (MIRROR / "isahelper" / "v1.0").resolve()
     assert env.path_maps[str(helper)] == "/usr/src/fetchcontent/isahelper"
     # What the record and the result carry holds no directory of this build.
