@@ -241,7 +241,9 @@ def _environment(opts: BuildOptions, target: _Target, prep: _Prepared) -> _Envir
     except reproducible.EpochError as exc:
         raise UsageError(str(exc)) from None
     managed = prep.record_env.kind is BuildEnvKind.MANAGED
-    maps = reproducible.path_maps(opts.src, Path(prep.python).parent.parent if managed else None, fetch)
+    base = prep.runner.run([prep.python, "-c", "import sys; print(sys.base_prefix)"])
+    maps = reproducible.path_maps(opts.src, Path(prep.python).parent.parent if managed else None, fetch,
+                                  base.stdout.strip() if base.returncode == 0 else None)
     env.update(reproducible.build_environment(epoch.value, maps, os.environ))
     env["PATH"] = buildtools.tool_path(prep.python)
     return _Environment(var_env, env, dropped, fetch, notes, cm_args, epoch, maps)

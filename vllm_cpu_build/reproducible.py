@@ -8,10 +8,14 @@ What would make two builds of one tree differ, and what ``build`` does about it:
   and every rebuild), or what ``--source-date-epoch`` / the worker's own
   ``SOURCE_DATE_EPOCH`` says for a tree that is no git checkout (an sdist);
 * **paths**: the source tree (and the CMake build directory under it), the
-  build env (torch's headers: ``TORCH_CHECK`` embeds ``__FILE__``) and each
-  FetchContent source are mapped to fixed names with ``-ffile-prefix-map``
-  (C, C++; debug info and ``__FILE__`` alike) and ``--remap-path-prefix``
-  (Rust), so the directory a worker builds in leaves no trace;
+  build env (torch's headers: ``TORCH_CHECK`` embeds ``__FILE__``), the
+  build interpreter's installation (``Python.h``) and each FetchContent
+  source are mapped to fixed names with ``-ffile-prefix-map`` (C, C++:
+  ``__FILE__`` and debug info alike; the debug info counts although it is
+  stripped: ``.gnu_debuglink`` holds the CRC of the debug file), so the
+  directory a worker builds in leaves no trace.  ccache runs without
+  ``CCACHE_BASEDIR``, which would hand the compiler relative paths and make a
+  cached build differ from the uncached rebuild that checks it;
 * **the archive**: ``normalize_wheel`` writes the final wheel once more:
   entries sorted (``.dist-info`` last, ``RECORD`` at the very end), every
   time the epoch (1980-01-01 without one: zip has nothing earlier), modes
@@ -38,6 +42,8 @@ from pathlib import Path
 ZIP_EPOCH = 315532800  # 1980-01-01T00:00:00Z: the earliest time a zip entry can hold
 SRC_MAP = "/usr/src/vllm"  # what the source tree (and the build dir under it) is called in the binaries
 ENV_MAP = "/usr/src/vllm-build-env"
+PYTHON_MAP = "/usr/src/python"  # the build interpreter's installation (Python.h)
+_SYSTEM_PREFIXES = {"/", "/usr", "/usr/local"}  # the same on every worker of an image: left as they are
 FETCH_MAP = "/usr/src/fetchcontent"  # + /<name>
 
 
@@ -76,11 +82,18 @@ def source_date_epoch(src: Path, explicit: int | None = None, environ: Mapping[s
     return Epoch(None, "none")
 
 
-def path_maps(src: Path, build_env: Path | None, fetch: Mapping[str, Path]) -> dict[str, str]:
-    """{directory on this worker: its fixed name in the binaries}, longest first (the most specific wins)."""
+def path_maps(src: Path, build_env: Path | None, fetch: Mapping[str, Path],
+              python_prefix: str | None = None) -> dict[str, str]:
+    """{directory on this worker: its fixed name in the binaries}, longest first (the most specific wins).
+
+    ``python_prefix``: the build interpreter's ``sys.base_prefix`` (pyenv, uv
+    and the like install it per user); a system prefix is left alone.
+    """
     maps = {str(src): SRC_MAP}
     if build_env is not None:
         maps[str(build_env)] = ENV_MAP
+    if python_prefix and python_prefix.rstrip("/") not in _SYSTEM_PREFIXES | {""}:
+        maps[python_prefix.rstrip("/")] = PYTHON_MAP
     for name, path in fetch.items():
         maps[str(path)] = f"{FETCH_MAP}/{name}"
     return dict(sorted(maps.items(), key=lambda kv: -len(kv[0])))
@@ -93,9 +106,9 @@ def build_environment(epoch: int | None, maps: Mapping[str, str], environ: Mappi
         out["SOURCE_DATE_EPOCH"] = str(epoch)
     # GCC and Clang take the *last* matching option: the most specific map goes last.
     c_maps = " ".join(f"-ffile-prefix-map={k}={v}" for k, v in reversed(list(maps.items())))
-    rust_maps = " ".join(f"--remap-path-prefix={k}={v}" for k, v in reversed(list(maps.items())))
-    for var, add in (("CFLAGS", c_maps), ("CXXFLAGS", c_maps), ("RUSTFLAGS", rust_maps)):
-        out[var] = f"{environ.get(var, '')} {add}".strip()
+    for var in ("CFLAGS", "CXXFLAGS"):
+        out[var] = f"{environ.get(var, '')} {c_maps}".strip()
+    # Rust (the 0.27+ frontend) is not mapped: RUSTFLAGS would replace the tree's own cargo flags.
     return out
 
 

@@ -61,6 +61,10 @@ def test_build_environment_keeps_the_workers_flags_and_maps_the_most_specific_la
     assert env["CFLAGS"].endswith("-ffile-prefix-map=/w/src/mirror/dnn=/usr/src/fetchcontent/onednn")
     assert env["CXXFLAGS"] == env["CFLAGS"].removeprefix("-O2 -pipe ")
     assert "SOURCE_DATE_EPOCH" not in reproducible.build_environment(None, maps, {})
+    # The build interpreter's own installation is mapped, a system prefix (the same on every worker) is not.
+    assert reproducible.path_maps(Path("/w/src"), None, {}, "/home/w/.pyenv/versions/3.11.7") == {
+        "/home/w/.pyenv/versions/3.11.7": "/usr/src/python", "/w/src": "/usr/src/vllm"}
+    assert reproducible.path_maps(Path("/w/src"), None, {}, "/usr") == {"/w/src": "/usr/src/vllm"}
 
 
 @pytest.mark.skipif(not have("gcc"), reason="needs gcc")
@@ -179,6 +183,8 @@ def test_environment_phase_exports_the_epoch_and_maps_paths_the_record_never_nam
     assert "CCACHE_BASEDIR" not in env.full and "CCACHE_BASEDIR" in env.dropped
     helper = (MIRROR / "isahelper" / "v1.0").resolve()
     assert env.path_maps[str(helper)] == "/usr/src/fetchcontent/isahelper"
+    if sys.base_prefix not in ("/usr", "/usr/local"):
+        assert env.path_maps[sys.base_prefix] == "/usr/src/python"
     # What the record and the result carry holds no directory of this build.
     assert not any(str(patched) in v for v in env.variant_env.values())
     # An explicit epoch wins over the commit time (an sdist tree has none).
