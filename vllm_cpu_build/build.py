@@ -338,7 +338,9 @@ def _record(opts: BuildOptions, target: _Target, prep: _Prepared, env: _Environm
             built: Path) -> Record:
     """The provenance record of what was built (platform and strip come with finishing)."""
     stamp = target.stamp
-    recorded_env = {k: v for k, v in env.variant_env.items() if k != "MAX_JOBS" and not k.startswith("CCACHE_")}
+    # Not what changes the bytes: the job count and the compile cache (an uncached rebuild has the same record).
+    recorded_env = {k: v for k, v in env.variant_env.items()
+                    if k != "MAX_JOBS" and not k.startswith("CCACHE_") and not k.endswith("_COMPILER_LAUNCHER")}
     record = Record(
         package=opts.variant.package, version=stamp.full_version or stamp.version, arch=target.arch,
         variant=VariantInfo(dict(opts.variant.isa_flags), list(stamp.pinned_flags)),
