@@ -5,7 +5,9 @@ which drives CMake) with the variant's environment from ``vllm_cpu_build.upstrea
 then gives the wheel its final tags: ``cp38-abi3`` when every compiled module
 is a stable-ABI module (checked with abi3audit), and the manylinux platform
 tag of variants.json.  The exact environment and command are printed first,
-so a build log always says what was built and how.
+so a build log always says what was built and how.  The same tag built
+again, on another worker or in another directory, gives the same bytes
+(``reproducible.py``; ``vllm-cpu-build compare`` checks).
 
 ``build(BuildOptions)`` runs named phases, each a small function of the
 options and what the earlier phases found:
@@ -15,11 +17,13 @@ options and what the earlier phases found:
    the release's build requirements, the build env (``buildenv``);
 3. ``_environment``: the variant's ISA switches (``upstream``), FetchContent
    sources and CMake arguments (``fetchcontent``), ccache, what is dropped
-   from the worker's environment;
+   from the worker's environment, ``SOURCE_DATE_EPOCH`` and the path maps
+   (``reproducible``);
 4. ``_check_tools``: the compiler gate, system prerequisites, the torch pin (``buildtools``);
 5. ``_compile``: ``pip wheel``, streamed into the log;
 6. ``_finish``: abi3 (``abi3``), the provenance record, platform tag,
-   strip and embed (``finish``), final tags;
+   strip and embed (``finish``), final tags, the archive written
+   deterministically (``reproducible``);
 7. ``_result``: the record beside the wheel, and the typed ``BuildResult``.
 """
 
@@ -31,18 +35,17 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 import tempfile
 import time
 import zipfile
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
 from packaging.utils import parse_wheel_filename
 
-from vllm_cpu_build import abi3, buildenv, buildtools, fetchcontent, finish, upstream
+from vllm_cpu_build import abi3, buildenv, buildtools, fetchcontent, finish, reproducible, upstream
+from vllm_cpu_build.buildopts import BuildOptions
 from vllm_cpu_build.buildroot import RootError, Runner, runner_for
 from vllm_cpu_build.buildtools import Compiler
 from vllm_cpu_build.cli import ARCH_CHOICES, arch_arg
@@ -63,71 +66,16 @@ from vllm_cpu_build.provenance import (
     write_beside,
 )
 from vllm_cpu_build.results import BuildResult
-from vllm_cpu_build.variants import Variant, load
+from vllm_cpu_build.variants import load
+
+__all__ = ["BuildOptions", "build", "register", "run"]
 
 # Anything the worker's environment might carry that changes the build.
-_DROP_ENV = re.compile(r"^(VLLM_|SETUPTOOLS_SCM_PRETEND_VERSION|CMAKE_ARGS$|MAX_JOBS$|_PYTHON_HOST_PLATFORM$)")
+# CCACHE_BASEDIR: relative paths in the binaries, which an uncached rebuild would not have.
+_DROP_ENV = re.compile(r"^(VLLM_|SETUPTOOLS_SCM_PRETEND_VERSION|CMAKE_ARGS$|MAX_JOBS$|_PYTHON_HOST_PLATFORM$"
+                       r"|CCACHE_BASEDIR$)")
 # Upstream's optional Rust frontend (0.27+).
 _RUST = re.compile(r"^vllm/(_rust_[^/]*\.so|vllm-rs)$")
-
-
-@dataclass(frozen=True)
-class BuildOptions:
-    """Everything one build takes: the CLI's options (``from_args``) or a caller's, checked once here."""
-
-    variant: Variant
-    src: Path  # the tree `vllm-cpu-build patch` made
-    out: Path  # directory for the wheel and its record
-    python: str | None = None  # "3.X" or an interpreter; None: this one (in a build root: its python3)
-    arch: Arch | None = None  # None: the arch the tree is patched for
-    max_jobs: int | None = None  # MAX_JOBS; None: the CPUs this process may use
-    build_env: BuildEnvKind = BuildEnvKind.MANAGED
-    torch_index: str | None = None  # None: variants.json torch_index_url; "": none
-    torch: str | None = None  # TEST ONLY: install this torch instead of the wheel's pin
-    allow_torch_mismatch: bool = False  # TEST ONLY: build although torch is not the pin (verify fails it)
-    fetch_source: Mapping[str, Path] = field(default_factory=dict)  # FetchContent name -> local tree
-    fetch_mirror: Path | None = None  # <mirror>/<name>/<ref> for every FetchContent dependency
-    cmake_args: tuple[str, ...] = ()
-    root: str | None = None  # build root: a directory or tarball (buildroot.py)
-    root_bind: tuple[Path, ...] = ()  # host paths visible read-only in the root
-    strip: bool = True  # strip debug info from vLLM's modules
-    debug_archive: bool = False  # keep it as <wheel>.debug.tar.gz
-    sdist: Path | None = None  # the sdist the tree came from (named in the record)
-    log: TextIO | None = field(default=None, compare=False)  # progress; None: stderr
-
-    def __post_init__(self) -> None:
-        # Paths absolute: pip runs in another directory and writes the wheel there.
-        object.__setattr__(self, "src", Path(self.src).resolve())
-        object.__setattr__(self, "out", Path(self.out).resolve())
-        try:
-            object.__setattr__(self, "build_env", BuildEnvKind(self.build_env))
-        except ValueError:
-            raise UsageError(f"--build-env {self.build_env!r}: managed or interpreter") from None
-        if self.torch and self.build_env is not BuildEnvKind.MANAGED:
-            raise UsageError("--torch chooses what the managed build env installs; with --build-env interpreter "
-                             "the interpreter's own torch is checked")
-
-    @property
-    def out_log(self) -> TextIO:
-        return self.log or sys.stderr
-
-    @classmethod
-    def from_args(cls, args: argparse.Namespace) -> BuildOptions:
-        src = Path(args.src).resolve()
-        if not src.is_dir():
-            raise UsageError(f"--src {src}: not a directory")
-        variant = load().get(args.variant)
-        sdist = Path(args.sdist).resolve() if args.sdist else None
-        if sdist is not None and not sdist.is_file():
-            raise UsageError(f"--sdist {sdist}: no such file")
-        return cls(variant, src, Path(args.out), python=args.python, arch=args.arch, max_jobs=args.max_jobs,
-                   build_env=args.build_env, torch_index=args.torch_index_url, torch=args.torch,
-                   allow_torch_mismatch=args.allow_torch_mismatch,
-                   fetch_source=fetchcontent.parse_source_option(args.fetch_source),
-                   fetch_mirror=Path(args.fetch_mirror).expanduser().resolve() if args.fetch_mirror else None,
-                   cmake_args=tuple(args.cmake_arg), root=args.root, root_bind=tuple(Path(b) for b in args.root_bind),
-                   strip=args.strip, debug_archive=args.debug_archive, sdist=sdist,
-                   log=sys.stderr if args.json else sys.stdout)
 
 
 # --- what the phases hand on ---------------------------------------------------
@@ -157,6 +105,8 @@ class _Environment:
     fetch: dict[str, Path]
     fetch_notes: list[str]
     cmake_args: list[str]
+    epoch: reproducible.Epoch  # SOURCE_DATE_EPOCH and where it came from
+    path_maps: dict[str, str]  # worker directory -> its fixed name in the binaries
 
 
 @dataclass(frozen=True)
@@ -277,15 +227,26 @@ def _environment(opts: BuildOptions, target: _Target, prep: _Prepared) -> _Envir
         var_env[f"FETCHCONTENT_SOURCE_DIR_{name.upper()}"] = str(path)  # upstream reads oneDNN's from the env
     if prep.runner.run(["sh", "-c", "command -v ccache"]).returncode == 0:
         var_env["CMAKE_C_COMPILER_LAUNCHER"] = var_env["CMAKE_CXX_COMPILER_LAUNCHER"] = "ccache"
-        # Paths under the tree hashed relative, the build dir not at all: a rebuild of the same
-        # release in another checkout directory hits the cache (debug info is stripped anyway).
-        var_env.setdefault("CCACHE_BASEDIR", str(opts.src))
-        var_env.setdefault("CCACHE_NOHASHDIR", "1")
+        # No CCACHE_BASEDIR: ccache would hand the compiler relative paths (__FILE__ "../csrc/x.cpp"),
+        # so a build with the cache would differ from the uncached rebuild that checks it (reproducible.py).
+        # The cache still serves every rebuild in the same directory (a builder's own src).
+        var_env["CCACHE_NOHASHDIR"] = "1"
     dropped = sorted(k for k in os.environ if _DROP_ENV.match(k) and k not in var_env)
     env = {k: v for k, v in os.environ.items() if k not in dropped}
     env.update(var_env)
+    # Reproducible: time and this worker's paths out of the binaries. Not in var_env: the record must
+    # not name the directories a worker happened to build in.
+    try:
+        epoch = reproducible.source_date_epoch(opts.src, opts.source_date_epoch)
+    except reproducible.EpochError as exc:
+        raise UsageError(str(exc)) from None
+    managed = prep.record_env.kind is BuildEnvKind.MANAGED
+    base = prep.runner.run([prep.python, "-c", "import sys; print(sys.base_prefix)"])
+    maps = reproducible.path_maps(opts.src, Path(prep.python).parent.parent if managed else None, fetch,
+                                  base.stdout.strip() if base.returncode == 0 else None)
+    env.update(reproducible.build_environment(epoch.value, maps, os.environ))
     env["PATH"] = buildtools.tool_path(prep.python)
-    return _Environment(var_env, env, dropped, fetch, notes, cm_args)
+    return _Environment(var_env, env, dropped, fetch, notes, cm_args, epoch, maps)
 
 
 def _check_tools(opts: BuildOptions, target: _Target, prep: _Prepared, env: _Environment) -> _Tools:
@@ -330,6 +291,9 @@ def _compile(opts: BuildOptions, prep: _Prepared, env: _Environment, tools: _Too
         print(f"  fetch: {note}", file=log)
     if env.dropped:
         print(f"  env removed from the worker's environment: {' '.join(env.dropped)}", file=log)
+    print(f"  reproducible: SOURCE_DATE_EPOCH={env.epoch.value if env.epoch.value is not None else '(none)'} "
+          f"({env.epoch.origin}); paths mapped: "
+          + ", ".join(f"{k} -> {v}" for k, v in env.path_maps.items()), file=log)
     print(f"  $ {' '.join(cmd)}", file=log, flush=True)
     with prep.runner.popen(cmd, env=env.full, cwd=str(opts.src)) as proc:
         if proc.stdout is None:  # popen pipes stdout; without it the log would silently lose the build
@@ -374,14 +338,16 @@ def _record(opts: BuildOptions, target: _Target, prep: _Prepared, env: _Environm
             built: Path) -> Record:
     """The provenance record of what was built (platform and strip come with finishing)."""
     stamp = target.stamp
-    recorded_env = {k: v for k, v in env.variant_env.items() if k != "MAX_JOBS" and not k.startswith("CCACHE_")}
+    # Not what changes the bytes: the job count and the compile cache (an uncached rebuild has the same record).
+    recorded_env = {k: v for k, v in env.variant_env.items()
+                    if k != "MAX_JOBS" and not k.startswith("CCACHE_") and not k.endswith("_COMPILER_LAUNCHER")}
     record = Record(
         package=opts.variant.package, version=stamp.full_version or stamp.version, arch=target.arch,
         variant=VariantInfo(dict(opts.variant.isa_flags), list(stamp.pinned_flags)),
         source=_source(opts, stamp),
         build=BuildInfo(recorded_env, env.cmake_args, {k: str(v) for k, v in env.fetch.items()},
                         prep.python_version, tools.compiler.describe(), prep.runner.describe(), prep.record_env),
-        torch=tools.torch)
+        torch=tools.torch, source_date_epoch=env.epoch.value)
     if not prep.need.rust:
         return record
     # Upstream builds its Rust frontend as *optional* extensions: a failed cargo build leaves it out.
@@ -405,12 +371,13 @@ def _finish(opts: BuildOptions, target: _Target, prep: _Prepared, env: _Environm
         record = dataclasses.replace(record, platform=plat)
         print(f"  platform: binaries need {plat.needed} (auditwheel); policy {policy}; tag {plat.tag}", file=log)
         dbg = opts.out / (built.name[:-4] + ".debug.tar.gz") if (opts.strip and opts.debug_archive) else None
-        strip = finish.rewrite(built, strip=opts.strip, record=record, debug_archive=dbg)
+        strip = finish.rewrite(built, strip=opts.strip, record=record, debug_archive=dbg, epoch=env.epoch.value)
     except finish.FinishError as exc:
         raise BuildFailed(str(exc)) from None
     for mod, sz in strip.modules.items():
         print(f"  strip {mod}: {sz.before:,} -> {sz.after:,} bytes", file=log)
     final = abi3.retag(built, is_abi3, plat.tag)
+    reproducible.normalize_wheel(final, env.epoch.value)  # last: strip and retag wrote their own times
     dest = opts.out / final.name
     if dest.exists():
         dest.unlink()
@@ -443,6 +410,13 @@ def run(args: argparse.Namespace) -> BuildResult:
     res = build(opts)
     print(f"built {res.wheel} in {res.seconds:.1f} s", file=opts.out_log)
     return res
+
+
+def _epoch_arg(value: str) -> int:
+    try:
+        return reproducible.parse_epoch(value, "--source-date-epoch")
+    except reproducible.EpochError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -478,6 +452,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     src.add_argument("--cmake-arg", action="append", default=[], metavar="ARG",
                      help="extra CMake argument (e.g. -DONEDNN_BUILD_GRAPH=OFF), repeatable; no whitespace")
     src.add_argument("--sdist", help="the upstream sdist the tree came from (name and sha256 go into the record)")
+    src.add_argument("--source-date-epoch", type=_epoch_arg, metavar="SECONDS",
+                     help="SOURCE_DATE_EPOCH of the build (default: the worker's SOURCE_DATE_EPOCH, else the "
+                          "git commit time of the tree; an sdist tree needs one of these to be reproducible)")
     rootg = p.add_argument_group("build root")
     rootg.add_argument("--root", help="build inside this root file system (directory or tarball) with bubblewrap")
     rootg.add_argument("--root-bind", action="append", default=[], metavar="PATH",

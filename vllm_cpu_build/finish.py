@@ -18,6 +18,7 @@
 from __future__ import annotations
 
 import dataclasses
+import gzip
 import io
 import json
 import re
@@ -63,10 +64,13 @@ def _strip_one(data: bytes, name: str, tmp: Path) -> tuple[bytes, bytes]:
     return src.read_bytes(), dbg.read_bytes()
 
 
-def rewrite(wheel: Path, *, strip: bool, record: Record, debug_archive: Path | None = None) -> Strip:
+def rewrite(wheel: Path, *, strip: bool, record: Record, debug_archive: Path | None = None,
+            epoch: int | None = None) -> Strip:
     """Strip vLLM's modules and embed ``record`` (its ``strip`` section filled in here).
 
     Rewrites ``wheel`` in place with a fresh RECORD; returns the strip section.
+    The debug archive's times are ``epoch`` (0 without one), so it too is the
+    same bytes on a rebuild; the wheel's own times are ``build``'s last step.
     """
     sizes: dict[str, ModuleSize] = {}
     archive: str | None = None
@@ -93,10 +97,13 @@ def rewrite(wheel: Path, *, strip: bool, record: Record, debug_archive: Path | N
                 zi.compress_type = zipfile.ZIP_DEFLATED
                 zout.writestr(zi, data)
             if debug_archive is not None and debug:
-                with tarfile.open(debug_archive, "w:gz") as tar:
+                # gzip's header holds a time and the file name too: both fixed.
+                with open(debug_archive, "wb") as raw, \
+                        gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=epoch or 0) as gz, \
+                        tarfile.open(fileobj=gz, mode="w", format=tarfile.PAX_FORMAT) as tar:
                     for name, data in sorted(debug.items()):
                         ti = tarfile.TarInfo(name)
-                        ti.size, ti.mode = len(data), 0o644
+                        ti.size, ti.mode, ti.mtime = len(data), 0o644, epoch or 0
                         tar.addfile(ti, io.BytesIO(data))
                 archive = debug_archive.name
             section = Strip(strip, sizes, archive)

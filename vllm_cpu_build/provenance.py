@@ -20,7 +20,9 @@ arguments, FetchContent sources, Python, compiler, build root, build env
 packages), ``torch`` (the wheel's pin, the torch built against, whether they
 match), ``platform`` (policy, what the binaries need, the tag given),
 ``strip`` (bytes per module before/after), ``rust_frontend`` (releases that
-build one).  ``jsondoc`` turns it into JSON and back, checking every field.
+build one), ``source_date_epoch`` (the reproducible build's time); beside
+the wheel only, ``rebuild_sha256`` (the master's rebuild of the tag on
+another worker, compared before upload).  ``jsondoc`` turns it into JSON and back, checking every field.
 """
 
 from __future__ import annotations
@@ -170,6 +172,8 @@ class Digest:
     torch_matches: bool
     platform: str | None
     compiler: str
+    source_date_epoch: int | None = jsondoc.omitted_when_none()
+    rebuild_sha256: str | None = jsondoc.omitted_when_none()  # set by the master's reproduce check
 
     def to_json(self) -> dict[str, Any]:
         return dict(jsondoc.dump(self))
@@ -191,6 +195,9 @@ class Record:
     platform: Platform | None = jsondoc.omitted_when_none()  # every written record has it
     strip: Strip | None = jsondoc.omitted_when_none()  # every written record has it
     rust_frontend: RustFrontend | None = jsondoc.omitted_when_none()
+    # The build's SOURCE_DATE_EPOCH (reproducible.py): a rebuild with it gives the same bytes. None: none
+    # was known (an sdist tree without --source-date-epoch), so the binaries may hold the build's time.
+    source_date_epoch: int | None = jsondoc.omitted_when_none()
     schema: int = SCHEMA
     # Beside the wheel only: the wheel it describes, and what later steps added.
     wheel: str | None = jsondoc.omitted_when_none()
@@ -198,6 +205,9 @@ class Record:
     warnings: list[str] | None = jsondoc.omitted_when_none()
     verify: VerifySection | None = jsondoc.omitted_when_none()
     smoke: SmokeSection | None = jsondoc.omitted_when_none()
+    # The sha256 of the wheel rebuilt from the same tag on another worker (a release with
+    # [build] reproduce = true); the master writes it after comparing, equal to ``sha256`` or nothing published.
+    rebuild_sha256: str | None = jsondoc.omitted_when_none()
 
     def to_json(self) -> dict[str, Any]:
         return dict(jsondoc.dump(self))
@@ -210,7 +220,7 @@ class Record:
 
     def digest(self) -> Digest:
         return Digest(self.torch.built_against, self.torch.matches, self.platform.tag if self.platform else None,
-                      self.build.compiler)
+                      self.build.compiler, self.source_date_epoch, self.rebuild_sha256)
 
     def summary(self) -> str:
         """One line for a build page: torch, compiler, root, tag, size."""

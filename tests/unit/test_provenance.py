@@ -84,6 +84,24 @@ def test_digest_and_summary_are_what_a_build_page_shows() -> None:
                                     "digest")
 
 
+def test_reproducibility_fields_in_the_record_and_its_digest(tmp_path: Path) -> None:
+    """The build's SOURCE_DATE_EPOCH (in and beside the wheel) and the master's rebuild sha256 (beside only)."""
+    rec = dataclasses.replace(sample_record(), source_date_epoch=1763640000)
+    doc = rec.to_json()
+    assert doc["source_date_epoch"] == 1763640000 and "rebuild_sha256" not in doc
+    assert rec.digest().to_json()["source_date_epoch"] == 1763640000
+    wheel = tmp_path / "w.whl"
+    wheel.write_bytes(b"wheel bytes")
+    side = provenance.write_beside(wheel, rec)
+    rebuilt = dataclasses.replace(provenance.parse(side.read_text(), str(side)), rebuild_sha256="ab" * 32)
+    back = provenance.parse(provenance.dumps(rebuilt), "record")
+    assert (back.source_date_epoch, back.rebuild_sha256) == (1763640000, "ab" * 32)
+    assert provenance.Digest.from_json(back.digest().to_json()) == back.digest()
+    assert back.digest().rebuild_sha256 == "ab" * 32
+    with pytest.raises(provenance.ProvenanceError, match="record.source_date_epoch: expected an integer"):
+        provenance.Record.from_json({**doc, "source_date_epoch": "yesterday"})
+
+
 @dataclasses.dataclass
 class Inner:
     n: float
