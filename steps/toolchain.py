@@ -310,12 +310,9 @@ class BuildWheel(BuildSummary, ToolchainStep):
             # The property is the short form (the whole record is the log): big build properties bloat
             # every REST answer that lists builds.
             records = dict(self.getProperty("provenance") or {})
-            digest = res.record.digest().to_json()
-            epoch = getattr(res.record, "source_date_epoch", None)  # the toolchain's reproducible-build clock
-            if epoch is not None:
-                digest.setdefault("source_date_epoch", epoch)
-                self.build_summary = f"[SOURCE_DATE_EPOCH={epoch}]"
-            records[name] = digest
+            records[name] = res.record.digest().to_json()  # with its SOURCE_DATE_EPOCH: what a rebuild must set
+            if res.record.source_date_epoch is not None:
+                self.build_summary = f"[SOURCE_DATE_EPOCH={res.record.source_date_epoch}]"
             self.setProperty("provenance", records, "build")
             line = res.record.summary()
             if line:
