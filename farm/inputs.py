@@ -60,6 +60,7 @@ INPUTS: dict[str, Input] = {
     "arch": _i({TRIGGER}, "verify --arch; report"),
     "pythons": _i({TRIGGER}, "patch --python-versions; one wheel build per Python"),
     "abi3": _i({TRIGGER}, "one abi3 wheel build"),
+    "abi3_floor": _i({TRIGGER}, "from this Python on one stable-ABI wheel, below it one wheel per Python"),
     # Buildbot's own, and the worker registry's.
     "scheduler": _i({SCHEDULER}, "Buildbot"),
     "buildername": _i({BUILDER}, "Buildbot"),

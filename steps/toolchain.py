@@ -23,6 +23,7 @@ from twisted.internet import defer
 from farm.logscan import FirstError, progress
 from farm.states import CANCELLED, FAILURE, SUCCESS, WARNINGS
 from steps.attached import Attached
+from vllm_cpu_build import abi3
 from vllm_cpu_build.errors import EXIT_OK, EXIT_USAGE
 from vllm_cpu_build.results import (
     BuildResult,
@@ -203,7 +204,13 @@ class UnpackToolchain(buildstep.ShellMixin, buildstep.BuildStep):
 
 
 class QueueWheelBuilds(Attached, buildstep.BuildStep):
-    """Add one build step (abi3) or one per Python from the ``abi3``/``pythons`` properties."""
+    """Add the build steps of the ``pythons``/``abi3``/``abi3_floor`` properties (``plan``'s build).
+
+    One build per wheel (``abi3.wheel_targets``): a Python below ``abi3_floor`` gets its own,
+    the rest share one stable-ABI wheel built with the oldest of them. A wheel for every Python
+    (``abi3``) of the 3.8 stable ABI builds with the worker's own interpreter, which any CPython
+    this project runs on satisfies.
+    """
 
     name = "wheels_to_build"
 
@@ -214,14 +221,19 @@ class QueueWheelBuilds(Attached, buildstep.BuildStep):
 
     def run(self) -> defer.Deferred[int]:
         pythons = list(self.getProperty("pythons") or [])
-        if self.getProperty("abi3") or not pythons:
-            targets: list[str | None] = [None]
-            self.descriptionDone = "queued one abi3 wheel" + (f" for Python {pythons[0]}+" if pythons else "")
+        floor = self.getProperty("abi3_floor") or (abi3.MINIMUM if self.getProperty("abi3") else None)
+        targets: list[tuple[str | None, str]]
+        if not pythons or (self.getProperty("abi3") and floor == abi3.MINIMUM):
+            targets = [(None, "one abi3 wheel" + (f" for Python {pythons[0]}+" if pythons else ""))]
         else:
-            targets = list(pythons)
-            self.descriptionDone = f"queued {len(pythons)} wheel(s): " + ", ".join(f"py{p}" for p in pythons)
+            targets = [(t.python, f"{abi3.python_tag(floor)}-abi3 (py{t.python}+)" if t.abi3 and floor
+                        else f"py{t.python}") for t in abi3.wheel_targets(pythons, floor)]
+        if len(targets) == 1 and targets[0][0] is None:
+            self.descriptionDone = f"queued {targets[0][1]}"
+        else:
+            self.descriptionDone = f"queued {len(targets)} wheel(s): " + ", ".join(text for _, text in targets)
         self.build.addStepsAfterCurrentStep([BuildWheel(python=p, cli_args=list(self.build_args),
-                                                        smoke_args=self.smoke_args) for p in targets])
+                                                        smoke_args=self.smoke_args) for p, _ in targets])
         return defer.succeed(SUCCESS)
 
 

