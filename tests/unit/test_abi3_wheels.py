@@ -32,8 +32,6 @@ from vllm_cpu_build.hostcpu import host_arch
 from vllm_cpu_build.variants import load
 from vllm_cpu_build.verify import verify_wheel
 
-pytestmark = pytest.mark.slow
-
 VARIANT = load().get("vllm-cpu")
 PLAT = "manylinux_2_28_x86_64"
 
@@ -52,6 +50,12 @@ static PyObject *nbytes(PyObject *self, PyObject *arg) {
 static PyMethodDef methods[] = {{"nbytes", nbytes, METH_O, NULL}, {NULL, NULL, 0, NULL}};
 static struct PyModuleDef mod = {PyModuleDef_HEAD_INIT, "fs_io_C", NULL, -1, methods};
 PyMODINIT_FUNC PyInit_fs_io_C(void) { return PyModule_Create(&mod); }
+"""
+# The fixture's _C stand-in for hand-made wheels: the 3.8 stable ABI.
+C_MODULE = r"""
+#include <Python.h>
+static struct PyModuleDef mod = {PyModuleDef_HEAD_INIT, "_C", NULL, -1, NULL};
+PyMODINIT_FUNC PyInit__C(void) { return PyModule_Create(&mod); }
 """
 # Outside the limited API in every version: abi3audit must name it.
 BROKEN = {"extra_decl": "extern int PyCode_Addr2Line(void *, int);",
@@ -100,6 +104,7 @@ def helper_wheel(fixture_repo: Path, tmp_path_factory: pytest.TempPathFactory) -
     return src, _build(src, root / "dist")
 
 
+@pytest.mark.slow
 def test_plan_reads_the_311_floor_from_the_tree(helper_wheel) -> None:
     src, _ = helper_wheel
     found = abi3.stable_abi(src)
@@ -112,6 +117,7 @@ def test_plan_reads_the_311_floor_from_the_tree(helper_wheel) -> None:
     assert b.build_pythons == ["3.10", "3.11"] and not b.abi3
 
 
+@pytest.mark.slow
 def test_build_tags_the_wheel_cp311_abi3_and_abi3audit_proves_it(helper_wheel) -> None:
     _, res = helper_wheel
     wheel = Path(res.wheel)
@@ -127,6 +133,7 @@ def test_build_tags_the_wheel_cp311_abi3_and_abi3audit_proves_it(helper_wheel) -
     assert not ok and "fs_io_C" in why and "PyObject_GetBuffer" in why and "_C.abi3.so" not in why
 
 
+@pytest.mark.slow
 def test_verify_accepts_cp311_abi3_only_when_it_is_right(helper_wheel, tmp_path: Path) -> None:
     _, res = helper_wheel
     checks = {c.name: c for c in verify_wheel(res.wheel, VARIANT, "x86_64").checks}
@@ -153,10 +160,12 @@ def _import_check(python: str, wheel: Path, work: Path) -> list[str]:
     """Install ``wheel`` into a fresh venv of ``python`` and call both modules; the argv to run."""
     script = ("import json, vllm._C, vllm.fs_io_C as f, sys; "
               "print(json.dumps([sys.version_info[:2], f.nbytes(b'abcd'), vllm._C.__name__]))")
+    work.mkdir(parents=True, exist_ok=True)
     return ["sh", "-ec", f"{python} -m venv {work}/venv && {work}/venv/bin/pip install -q --no-deps --no-index "
             f"{wheel} && cd {work} && {work}/venv/bin/python -c \"{script}\""]
 
 
+@pytest.mark.slow
 def test_wheel_installs_and_imports_on_the_lowest_python_it_serves(helper_wheel, tmp_path: Path) -> None:
     _, res = helper_wheel
     out = subprocess.run(_import_check(sys.executable, Path(res.wheel), tmp_path), capture_output=True, text=True,
@@ -165,6 +174,7 @@ def test_wheel_installs_and_imports_on_the_lowest_python_it_serves(helper_wheel,
     assert json.loads(out.stdout.strip().splitlines()[-1]) == [[3, 11], 4, "vllm._C"]
 
 
+@pytest.mark.slow
 def test_wheel_installs_and_imports_on_trixies_python_313(helper_wheel, tmp_path: Path) -> None:
     """The newest CPython this machine can run: Debian trixie's 3.13, in a root made with mmdebstrap."""
     from tests import trixie_root
@@ -184,19 +194,55 @@ def test_wheel_installs_and_imports_on_trixies_python_313(helper_wheel, tmp_path
     assert json.loads(out.stdout.strip().splitlines()[-1]) == [[3, 13], 4, "vllm._C"]
 
 
-def test_module_outside_the_limited_api_fails_abi3audit_and_the_build(fixture_repo: Path, tmp_path: Path) -> None:
-    if host_arch() != "x86_64" or sys.version_info < (3, 11):
-        pytest.skip("builds the x86_64 fixture with CPython >= 3.11")
-    # The module alone: abi3audit names the symbol; a cp311-abi3 wheel carrying it fails verify.
+def _module(source: dict[str, str], out: Path) -> bytes:
+    """``fs_io_C.abi3.so`` compiled against this CPython's headers for the 3.11 limited API."""
     inc = sysconfig.get_paths()["include"]
-    so = wheelkit.compile_shared(HELPER % BROKEN, tmp_path / "mod" / "fs_io_C.abi3.so",
-                                 [f"-I{inc}", "-DPy_LIMITED_API=0x030B0000"])
-    bad = abi3.audit({"vllm/fs_io_C.abi3.so": so.read_bytes()}, "3.11")
+    return wheelkit.compile_shared(HELPER % source, out / "fs_io_C.abi3.so",
+                                   [f"-I{inc}", "-DPy_LIMITED_API=0x030B0000"]).read_bytes()
+
+
+def _wheel(out: Path, tag: str, fs_io: bytes) -> Path:
+    """A vllm-cpu wheel of the fixture's shape: a vector-free ``_C`` and the ``fs_io_C`` helper."""
+    inc = sysconfig.get_paths()["include"]
+    c = wheelkit.compile_shared(C_MODULE, out / "c" / "_C.abi3.so", [f"-I{inc}", "-DPy_LIMITED_API=0x03080000"])
+    return wheelkit.make_wheel(out, "vllm-cpu", "0.12.0", {
+        "vllm/__init__.py": b"", "vllm/_C.abi3.so": c.read_bytes(), "vllm/fs_io_C.abi3.so": fs_io},
+        tags=[f"{tag}-{PLAT}"])
+
+
+@pytest.mark.skipif(sys.version_info < (3, 11) or host_arch() != "x86_64", reason="CPython 3.11 headers, x86_64")
+def test_tags_of_a_helper_wheel_are_proven_module_by_module(tmp_path: Path) -> None:
+    """Without the pipeline: the same two modules under each tag; only cp311-abi3 is right."""
+    fs_io = _module(CLEAN, tmp_path / "clean")
+    ok = _wheel(tmp_path / "ok", "cp311-abi3", fs_io)
+    problems, note = abi3.tag_problems(frozenset(parse_tag(f"cp311-abi3-{PLAT}")), {
+        "vllm/_C.abi3.so": zipfile.ZipFile(ok).read("vllm/_C.abi3.so"), "vllm/fs_io_C.abi3.so": fs_io})
+    assert problems == [] and "2 stable-ABI module(s) within Python 3.11's" in note
+    for tag in ("cp38-abi3", "cp310-cp310"):
+        problems, _ = abi3.tag_problems(frozenset(parse_tag(f"{tag}-{PLAT}")), {"vllm/fs_io_C.abi3.so": fs_io})
+        assert len(problems) == 1 and "PyObject_GetBuffer" in problems[0], problems
+    # Installed with pip on this CPython 3.11 (the lowest the wheel serves), both modules import and work.
+    out = subprocess.run(_import_check(sys.executable, ok, tmp_path / "venv"), capture_output=True, text=True,
+                         check=False)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == [[3, 11], 4, "vllm._C"]
+
+
+@pytest.mark.skipif(sys.version_info < (3, 11), reason="CPython 3.11 headers")
+def test_module_outside_the_limited_api_fails_abi3audit(tmp_path: Path) -> None:
+    bad = abi3.audit({"vllm/fs_io_C.abi3.so": _module(BROKEN, tmp_path)}, "3.11")
     assert "PyCode_Addr2Line" in bad["vllm/fs_io_C.abi3.so"]
     problems, _ = abi3.tag_problems(frozenset(parse_tag(f"cp311-abi3-{PLAT}")),
-                                    {"vllm/fs_io_C.abi3.so": so.read_bytes()})
-    assert problems and "PyCode_Addr2Line" in problems[0]
-    # The whole build: plan promised one cp311-abi3 wheel, so the build stops instead of tagging it.
+                                    {"vllm/fs_io_C.abi3.so": _module(BROKEN, tmp_path)})
+    assert len(problems) == 1 and "PyCode_Addr2Line" in problems[0]
+    assert abi3.audit({"vllm/fs_io_C.abi3.so": _module(CLEAN, tmp_path / "c")}, "3.11") == {}
+
+
+@pytest.mark.slow
+def test_module_outside_the_limited_api_fails_the_build(fixture_repo: Path, tmp_path: Path) -> None:
+    if host_arch() != "x86_64" or sys.version_info < (3, 11):
+        pytest.skip("builds the x86_64 fixture with CPython >= 3.11")
+    # plan promised one cp311-abi3 wheel, so the build stops instead of tagging it.
     src = _helper_tree(fixture_repo, tmp_path / "src", BROKEN)
     with pytest.raises(BuildFailed, match=r"one cp311-abi3 wheel .* PyCode_Addr2Line"):
         _build(src, tmp_path / "dist")
