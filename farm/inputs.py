@@ -63,6 +63,7 @@ INPUTS: dict[str, Input] = {
     # A variant build -> its reproduce build ([build] reproduce): whose wheels, and their recorded sha256.
     "reproduce_of": _i({TRIGGER}, "reproduce build: the variant build (custody directory, worker to avoid)"),
     "expected_sha256": _i({TRIGGER}, "reproduce build: the sha256 the first build recorded; compared on the master"),
+    "abi3_floor": _i({TRIGGER}, "from this Python on one stable-ABI wheel, below it one wheel per Python"),
     # Buildbot's own, and the worker registry's.
     "scheduler": _i({SCHEDULER}, "Buildbot"),
     "buildername": _i({BUILDER}, "Buildbot"),

@@ -17,6 +17,7 @@ from typing import Any
 
 from farm.custody import Foreign, Ledger, split, trusted_lister
 from vllm_cpu_build import published as index_view
+from vllm_cpu_build.abi3 import wheel_targets
 from vllm_cpu_build.index import IndexFile, list_index_files, wheel_covers
 
 __all__ = ["Build", "IndexFile", "Lister", "MissingBuild", "build_key", "filter_published", "list_index_files",
@@ -33,7 +34,8 @@ def build_key(variant: str, arch: str) -> str:
 
 @dataclass(frozen=True)
 class MissingBuild:
-    """A build of a release the index lacks: one wheel (abi3, ``python`` None) or one Python's."""
+    """A build of a release the index lacks: one wheel (abi3, ``python`` None) or one Python's (for a
+    stable-ABI wheel from a floor on, the first Python it serves)."""
 
     version: str
     tag: str
@@ -125,6 +127,8 @@ def missing_builds(simple_url: str, releases: dict[str, str], applicable: Callab
         todo, _ = filter_published(list(builds.values()), simple_url, version, True, lister=cached, ledger=ledger)
         for b in todo:
             pythons = [] if b.get("abi3") else list(b.get("pythons") or [])
+            if pythons and b.get("abi3_floor"):  # one per wheel: the stable-ABI one named by its first Python
+                pythons = [t.python for t in wheel_targets(pythons, str(b["abi3_floor"]))]
             out += [MissingBuild(version, tag, b["variant"], b["arch"], py) for py in pythons] or [
                 MissingBuild(version, tag, b["variant"], b["arch"])]
     return out

@@ -300,8 +300,8 @@ FORCE_HELP = {
     "username": "Your name <email>, recorded as the builds' owner (with a login, the logged-in user).",
     "versions": "One upstream release (0.11.2), a range of release tags (0.11.0-0.12.0) or a comma list of "
                 "both; each version gets its own release build.",
-    "python_versions": "auto: what the release supports (one cp38-abi3 wheel when its modules are abi3); "
-                       "or a list 3.11,3.12 or a range 3.10-3.13.",
+    "python_versions": "auto: what the release supports (one cpXY-abi3 wheel for the Pythons from the stable ABI "
+                       "its modules need, one per older Python); or a list 3.11,3.12 or a range 3.10-3.13.",
     "variants": "Packages of variants.json; one that a version is not built for (its releases) is skipped.",
     "arches": "x86_64 and/or aarch64: each build waits for a worker of its platform.",
     "postfix": "Publish as <version><postfix>: .post1 for a fixed re-release, .dev1 a1 b1 rc1 for a "

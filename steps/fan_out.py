@@ -80,6 +80,8 @@ class FanOut(Attached, BuildSummary, OwnTriggerSummary, Trigger):
         for b in self.getProperty("todo") or []:
             props = {**common, "variant": b["variant"], "arch": b["arch"], "pythons": list(b.get("pythons", [])),
                      "abi3": bool(b.get("abi3"))}
+            if b.get("abi3_floor"):  # from this Python on one stable-ABI wheel, below it one wheel each
+                props["abi3_floor"] = str(b["abi3_floor"])
             out.append({"sched_name": self.scheduler_for(b["variant"], b["arch"]), "props_to_set": props,
                         "unimportant": False})
         return out

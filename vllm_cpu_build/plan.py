@@ -14,16 +14,13 @@ from pathlib import Path
 
 from packaging.specifiers import InvalidSpecifier, SpecifierSet
 
-from vllm_cpu_build import reqfiles, specs, upstream
+from vllm_cpu_build import abi3, reqfiles, specs, upstream
 from vllm_cpu_build.cli import ARCH_CHOICES, arches_arg, version_arg
 from vllm_cpu_build.enums import Arch
 from vllm_cpu_build.errors import UsageError
 from vllm_cpu_build.helptext import describe
-from vllm_cpu_build.results import PlannedBuild, PlanResult, SkippedBuild
+from vllm_cpu_build.results import PlannedBuild, PlannedWheel, PlanResult, SkippedBuild
 from vllm_cpu_build.variants import ARCHES, Catalog, Variant, format_spec, load
-
-# Upstream's stable-ABI wheels are tagged for the oldest CPython it targets.
-ABI3_TAG = "cp38-abi3"
 
 
 def requires_python(src: Path) -> str:
@@ -51,17 +48,30 @@ def pythons_for(spec: str, requested: str = "auto") -> list[str]:
         raise UsageError(f"--python-versions: {exc}") from None
 
 
-def wheel_glob(variant: Variant, arch: Arch, full_version: str, abi3: bool, python: str | None = None) -> str:
-    """Filename pattern of the wheel a build must produce (after build's retagging)."""
+def wheel_glob(variant: Variant, arch: Arch, full_version: str, tag: str | None = None) -> str:
+    """Filename pattern of a wheel a build must produce (after build's retagging); ``tag`` None: any CPython's."""
     plat = f"{load().project['manylinux_policy']}_{arch}"
-    if abi3:
-        tag = ABI3_TAG
-    else:
-        cp = f"cp{python.replace('.', '')}" if python else "cp3*"
-        tag = f"{cp}-{cp}"
-    return f"{variant.dist_name}-{full_version}-{tag}-{plat}.whl"
+    return f"{variant.dist_name}-{full_version}-{tag or 'cp3*'}-{plat}.whl"
 
 
+def planned_wheels(variant: Variant, arch: Arch, full_version: str, pythons: list[str],
+                   floor: str) -> list[PlannedWheel]:
+    """The wheels serving ``pythons``: one stable-ABI wheel from ``floor`` on, one per older Python."""
+    out = []
+    for t in abi3.wheel_targets(pythons, floor):
+        cp = abi3.python_tag(t.python)
+        tag = f"{abi3.python_tag(floor)}-{abi3.ABI_TAG}" if t.abi3 else f"{cp}-{cp}"
+        out.append(PlannedWheel(t.python, list(t.serves), tag, wheel_glob(variant, arch, full_version, tag)))
+    return out
+
+
+def abi3_floor(src: Path) -> str:
+    """The stable ABI of the tree's extension modules (``abi3.stable_abi``); a tree without any is an error."""
+    found = abi3.stable_abi(src)
+    if not found.modules:
+        raise UsageError(f"{src}: no extension module with USE_SABI in {abi3.CMAKELISTS} or {abi3.CPU_CMAKE}; "
+                         "cannot tell which Pythons share a stable-ABI wheel")
+    return found.floor
 
 
 def _split(value: str | None) -> list[str] | None:
@@ -69,8 +79,9 @@ def _split(value: str | None) -> list[str] | None:
 
 
 def make_plan(version: str, requires: str, *, variants: list[str] | None = None, arches: list[Arch] | None = None,
-              python_versions: str = "auto", postfix: str = "", catalog: Catalog | None = None) -> PlanResult:
-    """The builds of upstream ``version`` (whose requires-python is ``requires``)."""
+              python_versions: str = "auto", postfix: str = "", catalog: Catalog | None = None,
+              floor: str = abi3.MINIMUM) -> PlanResult:
+    """The builds of upstream ``version`` (requires-python ``requires``, stable-ABI ``floor``: ``abi3_floor``)."""
     catalog = catalog or load()
     try:
         v = specs.parse_version(version)
@@ -104,11 +115,14 @@ def make_plan(version: str, requires: str, *, variants: list[str] | None = None,
             except upstream.UnsupportedRelease as exc:
                 plan.skipped.append(SkippedBuild(var.package, arch, str(exc)))
                 continue
-            # One cp38-abi3 wheel serves every Python; build it with the oldest one.
+            # One compile per wheel: the stable-ABI one serves every Python from the floor on.
+            wheels = planned_wheels(var, arch, full, pythons, floor)
+            one_abi3 = len(wheels) == 1 and wheels[0].tag.endswith(abi3.ABI_TAG)
             plan.builds.append(PlannedBuild(
-                variant=var.package, arch=arch, pythons=pythons, abi3=line.abi3, env=env,
-                build_pythons=pythons[:1] if line.abi3 else pythons,
-                wheel_glob=wheel_glob(var, arch, full, line.abi3)))
+                variant=var.package, arch=arch, pythons=pythons, abi3=one_abi3, env=env,
+                build_pythons=[w.python for w in wheels],
+                wheel_glob=wheels[0].wheel_glob if len(wheels) == 1 else wheel_glob(var, arch, full),
+                abi3_floor=floor, wheels=wheels))
     return plan
 
 
@@ -122,13 +136,15 @@ def run(args: argparse.Namespace) -> PlanResult:
 
         version = detect_version(src)
     plan = make_plan(version, requires_python(src), variants=_split(args.variants), arches=args.arches,
-                     python_versions=args.python_versions, postfix=args.version_postfix or "")
+                     python_versions=args.python_versions, postfix=args.version_postfix or "", floor=abi3_floor(src))
     out = sys.stderr if args.json else sys.stdout
     recipe = upstream.release_line(plan.version)
     print(f"vLLM {plan.version} (upstream recipe {recipe.name}, for {recipe.span}), requires-python "
           f"{plan.requires_python}: Python {', '.join(plan.pythons)}", file=out)
     for b in plan.builds:
-        print(f"  build {b.variant} {b.arch}: {b.wheel_glob}", file=out)
+        for w in b.wheels:
+            print(f"  build {b.variant} {b.arch} with Python {w.python} (for {', '.join(w.serves)}): {w.wheel_glob}",
+                  file=out)
     for s in plan.skipped:
         print(f"  skip  {s.variant}{' ' + s.arch if s.arch else ''}: {s.reason}", file=out)
     return plan

@@ -65,14 +65,25 @@ class ErrorResult(Result):
 
 
 @dataclass
+class PlannedWheel:
+    python: str  # the Python that builds it
+    serves: list[str]  # the Pythons it installs on
+    tag: str  # its Python and ABI tags: cp311-abi3, cp310-cp310
+    wheel_glob: str
+
+
+@dataclass
 class PlannedBuild:
     variant: str
     arch: Arch
-    pythons: list[str]  # Pythons the wheel serves
-    abi3: bool  # one cp38-abi3 wheel for every Python
+    pythons: list[str]  # Pythons the build's wheels serve
+    abi3: bool  # one stable-ABI wheel (cpXY-abi3, XY = abi3_floor) for every Python
     env: dict[str, str]
-    build_pythons: list[str]  # Pythons that build it (the oldest one for abi3)
-    wheel_glob: str
+    build_pythons: list[str]  # one compile each: the Python of each wheel
+    wheel_glob: str  # every wheel of the build
+    # Pythons from this one on share one cpXY-abi3 wheel, older ones get a wheel each (abi3.stable_abi).
+    abi3_floor: str = "3.8"
+    wheels: list[PlannedWheel] = field(default_factory=list)
 
 
 @dataclass

@@ -71,10 +71,14 @@ def wheel_arch(wheel: Path) -> Arch:
 
 
 def _interpreter_for(wheel: Path) -> str:
-    """This interpreter for abi3 wheels, else the ``python3.X`` the wheel's cpXY tag names."""
+    """This interpreter for an abi3 wheel it can install (else the ``python3.Y`` of its cpXY-abi3 floor),
+    the ``python3.X`` the wheel's cpXY tag names for any other."""
     _, _, _, tags = parse_wheel_filename(wheel.name)
-    if any(t.abi == "abi3" for t in tags):
-        return sys.executable
+    floors = sorted({int(t.interpreter[3:]) for t in tags if t.abi == "abi3" and t.interpreter[3:].isdigit()})
+    if floors:
+        if sys.version_info[:2] >= (3, floors[0]):
+            return sys.executable
+        return buildtools.find_interpreter(f"3.{floors[0]}")[0]
     cps = sorted({t.interpreter for t in tags if t.interpreter.startswith("cp3")})
     if len(cps) != 1:
         raise UsageError(f"{wheel.name}: cannot tell which Python runs it ({', '.join(cps) or 'no cpXY tag'})")

@@ -24,6 +24,8 @@ it rides with 0.16 and is guarded only by those checks):
 * 0.31.0: + ``VLLM_SKIP_VERSION_SUFFIX``; the ``+cpu`` line moved one level deeper.
 * every line: the CPU extension is built with ``py_limited_api``/``USE_SABI 3``
   (``_C.abi3.so``); the wheel tag is the build command's choice (upstream: cp38-abi3).
+  0.27+ adds ``fs_io_C``/``spinloop`` (``USE_SABI 3.11``, only with Python >= 3.11):
+  not a row here, ``abi3.stable_abi`` reads every module's ``USE_SABI`` from the tree.
 
 Host leaks in cmake/cpu_extension.cmake (all lines): ``cat /proc/cpuinfo`` drives
 AVX-512/VNNI/BF16/AMX (x86, before 0.17) and ``+bf16``/``i8mm`` (aarch64) →
@@ -72,7 +74,6 @@ class ReleaseLine:
     x86_modules: tuple[str, ...] = ("_C",)
     # vllm/platforms: cpu_platform_plugin() honours VLLM_TARGET_DEVICE=cpu at run time
     runtime_target_device: bool = False
-    abi3: bool = True
     notes: tuple[str, ...] = field(default_factory=tuple)
 
     @property
@@ -122,7 +123,6 @@ class ReleaseLine:
             "unified_x86": self.unified_x86,
             "x86_modules": list(self.x86_modules),
             "runtime_target_device": self.runtime_target_device,
-            "abi3": self.abi3,
         }
 
 
@@ -130,7 +130,7 @@ _PRE17: dict[str, Any] = dict(disable_avx512="VLLM_CPU_DISABLE_AVX512", avx512vn
               avx512bf16="VLLM_CPU_AVX512BF16")
 _POST17: dict[str, Any] = dict(x86="VLLM_CPU_X86", arm_bf16="VLLM_CPU_ARM_BF16", version_override=True)
 
-_SABI311 = "fs_io_C/spinloop: USE_SABI 3.11, built for Python >= 3.11 only: per-Python wheels"
+_SABI311 = "fs_io_C/spinloop: USE_SABI 3.11, built for Python >= 3.11 only: cp311-abi3 + one wheel per older Python"
 
 RELEASE_LINES: tuple[ReleaseLine, ...] = (
     ReleaseLine("0.10", SpecifierSet(">=0.10.0,<0.11.1"), **_PRE17,
@@ -143,15 +143,15 @@ RELEASE_LINES: tuple[ReleaseLine, ...] = (
     ReleaseLine("0.17", SpecifierSet(">=0.17,<0.18"), **_POST17, x86_modules=("_C", "_C_AVX2")),
     ReleaseLine("0.18", SpecifierSet(">=0.18,<0.27"), **_POST17, x86_modules=("_C", "_C_AVX512", "_C_AVX2")),
     # 0.27+: the helper modules fs_io_C and spinloop use USE_SABI 3.11 and exist only when built
-    # with Python >= 3.11, so no single cp38-abi3 wheel serves every Python: one wheel per Python.
+    # with Python >= 3.11 (abi3.stable_abi finds them in the tree; plan splits the wheels there).
     ReleaseLine("0.27", SpecifierSet(">=0.27,<0.28"), **_POST17, arm_i8mm="VLLM_CPU_ARM_I8MM",
-                x86_modules=("_C", "_C_AVX512", "_C_AVX2"), abi3=False, notes=(_SABI311,)),
+                x86_modules=("_C", "_C_AVX512", "_C_AVX2"), notes=(_SABI311,)),
     ReleaseLine("0.28", SpecifierSet(">=0.28,<0.31"), **_POST17, arm_i8mm="VLLM_CPU_ARM_I8MM",
-                x86_modules=("_C", "_C_AVX512", "_C_AVX2"), runtime_target_device=True, abi3=False,
+                x86_modules=("_C", "_C_AVX512", "_C_AVX2"), runtime_target_device=True,
                 notes=(_SABI311,)),
     ReleaseLine("0.31", SpecifierSet(">=0.31"), **_POST17, arm_i8mm="VLLM_CPU_ARM_I8MM",
                 x86_modules=("_C", "_C_AVX512", "_C_AVX2"), runtime_target_device=True,
-                skip_version_suffix=True, abi3=False, notes=(_SABI311,)),
+                skip_version_suffix=True, notes=(_SABI311,)),
 )
 
 

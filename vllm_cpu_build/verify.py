@@ -8,7 +8,9 @@ Checks (all run, whatever fails first; exit 0 only if every one passes):
              local part (PyPI refuses ``+cpu``), Requires-Python present, and the
              filename/dist-info name and version agree with METADATA
   tags       filename tags = WHEEL ``Tag:`` lines, every platform tag's arch and
-             every ELF's machine = --arch
+             every ELF's machine = --arch; a ``cpXY-abi3`` wheel holds only
+             stable-ABI modules within Python 3.Y's stable ABI, a ``cp3X-cp3X``
+             one no module for another Python (abi3audit on each module)
   twine      ``twine check --strict`` (README renders, metadata PyPI accepts)
   manylinux  symbol versions (GLIBC, GLIBCXX, CXXABI, GCC ...) every ELF needs are
              allowed by the policy and by the wheel's own manylinux tags

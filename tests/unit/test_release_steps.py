@@ -305,7 +305,8 @@ class TestFanOutTriggers(ReleaseCase):
         sched = Triggerable(self, "build-vllm-cpu-x86_64", X86)
         self.master.scheduler_manager = mock.Mock(namedServices={sched.name: sched})
         self.master.mq.waitUntilEvent = lambda *a, **kw: defer.Deferred()  # Trigger's own result watch: unused
-        step = self.fan_out(todo=[{"variant": "vllm-cpu", "arch": "x86_64", "pythons": ["3.12"], "abi3": False}])
+        step = self.fan_out(todo=[{"variant": "vllm-cpu", "arch": "x86_64", "pythons": ["3.10", "3.12"], "abi3": False,
+                                   "abi3_floor": "3.11"}])
         urls: list[str] = []
         add_url = step.addURL
         step.addURL = lambda name, url: (urls.append(url), add_url(name, url))[1]
@@ -316,8 +317,8 @@ class TestFanOutTriggers(ReleaseCase):
         (call,) = sched.calls
         assert call["waited_for"] is False and call["parent"] == RELEASE_BUILD
         assert call["props"] == {"version": ("0.11.2", "Trigger"), "variant": ("vllm-cpu", "Trigger"),
-                                 "arch": ("x86_64", "Trigger"), "pythons": (["3.12"], "Trigger"),
-                                 "abi3": (False, "Trigger")}
+                                 "arch": ("x86_64", "Trigger"), "pythons": (["3.10", "3.12"], "Trigger"),
+                                 "abi3": (False, "Trigger"), "abi3_floor": ("3.11", "Trigger")}
         brid = step.brids[0]
         yield self.master.db.insert_test_data([
             fakedb.Build(id=1990, buildrequestid=brid, builderid=X86, masterid=MASTER, workerid=13,

@@ -248,3 +248,17 @@ def test_install_sources(tmp_path: Path) -> None:
     assert install_sources(real, no_index=False, **kw) == [
         "--find-links", str(real.parent), "--index-url", "http://127.0.0.1:1/simple/",
         "--extra-index-url", "http://127.0.0.1:2/simple/"]
+
+
+def test_smoke_interpreter_for_each_wheel_shape(tmp_path: Path) -> None:
+    """An abi3 wheel runs on this interpreter when it may install it, else on its floor's; cp3X on that one."""
+    from vllm_cpu_build.errors import UsageError
+    from vllm_cpu_build.smoke import _interpreter_for
+
+    this = f"cp3{sys.version_info[1]}"
+    assert _interpreter_for(tmp_path / "vllm_cpu-0.12.0-cp38-abi3-manylinux_2_28_x86_64.whl") == sys.executable
+    assert _interpreter_for(tmp_path / f"vllm_cpu-0.27.0-{this}-abi3-manylinux_2_28_x86_64.whl") == sys.executable
+    assert _interpreter_for(tmp_path / f"vllm_cpu-0.27.0-{this}-{this}-manylinux_2_28_x86_64.whl") == sys.executable
+    # A floor above this interpreter: the floor's python3.Y, which this host lacks.
+    with pytest.raises(UsageError, match=r"python3\.19"):
+        _interpreter_for(tmp_path / "vllm_cpu-0.40.0-cp319-abi3-manylinux_2_28_x86_64.whl")

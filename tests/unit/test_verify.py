@@ -240,10 +240,16 @@ def test_aarch64_bf16_is_not_graviton2(tmp_path: Path, so: dict[str, bytes]) -> 
 
 
 def test_unlisted_vllm_module_fails_closed(tmp_path: Path, so: dict[str, bytes]) -> None:
-    members = {"vllm/_C.abi3.so": so["avx2"], "vllm/extra/_other.so": so["avx2"]}
+    members = {"vllm/_C.abi3.so": so["avx2"], "vllm/extra/_other.abi3.so": so["avx2"]}
     r = verify_wheel(make(tmp_path, "vllm-cpu", members), "vllm-cpu", "x86_64", CATALOG)
     assert failed(r) == {"isa"}
-    assert "vllm/extra/_other.so: matched no contract rule" in r.check("isa").detail
+    assert "vllm/extra/_other.abi3.so: matched no contract rule" in r.check("isa").detail
+    # Named for one Python in a cp38-abi3 wheel: the tags claim more than it can serve.
+    members = {"vllm/_C.abi3.so": so["avx2"], "vllm/_other.cpython-311-x86_64-linux-gnu.so": so["avx2"]}
+    r = verify_wheel(make(tmp_path / "b", "vllm-cpu", members), "vllm-cpu", "x86_64", CATALOG)
+    assert "tags" in failed(r)
+    assert "_other.cpython-311-x86_64-linux-gnu.so: not a stable-ABI module in a cp38-abi3 wheel" in r.check(
+        "tags").detail
 
 
 def test_wheel_without_vllm_module(tmp_path: Path) -> None:
