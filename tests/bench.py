@@ -6,8 +6,10 @@
    upload --dry-run) for every x86_64 variant of the fixture upstream, one
    after the other, and packed onto two workers as the sandbox has.
 2. Compile of the real vLLM 0.11.2 ``vllm-cpu``: cold ccache (a fresh
-   CCACHE_DIR) against warm (the same directory again), and how many
-   translation units the compiler really ran.
+   CCACHE_DIR) against warm on the same worker (the same directory again)
+   and warm on a fresh worker (an empty directory) through the farm's shared
+   cache (ccache remote storage on a real redis-server), and how many
+   translation units the compiler really ran and the remote served.
 3. Compiles per release against wheels per release, per release line, from
    ``plan`` on the real sdists: with one stable-ABI (cp38-abi3) wheel per
    variant × arch one compile serves every Python; per-Python wheels (0.27+)
@@ -111,45 +113,55 @@ def orchestration(work: Path) -> list[str]:
     ]
 
 
-def _ccache_stats(env: dict[str, str]) -> dict[str, int]:
-    r = subprocess.run(["ccache", "--print-stats"], capture_output=True, text=True, env=env, check=False)
-    return {k: int(v) for k, v in (ln.split("\t", 1) for ln in r.stdout.splitlines() if "\t" in ln)
-            if v.strip().isdigit()}
-
-
 def ccache(work: Path) -> list[str]:
-    """Cold then warm build of the real 0.11.2 vllm-cpu with one fresh ccache directory."""
+    """The real 0.11.2 vllm-cpu: cold, warm on the same worker, warm on a fresh worker through the shared cache.
+
+    A worker is a ccache directory; both use the farm's remote storage (a real
+    redis-server on 127.0.0.1, as the sandbox runs it), each build a source
+    directory of its own.  The counters are each build's own (its stats log).
+    """
+    import secrets
+
+    from sandbox.procs import free_port
+    from testbed.redis_server import RedisServer, available
+
     variant = load().get("vllm-cpu")
     archive = sdist.fetch("0.11.2", quiet=True)
-    cdir = work / "ccache"
-    old = {k: os.environ.get(k) for k in ("CCACHE_DIR",)}
-    os.environ["CCACHE_DIR"] = str(cdir)
-    lines = ["ccache: real vLLM 0.11.2 vllm-cpu (x86_64), fresh CCACHE_DIR, same build env"]
-    times, units = [], []
+    server = RedisServer(work / "redis", free_port(0), password=secrets.token_urlsafe(18),
+                         maxmemory="4gb").start() if available() else None
+    old = {k: os.environ.get(k) for k in ("CCACHE_DIR", "CCACHE_REMOTE_STORAGE")}
+    if server:
+        os.environ["CCACHE_REMOTE_STORAGE"] = server.storage
+    lines = ["ccache: real vLLM 0.11.2 vllm-cpu (x86_64), same build env; worker = a ccache directory, "
+             + ("both on a shared redis-server (127.0.0.1)" if server else "NO redis-server: local cache only")]
+    runs = [("cold", "a"), ("warm, same worker", "a")] + ([("warm, fresh worker", "b")] if server else [])
+    times: dict[str, float] = {}
     try:
-        for run in ("cold", "warm"):
-            src = sdist.extract("0.11.2", work / f"src-{run}")  # another directory each time
+        for i, (run, worker) in enumerate(runs):
+            os.environ["CCACHE_DIR"] = str(work / f"ccache-{worker}")
+            src = sdist.extract("0.11.2", work / f"src-{i}")  # another directory each time
             patch.patch_tree(src, variant, "x86_64", "0.11.2")
-            before = _ccache_stats(dict(os.environ))
-            res = build.build(build.BuildOptions(variant, src, work / f"dist-{run}", log=io.StringIO(),
+            res = build.build(build.BuildOptions(variant, src, work / f"dist-{i}", log=io.StringIO(),
                                                  torch="torch==2.13.0", allow_torch_mismatch=True, torch_index="",
                                                  sdist=archive))
-            after = _ccache_stats(dict(os.environ))
-            miss = after.get("cache_miss", 0) - before.get("cache_miss", 0)
-            hit = sum(after.get(k, 0) - before.get(k, 0) for k in ("direct_cache_hit", "preprocessed_cache_hit"))
-            times.append(res.seconds)
-            units.append((miss, hit))
-            lines.append(f"  {run:5} build {res.seconds:8.1f} s   compiler runs (ccache misses) {miss}, hits {hit}; "
-                         f"wheel {Path(res.wheel).stat().st_size / 1e6:.1f} MB (module "
-                         f"{sum(m.before for m in res.strip.modules.values()) / 1e6:.1f} -> "
-                         f"{sum(m.after for m in res.strip.modules.values()) / 1e6:.1f} MB stripped)")
+            cc = res.compile_cache
+            times[run] = res.seconds
+            counts = (f"compiler runs (misses) {cc.misses:4d}, hits {cc.hits:4d} (remote {cc.remote_hits:4d}), "
+                      f"remote errors {cc.remote_errors}") if cc else "no ccache counters"
+            lines.append(f"  {run:19} build {res.seconds:8.1f} s   {counts}")
     finally:
         for k, v in old.items():
             if v is None:
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
-    lines.append(f"  ratio cold / warm                  {times[0] / times[1]:8.2f} x")
+        if server:
+            memory = dict(ln.split(":", 1) for ln in server.command("INFO", "memory").splitlines() if ":" in ln)
+            lines.append(f"  shared cache after the runs: {server.keys()} entries, "
+                         f"{memory.get('used_memory_human', '?').strip()} in Redis")
+            server.stop()
+    for run in runs[1:]:
+        lines.append(f"  ratio cold / {run[0]:19} {times['cold'] / times[run[0]]:8.2f} x")
     return lines
 
 
