@@ -165,3 +165,25 @@ def test_a_cache_down_or_full_costs_time_not_the_build(fixture_repo: Path, tmp_p
     assert redis.password not in log
     if trouble == "full":
         assert redis.keys() == 0
+
+
+def test_the_master_warns_when_the_cache_secret_is_missing(tmp_path: Path) -> None:
+    """A missing secret is no configuration error (builds go on without the remote), but the log says so."""
+    from twisted.python import log
+
+    from master.config import build_config
+
+    (tmp_path / "secrets").mkdir(mode=0o700)
+    s = parse({"master": {"secrets_dir": str(tmp_path / "secrets")},
+               "cache": {"remote": "redis://127.0.0.1:6379", "password_secret": "ccache-redis"}}, tmp_path)
+    seen: list[dict] = []
+    log.addObserver(seen.append)
+    try:
+        build_config(s, tmp_path)
+        (tmp_path / "secrets" / "ccache-redis").write_text("pw")
+        (tmp_path / "secrets" / "ccache-redis").chmod(0o600)
+        build_config(s, tmp_path)
+    finally:
+        log.removeObserver(seen.append)
+    warned = [" ".join(map(str, e.get("message", ()))) for e in seen if "password_secret" in str(e.get("message"))]
+    assert len(warned) == 1 and "without the shared compile cache" in warned[0], warned
