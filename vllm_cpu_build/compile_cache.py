@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import os
 import re
-import tempfile
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
@@ -98,12 +98,12 @@ def configure(var_env: dict[str, str], src: Path, runner: Runner, scratch: Path,
     # release in another checkout directory (another worker's) hits the cache (debug info is stripped).
     var_env.setdefault("CCACHE_BASEDIR", str(src))
     var_env.setdefault("CCACHE_NOHASHDIR", "1")
-    fd, name = tempfile.mkstemp(prefix=".ccache-stats-", suffix=".log", dir=scratch)  # scratch: seen by the runner
-    os.close(fd)
-    var_env["CCACHE_STATSLOG"] = name
+    # In the scratch directory the runner sees; ccache creates it at the first compile.
+    stats_log = scratch / f".ccache-stats-{os.getpid()}-{uuid.uuid4().hex[:8]}.log"
+    var_env["CCACHE_STATSLOG"] = str(stats_log)
     remote = describe_remote(os.environ.get(REMOTE_ENV))
     print(f"  compile cache: ccache, local{' + remote ' + remote if remote else ' only'}", file=log)
-    return Setup(Path(name), remote)
+    return Setup(stats_log, remote)
 
 
 def parse_print_stats(text: str) -> dict[str, int]:
@@ -133,7 +133,8 @@ def collect(setup: Setup | None, runner: Runner, env: dict[str, str], log: TextI
     finally:
         setup.stats_log.unlink(missing_ok=True)
     if not counters:
-        print(f"  compile cache: no counters (ccache --show-log-stats: exit {r.returncode})", file=log)
+        why = "no compile ran" if r.returncode == 0 else f"ccache --show-log-stats: exit {r.returncode}"
+        print(f"  compile cache: no counters ({why})", file=log)
         return None
     cache = from_counters(counters, setup.remote)
     print(f"  compile cache: {cache.summary()}", file=log)
