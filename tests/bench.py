@@ -22,6 +22,7 @@
 
     make bench            # all four (~8 min on 2 idle cores once the build env is cached)
     python -m tests.bench --only orchestration|ccache|plan|worker-env
+    python -m tests.bench --only ccache --ccache-source fixture   # the shared cache in seconds
 """
 
 from __future__ import annotations
@@ -113,8 +114,28 @@ def orchestration(work: Path) -> list[str]:
     ]
 
 
-def ccache(work: Path) -> list[str]:
-    """The real 0.11.2 vllm-cpu: cold, warm on the same worker, warm on a fresh worker through the shared cache.
+def _fixture_tree(work: Path, dest: Path) -> tuple[Path, dict]:
+    """The fixture upstream's v0.12.0 patched for vllm-cpu (seconds to compile: ``--ccache-source fixture``)."""
+    from testbed.fixture_upstream.make_repo import make_fixture_repo
+
+    repo = work / "fixture-repo"
+    if not repo.exists():
+        make_fixture_repo(repo, ["v0.12.0"])
+    subprocess.run(["git", "clone", "-q", str(repo), str(dest)], check=True)
+    patch.patch_tree(dest, load().get("vllm-cpu"), "x86_64", "0.12.0")
+    return dest, {"fetch_mirror": MIRROR}
+
+
+def _real_tree(work: Path, dest: Path) -> tuple[Path, dict]:
+    """The real vLLM 0.11.2 sdist patched for vllm-cpu (its torch pin swapped: the build env is cached)."""
+    archive = sdist.fetch("0.11.2", quiet=True)
+    src = sdist.extract("0.11.2", dest)
+    patch.patch_tree(src, load().get("vllm-cpu"), "x86_64", "0.11.2")
+    return src, {"torch": "torch==2.13.0", "allow_torch_mismatch": True, "torch_index": "", "sdist": archive}
+
+
+def ccache(work: Path, source: str = "real") -> list[str]:
+    """vllm-cpu: cold, warm on the same worker, warm on a fresh worker through the shared cache.
 
     A worker is a ccache directory; both use the farm's remote storage (a real
     redis-server on 127.0.0.1, as the sandbox runs it), each build a source
@@ -126,24 +147,21 @@ def ccache(work: Path) -> list[str]:
     from testbed.redis_server import RedisServer, available
 
     variant = load().get("vllm-cpu")
-    archive = sdist.fetch("0.11.2", quiet=True)
+    tree, what = (_real_tree, "real vLLM 0.11.2") if source == "real" else (_fixture_tree, "fixture upstream 0.12.0")
     server = RedisServer(work / "redis", free_port(0), password=secrets.token_urlsafe(18),
                          maxmemory="4gb").start() if available() else None
     old = {k: os.environ.get(k) for k in ("CCACHE_DIR", "CCACHE_REMOTE_STORAGE")}
     if server:
         os.environ["CCACHE_REMOTE_STORAGE"] = server.storage
-    lines = ["ccache: real vLLM 0.11.2 vllm-cpu (x86_64), same build env; worker = a ccache directory, "
+    lines = [f"ccache: {what} vllm-cpu (x86_64), same build env; worker = a ccache directory, "
              + ("both on a shared redis-server (127.0.0.1)" if server else "NO redis-server: local cache only")]
     runs = [("cold", "a"), ("warm, same worker", "a")] + ([("warm, fresh worker", "b")] if server else [])
     times: dict[str, float] = {}
     try:
         for i, (run, worker) in enumerate(runs):
             os.environ["CCACHE_DIR"] = str(work / f"ccache-{worker}")
-            src = sdist.extract("0.11.2", work / f"src-{i}")  # another directory each time
-            patch.patch_tree(src, variant, "x86_64", "0.11.2")
-            res = build.build(build.BuildOptions(variant, src, work / f"dist-{i}", log=io.StringIO(),
-                                                 torch="torch==2.13.0", allow_torch_mismatch=True, torch_index="",
-                                                 sdist=archive))
+            src, options = tree(work, work / f"src-{i}")  # another directory each time
+            res = build.build(build.BuildOptions(variant, src, work / f"dist-{i}", log=io.StringIO(), **options))
             cc = res.compile_cache
             times[run] = res.seconds
             counts = (f"compiler runs (misses) {cc.misses:4d}, hits {cc.hits:4d} (remote {cc.remote_hits:4d}), "
@@ -225,13 +243,16 @@ def worker_env(work: Path) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m tests.bench", description=__doc__.split("\n\n")[0])
     ap.add_argument("--only", choices=("orchestration", "ccache", "plan", "worker-env"), action="append")
+    ap.add_argument("--ccache-source", choices=("real", "fixture"), default="real",
+                    help="what the ccache part compiles: the real vLLM 0.11.2 (minutes) or the fixture (seconds)")
     args = ap.parse_args(argv)
     parts = args.only or ["plan", "orchestration", "ccache", "worker-env"]
     out: list[str] = []
     with tempfile.TemporaryDirectory(prefix="vllm-cpu-bench-") as tmp:
         for part in parts:
             t = time.monotonic()
-            lines = {"orchestration": orchestration, "ccache": ccache, "worker-env": worker_env}.get(
+            lines = {"orchestration": orchestration, "ccache": lambda w: ccache(w, args.ccache_source),
+                     "worker-env": worker_env}.get(
                 part, lambda _w: per_release())(Path(tmp) / part)
             lines[0] += f"   [{time.monotonic() - t:.0f} s]"
             print("\n".join(lines) + "\n", flush=True)
