@@ -17,9 +17,10 @@ APT_FULL := qemu-user-static binfmt-support mmdebstrap arch-test buildah docker-
 # the web UI tests, ngircd as a real IRC server, postgresql for the production
 # test's database, systemd for `systemd-analyze verify` of the service units,
 # libnuma-dev for the real vLLM build of tests/real/test_real_upstream.py,
-# bubblewrap for build roots.
+# bubblewrap for build roots, redis-server as the farm's shared compile cache
+# (ccache remote storage; `make run` starts one only when it is installed).
 APT_TEST := binutils-aarch64-linux-gnu gcc-aarch64-linux-gnu chromium ngircd postgresql systemd \
-            libnuma-dev bubblewrap
+            libnuma-dev bubblewrap redis-server
 APT_STAMP      := $(VENV)/.apt-done
 APT_RUN_STAMP  := $(VENV)/.apt-run-done
 APT_FULL_STAMP := $(VENV)/.apt-full-done

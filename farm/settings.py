@@ -22,6 +22,11 @@ from pathlib import Path
 
 from packaging.version import InvalidVersion, Version
 
+from farm.checks import SettingsError
+from farm.checks import http_url as _url
+from farm.checks import no_credentials as _no_credentials
+from farm.checks import secret_name as _secret_name
+from farm.compile_cache import Cache
 from farm.readiness import Readiness, ReadinessError
 from vllm_cpu_build.files import Format, read_document
 
@@ -35,36 +40,6 @@ DEFAULT_TAG_REGEX = r"^v(?P<version>\d+\.\d+\.\d+(?:\.\d+)?(?:(?:a|b|rc)\d+)?)$"
 
 # What [notify] mail_events / irc_events may name (master/notify.py acts on them).
 NOTIFY_EVENTS = ("release_finished", "release_failed", "variant_failed", "variant_warnings", "readiness_failed")
-
-
-class SettingsError(ValueError):
-    """The settings file is malformed; the message names the key."""
-
-
-def _url(where: str, value: str) -> None:
-    if not re.match(r"^https?://", value):
-        raise SettingsError(f"{where}: must be an http(s) URL, got {value!r}")
-    _no_credentials(where, value)
-
-
-def _no_credentials(where: str, value: str) -> None:
-    """URLs end up in changes, step command lines, logs and the matrix JSON: never with a user or password.
-
-    The error does not repeat the URL (it holds the secret)."""
-    from urllib.parse import urlsplit
-
-    try:
-        parts = urlsplit(value)
-    except ValueError:
-        return  # not a URL: the field's own check says so
-    if "@" in (parts.netloc or "") or parts.username or parts.password:
-        raise SettingsError(f"{where}: holds credentials (user:password@); they would show in logs and pages. "
-                            "Use a token secret (index tokens, github.token_secret) or a git credential helper")
-
-
-def _secret_name(where: str, value: str) -> None:
-    if "/" in value or value.startswith("."):
-        raise SettingsError(f"{where}: a secret is a file name in master.secrets_dir, got {value!r}")
 
 
 def _db_url(value: str) -> None:
@@ -380,6 +355,7 @@ class Settings:
     upstream: Upstream = field(default_factory=Upstream)
     index: Index = field(default_factory=Index)
     build: Build = field(default_factory=Build)
+    cache: Cache = field(default_factory=Cache)
     master: Master = field(default_factory=Master)
     www: Www = field(default_factory=Www)
     notify: Notify = field(default_factory=Notify)
@@ -493,6 +469,6 @@ def load(path: str | os.PathLike | None = None) -> Settings:
     return parse(raw, p.parent, p)
 
 
-__all__ = ["ENV_VAR", "NOTIFY_EVENTS", "REPO_ROOT", "Build", "GitHub", "Images", "Index", "Master", "Notify",
+__all__ = ["ENV_VAR", "NOTIFY_EVENTS", "REPO_ROOT", "Build", "Cache", "GitHub", "Images", "Index", "Master", "Notify",
            "Readiness", "Settings", "SettingsError", "Upstream", "Www", "load", "parse", "replace", "to_dict",
            "to_toml"]

@@ -71,4 +71,9 @@ def build_config(settings: Settings, basedir: str | Path) -> dict:
         c["secretsProviders"].append(secrets.SecretInAFile(dirname=str(settings.master.secrets_dir)))
     else:
         log.msg(f"vllm-cpu: secrets directory {settings.master.secrets_dir} missing; workers cannot log in")
+    cache_secret = settings.cache.password_secret
+    if cache_secret and not (settings.master.secrets_dir / cache_secret).is_file():
+        # Not an error: builds go on without the shared compile cache and say so (steps/compile_cache.py).
+        log.msg(f"vllm-cpu: WARNING: [cache] password_secret {cache_secret!r} is not in "
+                f"{settings.master.secrets_dir}; builds run without the shared compile cache")
     return c

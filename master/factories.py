@@ -215,7 +215,8 @@ def variant_factory(settings: Settings, tarball: Path, variant: Variant, arch: s
     )))
     f.addStep(toolchain.QueueWheelBuilds(build_args=[
         "--variant", pkg, "--src", SRC, "--out", OUT, *settings.build.build_args(),
-        _root(settings.build.root_for(arch))], smoke_args=settings.build.smoke_args()))
+        _root(settings.build.root_for(arch))], smoke_args=settings.build.smoke_args(),
+        cache=settings.cache))
     # Build and publish apart: the worker ran upstream's code and never gets the index token. Its
     # wheels travel to the master with the sha256 the build recorded; the master verifies exactly
     # those bytes with its own toolchain and uploads them (steps/publisher.py). Both skip (visibly,

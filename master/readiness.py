@@ -47,7 +47,8 @@ def factory(settings: Settings, tarball: Path, target: str, tags: UpstreamTags) 
         _opt("--python-versions", "pythons"))))
     f.addStep(toolchain.QueueWheelBuilds(**go, build_args=[
         "--variant", pkg, "--src", SRC, "--out", OUT, *settings.build.build_args(),
-        _root(settings.build.root_for(arch))], smoke_args=settings.build.smoke_args()))
+        _root(settings.build.root_for(arch))], smoke_args=settings.build.smoke_args(),
+        cache=settings.cache))
     return f
 
 

@@ -13,6 +13,7 @@ toolchain with ``python3``).  ``systemctl reload`` sends SIGHUP, which is
 what ``buildbot reconfig`` does; ``buildbot reconfig`` itself needs the pid
 file a systemd-run master does not write.  ``--router-dir`` writes instead the
 unit of the crossbar WAMP router that several masters share (multi-master).
+``cache_unit`` is the shared compile cache's Redis unit (``python -m master.cache_server``).
 
 Exit codes: 0 unit printed, 2 bad arguments (the message names the option).
 """
@@ -97,6 +98,40 @@ Restart=on-failure
 RestartSec=5
 NoNewPrivileges=yes
 PrivateTmp=yes
+
+[Install]
+WantedBy=multi-user.target
+"""
+
+
+CACHE_STATE_DIR = "vllm-cpu-ccache"  # /var/lib/<this>: the compile cache's StateDirectory=, its dir
+
+
+def cache_unit(config: Path, redis_server: str = "/usr/bin/redis-server", user: str = "redis") -> str:
+    """The unit running ``redis-server CONFIG`` supervised by systemd (Type=notify, as Debian's own)."""
+    return f"""\
+# Written by `python -m master.cache_server` (vllm-cpu-buildbot); see master/README.md "Shared compile cache".
+[Unit]
+Description=vllm-cpu shared compile cache (Redis for ccache remote storage, {config})
+After=network-online.target
+Wants=network-online.target
+
+[Service]
+Type=notify
+User={user}
+Group={user}
+ExecStart={_quote(redis_server, True)} {_quote(str(config), True)} --supervised systemd --daemonize no
+Restart=always
+RestartSec=5
+StateDirectory={CACHE_STATE_DIR}
+StateDirectoryMode=0700
+WorkingDirectory={_path("/var/lib/" + CACHE_STATE_DIR)}
+LimitNOFILE=65535
+UMask=0077
+NoNewPrivileges=yes
+PrivateTmp=yes
+ProtectSystem=full
+ProtectHome=yes
 
 [Install]
 WantedBy=multi-user.target

@@ -27,6 +27,7 @@ from master import matrix
 from sandbox import settings as settings_file
 from sandbox.http import Client, wait_up
 from sandbox.procs import Processes, free_port, until
+from testbed import redis_server
 from testbed.fixture_upstream import MIRROR
 from workers import hostinfo, registry
 
@@ -46,7 +47,8 @@ class Sandbox(Client):
                  users: dict[str, str] | None = None, admins: tuple[str, ...] = (),
                  max_builds_per_request: int | None = None,
                  github: bool = False, images: bool = False, image_arches: tuple[str, ...] = ("x86_64",),
-                 worker_env: dict[str, str] | None = None, reproduce: bool = False) -> None:
+                 worker_env: dict[str, str] | None = None, reproduce: bool = False,
+                 compile_cache: bool | None = None) -> None:
         self.root = root.resolve()
         self.tags = list(SANDBOX_TAGS if tags is None else tags)
         self.web_port, self.worker_port, self.index_port = free_port(web_port), free_port(worker_port), \
@@ -75,6 +77,9 @@ class Sandbox(Client):
         self.registries: list[Any] = []
         self.worker_env = dict(worker_env or {})
         self.reproduce = reproduce  # [build] reproduce: every wheel rebuilt and compared before upload
+        # compile_cache: the shared compile cache on a local redis-server ([cache]); None = when installed.
+        self.want_cache = redis_server.available() if compile_cache is None else compile_cache
+        self.cache: redis_server.RedisServer | None = None  # once started
         self.procs = Processes(self.env, self.root)
         self.upstream = self.root / "upstream"
         self.master_dir = self.root / "master"
@@ -145,6 +150,7 @@ class Sandbox(Client):
         make_fixture_repo(self.upstream, self.tags)
         self.log(f"fixture upstream {self.upstream} with tags {', '.join(self.tags)}")
         self._start_publishing()
+        self._start_cache()
         for e in self.entries:
             registry.write_secret(self.secrets_dir, e.secret_name, secrets.token_urlsafe(16))
         self.write_settings()
@@ -233,6 +239,16 @@ class Sandbox(Client):
                            "tls_verify": False}
             self.log(f"OCI registries {', '.join(r.host for r in self.registries)} (docker-registry)")
 
+    def _start_cache(self) -> None:
+        """The farm's shared compile cache: redis-server on a free port with a password (a secret)."""
+        if not self.want_cache:
+            if not redis_server.available():
+                self.log("no shared compile cache: redis-server is not installed (`make setup` installs it)")
+            return
+        password = secrets.token_urlsafe(18)
+        self.cache = redis_server.RedisServer(self.root / "redis", free_port(0), password=password).start()
+        self.log(f"compile cache {self.cache.url} (redis-server; ccache remote storage)")
+
     # ------------------------------------------------------------------ master
     def start_master(self, wait_workers: bool = False) -> None:
         """Start the master on the existing basedir (state.sqlite and all); ``wait_workers``: until they are back."""
@@ -252,6 +268,9 @@ class Sandbox(Client):
         for reg in self.registries:
             reg.stop()
         self.registries = []
+        if self.cache is not None:
+            self.cache.stop()
+            self.cache = None
         if self.images:
             from sandbox.publish import release_storage
 

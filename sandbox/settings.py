@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 from farm.settings import (
     Build,
+    Cache,
     GitHub,
     Images,
     Index,
@@ -36,6 +37,7 @@ if TYPE_CHECKING:
 WEBHOOK_SECRET = "upstream-webhook"  # secret name of the tag webhook's shared secret
 INDEX_TOKEN = "index-token"
 GITHUB_TOKEN = "github-token"
+CACHE_PASSWORD = "ccache-redis"
 HEADER = "Written by the sandbox (sandbox/settings.py): everything on 127.0.0.1."
 
 
@@ -56,6 +58,7 @@ def settings_for(sb: Sandbox) -> Settings:
         # The fixture's AVX-512 builds need its FetchContent mirror, as a production worker needs a
         # oneDNN mirror to build offline.
         build=Build(fetchcontent_mirror=str(MIRROR), reproduce=sb.reproduce),
+        cache=Cache(sb.cache.url, CACHE_PASSWORD) if sb.cache else Cache(),
         index=Index(upload_url=sb.index_url, simple_url=sb.simple_url, username="sandbox", token_secret=INDEX_TOKEN),
         master=Master(title="vllm-cpu sandbox", web_url=sb.web_url, web_port=sb.web_port,
                       worker_port=sb.worker_port, db_url="sqlite:///state.sqlite", secrets_dir=sb.secrets_dir,
@@ -95,6 +98,8 @@ def write(sb: Sandbox, settings: Settings) -> Path:
     registry.write_secret(secrets_dir, INDEX_TOKEN, sb.index_token)
     if sb.github:
         registry.write_secret(secrets_dir, GITHUB_TOKEN, sb.github["token"])
+    if sb.cache:
+        registry.write_secret(secrets_dir, CACHE_PASSWORD, sb.cache.password)
     path = sb.settings_file
     path.write_text(to_toml(settings, HEADER))
     return path

@@ -4,8 +4,8 @@ A variant build, after its wheels passed verify and smoke and were handed
 to the master, runs ``ReproduceWheels``: it triggers the arch's
 ``reproduce-<arch>`` builder (``master/reproduce.py``: another worker of
 the arch when one is free) and waits.  That build checks out the same tag,
-patches and builds the same wheels in its own, fresh directory with ccache
-off (``RebuildWheel``), hands them to the master (``FetchRebuilt``) and
+patches and builds the same wheels in its own, fresh directory with no
+cached compile (``RebuildWheel``), hands them to the master (``FetchRebuilt``) and
 ``CompareRebuilt`` hashes the received bytes on the master against the
 sha256 the first build recorded (the one ``upload`` holds the published
 bytes to); on a mismatch the master's own ``vllm-cpu-build compare`` says
@@ -35,14 +35,21 @@ from steps.summary import BuildSummary, OwnTriggerSummary
 from steps.toolchain import BuildWheel, QueueWheelBuilds, toolchain_env
 
 # What the reproduce build needs of the variant build to make the same wheels.
-REPRODUCE_PROPS = ["variant", "arch", "tag", "version", "postfix", "dry_run", "skip_upload", "pythons", "abi3"]
+REPRODUCE_PROPS = ["variant", "arch", "tag", "version", "postfix", "dry_run", "skip_upload", "pythons", "abi3",
+                   "abi3_floor"]
 
 
 class RebuildWheel(BuildWheel):
-    """``build`` again, with ccache off; the wheel is compared, not checked again (no verify, no smoke)."""
+    """``build`` again, every unit compiled anew; the wheel is compared, not checked again (no verify, no smoke).
+
+    ``CCACHE_RECACHE`` rather than ``CCACHE_DISABLE``: ccache uses no stored result but still
+    hands the compiler the tree-relative paths (``CCACHE_BASEDIR``) the first build's compiles
+    had, which the farm's shared cache needs for hits across checkout directories.
+    """
 
     def __init__(self, **kwargs: Any) -> None:
-        kwargs.setdefault("env", {**toolchain_env(), "CCACHE_DISABLE": "1"})
+        kwargs.setdefault("env", {**toolchain_env(), "CCACHE_RECACHE": "1"})
+        kwargs["cache"] = None  # nothing from, or for, the farm's shared cache
         super().__init__(**kwargs)
 
     def checks(self, wheel: str) -> list[buildstep.BuildStep]:

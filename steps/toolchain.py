@@ -20,9 +20,11 @@ from buildbot.process import buildstep, logobserver
 from buildbot.process.properties import Interpolate, Property
 from twisted.internet import defer
 
+from farm.compile_cache import Cache
 from farm.logscan import FirstError, progress
 from farm.report import floor_text
 from farm.states import CANCELLED, FAILURE, SUCCESS, WARNINGS
+from steps import compile_cache
 from steps.attached import Attached
 from steps.summary import BuildSummary
 from vllm_cpu_build import abi3
@@ -126,11 +128,17 @@ class ToolchainStep(buildstep.ShellMixin, buildstep.BuildStep):
             out.extend(str(x) for x in a) if isinstance(a, list | tuple) else out.append(str(a))
         return out
 
+    def command_env(self) -> defer.Deferred[dict[str, str]]:
+        """Variables this step adds to its environment (rendered when it runs)."""
+        return defer.succeed({})
+
     @defer.inlineCallbacks
     def run(self) -> Generator[Any, Any, int]:
         python = self.getProperty("toolchain_python") or "python3"
         command = [python, "-m", "vllm_cpu_build", self.subcommand, *self.command_args(), "--json"]
-        cmd = yield self.makeRemoteShellCommand(command=command, collectStdout=True)
+        extra = yield self.command_env()
+        overrides: dict[str, Any] = {"env": {**self.env, **extra}} if extra else {}
+        cmd = yield self.makeRemoteShellCommand(command=command, collectStdout=True, **overrides)
         yield self.runCommand(cmd)
         if self.stopped:  # stopped (a cancelled release, a master shutdown): not a failure of the tool
             self.descriptionDone = f"{self.subcommand} interrupted"
@@ -217,9 +225,11 @@ class QueueWheelBuilds(Attached, buildstep.BuildStep):
     name = "wheels_to_build"
     wheel_step: type[BuildWheel] | None = None  # None: BuildWheel; a rebuild queues its own (steps/reproduce.py)
 
-    def __init__(self, build_args: list[Any], smoke_args: list[Any] | None = None, **kwargs: Any) -> None:
+    def __init__(self, build_args: list[Any], smoke_args: list[Any] | None = None, cache: Cache | None = None,
+                 **kwargs: Any) -> None:
         self.build_args = build_args
         self.smoke_args = list(smoke_args or [])
+        self.cache = cache
         super().__init__(**kwargs)
 
     def run(self) -> defer.Deferred[int]:
@@ -237,7 +247,8 @@ class QueueWheelBuilds(Attached, buildstep.BuildStep):
             self.descriptionDone = f"queued {len(targets)} wheel(s): " + ", ".join(text for _, text in targets)
         step = self.wheel_step or BuildWheel
         self.build.addStepsAfterCurrentStep([step(python=p, cli_args=list(self.build_args),
-                                                  smoke_args=self.smoke_args) for p, _ in targets])
+                                                  smoke_args=self.smoke_args, cache=self.cache)
+                                             for p, _ in targets])
         return defer.succeed(SUCCESS)
 
 
@@ -295,15 +306,31 @@ class BuildWheel(BuildSummary, ToolchainStep):
     result_type = BuildResult
     renderables = ["python"]
 
-    def __init__(self, python: Any = None, smoke_args: list[Any] | None = None, **kwargs: Any) -> None:
+    def __init__(self, python: Any = None, smoke_args: list[Any] | None = None, cache: Cache | None = None,
+                 **kwargs: Any) -> None:
         self.python = python
         self.smoke_args = list(smoke_args or [])  # the worker-side settings smoke needs (torch index)
+        self.cache = cache  # [cache]: the farm's shared compile cache
+        self.cache_warning = ""
         kwargs.setdefault("name", f"build_py{python.replace('.', '')}" if isinstance(python, str) else "build")
         super().__init__(**kwargs)
 
     def command_args(self) -> list[str]:
         args = super().command_args()
         return args + (["--python", self.python] if self.python else [])
+
+    @defer.inlineCallbacks
+    def command_env(self) -> Generator[Any, Any, dict[str, str]]:
+        remote: compile_cache.RemoteEnv = yield compile_cache.remote_env(self.cache, self.build, self.master)
+        if remote.warning:  # a slower build, not a failed one: say so in the log and the summary
+            self.cache_warning = remote.warning
+            stdio = yield self.addLog("stdio")
+            yield stdio.addHeader(f"WARNING: {remote.warning}\n")
+        return remote.env
+
+    def _cache_text(self, res: BuildResult) -> str:
+        parts = [res.compile_cache.summary()] if res.compile_cache else []
+        return "; ".join([*parts, *([self.cache_warning] if self.cache_warning else [])])
 
     @defer.inlineCallbacks
     def interpret(self, rc: int, res: BuildResult) -> Generator[Any, Any, int]:
@@ -329,6 +356,8 @@ class BuildWheel(BuildSummary, ToolchainStep):
             line = res.record.summary()
             if line:
                 self.descriptionDone += f" ({line})"
+        if self._cache_text(res):
+            self.descriptionDone += f"; {self._cache_text(res)}"
         self.build.addStepsAfterCurrentStep(self.checks(res.wheel))
         return SUCCESS
 

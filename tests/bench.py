@@ -6,8 +6,10 @@
    upload --dry-run) for every x86_64 variant of the fixture upstream, one
    after the other, and packed onto two workers as the sandbox has.
 2. Compile of the real vLLM 0.11.2 ``vllm-cpu``: cold ccache (a fresh
-   CCACHE_DIR) against warm (the same directory again), and how many
-   translation units the compiler really ran.
+   CCACHE_DIR) against warm on the same worker (the same directory again)
+   and warm on a fresh worker (an empty directory) through the farm's shared
+   cache (ccache remote storage on a real redis-server), and how many
+   translation units the compiler really ran and the remote served.
 3. Compiles per release against the Pythons they serve, for every release
    line, from ``plan`` on the real sdists: one compile per wheel; Pythons from
    the tree's stable-ABI floor on share one ``cpXY-abi3`` wheel (``cp38-abi3``
@@ -21,6 +23,7 @@
 
     make bench            # all four (~8 min on 2 idle cores once the build env is cached)
     python -m tests.bench --only orchestration|ccache|plan|worker-env
+    python -m tests.bench --only ccache --ccache-source fixture   # the shared cache in seconds
 """
 
 from __future__ import annotations
@@ -112,45 +115,72 @@ def orchestration(work: Path) -> list[str]:
     ]
 
 
-def _ccache_stats(env: dict[str, str]) -> dict[str, int]:
-    r = subprocess.run(["ccache", "--print-stats"], capture_output=True, text=True, env=env, check=False)
-    return {k: int(v) for k, v in (ln.split("\t", 1) for ln in r.stdout.splitlines() if "\t" in ln)
-            if v.strip().isdigit()}
+def _fixture_tree(work: Path, dest: Path) -> tuple[Path, dict]:
+    """The fixture upstream's v0.12.0 patched for vllm-cpu (seconds to compile: ``--ccache-source fixture``)."""
+    from testbed.fixture_upstream.make_repo import make_fixture_repo
+
+    repo = work / "fixture-repo"
+    if not repo.exists():
+        make_fixture_repo(repo, ["v0.12.0"])
+    subprocess.run(["git", "clone", "-q", str(repo), str(dest)], check=True)
+    patch.patch_tree(dest, load().get("vllm-cpu"), "x86_64", "0.12.0")
+    return dest, {"fetch_mirror": MIRROR}
 
 
-def ccache(work: Path) -> list[str]:
-    """Cold then warm build of the real 0.11.2 vllm-cpu with one fresh ccache directory."""
-    variant = load().get("vllm-cpu")
+def _real_tree(work: Path, dest: Path) -> tuple[Path, dict]:
+    """The real vLLM 0.11.2 sdist patched for vllm-cpu (its torch pin swapped: the build env is cached)."""
     archive = sdist.fetch("0.11.2", quiet=True)
-    cdir = work / "ccache"
-    old = {k: os.environ.get(k) for k in ("CCACHE_DIR",)}
-    os.environ["CCACHE_DIR"] = str(cdir)
-    lines = ["ccache: real vLLM 0.11.2 vllm-cpu (x86_64), fresh CCACHE_DIR, same build env"]
-    times, units = [], []
+    src = sdist.extract("0.11.2", dest)
+    patch.patch_tree(src, load().get("vllm-cpu"), "x86_64", "0.11.2")
+    return src, {"torch": "torch==2.13.0", "allow_torch_mismatch": True, "torch_index": "", "sdist": archive}
+
+
+def ccache(work: Path, source: str = "real") -> list[str]:
+    """vllm-cpu: cold, warm on the same worker, warm on a fresh worker through the shared cache.
+
+    A worker is a ccache directory; both use the farm's remote storage (a real
+    redis-server on 127.0.0.1, as the sandbox runs it), each build a source
+    directory of its own.  The counters are each build's own (its stats log).
+    """
+    import secrets
+
+    from sandbox.procs import free_port
+    from testbed.redis_server import RedisServer, available
+
+    variant = load().get("vllm-cpu")
+    tree, what = (_real_tree, "real vLLM 0.11.2") if source == "real" else (_fixture_tree, "fixture upstream 0.12.0")
+    server = RedisServer(work / "redis", free_port(0), password=secrets.token_urlsafe(18),
+                         maxmemory="4gb").start() if available() else None
+    old = {k: os.environ.get(k) for k in ("CCACHE_DIR", "CCACHE_REMOTE_STORAGE")}
+    if server:
+        os.environ["CCACHE_REMOTE_STORAGE"] = server.storage
+    lines = [f"ccache: {what} vllm-cpu (x86_64), same build env; worker = a ccache directory, "
+             + ("both on a shared redis-server (127.0.0.1)" if server else "NO redis-server: local cache only")]
+    runs = [("cold", "a"), ("warm, same worker", "a")] + ([("warm, fresh worker", "b")] if server else [])
+    times: dict[str, float] = {}
     try:
-        for run in ("cold", "warm"):
-            src = sdist.extract("0.11.2", work / f"src-{run}")  # another directory each time
-            patch.patch_tree(src, variant, "x86_64", "0.11.2")
-            before = _ccache_stats(dict(os.environ))
-            res = build.build(build.BuildOptions(variant, src, work / f"dist-{run}", log=io.StringIO(),
-                                                 torch="torch==2.13.0", allow_torch_mismatch=True, torch_index="",
-                                                 sdist=archive))
-            after = _ccache_stats(dict(os.environ))
-            miss = after.get("cache_miss", 0) - before.get("cache_miss", 0)
-            hit = sum(after.get(k, 0) - before.get(k, 0) for k in ("direct_cache_hit", "preprocessed_cache_hit"))
-            times.append(res.seconds)
-            units.append((miss, hit))
-            lines.append(f"  {run:5} build {res.seconds:8.1f} s   compiler runs (ccache misses) {miss}, hits {hit}; "
-                         f"wheel {Path(res.wheel).stat().st_size / 1e6:.1f} MB (module "
-                         f"{sum(m.before for m in res.strip.modules.values()) / 1e6:.1f} -> "
-                         f"{sum(m.after for m in res.strip.modules.values()) / 1e6:.1f} MB stripped)")
+        for i, (run, worker) in enumerate(runs):
+            os.environ["CCACHE_DIR"] = str(work / f"ccache-{worker}")
+            src, options = tree(work, work / f"src-{i}")  # another directory each time
+            res = build.build(build.BuildOptions(variant, src, work / f"dist-{i}", log=io.StringIO(), **options))
+            cc = res.compile_cache
+            times[run] = res.seconds
+            counts = (f"compiler runs (misses) {cc.misses:4d}, hits {cc.hits:4d} (remote {cc.remote_hits:4d}), "
+                      f"remote errors {cc.remote_errors}") if cc else "no ccache counters"
+            lines.append(f"  {run:19} build {res.seconds:8.1f} s   {counts}")
     finally:
         for k, v in old.items():
             if v is None:
                 os.environ.pop(k, None)
             else:
                 os.environ[k] = v
-    lines.append(f"  ratio cold / warm                  {times[0] / times[1]:8.2f} x")
+        if server:
+            memory = dict(ln.split(":", 1) for ln in server.command("INFO", "memory").splitlines() if ":" in ln)
+            lines.append(f"  shared cache after the runs: {server.keys()} entries, "
+                         f"{memory.get('used_memory_human', '?').strip()} in Redis")
+            server.stop()
+    for run in runs[1:]:
+        lines.append(f"  ratio cold / {run[0]:19} {times['cold'] / times[run[0]]:8.2f} x")
     return lines
 
 
@@ -220,13 +250,16 @@ def worker_env(work: Path) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m tests.bench", description=__doc__.split("\n\n")[0])
     ap.add_argument("--only", choices=("orchestration", "ccache", "plan", "worker-env"), action="append")
+    ap.add_argument("--ccache-source", choices=("real", "fixture"), default="real",
+                    help="what the ccache part compiles: the real vLLM 0.11.2 (minutes) or the fixture (seconds)")
     args = ap.parse_args(argv)
     parts = args.only or ["plan", "orchestration", "ccache", "worker-env"]
     out: list[str] = []
     with tempfile.TemporaryDirectory(prefix="vllm-cpu-bench-") as tmp:
         for part in parts:
             t = time.monotonic()
-            lines = {"orchestration": orchestration, "ccache": ccache, "worker-env": worker_env}.get(
+            lines = {"orchestration": orchestration, "ccache": lambda w: ccache(w, args.ccache_source),
+                     "worker-env": worker_env}.get(
                 part, lambda _w: per_release())(Path(tmp) / part)
             lines[0] += f"   [{time.monotonic() - t:.0f} s]"
             print("\n".join(lines) + "\n", flush=True)

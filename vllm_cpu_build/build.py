@@ -45,7 +45,7 @@ from typing import Any, TextIO
 
 from packaging.utils import parse_wheel_filename
 
-from vllm_cpu_build import abi3, buildenv, buildtools, fetchcontent, finish, reproducible, upstream
+from vllm_cpu_build import abi3, buildenv, buildtools, compile_cache, fetchcontent, finish, reproducible, upstream
 from vllm_cpu_build.buildopts import BuildOptions
 from vllm_cpu_build.buildroot import RootError, Runner, runner_for
 from vllm_cpu_build.buildtools import Compiler
@@ -66,15 +66,16 @@ from vllm_cpu_build.provenance import (
     sha256,
     write_beside,
 )
-from vllm_cpu_build.results import BuildResult
-from vllm_cpu_build.variants import load
+from vllm_cpu_build.results import BuildResult, CompileCache
+from vllm_cpu_build.variants import Variant, load
 
 __all__ = ["BuildOptions", "build", "register", "run"]
 
-# Anything the worker's environment might carry that changes the build.
-# CCACHE_BASEDIR: relative paths in the binaries, which an uncached rebuild would not have.
+# Anything the worker's environment might carry that changes the build: its own CCACHE_BASEDIR
+# (compile_cache sets the tree's), a remote-only ccache (the worker's own cache directory
+# always serves first: compile_cache.py).
 _DROP_ENV = re.compile(r"^(VLLM_|SETUPTOOLS_SCM_PRETEND_VERSION|CMAKE_ARGS$|MAX_JOBS$|_PYTHON_HOST_PLATFORM$"
-                       r"|CCACHE_BASEDIR$)")
+                       r"|CCACHE_BASEDIR$|CCACHE_REMOTE_ONLY$)")
 # Upstream's optional Rust frontend (0.27+).
 _RUST = re.compile(r"^vllm/(_rust_[^/]*\.so|vllm-rs)$")
 
@@ -108,6 +109,7 @@ class _Environment:
     cmake_args: list[str]
     epoch: reproducible.Epoch  # SOURCE_DATE_EPOCH and where it came from
     path_maps: dict[str, str]  # worker directory -> its fixed name in the binaries
+    cache: compile_cache.Setup | None  # ccache and this build's stats log
 
 
 @dataclass(frozen=True)
@@ -140,9 +142,12 @@ def build(opts: BuildOptions) -> BuildResult:
     env = _environment(opts, target, prepared)
     tools = _check_tools(opts, target, prepared, env)
     with tempfile.TemporaryDirectory(prefix="vllm-cpu-build-", dir=opts.out) as tmp:
-        built, command = _compile(opts, prepared, env, tools, Path(tmp))
+        try:
+            built, command = _compile(opts, prepared, env, tools, Path(tmp))
+        finally:
+            cache = compile_cache.collect(env.cache, prepared.runner, env.full, opts.out_log)
         finished = _finish(opts, target, prepared, env, tools, built)
-    return _result(opts, prepared, env, tools, finished, command, time.monotonic() - start)
+    return _result(opts, prepared, env, tools, finished, command, time.monotonic() - start, cache)
 
 
 def _target(opts: BuildOptions) -> _Target:
@@ -226,12 +231,7 @@ def _environment(opts: BuildOptions, target: _Target, prep: _Prepared) -> _Envir
         var_env["CMAKE_ARGS"] = " ".join(cm_args)
     for name, path in fetch.items():
         var_env[f"FETCHCONTENT_SOURCE_DIR_{name.upper()}"] = str(path)  # upstream reads oneDNN's from the env
-    if prep.runner.run(["sh", "-c", "command -v ccache"]).returncode == 0:
-        var_env["CMAKE_C_COMPILER_LAUNCHER"] = var_env["CMAKE_CXX_COMPILER_LAUNCHER"] = "ccache"
-        # No CCACHE_BASEDIR: ccache would hand the compiler relative paths (__FILE__ "../csrc/x.cpp"),
-        # so a build with the cache would differ from the uncached rebuild that checks it (reproducible.py).
-        # The cache still serves every rebuild in the same directory (a builder's own src).
-        var_env["CCACHE_NOHASHDIR"] = "1"
+    cache = compile_cache.configure(var_env, opts.src, prep.runner, opts.out, opts.out_log)
     dropped = sorted(k for k in os.environ if _DROP_ENV.match(k) and k not in var_env)
     env = {k: v for k, v in os.environ.items() if k not in dropped}
     env.update(var_env)
@@ -247,7 +247,7 @@ def _environment(opts: BuildOptions, target: _Target, prep: _Prepared) -> _Envir
                                   base.stdout.strip() if base.returncode == 0 else None)
     env.update(reproducible.build_environment(epoch.value, maps, os.environ))
     env["PATH"] = buildtools.tool_path(prep.python)
-    return _Environment(var_env, env, dropped, fetch, notes, cm_args, epoch, maps)
+    return _Environment(var_env, env, dropped, fetch, notes, cm_args, epoch, maps, cache)
 
 
 def _check_tools(opts: BuildOptions, target: _Target, prep: _Prepared, env: _Environment) -> _Tools:
@@ -386,7 +386,7 @@ def _finish(opts: BuildOptions, target: _Target, prep: _Prepared, env: _Environm
 
 
 def _result(opts: BuildOptions, prep: _Prepared, env: _Environment, tools: _Tools, finished: _Finished,
-            command: list[str], seconds: float) -> BuildResult:
+            command: list[str], seconds: float, cache: CompileCache | None) -> BuildResult:
     """The record beside the wheel; the typed result."""
     dest, record = finished.wheel, finished.record
     side = write_beside(dest, record)
@@ -395,7 +395,8 @@ def _result(opts: BuildOptions, prep: _Prepared, env: _Environment, tools: _Tool
     return BuildResult(str(dest), finished.abi3, finished.abi3_reason, round(seconds, 1), env.variant_env,
                        sorted(str(t) for t in tags), command, prep.python, tools.compiler.describe(),
                        torch=record.torch, platform=record.platform, strip=record.strip, build_env=prep.env_info,
-                       root=record.build.root, provenance=str(side), record=record, sha256=sha256(dest))
+                       root=record.build.root, provenance=str(side), record=record, sha256=sha256(dest),
+                       compile_cache=cache)
 
 
 # --- CLI -------------------------------------------------------------------------

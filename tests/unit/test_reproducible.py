@@ -172,7 +172,7 @@ def test_environment_phase_exports_the_epoch_and_maps_paths_the_record_never_nam
         patched: Path, tmp_path: Path, monkeypatch) -> None:
     monkeypatch.delenv("SOURCE_DATE_EPOCH", raising=False)
     monkeypatch.setenv("CXXFLAGS", "-DWORKER_OWN=1")
-    monkeypatch.setenv("CCACHE_BASEDIR", "/")  # ccache would pass relative paths: an uncached rebuild differs
+    monkeypatch.setenv("CCACHE_BASEDIR", "/")  # the worker's own: dropped, the tree's set (compile_cache)
     opts = build.BuildOptions(CATALOG.get("vllm-cpu"), patched, tmp_path / "out", fetch_mirror=MIRROR, max_jobs=2)
     need = buildenv.needs(patched, Arch.X86_64, "3.11")
     prep = build._Prepared(Runner(), sys.executable, "3.11", need, {}, provenance.BuildEnvInfo(BuildEnvKind.MANAGED))
@@ -180,7 +180,7 @@ def test_environment_phase_exports_the_epoch_and_maps_paths_the_record_never_nam
     assert env.full["SOURCE_DATE_EPOCH"] == str(_commit_time(patched)) and env.epoch.origin == "git commit time"
     assert f"-ffile-prefix-map={patched}=/usr/src/vllm" in env.full["CFLAGS"].split()
     assert env.full["CXXFLAGS"].startswith("-DWORKER_OWN=1 -ffile-prefix-map=")
-    assert "CCACHE_BASEDIR" not in env.full and "CCACHE_BASEDIR" in env.dropped
+    assert env.full["CCACHE_BASEDIR"] == str(patched) and "CCACHE_BASEDIR" in env.dropped
     helper = (MIRROR / "isahelper" / "v1.0").resolve()
     assert env.path_maps[str(helper)] == "/usr/src/fetchcontent/isahelper"
     if sys.base_prefix not in ("/usr", "/usr/local"):
@@ -208,7 +208,9 @@ def test_every_variant_built_in_another_directory_is_the_same_bytes(built_varian
                                                                     tmp_path: Path, monkeypatch,
                                                                     package: str) -> None:
     """The session's build and one in a longer directory, the compile cache off: identical wheels."""
-    monkeypatch.setenv("CCACHE_DISABLE", "1")  # a cache hit would hide what the compiler does with the path
+    # No stored result: a hit would hide what the compiler does with the path.  The first build
+    # had the cache (ccache's tree-relative paths); the rebuild compiles anew, as RebuildWheel does.
+    monkeypatch.setenv("CCACHE_RECACHE", "1")
     first = built_variants[package].wheel
     second = _build_copy(fixture_repo, tmp_path / "a-second-and-much-longer-build-directory", package)
     assert first is not None and second.name == first.name
@@ -231,7 +233,7 @@ def test_a_non_deterministic_build_is_caught_with_its_section(fixture_repo: Path
                                                               monkeypatch) -> None:
     if host_arch() != "x86_64":
         pytest.skip("x86_64 fixture build")
-    monkeypatch.setenv("CCACHE_DISABLE", "1")
+    monkeypatch.setenv("CCACHE_RECACHE", "1")
     wheels = []
     for where, mtime in ((tmp_path / "one", 1_000_000_000), (tmp_path / "two-elsewhere", 1_100_000_000)):
         repo = where / "repo"

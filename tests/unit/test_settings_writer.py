@@ -41,6 +41,7 @@ def test_every_field_away_from_its_default_round_trips(tmp_path: Path) -> None:
                   "cmake_args": ("-DA=1", "-DB=2"), "root_x86_64": "/srv/r.tar", "root_aarch64": "/srv/a"},
         "master": {"web_url": "https://bb.example/", "db_url": "postgresql+psycopg://bb@db:5432/bb",
                    "db_password_secret": "db", "name": "m-1", "mq_router_url": "ws://r:9000/ws", "mq_realm": "r"},
+        "cache": {"remote": "redis://10.0.0.1:6380/1|connect-timeout=500", "password_secret": "ccache-redis"},
         "www": {"users_file": tmp_path / "users", "admins": ("alice",), "max_request_bytes": 2048},
         "notify": {"smtp_tls": "ssl", "smtp_username": "u", "smtp_password_secret": "p",
                    "mail_from": "bb <bb@example.org>", "mail_to": ("a@example.org",),
