@@ -67,7 +67,7 @@ from vllm_cpu_build.provenance import (
     write_beside,
 )
 from vllm_cpu_build.results import BuildResult, CompileCache
-from vllm_cpu_build.variants import Variant, load
+from vllm_cpu_build.variants import load
 
 __all__ = ["BuildOptions", "build", "register", "run"]
 
