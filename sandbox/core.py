@@ -245,6 +245,25 @@ class Sandbox(Client):
         until(lambda: entry.name in self.connected_workers(), 120, f"{entry.name} in the master's worker list")
         return secs
 
+    def arm64_on_demand(self, root: Any, idle_timeout: int = 600) -> None:
+        """Before ``start``: the registry's aarch64 worker becomes one the master starts in the emulated
+        ``root`` when an aarch64 build is queued, and stops after ``idle_timeout`` s ([worker.local])."""
+        from dataclasses import replace
+
+        from sandbox import arm64
+
+        how = LocalLaunch(arm64.worker_command(root), idle_timeout=idle_timeout, start_timeout=900)
+        self.entries = [replace(e, launch=how) if e.arch == "aarch64" else e for e in self.entries]
+
+    def install_arm64(self, root: Any) -> float:
+        """After ``start``: provision.sh installs the aarch64 worker in ``root`` without starting it
+        (the master does, on demand: ``arm64_on_demand``); seconds."""
+        from sandbox import arm64
+
+        entry = next(e for e in self.entries if e.arch == "aarch64")
+        return arm64.provision(root, entry.name, (self.secrets_dir / entry.secret_name).read_text(),
+                               self.worker_port, shared=self.arm64_shared, start=False)
+
     def _start_publishing(self) -> None:
         """The local GitHub stand-in and the OCI registries with a base image, when asked for."""
         if self.want_github:
