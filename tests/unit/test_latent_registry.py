@@ -144,3 +144,13 @@ def test_user_data_runs_provision_with_the_password_in_a_0600_file(tmp_path: Pat
     assert (tmp_path / "provision.sh").read_text().strip() == (REPO / "workers" / "provision.sh").read_text().strip()
     assert text.rstrip().endswith("WORKER_NAME=graviton-9 MASTER=buildbot.example.org:9989 CONNECT_TIMEOUT=1200 "
                                   "sh /root/provision.sh")
+
+
+def test_an_on_demand_worker_counts_as_usable_while_not_connected() -> None:
+    from farm.report import has_usable_worker
+
+    latent = {"name": "graviton-9", "connected_to": [], "paused": False, "on_demand": True}
+    assert has_usable_worker([latent])
+    assert not has_usable_worker([{**latent, "on_demand": False}])  # its start failed: in quarantine
+    assert not has_usable_worker([{**latent, "paused": True}])
+    assert has_usable_worker([{"name": "x", "connected_to": [{"masterid": 1}], "paused": False}])
