@@ -48,8 +48,25 @@ def result_name(build: Mapping[str, Any]) -> str:
 
 
 def has_usable_worker(workers: list[dict[str, Any]] | None) -> bool:
-    """Whether any of a builder's workers is connected and not paused (so a queued request will run)."""
-    return any(w.get("connected_to") and not w.get("paused") for w in workers or [])
+    """Whether any of a builder's workers is connected, or started on demand (``mark_on_demand``),
+    and not paused (so a queued request will run)."""
+    return any((w.get("connected_to") or w.get("on_demand")) and not w.get("paused") for w in workers or [])
+
+
+def on_demand_names(master: Any) -> frozenset[str]:
+    """The master's latent workers that a queued build starts now (not shut down, not in quarantine
+    after a failed start): a build for them waits for a host that is coming, not for one that is not there."""
+    from buildbot.worker.latent import AbstractLatentWorker, States
+
+    return frozenset(name for name, w in master.workers.workers.items()
+                     if isinstance(w, AbstractLatentWorker) and w.state is not States.SHUT_DOWN
+                     and w.quarantine_timer is None)
+
+
+def mark_on_demand(master: Any, workers: list[dict[str, Any]] | None) -> list[dict[str, Any]]:
+    """Data-API worker dicts with ``on_demand`` set (``on_demand_names``); the data API has no such field."""
+    names = on_demand_names(master)
+    return [{**w, "on_demand": w.get("name") in names} for w in workers or []]
 
 
 def children(release_buildid: int) -> Generator[Request, Any, list[dict[str, Any]]]:
@@ -132,6 +149,8 @@ def _data_get(master: Any, request: Request) -> Generator[Any, Any, Any]:
         props = yield master.db.buildsets.getBuildsetProperties(path[1])
         return props
     found = yield master.data.get(path, filters=[resultspec.Filter(k, "eq", [v]) for k, v in filters.items()])
+    if path[0] == "builders" and path[-1] == "workers":
+        found = mark_on_demand(master, found)
     return found
 
 

@@ -36,7 +36,7 @@ from twisted.logger import Logger
 
 from farm.custody import split
 from farm.names import RELEASE
-from farm.report import caveats, fetch_children, flatten
+from farm.report import caveats, fetch_children, flatten, mark_on_demand
 from farm.states import BAD, CellState, label
 from farm.texts import epoch, utc
 from vllm_cpu_build.index import IndexFile, wheel_covers
@@ -111,8 +111,8 @@ def collect(master: Any) -> Generator[Any, Any, dict[str, Any]]:
     """Everything ``compute`` needs from the data API, as plain dicts (runs on the reactor).
 
     ``{"releases": [release build + flat ``props`` + ``steps`` + ``children``],
-    "connected_builders": [builderid, ...]}``; each child is ``report.children``'s
-    dict plus ``steps`` when it runs or failed.
+    "connected_builders": [builderid, ...]}`` (served by a connected or an on-demand
+    worker); each child is ``report.children``'s dict plus ``steps`` when it runs or failed.
     """
     release_id = yield master.data.updates.findBuilderId(RELEASE)
     releases = yield master.data.get(("builders", release_id, "builds"))
@@ -129,8 +129,8 @@ def collect(master: Any) -> Generator[Any, Any, dict[str, Any]]:
         if rel["complete"] and rel.get("results") in BAD and not children:
             rel["steps"] = list((yield master.data.get(("builds", rel["buildid"], "steps"))) or [])
         out.append(rel)
-    workers = yield master.data.get(("workers",))
-    connected = sorted({c["builderid"] for w in workers or [] if w.get("connected_to")
+    workers = mark_on_demand(master, (yield master.data.get(("workers",))))
+    connected = sorted({c["builderid"] for w in workers if w.get("connected_to") or w.get("on_demand")
                         for c in w.get("configured_on") or []})
     return {"releases": out, "connected_builders": connected}
 

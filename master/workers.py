@@ -1,4 +1,6 @@
-"""Buildbot workers from ``workers/registry.toml``; passwords are secrets."""
+"""Buildbot workers from ``workers/registry.toml``; passwords are secrets.
+
+An entry with a launch table is a latent worker (``master/latent.py``): started when a build needs it."""
 
 from __future__ import annotations
 
@@ -12,7 +14,7 @@ from twisted.python import log
 
 from farm.settings import Settings
 from master.reproduce import max_builds
-from workers import hostinfo, registry
+from workers import hostinfo, launch, registry
 
 
 class DescribedLocalWorker(worker.LocalWorker):
@@ -52,12 +54,22 @@ def make_workers(entries: list[registry.WorkerEntry], local_workers: int, master
 
     out: list = [DescribedLocalWorker(name, max_builds=2) for name in local_worker_names(local_workers, master_name)]
     for e in entries:
-        out.append(worker.Worker(
-            e.name, util.Secret(e.secret_name), max_builds=max_builds(e, reproduce),
-            properties={"worker_arch": e.arch, "worker_python": e.python, "worker_admin": e.admin,
-                        "worker_build_root": e.build_root},
-            notify_on_missing=[],
-        ))
+        common: dict[str, Any] = {
+            "max_builds": max_builds(e, reproduce), "notify_on_missing": [],
+            "properties": {"worker_arch": e.arch, "worker_python": e.python, "worker_admin": e.admin,
+                           "worker_build_root": e.build_root}}
+        if isinstance(e.launch, launch.Ec2Launch):
+            from master.latent import Ec2Worker  # boto3 only where an EC2 worker is configured
+
+            out.append(Ec2Worker(e.name, util.Secret(e.secret_name), arch=e.arch, launch=e.launch, **common))
+        elif isinstance(e.launch, launch.LocalLaunch):
+            from master.latent import LocalProcessWorker
+
+            out.append(LocalProcessWorker(e.name, util.Secret(e.secret_name), command=e.launch.command,
+                                          build_wait_timeout=e.launch.idle_timeout,
+                                          missing_timeout=e.launch.start_timeout, **common))
+        else:
+            out.append(worker.Worker(e.name, util.Secret(e.secret_name), **common))
     return out
 
 

@@ -26,11 +26,13 @@ BASE = "/root/vllm-cpu-worker"
 
 
 def provision(root, name: str, password: str, master_port: int, shared: tuple[Path, ...] = (),
-              timeout: float = 2400) -> float:
+              timeout: float = 2400, start: bool = True) -> float:
     """Run provision.sh in ``root`` (a testbed.aarch64_host.EmulatedRoot) for worker ``name``; seconds taken.
 
     ``shared``: host directories the worker needs at the same path (the sandbox's
-    upstream repository, which builds clone by its host path).
+    upstream repository, which builds clone by its host path).  ``start``: False
+    installs the worker without starting it (START=0): the master starts it
+    (``worker_command``) when a build needs it.
     """
     start = time.monotonic()
     for d in shared:
@@ -42,12 +44,21 @@ def provision(root, name: str, password: str, master_port: int, shared: tuple[Pa
     pw.chmod(0o600)
     root.bind_file(GRAVITON2_CPUINFO, "/proc/cpuinfo")
     r = root.run(["env", f"WORKER_NAME={name}", f"MASTER=127.0.0.1:{master_port}", "CONNECT_TIMEOUT=600",
-                  "sh", "/tmp/provision.sh"], qemu_cpu=GRAVITON2_CPU, timeout=timeout)
+                  f"START={int(start)}", "sh", "/tmp/provision.sh"], qemu_cpu=GRAVITON2_CPU, timeout=timeout)
     if r.returncode != 0:
         stop(root)
         raise RuntimeError(f"provision.sh failed in the arm64 root (exit {r.returncode}):\n"
                            f"{r.stdout[-2000:]}\n{r.stderr[-3000:]}")
     return time.monotonic() - start
+
+
+def worker_command(root) -> tuple[str, ...]:
+    """The host argv running the provisioned worker in ``root`` in the foreground on the Graviton2 CPU
+    (what provision.sh's start.sh runs, without daemonising): a ``[worker.local]`` command."""
+    venv = f"{BASE}/venv/bin"
+    return tuple(root.argv([f"{venv}/buildbot-worker", "start", "--nodaemon", f"{BASE}/worker"],
+                           env={"PATH": f"{venv}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"},
+                           cwd=f"{BASE}/worker", qemu_cpu=GRAVITON2_CPU))
 
 
 def stop(root, shared: tuple[Path, ...] = ()) -> None:

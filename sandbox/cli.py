@@ -37,7 +37,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--dir", type=Path, default=REPO_ROOT / ".sandbox", help="state directory (wiped at start)")
     p.add_argument("--arm64", action="store_true",
                    help="also provision the emulated arm64 worker (Debian arm64 under qemu-user, as root; its "
-                        "build takes minutes) so the release builds both arches")
+                        "build takes minutes) so the release builds both arches; the master starts it when an "
+                        "aarch64 build is queued and stops it when idle (an on-demand worker)")
     p.add_argument("--images", action="store_true",
                    help="two local OCI registries: the release's runtime images are built (buildah) and pushed")
     p.add_argument("--github", action="store_true", help="a local GitHub stand-in receives the release")
@@ -61,11 +62,15 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.arm64:
             arm_root = _arm64_root(sb)
+            sb.arm64_on_demand(arm_root)
         sb.start()
         if arm_root is not None:
-            secs = sb.attach_arm64(arm_root)
-            sb.log(f"emulated arm64 worker provisioned by workers/provision.sh and connected ({secs:.0f}s)")
+            secs = sb.install_arm64(arm_root)
+            sb.log(f"emulated arm64 worker installed by workers/provision.sh ({secs:.0f}s); the master starts it "
+                   "when an aarch64 build is queued and stops it after 600 s idle")
         code = release_once(sb, arches)
+        if arm_root is not None:
+            _show_on_demand_starts(sb)
         if not args.once:
             serve(sb)
     except KeyboardInterrupt:
@@ -124,6 +129,14 @@ def release_once(sb: Sandbox, arches: tuple[str, ...]) -> int:
     sb.log(f"web UI: {sb.web_url}")
     sb.log(f"release matrix: {matrix.page_url(sb.web_url)} (JSON: {matrix.json_url(sb.web_url)})")
     return 0 if not problems else 1
+
+
+def _show_on_demand_starts(sb: Sandbox) -> None:
+    """How long each on-demand worker took from its start to connected (master/latent.py logs it)."""
+    log = sb.master_dir / "twistd.log"
+    for line in log.read_text(errors="replace").splitlines() if log.exists() else []:
+        if "s after its start" in line:
+            sb.log(line.split("vllm-cpu: ", 1)[-1])
 
 
 def _print_master_log(sb: Sandbox) -> None:

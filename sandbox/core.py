@@ -30,6 +30,7 @@ from sandbox.procs import Processes, free_port, until
 from testbed import redis_server
 from testbed.fixture_upstream import MIRROR
 from workers import hostinfo, registry
+from workers.launch import LocalLaunch
 
 BIN = Path(sys.executable).parent
 SANDBOX_TAGS = ["v0.11.1", "v0.11.2"]  # present before the master starts
@@ -48,7 +49,8 @@ class Sandbox(Client):
                  max_builds_per_request: int | None = None,
                  github: bool = False, images: bool = False, image_arches: tuple[str, ...] = ("x86_64",),
                  worker_env: dict[str, str] | None = None, reproduce: bool = False,
-                 compile_cache: bool | None = None) -> None:
+                 compile_cache: bool | None = None,
+                 entries: list[registry.WorkerEntry] | None = None) -> None:
         self.root = root.resolve()
         self.tags = list(SANDBOX_TAGS if tags is None else tags)
         self.web_port, self.worker_port, self.index_port = free_port(web_port), free_port(worker_port), \
@@ -84,8 +86,9 @@ class Sandbox(Client):
         self.upstream = self.root / "upstream"
         self.master_dir = self.root / "master"
         self.secrets_dir = self.root / "secrets"
-        self.entries = registry.load(registry.DEFAULT_PATH)
-        self.local_workers = [e for e in self.entries if e.name.startswith("local-")]
+        # The workers (default: workers/registry.toml), written to registry_file for the master;
+        # a test may replace them before start() (an entry may need the ports chosen here).
+        self.entries = list(entries) if entries is not None else registry.load(registry.DEFAULT_PATH)
 
     @property
     def index_url(self) -> str:
@@ -94,6 +97,27 @@ class Sandbox(Client):
     @property
     def simple_url(self) -> str:
         return self.index_url + "simple/"
+
+    @property
+    def local_workers(self) -> list[registry.WorkerEntry]:
+        """Always-on workers the sandbox starts (an entry with a launch table is started by the master)."""
+        return [e for e in self.entries if e.name.startswith("local-") and e.launch is None]
+
+    @property
+    def registry_file(self) -> Path:
+        return self.root / "registry.toml"
+
+    def worker_dir(self, name: str) -> Path:
+        return self.root / "workers" / name
+
+    def latent_local(self, name: str, arch: str = "x86_64", idle_timeout: int = 10,
+                     max_builds: int = 1) -> registry.WorkerEntry:
+        """A registry entry the master starts on demand as a worker process here ([worker.local])."""
+        from workers.launch import LocalLaunch
+
+        command = (str(BIN / "buildbot-worker"), "start", "--nodaemon", str(self.worker_dir(name)))
+        return registry.WorkerEntry(name, arch, max_builds, "sandbox", "started by the master when a build needs it",
+                                    launch=LocalLaunch(command, idle_timeout=idle_timeout))
 
     @property
     def users_file(self) -> Path:
@@ -153,7 +177,11 @@ class Sandbox(Client):
         self._start_cache()
         for e in self.entries:
             registry.write_secret(self.secrets_dir, e.secret_name, secrets.token_urlsafe(16))
+        self.registry_file.write_text("\n".join(registry.to_toml(e) for e in self.entries))
         self.write_settings()
+        for e in self.entries:  # the master starts these: their directories (and passwords) are ready
+            if isinstance(e.launch, LocalLaunch) and str(self.worker_dir(e.name)) in e.launch.command:
+                self._create_worker(e)
 
     def _start_index(self) -> None:
         index_dir = self.root / "index"
@@ -167,9 +195,9 @@ class Sandbox(Client):
 
             detector_wheel(index_dir)  # the images install it (their entrypoint runs it)
 
-    def _start_worker_process(self, entry: registry.WorkerEntry) -> None:
-        """Create (once) and start the worker of registry ``entry`` on this host."""
-        wdir = self.root / "workers" / entry.name
+    def _create_worker(self, entry: registry.WorkerEntry) -> Path:
+        """The worker directory of registry ``entry`` on this host (created once, with its password)."""
+        wdir = self.worker_dir(entry.name)
         if not wdir.exists():
             wdir.parent.mkdir(exist_ok=True)
             self.procs.run(str(BIN / "buildbot-worker"), "create-worker", "-q", "--umask=0o22", str(wdir),
@@ -177,6 +205,11 @@ class Sandbox(Client):
                            (self.secrets_dir / entry.secret_name).read_text())
         # Buildbot shows info/host as the worker's description: say what this host really is.
         hostinfo.write_info(wdir, entry.admin, entry.notes)
+        return wdir
+
+    def _start_worker_process(self, entry: registry.WorkerEntry) -> None:
+        """Create (once) and start the worker of registry ``entry`` on this host."""
+        wdir = self._create_worker(entry)
         self.procs.spawn(f"worker {entry.name}", [str(BIN / "buildbot-worker"), "start", "--nodaemon", str(wdir)],
                          f"worker-{entry.name}.log")
 
@@ -218,6 +251,25 @@ class Sandbox(Client):
                                shared=self.arm64_shared)
         until(lambda: entry.name in self.connected_workers(), 120, f"{entry.name} in the master's worker list")
         return secs
+
+    def arm64_on_demand(self, root: Any, idle_timeout: int = 600) -> None:
+        """Before ``start``: the registry's aarch64 worker becomes one the master starts in the emulated
+        ``root`` when an aarch64 build is queued, and stops after ``idle_timeout`` s ([worker.local])."""
+        from dataclasses import replace
+
+        from sandbox import arm64
+
+        how = LocalLaunch(arm64.worker_command(root), idle_timeout=idle_timeout, start_timeout=900)
+        self.entries = [replace(e, launch=how) if e.arch == "aarch64" else e for e in self.entries]
+
+    def install_arm64(self, root: Any) -> float:
+        """After ``start``: provision.sh installs the aarch64 worker in ``root`` without starting it
+        (the master does, on demand: ``arm64_on_demand``); seconds."""
+        from sandbox import arm64
+
+        entry = next(e for e in self.entries if e.arch == "aarch64")
+        return arm64.provision(root, entry.name, (self.secrets_dir / entry.secret_name).read_text(),
+                               self.worker_port, shared=self.arm64_shared, start=False)
 
     def _start_publishing(self) -> None:
         """The local GitHub stand-in and the OCI registries with a base image, when asked for."""

@@ -62,7 +62,7 @@ def settings_for(sb: Sandbox) -> Settings:
         index=Index(upload_url=sb.index_url, simple_url=sb.simple_url, username="sandbox", token_secret=INDEX_TOKEN),
         master=Master(title="vllm-cpu sandbox", web_url=sb.web_url, web_port=sb.web_port,
                       worker_port=sb.worker_port, db_url="sqlite:///state.sqlite", secrets_dir=sb.secrets_dir,
-                      workers_registry=registry.DEFAULT_PATH),
+                      workers_registry=sb.registry_file),
         www=www,
         github=_github(sb),
         images=_images(sb),

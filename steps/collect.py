@@ -13,7 +13,7 @@ from buildbot.data import resultspec
 
 from farm import inputs
 from farm.decisions import OpenRequest, PastBuild
-from farm.report import flatten, has_usable_worker
+from farm.report import flatten, has_usable_worker, mark_on_demand
 from farm.states import Result
 from farm.texts import epoch
 
@@ -41,7 +41,7 @@ async def open_requests(master: Master, builder: str, *, workers: bool = False) 
     brs = await master.data.get(("builders", bid, "buildrequests"), filters=[_eq("complete", False)])
     available = True
     if workers and brs:
-        available = has_usable_worker(await master.data.get(("builders", bid, "workers")))
+        available = has_usable_worker(mark_on_demand(master, await master.data.get(("builders", bid, "workers"))))
     out = []
     for br in sorted(brs or [], key=lambda r: r["buildrequestid"]):
         raw = await master.db.buildsets.getBuildsetProperties(br["buildsetid"])

@@ -229,19 +229,25 @@ class EmulatedRoot:
         ``qemu_cpu`` picks the emulated CPU model (QEMU_CPU, read by every
         qemu-aarch64 the kernel starts, so children inherit it through env).
         """
+        full = self.argv(cmd, env=env, cwd=cwd, qemu_cpu=qemu_cpu)
+        outer = {"PATH": os.environ.get("PATH", ROOT_PATH)}
+        if qemu_cpu:
+            outer["QEMU_CPU"] = qemu_cpu  # for /usr/bin/env itself
+        return subprocess.run(full, env=outer, capture_output=capture, text=True, timeout=timeout,
+                              check=check)
+
+    def argv(self, cmd: Sequence[str] | str, *, env: dict[str, str] | None = None, cwd: str = "/",
+             qemu_cpu: str | None = None) -> list[str]:
+        """The host argv that ``run`` uses: ``cmd`` in the root with a clean environment (a process
+        another program may start, e.g. the master's on-demand worker)."""
         inner = {"PATH": ROOT_PATH, "HOME": "/root", "LANG": "C.UTF-8", "PIP_CERT": HOST_CA,
                  "PIP_DISABLE_PIP_VERSION_CHECK": "1", "PIP_DEFAULT_TIMEOUT": "180"}
         if qemu_cpu:
             inner["QEMU_CPU"] = qemu_cpu
         inner.update(env or {})
         argv = ["/bin/sh", "-c", cmd] if isinstance(cmd, str) else list(cmd)
-        full = ["chroot", str(self.path), "/usr/bin/env", "-i", *(f"{k}={v}" for k, v in inner.items()),
-                "/bin/sh", "-c", 'cd "$0" && exec "$@"', cwd, *argv]
-        outer = {"PATH": os.environ.get("PATH", ROOT_PATH)}
-        if qemu_cpu:
-            outer["QEMU_CPU"] = qemu_cpu  # for /usr/bin/env itself
-        return subprocess.run(full, env=outer, capture_output=capture, text=True, timeout=timeout,
-                              check=check)
+        return [shutil.which("chroot") or "chroot", str(self.path), "/usr/bin/env", "-i",
+                *(f"{k}={v}" for k, v in inner.items()), "/bin/sh", "-c", 'cd "$0" && exec "$@"', cwd, *argv]
 
     # -- the toolchain as the master ships it
     def install_toolchain(self, tarball: Path, dest: str = "/work/tc") -> str:

@@ -11,7 +11,10 @@
 # systemd unit where systemd runs, else start.sh + @reboot crontab) and waits until
 # the master has accepted it (exit 1 if it does not within CONNECT_TIMEOUT).
 # The worker's toolchain dependencies are installed by the first build (cached venv).
-# Exit codes: 0 connected, 1 a check or step failed (the message says which), 2 bad input.
+# START=0 installs and creates the worker but does not start it: for a host the master starts on
+# demand ([worker.local] running "$BASE/venv/bin/buildbot-worker start --nodaemon $BASE/worker").
+# Exit codes: 0 connected (START=0: installed), 1 a check or step failed (the message says which),
+# 2 bad input.
 set -eu
 usage() { echo "provision.sh: $*" >&2; exit 2; }
 [ -n "${WORKER_NAME:-}" ] || usage "set WORKER_NAME"
@@ -113,6 +116,10 @@ cat > "$BASE/start.sh" <<EOS
 PATH="$BASE/venv/bin:\$PATH" $COMPILER exec "$BASE/venv/bin/buildbot-worker" start "$BASE/worker"
 EOS
 chmod +x "$BASE/start.sh"
+if [ "${START:-1}" = 0 ]; then
+  echo "worker $WORKER_NAME installed in $BASE, not started (START=0): the master starts it when a build needs it"
+  exit 0
+fi
 # A restart must not see an old run's "attached" line.
 [ ! -f "$BASE/worker/twistd.log" ] || mv "$BASE/worker/twistd.log" "$BASE/worker/twistd.log.previous"
 # Keep the worker running: a systemd unit where systemd runs (restarts it, starts

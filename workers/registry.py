@@ -1,6 +1,8 @@
 """Read, extend and check ``workers/registry.toml``.
 
-Each ``[[worker]]`` has name, arch, max_builds, admin and notes.  Its
+Each ``[[worker]]`` has name, arch, max_builds, admin and notes, and at
+most one launch table (``[worker.ec2]`` or ``[worker.local]``,
+``workers/launch.py``) when the master starts the host on demand.  Its
 password never lives here: it is the secret file ``worker-<name>`` (mode
 0600) in the master's secrets directory, read by Buildbot's SecretInAFile.
 """
@@ -16,10 +18,11 @@ from pathlib import Path
 
 from vllm_cpu_build.files import Format, read_document
 from vllm_cpu_build.variants import ARCHES
+from workers import launch as launch_mod
 
 DEFAULT_PATH = Path(__file__).resolve().parent / "registry.toml"
 _NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
-_KEYS = {"name", "arch", "max_builds", "admin", "notes", "python", "build_root"}
+_KEYS = {"name", "arch", "max_builds", "admin", "notes", "python", "build_root", *launch_mod.KINDS}
 
 
 class RegistryError(ValueError):
@@ -35,6 +38,7 @@ class WorkerEntry:
     notes: str = ""
     python: str = "python3"  # interpreter on the worker that runs the shipped toolchain
     build_root: str = ""  # worker-side build root (dir or tarball); "" = [build] root_<arch> of the settings
+    launch: launch_mod.Launch | None = None  # how the master starts it on demand; None = always on
 
     @property
     def secret_name(self) -> str:
@@ -62,8 +66,12 @@ def _entry(i: int, raw: object) -> WorkerEntry:
     root = raw.get("build_root", "")
     if not isinstance(root, str) or (root and not root.startswith("/")):
         raise RegistryError(f"worker {name}.build_root: an absolute path on the worker, got {root!r}")
+    try:
+        how = launch_mod.from_entry(f"worker {name}", raw)
+    except launch_mod.LaunchError as exc:
+        raise RegistryError(str(exc)) from None
     return WorkerEntry(name, raw["arch"], mb, raw["admin"], str(raw.get("notes", "")),
-                       str(raw.get("python", "python3")), root)
+                       str(raw.get("python", "python3")), root, how)
 
 
 def load(path: str | os.PathLike | None = None) -> list[WorkerEntry]:
@@ -93,19 +101,44 @@ def write_secret(secrets_dir: Path, name: str, value: str) -> Path:
     return path
 
 
+def to_toml(e: WorkerEntry) -> str:
+    """One ``[[worker]]`` block (and its launch table) as ``load`` reads it back."""
+    block = (f"[[worker]]\nname = {_toml_str(e.name)}\narch = {_toml_str(e.arch)}\nmax_builds = {e.max_builds}\n"
+             f"admin = {_toml_str(e.admin)}\nnotes = {_toml_str(e.notes)}\n")
+    if e.python != "python3":
+        block += f"python = {_toml_str(e.python)}\n"
+    if e.build_root:
+        block += f"build_root = {_toml_str(e.build_root)}\n"
+    if e.launch is not None:
+        block += launch_mod.to_toml(e.launch, _toml_str)
+    return block
+
+
 def add(path: Path, secrets_dir: Path, name: str, arch: str, admin: str, max_builds: int = 1,
-        notes: str = "", password: str | None = None) -> tuple[WorkerEntry, str]:
-    """Append a worker to the registry and write its password secret; returns (entry, password)."""
+        notes: str = "", password: str | None = None,
+        launch: dict[str, dict[str, object]] | None = None) -> tuple[WorkerEntry, str]:
+    """Append a worker to the registry and write its password secret; returns (entry, password).
+
+    ``launch``: ``{"ec2": {...}}`` or ``{"local": {...}}``, the raw launch table (checked like the file's).
+    """
     existing = load(path) if path.exists() else []
     entry = _entry(len(existing), {"name": name, "arch": arch, "admin": admin, "max_builds": max_builds,
-                                   "notes": notes})
+                                   "notes": notes, **(launch or {})})
     if any(e.name == name for e in existing):
         raise RegistryError(f"worker {name}: already in {path}")
     password = password or secrets.token_urlsafe(24)
-    block = (f"\n[[worker]]\nname = {_toml_str(name)}\narch = {_toml_str(arch)}\nmax_builds = {max_builds}\n"
-             f"admin = {_toml_str(admin)}\nnotes = {_toml_str(notes)}\n")
+    block = to_toml(entry)
     text = path.read_text() if path.exists() else ""
-    path.write_text(text.rstrip("\n") + "\n" + block if text else block.lstrip("\n"))
+    # Written beside, read back by the same reader, then renamed: the registry never holds a bad entry.
+    part = path.with_name(path.name + ".part")
+    part.write_text(text.rstrip("\n") + "\n\n" + block if text else block)
+    try:
+        if load(part)[-1] != entry:
+            raise RegistryError(f"worker {name}: the new entry does not read back as written")
+    except RegistryError:
+        part.unlink()
+        raise
+    part.replace(path)
     write_secret(secrets_dir, entry.secret_name, password)
     return entry, password
 
