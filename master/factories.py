@@ -116,6 +116,7 @@ def release_factory(settings: Settings, tarball: Path, schedulers_for: dict[tupl
     # commit), so the console and grid views list them with the tag's change.
     f.addStep(release.FanOut(**go, alwaysUseLatest=False, schedulerNames=sorted(schedulers_for.values()),
                              scheduler_for=lambda variant, arch: schedulers_for[(variant, arch)],
+                             builder_for=builder_name,
                              common_props=RELEASE_PROPS))
     f.addSteps(publish_steps(settings, _publishing))
     return f
