@@ -18,6 +18,7 @@ from farm.names import IMAGES_TRIGGER, RELEASE, builder_name
 from farm.settings import REPO_ROOT, Settings
 from master.tags import UpstreamTags
 from steps import images, publish, publisher, release, toolchain
+from steps.ship import ShipToolchain
 from steps.title import BuildTitle
 from steps.trusted import TrustedBuild
 from vllm_cpu_build.variants import Variant, load
@@ -84,11 +85,7 @@ def checkout(settings: Settings, **kwargs) -> Git:
 
 
 def ship_toolchain(tarball: Path, **kwargs) -> list:
-    return [
-        FileDownload(name="ship_toolchain", mastersrc=str(tarball), workerdest="toolchain.tar.gz",
-                     workdir=".", haltOnFailure=True, **kwargs),
-        toolchain.UnpackToolchain(tarball_name=tarball.name, **kwargs),
-    ]
+    return [ShipToolchain(tarball, **kwargs)]  # sent once per worker and revision (steps/ship.py)
 
 
 def release_factory(settings: Settings, tarball: Path, schedulers_for: dict[tuple[str, str], str],
