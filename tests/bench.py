@@ -37,6 +37,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
@@ -45,7 +46,10 @@ if str(REPO) not in sys.path:
 from testbed.fixture_upstream import MIRROR  # noqa: E402
 from tests import sdist  # noqa: E402
 from vllm_cpu_build import build, patch, plan  # noqa: E402
-from vllm_cpu_build.variants import load  # noqa: E402
+from vllm_cpu_build.variants import Variant, load  # noqa: E402
+
+if TYPE_CHECKING:
+    from sandbox import Sandbox
 
 
 def _tool(*args: str) -> tuple[int, dict, float]:
@@ -80,7 +84,7 @@ def _kind(step: str) -> str:
     return next((k for prefix, k in STEP_KINDS if step.startswith(prefix)), "other")
 
 
-def _by_hand(sb, variants, upstream: str, work: Path) -> list[dict[str, float]]:
+def _by_hand(sb: Sandbox, variants: list[Variant], upstream: str, work: Path) -> list[dict[str, float]]:
     """Each x86_64 variant's toolchain commands, timed per step kind (one dict per variant)."""
     from sandbox.core import NEW_TAG
 
@@ -108,7 +112,7 @@ def _by_hand(sb, variants, upstream: str, work: Path) -> list[dict[str, float]]:
     return out
 
 
-def _sandbox_steps(sb, release_buildid: int) -> tuple[dict[str, float], list[tuple[str, float, float]]]:
+def _sandbox_steps(sb: Sandbox, release_buildid: int) -> tuple[dict[str, float], list[tuple[str, float, float]]]:
     """Seconds per step kind over the release's x86_64 builds (Buildbot keeps whole seconds), and each
     build's (builder, start, duration) in start order."""
     kinds: dict[str, float] = {}
@@ -155,6 +159,11 @@ def orchestration(work: Path) -> list[str]:
         hand = _by_hand(sb, variants, str(sb.upstream), work)
     finally:
         sb.stop()
+    return _orchestration_lines(buildbot, uploaded, poll, fan_out, kinds, starts, hand)
+
+
+def _orchestration_lines(buildbot: float, uploaded: int, poll: float, fan_out: float, kinds: dict[str, float],
+                         starts: list[tuple[str, float, float]], hand: list[dict[str, float]]) -> list[str]:
     per_variant = [sum(t.values()) for t in hand]
     seq, two = sum(per_variant), _pack(per_variant, 2)
     hand_kinds = {k: sum(t.get(k, 0.0) for t in hand) for k in KIND_ORDER}
