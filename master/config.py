@@ -9,6 +9,7 @@ from pathlib import Path
 from buildbot.plugins import secrets, util
 from twisted.python import log
 
+from farm import packing
 from farm.settings import Master, Settings
 from master import builders, notify, readiness, reproduce, schedulers, singleton, toolchain, workers, www
 from master.tags import UpstreamTags
@@ -53,6 +54,8 @@ def build_config(settings: Settings, basedir: str | Path) -> dict:
         + readiness.make_builders(settings, by_arch, tarball, tags, slots),
         # Never merge queued requests: each carries its own version/parameters.
         "collapseRequests": False,
+        # A free worker takes the queued build expected to run longest (farm/packing.py).
+        "prioritizeBuilders": packing.prioritize_builders,
         "www": www.make_www(settings, tags, catalog),
         "buildbotNetUsageData": None,
         "secretsProviders": [],

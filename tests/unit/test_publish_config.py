@@ -60,7 +60,7 @@ def test_enabled_release_publishes_and_images_builder_exists(tmp_path: Path) -> 
     assert all(f.kwargs["hideStepIf"] and f.kwargs["doStepIf"].__name__ == "uploaded_after_release"
                for f in variant[-2:])
     image_steps = [f.kwargs.get("name") or f.step_class.name for f in builders[IMAGES].factory.steps]
-    assert image_steps == ["ship_toolchain", "unpack_toolchain", "ship_Dockerfile", "ship_entrypoint.sh",
+    assert image_steps == ["ship_toolchain", "ship_Dockerfile", "ship_entrypoint.sh",
                            "registry_credentials", "images_to_build", "forget_credentials"]
     queue = next(f for f in builders[IMAGES].factory.steps if f.step_class.name == "images_to_build")
     args = queue.kwargs["image_args"]

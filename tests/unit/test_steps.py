@@ -65,23 +65,6 @@ class StepCase(TestBuildStepMixin, TestReactorMixin, unittest.TestCase):
         self.expect_commands(exp.stderr("human detail\n").exit(rc))
 
 
-class TestUnpackToolchain(StepCase):
-    @defer.inlineCallbacks
-    def test_sets_interpreter_from_bootstrap(self):
-        self.setup(toolchain.UnpackToolchain(tarball_name="toolchain-abc.tar.gz"), worker_python="python3")
-        self.shell(["sh", "-c", toolchain.UnpackToolchain.SCRIPT, "python3"], "creating venv\n" + PY + "\n", 0, env={})
-        self.expect_outcome(SUCCESS, f"toolchain-abc.tar.gz with {PY}")
-        self.expect_property("toolchain_python", PY)
-        yield self.run_step()
-
-    @defer.inlineCallbacks
-    def test_bootstrap_failure_halts(self):
-        self.setup(toolchain.UnpackToolchain(), worker_python="python3")
-        self.shell(["sh", "-c", toolchain.UnpackToolchain.SCRIPT, "python3"], "", 1, env={})
-        self.expect_outcome(FAILURE, "toolchain unpack/bootstrap failed (exit 1) (failure)")
-        yield self.run_step()
-
-
 def error(command: str, message: str, code: int) -> dict:
     return ErrorResult(command, message, code).to_json()
 
