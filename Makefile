@@ -48,7 +48,8 @@ help:
 	@echo "make lint       - ruff and mypy --strict ($(TYPED))"
 	@echo "make test       - set up and run everything (lint + every tier): what CI runs"
 	@echo "make test-unit / test-e2e / test-real - one tier (PYTEST_ARGS: more pytest options)"
-	@echo "make bench      - side-by-side measurements (orchestration, ccache, compiles per release)"
+	@echo "make bench      - side-by-side measurements (orchestration, ccache, compiles per release,"
+	@echo "                  REST under a flood; BENCH_ARGS='--only flood': one of them)"
 
 # apt_install LIST: install the Debian packages of LIST that are missing (sudo unless root).
 define apt_install

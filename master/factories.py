@@ -45,7 +45,7 @@ def _not_duplicate(step) -> bool:
     return not step.getProperty("duplicate_of")
 
 
-def _opt(flag: str, prop: str) -> util.Renderer:
+def opt(flag: str, prop: str) -> util.Renderer:
     """``[flag, value]`` when the property is set and non-empty, else nothing."""
 
     @util.renderer
@@ -56,7 +56,7 @@ def _opt(flag: str, prop: str) -> util.Renderer:
     return render
 
 
-def _args(*parts) -> util.Renderer:
+def args(*parts) -> util.Renderer:
     """Render a list of strings and list-renderers into one flat argument list."""
 
     @util.renderer
@@ -103,9 +103,9 @@ def release_factory(settings: Settings, tarball: Path, schedulers_for: dict[tupl
     go = {"doStepIf": _not_duplicate}
     f.addStep(checkout(settings, **go))
     f.addSteps(ship_toolchain(tarball, **go))
-    f.addStep(toolchain.PlanRelease(**go, cli_args=_args(
+    f.addStep(toolchain.PlanRelease(**go, cli_args=args(
         "--src", SRC, "--version", util.Property("version"),
-        _opt("--variants", "variants"), _opt("--arches", "arches"), _opt("--version-postfix", "postfix"),
+        opt("--variants", "variants"), opt("--arches", "arches"), opt("--version-postfix", "postfix"),
         "--python-versions", util.Property("python_versions", default=settings.build.python_versions),
     )))
     f.addStep(release.DropPublished(check=check, builder_for=builder_name, haltOnFailure=True, **go))
@@ -165,20 +165,20 @@ def images_factory(settings: Settings, tarball: Path) -> BuildFactory:
     for name, mode in (("Dockerfile", None), ("entrypoint.sh", 0o755)):
         f.addStep(FileDownload(name=f"ship_{name}", mastersrc=str(REPO_ROOT / "docker" / name),
                                workerdest=f"docker/{name}", workdir=".", mode=mode, haltOnFailure=True))
-    args = ["--simple-url", settings.index.simple_url, "--base-image", im.base_image,
-            "--dockerfile", "docker/Dockerfile", "--context", "docker"]
+    image_args = ["--simple-url", settings.index.simple_url, "--base-image", im.base_image,
+                  "--dockerfile", "docker/Dockerfile", "--context", "docker"]
     for repo in im.repositories:
-        args += ["--repository", repo]
+        image_args += ["--repository", repo]
     if im.torch_index_url:
-        args += ["--torch-index-url", im.torch_index_url]
+        image_args += ["--torch-index-url", im.torch_index_url]
     if not im.tls_verify:
-        args.append("--no-tls-verify")
+        image_args.append("--no-tls-verify")
     if im.auth_secret:
         # The registries' auth.json: a 0600 file for the run only, never on a command line.
         f.addStep(StringDownload(util.Secret(im.auth_secret), workerdest="registry-auth.json", workdir=".",
                                  mode=0o600, name="registry_credentials", haltOnFailure=True))
-        args += ["--authfile", "registry-auth.json"]
-    f.addStep(images.QueueImages(packages_for=_packages_for, image_args=args,
+        image_args += ["--authfile", "registry-auth.json"]
+    f.addStep(images.QueueImages(packages_for=_packages_for, image_args=image_args,
                                  find=functools.partial(published.trusted, settings.index.simple_url)))
     if im.auth_secret:
         f.addStep(ShellCommand(name="forget_credentials", command=["rm", "-f", "registry-auth.json"], workdir=".",
@@ -190,13 +190,13 @@ def _check_published(simple_url: str, builds: list[dict], version: str, include_
     return published.filter_published(builds, simple_url, version, include_posts, ledger=ledger, foreign=foreign)
 
 
-def _root(default: str) -> util.Renderer:
+def root(default: str) -> util.Renderer:
     """``--root`` for this worker: its registry build_root, else the settings' root for the arch."""
 
     @util.renderer
     def render(props):
-        root = props.getProperty("worker_build_root") or default
-        return ["--root", root] if root else []
+        chosen = props.getProperty("worker_build_root") or default
+        return ["--root", chosen] if chosen else []
 
     return render
 
@@ -207,13 +207,13 @@ def variant_factory(settings: Settings, tarball: Path, variant: Variant, arch: s
     f.addStep(BuildTitle())  # "vllm-cpu 0.12.0 x86_64 (dry run)" in the build's summary on every page
     f.addStep(checkout(settings))
     f.addSteps(ship_toolchain(tarball))
-    f.addStep(toolchain.PatchSource(cli_args=_args(
+    f.addStep(toolchain.PatchSource(cli_args=args(
         "--variant", pkg, "--src", SRC, "--arch", arch,
-        _opt("--version-postfix", "postfix"), _opt("--python-versions", "pythons"),
+        opt("--version-postfix", "postfix"), opt("--python-versions", "pythons"),
     )))
     f.addStep(toolchain.QueueWheelBuilds(build_args=[
         "--variant", pkg, "--src", SRC, "--out", OUT, *settings.build.build_args(),
-        _root(settings.build.root_for(arch))], smoke_args=settings.build.smoke_args(),
+        root(settings.build.root_for(arch))], smoke_args=settings.build.smoke_args(),
         cache=settings.cache))
     # Build and publish apart: the worker ran upstream's code and never gets the index token. Its
     # wheels travel to the master with the sha256 the build recorded; the master verifies exactly
@@ -240,13 +240,13 @@ def reproduce_factory(settings: Settings, tarball: Path, arch: str) -> BuildFact
     f.addStep(BuildTitle())
     f.addStep(checkout(settings))
     f.addSteps(ship_toolchain(tarball))
-    f.addStep(toolchain.PatchSource(cli_args=_args(
+    f.addStep(toolchain.PatchSource(cli_args=args(
         "--variant", variant, "--src", SRC, "--arch", arch,
-        _opt("--version-postfix", "postfix"), _opt("--python-versions", "pythons"),
+        opt("--version-postfix", "postfix"), opt("--python-versions", "pythons"),
     )))
     f.addStep(reproduce.QueueRebuilds(build_args=[
         "--variant", variant, "--src", SRC, "--out", OUT, *settings.build.build_args(),
-        _root(settings.build.root_for(arch))]))
+        root(settings.build.root_for(arch))]))
     f.addStep(reproduce.FetchRebuilt())
     f.addStep(reproduce.CompareRebuilt())
     return f

@@ -17,7 +17,7 @@ from buildbot.process.factory import BuildFactory
 
 from farm import readiness
 from farm.settings import Settings
-from master.factories import OUT, SRC, Factory, _args, _opt, _root, checkout, ship_toolchain
+from master.factories import OUT, SRC, Factory, args, checkout, opt, root, ship_toolchain
 from master.schedulers import StrictForceScheduler
 from master.tags import UpstreamTags
 from steps import toolchain
@@ -39,15 +39,15 @@ def factory(settings: Settings, tarball: Path, target: str, tags: UpstreamTags) 
     go = {"doStepIf": resolved, "hideStepIf": lambda results, step: not resolved(step)}
     f.addStep(checkout(settings, **go))
     f.addSteps(ship_toolchain(tarball, **go))
-    f.addStep(PlanReadiness(**go, cli_args=_args(
+    f.addStep(PlanReadiness(**go, cli_args=args(
         "--src", SRC, "--version", util.Property("version"), "--variants", pkg, "--arches", arch,
         "--python-versions", settings.build.python_versions)))
-    f.addStep(toolchain.PatchSource(**go, cli_args=_args(
+    f.addStep(toolchain.PatchSource(**go, cli_args=args(
         "--variant", pkg, "--src", SRC, "--arch", arch, "--version", util.Property("version"),
-        _opt("--python-versions", "pythons"))))
+        opt("--python-versions", "pythons"))))
     f.addStep(toolchain.QueueWheelBuilds(**go, build_args=[
         "--variant", pkg, "--src", SRC, "--out", OUT, *settings.build.build_args(),
-        _root(settings.build.root_for(arch))], smoke_args=settings.build.smoke_args(),
+        root(settings.build.root_for(arch))], smoke_args=settings.build.smoke_args(),
         cache=settings.cache))
     return f
 

@@ -24,9 +24,15 @@
    ``vllm_cpu_build/bootstrap.py`` installs on a build host) against one with
    the master's side (``[master]``): install time and size (pip's cache as
    it is; run it twice for a warm one).
+5. Flood (issue 18): a sandbox master with a users file and the production
+   matrix interval; REST latency seen by a bystander (``tests/flood.py``'s
+   probe, 5 requests/s) for 10 s without load, then for 30 s while 24
+   anonymous clients on 127.0.0.1 (8 REST readers, 8 release matrix readers,
+   8 wrong-password logins) ask as fast as they are answered; against the
+   0.5 s median target (~1.5 min).
 
-    make bench            # all four (~8 min on 2 idle cores once the build env is cached)
-    python -m tests.bench --only orchestration|ccache|plan|worker-env
+    make bench            # all five (~10 min on 2 idle cores once the build env is cached)
+    python -m tests.bench --only orchestration|ccache|plan|worker-env|flood
     python -m tests.bench --only ccache --ccache-source fixture   # the shared cache in seconds
 """
 
@@ -325,19 +331,54 @@ def worker_env(work: Path) -> list[str]:
             f"  ratio worker / master      {w[0] / m[0]:5.2f} x time  {w[1] / m[1]:5.2f} x size"]
 
 
+def flood(work: Path, seconds: float = 30, baseline_seconds: float = 10) -> list[str]:
+    """REST latency without and with 24 anonymous clients flooding the master from 127.0.0.1."""
+    import secrets
+
+    from farm.settings import Settings, replace
+    from sandbox import Sandbox
+    from tests.flood import Flood, describe, probe_rest
+
+    class ProductionMatrix(Sandbox):
+        def settings(self) -> Settings:  # the sandbox computes the matrix per request; production caches it
+            s = super().settings()
+            return replace(s, www=replace(s.www, matrix_interval=Settings().www.matrix_interval))
+
+    user = "admin"
+    sb = ProductionMatrix(work / "sb", web_port=0, worker_port=0, index_port=0, poll_interval=1, quiet=True,
+                          users={user: secrets.token_urlsafe(12)}, admins=(user,))
+    try:
+        sb.start()
+        interval = sb.settings().www.matrix_interval
+        sb.matrix()  # the first computation is no part of either figure
+        t_end = time.monotonic() + baseline_seconds
+        baseline = probe_rest(sb.web_url, lambda: time.monotonic() < t_end)
+        with Flood(sb.web_url, seconds, rest=8, matrix_readers=8, logins=8, user=user) as f:
+            flooded = probe_rest(sb.web_url, f.running)
+    finally:
+        sb.stop()
+    rest = f.tallies["rest"].latencies
+    return [f"flood: {f.clients} anonymous clients on 127.0.0.1 for {seconds:.0f} s (8 REST, 8 release matrix, "
+            f"8 wrong-password logins), users file, matrix_interval {interval} s",
+            "  " + describe(f"no flood, bystander REST /builders ({baseline_seconds:.0f} s)", baseline),
+            "  " + describe("flood, bystander REST /builders", flooded),
+            "  " + describe("flood, the 8 REST clients' own requests", rest),
+            *("  " + line for line in f.report())]
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m tests.bench", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--only", choices=("orchestration", "ccache", "plan", "worker-env"), action="append")
+    ap.add_argument("--only", choices=("orchestration", "ccache", "plan", "worker-env", "flood"), action="append")
     ap.add_argument("--ccache-source", choices=("real", "fixture"), default="real",
                     help="what the ccache part compiles: the real vLLM 0.11.2 (minutes) or the fixture (seconds)")
     args = ap.parse_args(argv)
-    parts = args.only or ["plan", "orchestration", "ccache", "worker-env"]
+    parts = args.only or ["plan", "orchestration", "ccache", "worker-env", "flood"]
     out: list[str] = []
     with tempfile.TemporaryDirectory(prefix="vllm-cpu-bench-") as tmp:
         for part in parts:
             t = time.monotonic()
             lines = {"orchestration": orchestration, "ccache": lambda w: ccache(w, args.ccache_source),
-                     "worker-env": worker_env}.get(
+                     "worker-env": worker_env, "flood": flood}.get(
                 part, lambda _w: per_release())(Path(tmp) / part)
             lines[0] += f"   [{time.monotonic() - t:.0f} s]"
             print("\n".join(lines) + "\n", flush=True)

@@ -1,6 +1,6 @@
 """Which build properties the steps, factories and release report read, found in their source.
 
-``getProperty("x")``, ``Property("x")``, ``%(prop:x)s``, ``_opt(flag, "x")``,
+``getProperty("x")``, ``Property("x")``, ``%(prop:x)s``, ``opt(flag, "x")``,
 ``props.get("x")`` / ``props["x"]`` (also ``b.props...``: the properties a
 step collected for ``farm/decisions.py``) and the ``*_PROPS`` /
 ``SAME_RELEASE`` lists: a new read shows up without anyone listing it.  Used by
@@ -48,7 +48,7 @@ def property_reads() -> dict[str, list[str]]:
                 fname = f.attr if isinstance(f, ast.Attribute) else f.id if isinstance(f, ast.Name) else ""
                 if fname in _READERS and node.args:
                     add(_const(node.args[0]), path, node)
-                elif fname == "_opt" and len(node.args) >= 2:
+                elif fname in {"opt", "_opt"} and len(node.args) >= 2:
                     add(_const(node.args[1]), path, node)
                 elif fname == "get" and isinstance(f, ast.Attribute) and _holds_props(f.value) and node.args:
                     add(_const(node.args[0]), path, node)

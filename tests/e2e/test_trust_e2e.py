@@ -32,6 +32,7 @@ import requests
 
 from sandbox import Sandbox
 from tests.e2e.services import adopt, make_wheel
+from tests.flood import Flood, describe, probe_rest
 from tests.inputs_scan import READS
 from vllm_cpu_build.variants import load
 
@@ -408,73 +409,23 @@ def test_a_second_master_on_the_live_basedir_refuses_and_changes_nothing(sandbox
 
 # --------------------------------------------------------------------------- 7. floods
 
-def _flood_client(sb: Sandbox, source: str):
-    """An HTTP/1.1 connection to the master from ``source`` (another loopback address: its own client)."""
-    import http.client
-    from urllib.parse import urlsplit
-
-    u = urlsplit(sb.web_url)
-    return http.client.HTTPConnection(u.hostname, u.port, timeout=60, source_address=(source, 0))
-
-
 def test_login_and_matrix_floods_leave_the_master_responsive(prod: Sandbox) -> None:
     """12 clients guessing passwords and 12 reading the release matrix for 20 s (from 127.0.0.2), while
     127.0.0.1 reads REST and logs in: the guesser gets 429 after its allowance, 127.0.0.1 is not
-    limited, and the matrix is computed once per interval, not per request."""
-    import base64
-    import statistics
-    import threading
-    from collections import Counter
-    from urllib.parse import urlsplit
-
-    base = urlsplit(prod.web_url).path.rstrip("/")
-    matrix_path = base + "/plugins/wsgi_dashboards/releases/matrix.json"
-    stop_at = time.monotonic() + 20
-    codes: Counter = Counter()
-    matrix_codes: Counter = Counter()
-    lock = threading.Lock()
-
-    def guesser(i: int) -> None:
-        conn = _flood_client(prod, "127.0.0.2")
-        n = 0
-        while time.monotonic() < stop_at:
-            n += 1
-            token = base64.b64encode(f"{ADMIN}:wrong-{i}-{n}".encode()).decode()
-            conn.request("GET", base + "/auth/login", headers={"Authorization": f"Basic {token}"})
-            r = conn.getresponse()
-            r.read()
-            with lock:
-                codes[r.status] += 1
-
-    def reader() -> None:
-        conn = _flood_client(prod, "127.0.0.2")
-        while time.monotonic() < stop_at:
-            conn.request("GET", matrix_path)
-            r = conn.getresponse()
-            r.read()
-            with lock:
-                matrix_codes[r.status] += 1
-
-    flood = [threading.Thread(target=guesser, args=(i,)) for i in range(12)]
-    flood += [threading.Thread(target=reader) for _ in range(12)]
-    for t in flood:
-        t.start()
-    rest: list[float] = []
+    limited, and every matrix request is answered (``make bench --only flood`` measures the same floods
+    with REST clients too, for 30 s)."""
     logged_in = False
-    try:
-        while time.monotonic() < stop_at:
-            t0 = time.monotonic()
-            assert requests.get(prod.web_url + "api/v2/builders", timeout=60).status_code == 200
-            rest.append(time.monotonic() - t0)
+
+    with Flood(prod.web_url, 20, logins=12, matrix_readers=12, user=ADMIN, source="127.0.0.2") as flood:
+        codes = flood.tallies["login"].codes
+
+        def login_once_limited() -> None:
+            nonlocal logged_in
             if not logged_in and codes[429]:  # the guesser is limited by now; this client is not
                 logged_in = bool(login(prod, ADMIN).cookies)
-            time.sleep(0.2)
-    finally:
-        for t in flood:
-            t.join(120)
-    rest.sort()
-    print(f"\nflood: logins {dict(codes)}, matrix {dict(matrix_codes)}; REST /builders from another client: "
-          f"median {statistics.median(rest):.3f}s, p95 {rest[int(len(rest) * 0.95)]:.3f}s, n={len(rest)}")
+
+        rest = probe_rest(prod.web_url, flood.running, between=login_once_limited)
+    print("\nflood: " + "; ".join(flood.report()) + "\n  " + describe("REST /builders from another client", rest))
     assert codes[401] <= 10 and codes[429] > 0, codes  # 10 failures per address and window, then 429 unhashed
     assert logged_in  # another address logs in during the flood
-    assert set(matrix_codes) == {200}, matrix_codes
+    assert set(flood.tallies["matrix"].codes) == {200}, flood.tallies["matrix"]

@@ -209,35 +209,4 @@ class TestPublishWheels(StepCase):
         self.assertEqual(publisher.summary(UploadResult("p", "u", False)), "nothing uploaded")
 
 
-# --------------------------------------------------------------------------- the factories
-
-
-def _secrets_in(value: object) -> list[str]:
-    if isinstance(value, Secret):
-        return [value.secret_name]
-    if isinstance(value, dict):
-        return [s for v in value.values() for s in _secrets_in(v)]
-    if isinstance(value, list | tuple):
-        return [s for v in value for s in _secrets_in(v)]
-    return []
-
-
-def test_no_worker_step_of_any_builder_gets_an_index_token(tmp_path: Path) -> None:
-    from farm import settings
-    from master.config import build_config
-
-    variant_builders = 0
-    for b in build_config(settings.Settings(), tmp_path)["builders"]:
-        classes = [sf.step_class for sf in b.factory.steps]
-        for sf in b.factory.steps:
-            args = [*sf.args, *sf.kwargs.values()]
-            tokens = [s for s in _secrets_in(args) if s.startswith("index-token")]
-            if sf.step_class is publisher.PublishWheels:  # the master-side process, and only it
-                assert len(tokens) == 1, (b.name, sf.kwargs)
-            else:
-                assert not tokens and "TWINE" not in repr(sf.kwargs.get("env")), (b.name, sf.step_class, sf.kwargs)
-        if publisher.PublishWheels in classes:
-            variant_builders += 1
-            # The wheels reach the master before the master publishes them; nothing runs on the worker after.
-            assert classes.index(publisher.FetchWheels) == classes.index(publisher.PublishWheels) - 1, classes
-    assert variant_builders >= 5
+# That no worker step of any builder gets a token: tests/unit/test_worker_secrets.py.
