@@ -83,7 +83,7 @@ def _pack(durations: list[float], workers: int) -> float:
 
 # Step name (prefix) -> kind, for the breakdown; the by-hand side times the same kinds.
 STEP_KINDS = [("worker_preparation", "worker_preparation"), ("checkout", "checkout"),
-              ("ship_toolchain", "ship_toolchain"), ("unpack_toolchain", "ship_toolchain"), ("patch", "patch"),
+              ("ship_toolchain", "ship_toolchain"), ("patch", "patch"),
               ("build", "build"), ("verify", "verify"), ("smoke", "smoke"), ("fetch_wheels", "upload"),
               ("upload", "upload")]
 KIND_ORDER = ["build", "verify", "smoke", "upload", "ship_toolchain", "patch", "worker_preparation", "checkout",
