@@ -93,7 +93,8 @@ def parse_report(text: str) -> tuple[list[Difference], str]:
         return [], f"compare: {res.error}"
     if not isinstance(res, CompareResult):
         return [], "the compare command printed no report"
-    out = [Difference(d.member or "(the archive)", str(d.kind), list(d.sections or d.fields)) for d in res.differences]
+    out = [Difference(d.member or "(the archive)", str(d.kind), list(d.sections) or [str(d.kind), *d.fields])
+           for d in res.differences]
     return out, "" if out else "the compare command found no differing member"
 
 

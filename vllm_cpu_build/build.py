@@ -450,8 +450,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                      help="extra CMake argument (e.g. -DONEDNN_BUILD_GRAPH=OFF), repeatable; no whitespace")
     src.add_argument("--sdist", help="the upstream sdist the tree came from (name and sha256 go into the record)")
     src.add_argument("--source-date-epoch", type=_epoch_arg, metavar="SECONDS",
-                     help="SOURCE_DATE_EPOCH of the build (default: the worker's SOURCE_DATE_EPOCH, else the "
-                          "git commit time of the tree; an sdist tree needs one of these to be reproducible)")
+                     help="SOURCE_DATE_EPOCH of the build (default: the git commit time of the tree, the tag's; "
+                          "for an sdist tree the worker's SOURCE_DATE_EPOCH, without which it is not reproducible)")
     rootg = p.add_argument_group("build root")
     rootg.add_argument("--root", help="build inside this root file system (directory or tarball) with bubblewrap")
     rootg.add_argument("--root-bind", action="append", default=[], metavar="PATH",

@@ -41,7 +41,7 @@ class BuildOptions:
     strip: bool = True  # strip debug info from vLLM's modules
     debug_archive: bool = False  # keep it as <wheel>.debug.tar.gz
     sdist: Path | None = None  # the sdist the tree came from (named in the record)
-    # None: the worker's SOURCE_DATE_EPOCH, else the tree's git commit time (reproducible.py).
+    # None: the tree's git commit time, else the worker's SOURCE_DATE_EPOCH (reproducible.py).
     source_date_epoch: int | None = None
     log: TextIO | None = field(default=None, compare=False)  # progress; None: stderr
 

@@ -5,8 +5,9 @@ What would make two builds of one tree differ, and what ``build`` does about it:
 * **time** in the binaries (``__DATE__``, ``__TIME__``, timestamps tools
   write): ``SOURCE_DATE_EPOCH`` is exported to the build, the commit time of
   the checked-out tag (``git log -1 --format=%ct``: the same on every worker
-  and every rebuild), or what ``--source-date-epoch`` / the worker's own
-  ``SOURCE_DATE_EPOCH`` says for a tree that is no git checkout (an sdist);
+  and every rebuild) unless ``--source-date-epoch`` says otherwise; a tree
+  that is no git checkout (an sdist) takes the option or the worker's own
+  ``SOURCE_DATE_EPOCH``;
 * **paths**: the source tree (and the CMake build directory under it), the
   build env (torch's headers: ``TORCH_CHECK`` embeds ``__FILE__``), the
   build interpreter's installation (``Python.h``) and each FetchContent
@@ -68,17 +69,21 @@ def parse_epoch(text: str, where: str) -> int:
 
 
 def source_date_epoch(src: Path, explicit: int | None = None, environ: Mapping[str, str] | None = None) -> Epoch:
-    """The build's SOURCE_DATE_EPOCH: the option, else the worker's variable, else the tree's commit time."""
+    """The build's SOURCE_DATE_EPOCH: the option, else the tree's commit time, else the worker's variable.
+
+    The tag's commit time beats a variable the worker happens to carry: every
+    worker rebuilding the tag must arrive at the same time.
+    """
     if explicit is not None:
         return Epoch(explicit, "--source-date-epoch")
-    env = os.environ if environ is None else environ
-    if env.get("SOURCE_DATE_EPOCH", "").strip():
-        return Epoch(parse_epoch(env["SOURCE_DATE_EPOCH"], "SOURCE_DATE_EPOCH"), "SOURCE_DATE_EPOCH")
     if (src / ".git").exists():
         r = subprocess.run(["git", "-C", str(src), "log", "-1", "--format=%ct"], capture_output=True, text=True,
                            check=False)
         if r.returncode == 0 and r.stdout.strip():
             return Epoch(parse_epoch(r.stdout, "git commit time"), "git commit time")
+    env = os.environ if environ is None else environ
+    if env.get("SOURCE_DATE_EPOCH", "").strip():
+        return Epoch(parse_epoch(env["SOURCE_DATE_EPOCH"], "SOURCE_DATE_EPOCH"), "SOURCE_DATE_EPOCH")
     return Epoch(None, "none")
 
 

@@ -41,15 +41,20 @@ def _git_repo(path: Path, date: str) -> Path:
     return path
 
 
-def test_epoch_option_then_worker_variable_then_commit_time(tmp_path: Path) -> None:
+def test_epoch_option_then_commit_time_then_worker_variable(tmp_path: Path) -> None:
     repo = _git_repo(tmp_path / "repo", "2025-11-20T12:00:00+00:00")
-    assert reproducible.source_date_epoch(repo, environ={}) == reproducible.Epoch(1763640000, "git commit time")
-    assert reproducible.source_date_epoch(repo, environ={"SOURCE_DATE_EPOCH": "1700000000"}).value == 1700000000
+    tag_time = reproducible.Epoch(1763640000, "git commit time")
+    assert reproducible.source_date_epoch(repo, environ={}) == tag_time
+    # A variable the worker carries does not move a tag's time: every worker must agree.
+    assert reproducible.source_date_epoch(repo, environ={"SOURCE_DATE_EPOCH": "1700000000"}) == tag_time
     assert reproducible.source_date_epoch(repo, 5, environ={"SOURCE_DATE_EPOCH": "7"}).value == 5
-    # An sdist tree: nothing to take it from.
-    assert reproducible.source_date_epoch(tmp_path, environ={}) == reproducible.Epoch(None, "none")
+    # An sdist tree: the worker's variable, else nothing to take it from.
+    sdist_tree = tmp_path / "sdist"
+    sdist_tree.mkdir()
+    assert reproducible.source_date_epoch(sdist_tree, environ={"SOURCE_DATE_EPOCH": "7"}).value == 7
+    assert reproducible.source_date_epoch(sdist_tree, environ={}) == reproducible.Epoch(None, "none")
     with pytest.raises(reproducible.EpochError, match="SOURCE_DATE_EPOCH 'yesterday'"):
-        reproducible.source_date_epoch(tmp_path, environ={"SOURCE_DATE_EPOCH": "yesterday"})
+        reproducible.source_date_epoch(sdist_tree, environ={"SOURCE_DATE_EPOCH": "yesterday"})
 
 
 def test_build_environment_keeps_the_workers_flags_and_maps_the_most_specific_last() -> None:
@@ -170,7 +175,7 @@ def _commit_time(tree: Path) -> int:
 
 def test_environment_phase_exports_the_epoch_and_maps_paths_the_record_never_names(
         patched: Path, tmp_path: Path, monkeypatch) -> None:
-    monkeypatch.delenv("SOURCE_DATE_EPOCH", raising=False)
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "7")  # the tag's time wins over a stray variable
     monkeypatch.setenv("CXXFLAGS", "-DWORKER_OWN=1")
     monkeypatch.setenv("CCACHE_BASEDIR", "/")  # the worker's own: dropped, the tree's set (compile_cache)
     opts = build.BuildOptions(CATALOG.get("vllm-cpu"), patched, tmp_path / "out", fetch_mirror=MIRROR, max_jobs=2)
