@@ -130,7 +130,7 @@ def test_build_tags_the_wheel_cp311_abi3_and_abi3audit_proves_it(helper_wheel) -
     assert ok, why
     # The same modules are not a 3.8 stable-ABI wheel: the helper calls 3.11's Py_buffer API.
     ok, why = abi3.abi3_status(wheel, "3.8")
-    assert not ok and "fs_io_C" in why and "PyObject_GetBuffer" in why and "_C.abi3.so" not in why
+    assert not ok and "fs_io_C" in why and "PyObject_GetBuffer" in why and "vllm/_C.abi3.so" not in why
 
 
 @pytest.mark.slow
