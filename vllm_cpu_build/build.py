@@ -145,7 +145,7 @@ def build(opts: BuildOptions) -> BuildResult:
         try:
             built, command = _compile(opts, prepared, env, tools, Path(tmp))
         finally:
-            cache = compile_cache.collect(env.cache, prepared.runner, env.full, opts.out_log)
+            cache = compile_cache.collect(env.cache, opts.out_log)
         finished = _finish(opts, target, prepared, env, tools, built)
     return _result(opts, prepared, env, tools, finished, command, time.monotonic() - start, cache)
 

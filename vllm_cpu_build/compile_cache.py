@@ -11,10 +11,12 @@ worker's own directory costs no network round trip.
 
 A remote that is down, unreachable or full makes ccache count an error and
 compile anyway: the build only gets slower.  Each build reads its own
-counters from a stats log of its own (``CCACHE_STATSLOG``; the worker's
-other builds write elsewhere) with ``ccache --show-log-stats
---print-stats``, and its result (``results.CompileCache``) says what the
-cache gave and whether the remote failed.
+counters from a stats log of its own (``CCACHE_STATSLOG``: one line per
+counter increment, what ``ccache --show-log-stats`` sums; the worker's other
+builds write elsewhere; ``--print-stats`` would give the cache directory's
+totals since it was zeroed, every earlier build included), and its result
+(``results.CompileCache``) says what the cache gave and whether the remote
+failed.
 """
 
 from __future__ import annotations
@@ -123,18 +125,28 @@ def from_counters(c: dict[str, int], remote: str) -> CompileCache:
                         c.get("remote_storage_error", 0), c.get("remote_storage_timeout", 0))
 
 
-def collect(setup: Setup | None, runner: Runner, env: dict[str, str], log: TextIO) -> CompileCache | None:
+def parse_stats_log(text: str) -> dict[str, int]:
+    """ccache's stats log: ``# <source>`` per compile, then one counter name per line and increment."""
+    out: dict[str, int] = {}
+    for line in text.splitlines():
+        name = line.strip()
+        if name and not name.startswith("#"):
+            out[name] = out.get(name, 0) + 1
+    return out
+
+
+def collect(setup: Setup | None, log: TextIO) -> CompileCache | None:
     """This build's counters from its stats log (then removed); ``None`` without ccache or counters."""
     if setup is None:
         return None
     try:
-        r = runner.run(["ccache", "--show-log-stats", "--print-stats"], env=env)
-        counters = parse_print_stats(r.stdout) if r.returncode == 0 else {}
+        counters = parse_stats_log(setup.stats_log.read_text(errors="replace"))
+    except FileNotFoundError:
+        counters = {}  # ccache writes it at its first compile (an old ccache never: it lacks stats_log)
     finally:
         setup.stats_log.unlink(missing_ok=True)
     if not counters:
-        why = "no compile ran" if r.returncode == 0 else f"ccache --show-log-stats: exit {r.returncode}"
-        print(f"  compile cache: no counters ({why})", file=log)
+        print("  compile cache: no counters (no compile ran, or a ccache older than 4.4)", file=log)
         return None
     cache = from_counters(counters, setup.remote)
     print(f"  compile cache: {cache.summary()}", file=log)

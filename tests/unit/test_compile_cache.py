@@ -48,6 +48,14 @@ def test_remote_storage_url_password_and_redaction() -> None:
                                                                  "not shown)"
 
 
+def test_stats_log_counts_increments() -> None:
+    log = "# /s/a.c\ncache_miss\nlocal_storage_write\nremote_storage_error\n# /s/b.c\ndirect_cache_hit\n" \
+          "local_storage_hit\n# /s/c.c\ncache_miss\nremote_storage_error\n"
+    c = compile_cache.parse_stats_log(log)
+    assert (c["cache_miss"], c["direct_cache_hit"], c["remote_storage_error"]) == (2, 1, 2)
+    assert compile_cache.from_counters(c, "r").summary().startswith("ccache 1/3 hits; remote cache FAILED (2 error")
+
+
 def test_print_stats_and_summary() -> None:
     counters = parse_print_stats("cache_miss\t2\ndirect_cache_hit\t5\npreprocessed_cache_hit\t1\n"
                                  "remote_storage_hit\t4\nremote_storage_error\t0\nstats_zeroed_timestamp\t0\n")
@@ -103,9 +111,9 @@ def redis(tmp_path: Path):
 
 
 def _worker_build(fixture_repo: Path, where: Path, monkeypatch: pytest.MonkeyPatch, storage: str,
-                  **env: str) -> tuple[BuildResult, str]:
-    """One build as a worker with its own (fresh) ccache directory and checkout at ``where`` runs it."""
-    src = where / "build" / "src"
+                  sub: str = "build", **env: str) -> tuple[BuildResult, str]:
+    """One build as the worker whose ccache directory is ``where/ccache`` runs it, in a checkout of its own."""
+    src = where / sub / "src"
     shutil.copytree(fixture_repo, src, symlinks=True)
     patch.patch_tree(src, VARIANT, "x86_64", "0.12.0")
     monkeypatch.setenv("CCACHE_DIR", str(where / "ccache"))
@@ -113,9 +121,9 @@ def _worker_build(fixture_repo: Path, where: Path, monkeypatch: pytest.MonkeyPat
     for k, v in env.items():
         monkeypatch.setenv(k, v)
     log = io.StringIO()
-    res = build.build(build.BuildOptions(VARIANT, src, where / "build" / "out", log=log, fetch_mirror=MIRROR))
+    res = build.build(build.BuildOptions(VARIANT, src, where / sub / "out", log=log, fetch_mirror=MIRROR))
     assert Path(res.wheel).is_file()
-    assert not list((where / "build" / "out").glob(".ccache-stats-*"))  # the stats log goes with the build
+    assert not list((where / sub / "out").glob(".ccache-stats-*"))  # the stats log goes with the build
     return res, log.getvalue()
 
 
@@ -137,6 +145,10 @@ def test_a_fresh_worker_builds_from_what_another_worker_built(fixture_repo: Path
     assert redis.keys() > 0
     assert _local_files(tmp_path / "a" / "ccache") > 0  # local + remote
     assert "CCACHE_REMOTE_ONLY" in log_a.split("env removed from the worker's environment:")[1].splitlines()[0]
+    # Worker A again, another checkout: its own directory serves it; the counters are this build's only.
+    again, _ = _worker_build(fixture_repo, tmp_path / "a", monkeypatch, redis.storage, sub="again")
+    cc = again.compile_cache
+    assert cc is not None and (cc.calls, cc.misses, cc.remote_hits) == (first.compile_cache.calls, 0, 0), cc
     # Worker B: empty ccache directory, another checkout path: everything from the remote.
     second, log_b = _worker_build(fixture_repo, tmp_path / "b", monkeypatch, redis.storage)
     cc = second.compile_cache
