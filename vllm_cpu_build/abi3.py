@@ -149,8 +149,10 @@ def audit(modules: dict[str, bytes], minimum: str) -> dict[str, str]:
     bad = {name: "abi3audit did not check it" for name in set(modules) - set(results)}
     for name, res in results.items():
         if not res.get("is_abi3") or res.get("non_abi3_symbols") or not res.get("is_abi3_baseline_compatible"):
-            bad[name] = (f"symbols outside the stable ABI {res.get('non_abi3_symbols') or []}, "
-                         f"newer than {minimum}: {res.get('future_abi3_objects') or {}}")
+            outside, newer = res.get("non_abi3_symbols") or [], res.get("future_abi3_objects") or {}
+            parts = ([f"symbols outside the stable ABI: {', '.join(map(str, outside))}"] if outside else []) + \
+                ([f"newer than {minimum}: {', '.join(map(str, newer))}"] if newer else [])
+            bad[name] = "; ".join(parts) or f"not a clean stable-ABI {minimum} module"
     return bad
 
 
