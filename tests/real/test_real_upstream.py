@@ -23,6 +23,8 @@ import dataclasses
 import io
 import json
 import shutil
+import subprocess
+import sys
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,8 +32,9 @@ from pathlib import Path
 import pytest
 
 from tests import sdist
-from vllm_cpu_build import build, finish, patch, provenance
+from vllm_cpu_build import build, finish, floor, patch, provenance
 from vllm_cpu_build.cli import main as cli_main
+from vllm_cpu_build.enums import Arch
 from vllm_cpu_build.hostcpu import host_arch
 from vllm_cpu_build.results import BuildResult
 from vllm_cpu_build.variants import load
@@ -206,3 +209,43 @@ def test_stripped_module_keeps_its_code(real_build: RealBuild, tmp_path: Path) -
         dbg = tar.extractfile("vllm/_C.abi3.so.debug").read()
     assert len(dbg) > 5 * len(data)
     assert shutil.which("objdump") is None or b".debug_info" in dbg
+
+
+# rms_norm and silu_and_mul of vLLM's own _C against torch's own arithmetic.
+_KERNELS = """
+import sys, torch
+torch.ops.load_library(sys.argv[1])
+torch.manual_seed(0)
+x, w = torch.randn(8, 256), torch.randn(256)
+out = torch.empty_like(x)
+torch.ops._C.rms_norm(out, x, w, 1e-6)
+assert torch.allclose(out, x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + 1e-6) * w, atol=1e-4, rtol=1e-4)
+y, o2 = torch.randn(8, 512), torch.empty(8, 256)
+torch.ops._C.silu_and_mul(o2, y)
+assert torch.allclose(o2, torch.nn.functional.silu(y[:, :256]) * y[:, 256:], atol=1e-4, rtol=1e-4)
+print("kernels ok")
+"""
+
+
+def test_kernels_run_on_the_emulated_floor_cpu(real_build: RealBuild, tmp_path: Path) -> None:
+    """The real _C loads and its kernels match torch on the variant's floor CPU (QEMU Haswell-v4).
+
+    Not through ``smoke``: the wheel pins a torch no reachable index has, so it cannot be
+    installed; the module runs beside the torch it was compiled against instead.
+    """
+    cpu = load().get(VARIANT).arches[Arch.X86_64].qemu_floor
+    qemu = floor.qemu_binary(Arch.X86_64)
+    if qemu is None or cpu is None:
+        pytest.skip("no qemu-x86_64 user mode, or no emulated floor")
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    subprocess.run([str(venv / "bin" / "python"), "-m", "pip", "install", "-q", TORCH], check=True, timeout=900)
+    with zipfile.ZipFile(real_build.result.wheel) as zf:
+        [name] = [n for n in zf.namelist() if n.startswith("vllm/_C") and n.endswith(".so")]
+        module = Path(zf.extract(name, tmp_path / "wheel"))
+    script = tmp_path / "kernels.py"
+    script.write_text(_KERNELS)
+    emu = floor.Emulator(qemu, cpu, tmp_path / "qemu.log")
+    run = subprocess.run(emu.wrap([str(venv / "bin" / "python"), str(script), str(module)]),
+                         capture_output=True, text=True, timeout=900)
+    assert run.returncode == 0 and "kernels ok" in run.stdout, (run.returncode, run.stderr[-3000:])
