@@ -71,19 +71,24 @@ class Child:
                            waiting=self.waiting)
 
 
-def reconnecting(child: Child, now: float, grace: float) -> bool:
-    """Whether the worker of a re-queued build may still come back (interrupted less than ``grace`` ago).
+def reconnecting(child: Child, now: float, grace: float, rerun_since: float | None = None) -> bool:
+    """Whether a worker for a waiting build may still come back (``grace`` not over yet).
 
     A master restart or a lost worker re-queues a running build; buildbot-worker
     reconnects with a backoff of up to 300 s.  Until then the build is not
-    waiting for a worker that is not there.
+    waiting for a worker that is not there.  ``rerun_since``: this release try
+    is a re-run after a master restart and began then.  Every worker may still
+    be reconnecting: the grace runs from then for every build it waits for,
+    including one it has just triggered (a build of the earlier try may have
+    finished just before the stop).
     """
-    return child.retried_at is not None and now - child.retried_at < grace
+    marks = [t for t in (child.retried_at, rerun_since) if t is not None]
+    return bool(marks) and now - max(marks) < grace
 
 
-def waits_for_absent_worker(child: Child, now: float, grace: float) -> bool:
+def waits_for_absent_worker(child: Child, now: float, grace: float, rerun_since: float | None = None) -> bool:
     """The release need not wait for this build: it waits for a worker of an arch no connected worker serves."""
-    return not child.complete and child.waiting and not reconnecting(child, now, grace)
+    return not child.complete and child.waiting and not reconnecting(child, now, grace, rerun_since)
 
 
 @dataclass(frozen=True)
@@ -96,16 +101,19 @@ class Settle:
 
 
 def settle(children: Sequence[Child], *, now: float, reconnect_grace: float, stopped: bool = False,
-           cancelled: Collection[int] = (), deadline: float | None = None, cancel_timeout: float = 300.0) -> Settle:
+           cancelled: Collection[int] = (), deadline: float | None = None, cancel_timeout: float = 300.0,
+           rerun_since: float | None = None) -> Settle:
     """Whether ``fan_out`` is done with the release's builds, and what to cancel.
 
     Running: done once every build finished or waits for a worker that is not
     there (never waiting on an arch without a worker).  Stopped: done once
     every build finished; until then every unfinished one is cancelled (once)
     and the release ends ``cancel_timeout`` after the stop at the latest.
+    ``rerun_since``: see ``reconnecting``.
     """
     if not stopped:
-        return Settle(all(c.complete or waits_for_absent_worker(c, now, reconnect_grace) for c in children))
+        return Settle(all(c.complete or waits_for_absent_worker(c, now, reconnect_grace, rerun_since)
+                          for c in children))
     if all(c.complete for c in children):
         return Settle(True, deadline=deadline)
     cancel = tuple(c.buildrequestid for c in children if not c.complete and c.buildrequestid not in cancelled)

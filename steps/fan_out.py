@@ -168,6 +168,7 @@ class FanOut(Attached, BuildSummary, OwnTriggerSummary, Trigger):
         kids: list[dict[str, Any]] = []
         buildid = self.build.buildid
         assert buildid is not None, "a running build has its id"
+        rerun_since = await self._rerun_since()
         while not self._lost:
             try:
                 kids = await fetch_children(self.master, buildid)
@@ -181,7 +182,8 @@ class FanOut(Attached, BuildSummary, OwnTriggerSummary, Trigger):
                     break
                 verdict = settle([child_of(k) for k in kids], now=self.master.reactor.seconds(),
                                  reconnect_grace=self.reconnect_grace, stopped=self._stop_reason is not None,
-                                 cancelled=self._cancelled, deadline=deadline, cancel_timeout=self.cancel_timeout)
+                                 cancelled=self._cancelled, deadline=deadline, cancel_timeout=self.cancel_timeout,
+                                 rerun_since=rerun_since)
                 self._cancel(verdict.cancel)
                 deadline = verdict.deadline
                 if verdict.done:
@@ -189,6 +191,21 @@ class FanOut(Attached, BuildSummary, OwnTriggerSummary, Trigger):
             if not self._lost:
                 await wakeup.sleep(self.poll_interval)
         return kids
+
+    async def _rerun_since(self) -> float | None:
+        """Now, when this release's request had an earlier try (a master restart re-ran it): its
+        workers may still be reconnecting (``farm.decisions.reconnecting``); else None."""
+        requests = getattr(self.build, "requests", None)
+        if not requests:
+            return None
+        try:
+            tries = await self.master.data.get(("buildrequests", requests[0].id, "builds"))
+        except Exception:  # a busy database: assume a re-run, the grace only makes the release wait longer
+            _log.failure("fan_out: reading the release's earlier tries", level=LogLevel.warn)
+            return float(self.master.reactor.seconds())
+        if any(b["buildid"] < (self.build.buildid or 0) for b in tries or []):
+            return float(self.master.reactor.seconds())
+        return None
 
     def _cancel(self, brids: Iterable[int]) -> None:
         """Cancel build requests of this release (queued: dropped; running: stopped)."""

@@ -310,7 +310,8 @@ def test_master_restart_mid_release_reports_the_builds(live: LiveSandbox, first:
         for t in tries]
     last = tries[-1]
     builds, pending = live.children(last["buildid"])
-    assert pending == [] and len(builds) == 1 and builds[0]["complete"], builds
+    assert pending == [] and len(builds) == 1 and builds[0]["complete"], (
+        last["results"], last["state_string"], builds, pending)
     # The re-run reported after its build, with the build's result, not SUCCESS before it started.
     assert last["results"] == builds[0]["results"] and last["complete_at"] >= builds[0]["complete_at"]
     assert "1 of 1 variant build ok" in last["state_string"] and "DRY RUN" in last["state_string"], last

@@ -86,6 +86,18 @@ def test_a_build_requeued_by_a_restart_gets_the_reconnect_grace() -> None:
     assert d.waits_for_absent_worker(child(3, waiting=True), NOW, GRACE)
 
 
+def test_a_rerun_after_a_restart_gives_every_waiting_build_the_grace() -> None:
+    # The earlier try's build finished just before the stop, so the re-run queued a new one
+    # (never retried): its worker is still reconnecting to the restarted master.
+    fresh = child(4, key="vllm-cpu/x86_64", waiting=True)
+    assert d.settle([fresh], now=NOW, reconnect_grace=GRACE).done  # not a re-run: no grace
+    assert not d.settle([fresh], now=NOW + GRACE - 1, reconnect_grace=GRACE, rerun_since=NOW).done
+    assert d.settle([fresh], now=NOW + GRACE, reconnect_grace=GRACE, rerun_since=NOW).done
+    # A build interrupted long before (the master was down a while): the grace runs from the re-run.
+    requeued = child(2, key="vllm-cpu/x86_64", waiting=True, retried_at=NOW - GRACE)
+    assert not d.settle([requeued], now=NOW + 5, reconnect_grace=GRACE, rerun_since=NOW).done
+
+
 def test_a_stopped_release_cancels_once_and_ends_by_its_deadline() -> None:
     running = child(7, started=True)
     waiting = child(8, key="vllm-cpu/aarch64", waiting=True)
